@@ -1,0 +1,26 @@
+"""trio_smtp: an SMTP client for Trio.
+
+A sans-IO protocol core (:mod:`trio_smtp.protocol`), a client modelled on .NET's
+``SmtpClient.SendAsync`` (:class:`SmtpClient`), and a testing server (:mod:`trio_smtp.testing`).
+"""
+
+from ._client import SendCompleted as SendCompleted
+from ._client import SendResult as SendResult
+from ._client import SmtpClient as SmtpClient
+from ._config import DeliveryMethod as DeliveryMethod
+from ._config import Security as Security
+from ._config import Timeouts as Timeouts
+from ._errors import SmtpAuthenticationError as SmtpAuthenticationError
+from ._errors import SmtpConnectError as SmtpConnectError
+from ._errors import SmtpDeliveryUnknownError as SmtpDeliveryUnknownError
+from ._errors import SmtpError as SmtpError
+from ._errors import SmtpFailedRecipientError as SmtpFailedRecipientError
+from ._errors import SmtpFailedRecipientsError as SmtpFailedRecipientsError
+from ._errors import SmtpProtocolError as SmtpProtocolError
+from ._errors import SmtpResponseError as SmtpResponseError
+from ._errors import SmtpStatusCode as SmtpStatusCode
+from ._errors import SmtpTimeoutError as SmtpTimeoutError
+from ._errors import SmtpTlsError as SmtpTlsError
+from .protocol import Reply as Reply
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""An in-process SMTP server for protocol-level tests (issue 3)."""

@@ -1,0 +1,1 @@
+"""pytest plugin: fixtures for :mod:`trio_smtp.testing` (registered via ``pytest11``)."""
