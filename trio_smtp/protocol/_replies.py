@@ -10,8 +10,11 @@ ends.  Everything is bounded by :class:`ReplyLimits`; any violation raises
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from ._errors import LocalProtocolError, RemoteProtocolError
 
 if TYPE_CHECKING:
     from ._commands import Command
@@ -35,10 +38,13 @@ class ReplyLimits:
 class Reply:
     """One complete SMTP reply.
 
-    ``lines`` holds the text of each line without the code, separator and line end.
-    ``enhanced_status`` is the RFC 3463 code (``"2.1.5"``) taken from the first line when
-    its class digit agrees with the reply code, else ``None``.  ``command`` is the command
-    this reply answers (``None`` for the greeting); it does not take part in comparisons.
+    ``lines`` holds the text of each line exactly as the server sent it after the code and
+    separator, without the line end; an RFC 3463 enhanced status code stays in the text
+    (``"2.1.5 Ok"``).  ``enhanced_status`` is that code (``"2.1.5"``) taken from the first
+    line when its class digit agrees with the reply code, else ``None``.  Text that is not
+    UTF-8 is decoded with ``errors="replace"`` (U+FFFD), so it can always be printed.
+    ``command`` is the command this reply answers (``None`` for the greeting); it does not
+    take part in comparisons.
     """
 
     code: int
@@ -74,27 +80,57 @@ def format_reply(code: int, text: str | list[str] | tuple[str, ...] = "") -> byt
     """Serialise a reply as a server would (used by :mod:`trio_smtp.testing`).
 
     Multi-line text (a list, or a string with ``\\n``) becomes ``NNN-`` lines ending with
-    ``NNN <last>``.  Raises :class:`~trio_smtp.protocol.LocalProtocolError` for a code outside
-    200-599 or text containing CR or NUL.
+    ``NNN <last>``; an empty last line is the bare ``NNN``.  Text is encoded as UTF-8
+    (RFC 6531 §3.7.4).  Raises :class:`~trio_smtp.protocol.LocalProtocolError` for a code
+    outside 200-599, or text containing CR, NUL or another control character (a list item
+    must not contain ``\\n`` either).
     """
-    raise NotImplementedError
+    if type(code) is not int or not 200 <= code <= 599:
+        raise LocalProtocolError(f"reply code must be an int in 200-599, not {code!r}")
+    lines = text.split("\n") if isinstance(text, str) else list(text)
+    if not lines:
+        lines = [""]
+    for line in lines:
+        if not isinstance(line, str) or _CONTROL.search(line):
+            raise LocalProtocolError(f"invalid reply text {line!r}")
+    out = [f"{code}-{line}\r\n" for line in lines[:-1]]
+    out.append(f"{code} {lines[-1]}\r\n" if lines[-1] else f"{code}\r\n")
+    return "".join(out).encode("utf-8")
+
+
+# Control characters other than TAB (which RFC 5321 §4.2 textstring admits).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+# RFC 3463 §2: class "." subject "." detail, followed by SP or the end of the text.
+_ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?= |$)")
+
+# Compact the buffer once this many consumed octets sit at its front (amortised O(n)).
+_COMPACT_THRESHOLD = 4096
 
 
 class ReceiveBuffer:
-    """An O(n) byte buffer that hands out complete lines (cf. h11/_receivebuffer.py)."""
+    """An O(n) byte buffer that hands out complete lines (cf. h11/_receivebuffer.py).
+
+    Consumed lines are not deleted one by one (that would move the tail each time, O(n²)
+    for a buffer of many short lines): a start offset advances and the consumed prefix is
+    dropped in one go when it grows large.  The search for a line end resumes where the
+    previous search stopped, so no octet is scanned twice.
+    """
 
     def __init__(self) -> None:
-        raise NotImplementedError
+        self._data = bytearray()
+        self._start = 0  # first unconsumed octet
+        self._scanned = 0  # octets after _start already known to hold no LF
 
     def __bool__(self) -> bool:
-        raise NotImplementedError
+        return len(self) > 0
 
     def __len__(self) -> int:
-        raise NotImplementedError
+        return len(self._data) - self._start
 
     def feed(self, data: bytes) -> None:
         """Append bytes received from the peer."""
-        raise NotImplementedError
+        self._data += data
 
     def next_line(self, max_length: int) -> bytes | None:
         """Remove and return one line including its end (CRLF, or a lone LF), or ``None``.
@@ -102,22 +138,56 @@ class ReceiveBuffer:
         A lone CR is never a line end.  Raises RemoteProtocolError when no line end is
         found within ``max_length`` octets.
         """
-        raise NotImplementedError
+        # Never look past max_length: a longer line is an error whatever follows.
+        search_end = min(len(self._data), self._start + max_length)
+        idx = self._data.find(b"\n", self._start + self._scanned, search_end)
+        if idx < 0:
+            if len(self) >= max_length:
+                raise RemoteProtocolError(f"reply line longer than {max_length} octets")
+            self._scanned = len(self)
+            return None
+        line = bytes(self._data[self._start : idx + 1])
+        self._start = idx + 1
+        self._scanned = 0
+        self._compact()
+        return line
 
     def take_all(self) -> bytes:
         """Remove and return everything buffered."""
-        raise NotImplementedError
+        out = bytes(self._data[self._start :])
+        self._data.clear()
+        self._start = self._scanned = 0
+        return out
+
+    def _compact(self) -> None:
+        if self._start == len(self._data):
+            self._data.clear()
+            self._start = 0
+        elif self._start >= _COMPACT_THRESHOLD and self._start * 2 >= len(self._data):
+            del self._data[: self._start]
+            self._start = 0
 
 
 class ReplyParser:
-    """Incremental parser: feed bytes, take complete replies."""
+    """Incremental parser: feed bytes, take complete replies.
+
+    Grammar (RFC 5321 §4.2): ``Reply-code [("-" / SP) textstring] CRLF``, where the code is
+    three digits with the first in 2-5, every line of one reply carries the same code, and
+    the last line has SP or nothing after the code.  A lone LF is accepted as a line end
+    (liberal in what we accept); a lone CR is text, never a line end.
+    """
 
     def __init__(self, limits: ReplyLimits | None = None) -> None:
-        raise NotImplementedError
+        self._limits = limits or ReplyLimits()
+        self._buffer = ReceiveBuffer()
+        self._code = 0  # code of the reply being assembled, 0 between replies
+        self._lines: list[str] = []
+        self._size = 0  # octets of the lines assembled so far
+        self._broken: RemoteProtocolError | None = None
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the server."""
-        raise NotImplementedError
+        self._buffer.feed(data)
 
     def next_reply(self) -> Reply | None:
         """Return the next complete reply, or ``None`` when more bytes are needed.
@@ -125,9 +195,68 @@ class ReplyParser:
         Raises RemoteProtocolError on a malformed or over-limit reply; after that the parser
         is unusable.
         """
-        raise NotImplementedError
+        if self._broken is not None:
+            raise RemoteProtocolError(f"reply parser is broken: {self._broken}")
+        try:
+            return self._next_reply()
+        except RemoteProtocolError as exc:
+            self._broken = exc
+            raise
 
     @property
     def buffered(self) -> int:
         """Octets received but not yet part of a returned reply."""
-        raise NotImplementedError
+        return self._size + len(self._buffer)
+
+    def _next_reply(self) -> Reply | None:
+        limits = self._limits
+        while True:
+            raw = self._buffer.next_line(limits.max_line_length)
+            if raw is None:
+                return None
+            code, last, text = _parse_line(raw)
+            if self._code and code != self._code:
+                raise RemoteProtocolError(
+                    f"reply line with code {code} inside a {self._code} reply"
+                )
+            self._code = code
+            self._lines.append(text)
+            self._size += len(raw)
+            if len(self._lines) > limits.max_lines:
+                raise RemoteProtocolError(f"reply longer than {limits.max_lines} lines")
+            if self._size > limits.max_reply_size:
+                raise RemoteProtocolError(f"reply larger than {limits.max_reply_size} octets")
+            if last:
+                return self._finish()
+
+    def _finish(self) -> Reply:
+        code, lines = self._code, tuple(self._lines)
+        self._code, self._lines, self._size = 0, [], 0
+        return Reply(code, lines, _enhanced_status(code, lines[0]))
+
+
+def _parse_line(raw: bytes) -> tuple[int, bool, str]:
+    """One reply line -> (code, is_last, text).  ``raw`` ends in LF."""
+    end = -2 if raw.endswith(b"\r\n") else -1
+    line = raw[:end]
+    head = line[:3]
+    # isdigit() on bytes is ASCII-only; RFC 5321 §4.2: first digit 2-5.
+    if len(head) != 3 or not head.isdigit() or head[0] not in b"2345":
+        raise RemoteProtocolError(f"malformed reply line {_excerpt(line)}")
+    sep = line[3:4]
+    if sep not in (b"", b" ", b"-"):
+        raise RemoteProtocolError(f"malformed reply line {_excerpt(line)}")
+    text = line[4:].decode("utf-8", errors="replace")
+    return int(head), sep != b"-", text
+
+
+def _enhanced_status(code: int, first_line: str) -> str | None:
+    # RFC 3463 §2 / RFC 2034 §4: the class digit must equal the reply's first digit.
+    match = _ENHANCED.match(first_line)
+    if match is None or match.group(1) != str(code)[0]:
+        return None
+    return match.group(0)
+
+
+def _excerpt(line: bytes) -> str:
+    return repr(line[:60]) + ("..." if len(line) > 60 else "")
