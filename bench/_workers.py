@@ -1,0 +1,230 @@
+"""One benchmark measurement in a process of its own: ``python bench/_workers.py CLIENT SCENARIO``.
+
+bench/run.py starts this once per (round, scenario, client), so peak RSS is per client and no
+client warms another's caches. The last line of stdout is the result as JSON. Everything the
+client does not own (building messages, imports, reading CA files) happens before the clock
+and the RSS baseline; connecting, EHLO, every transaction and QUIT happen inside them.
+
+Fairness: every client keeps one connection for scenarios 1-4 and sends with its plain API
+(smtplib ``sendmail``/``send_message``, aiosmtplib ``sendmail``/``send_message``, trio_smtp
+``send``). aiosmtplib and smtplib have no PIPELINING support, so each of their transactions
+costs MAIL, RCPT and DATA round trips; that is the libraries' behaviour, not the harness's.
+All clients pass a fixed ``local_hostname`` so none pays for a ``getfqdn()`` lookup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import resource
+import smtplib
+import ssl
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _payload as payload
+
+LOCAL_HOSTNAME = "bench.client"
+RCPTS = [payload.RECIPIENT]
+
+
+def maxrss_kib() -> int:
+    """Peak resident set size of this process so far, in KiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+# --- inputs, built before the clock starts -----------------------------------------------
+
+
+def inputs(args: argparse.Namespace) -> Any:
+    """What the scenario sends; built outside the measurement."""
+    if args.scenario == "small":
+        return payload.raw_messages(args.count, args.size)
+    if args.scenario == "large":
+        return [payload.raw_messages(1, args.size)[0]] * args.count
+    if args.scenario == "emailmessage":
+        return payload.email_messages(args.count, args.size)
+    if args.scenario == "file":
+        return Path(args.file)
+    if args.scenario == "tls":
+        return payload.raw_messages(1, args.size)[0]
+    raise SystemExit(f"unknown scenario {args.scenario}")
+
+
+def client_context(cafile: str) -> ssl.SSLContext:
+    """A verifying client context that trusts the testing server's CA."""
+    return ssl.create_default_context(cafile=cafile)
+
+
+# --- smtplib (blocking) ---------------------------------------------------------------------
+
+
+def run_smtplib(args: argparse.Namespace, data: Any) -> None:
+    """One ``smtplib.SMTP`` connection; ``sendmail``/``send_message`` per message."""
+    if args.scenario == "tls":
+        raise SystemExit("smtplib is not part of the TLS scenario")
+    with smtplib.SMTP(args.host, args.port, local_hostname=LOCAL_HOSTNAME) as s:
+        s.ehlo()
+        if args.scenario == "emailmessage":
+            for msg in data:
+                s.send_message(msg)
+        elif args.scenario == "file":
+            # smtplib only takes str/bytes: the whole message is held in memory.
+            s.sendmail(payload.SENDER, RCPTS, data.read_bytes())
+        else:
+            for raw in data:
+                s.sendmail(payload.SENDER, RCPTS, raw)
+
+
+# --- aiosmtplib (asyncio) -------------------------------------------------------------------
+
+
+async def _aiosmtplib(args: argparse.Namespace, data: Any) -> None:
+    import aiosmtplib
+
+    if args.scenario == "tls":
+        ctx = client_context(args.cafile)
+        for _ in range(args.count):
+            async with aiosmtplib.SMTP(
+                hostname=args.host,
+                port=args.port,
+                start_tls=True,
+                tls_context=ctx,
+                username=args.user,
+                password=args.password,
+                local_hostname=LOCAL_HOSTNAME,
+            ) as s:
+                await s.sendmail(payload.SENDER, RCPTS, data)
+        return
+    async with aiosmtplib.SMTP(
+        hostname=args.host, port=args.port, start_tls=False, local_hostname=LOCAL_HOSTNAME
+    ) as s:
+        if args.scenario == "emailmessage":
+            for msg in data:
+                await s.send_message(msg)
+        elif args.scenario == "file":
+            # aiosmtplib only takes str/bytes: the whole message is held in memory.
+            await s.sendmail(payload.SENDER, RCPTS, data.read_bytes())
+        else:
+            for raw in data:
+                await s.sendmail(payload.SENDER, RCPTS, raw)
+
+
+def run_aiosmtplib(args: argparse.Namespace, data: Any) -> None:
+    """One ``aiosmtplib.SMTP`` connection reused for every message (no pipelining exists)."""
+    asyncio.run(_aiosmtplib(args, data))
+
+
+# --- trio_smtp ------------------------------------------------------------------------------
+
+
+async def _trio_smtp(args: argparse.Namespace, data: Any) -> None:
+    from trio_smtp import Security, SmtpClient
+
+    send_any: Any  # file objects are accepted per issue 5; the stub's hint may lag behind
+    if args.scenario == "tls":
+        ctx = client_context(args.cafile)
+        for _ in range(args.count):
+            async with SmtpClient(
+                args.host,
+                args.port,
+                security=Security.STARTTLS,
+                credentials=(args.user, args.password),
+                ssl_context=ctx,
+                local_hostname=LOCAL_HOSTNAME,
+            ) as c:
+                await c.send(data, sender=payload.SENDER, recipients=RCPTS)
+        return
+    async with SmtpClient(
+        args.host, args.port, security=Security.NONE, local_hostname=LOCAL_HOSTNAME
+    ) as c:
+        if args.scenario == "emailmessage":
+            for msg in data:
+                await c.send(msg)
+        elif args.scenario == "file":
+            send_any = c.send
+            with data.open("rb") as f:  # streamed by the client, never held whole
+                await send_any(f, sender=payload.SENDER, recipients=RCPTS)
+        else:
+            for raw in data:
+                await c.send(raw, sender=payload.SENDER, recipients=RCPTS)
+
+
+def run_trio_smtp(args: argparse.Namespace, data: Any) -> None:
+    """One ``SmtpClient`` (one connection) for every message."""
+    import trio
+
+    trio.run(_trio_smtp, args, data)
+
+
+CLIENTS: dict[str, Callable[[argparse.Namespace, Any], None]] = {
+    "trio_smtp": run_trio_smtp,
+    "aiosmtplib": run_aiosmtplib,
+    "smtplib": run_smtplib,
+}
+
+
+def _preload(client: str) -> None:
+    """Import the client's modules before the RSS baseline, so imports are not 'growth'."""
+    if client == "trio_smtp":
+        import trio  # noqa: F401
+
+        import trio_smtp  # noqa: F401
+    elif client == "aiosmtplib":
+        import aiosmtplib  # noqa: F401
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run one client on one scenario; return timings and memory."""
+    _preload(args.client)
+    data = inputs(args)
+    gc.collect()
+    rss_before = maxrss_kib()
+    start = time.perf_counter()
+    CLIENTS[args.client](args, data)
+    seconds = time.perf_counter() - start
+    rss_after = maxrss_kib()
+    return {
+        "ok": True,
+        "seconds": seconds,
+        "maxrss_before_kib": rss_before,
+        "maxrss_after_kib": rss_after,
+        "rss_growth_kib": rss_after - rss_before,
+    }
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("client", choices=sorted(CLIENTS))
+    p.add_argument("scenario")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--file")
+    p.add_argument("--cafile")
+    p.add_argument("--user")
+    p.add_argument("--password")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        result = measure(args)
+    except BaseException as exc:  # reported to the parent, which shows it in the table
+        traceback.print_exc(file=sys.stderr)
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    print(json.dumps(result), flush=True)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
