@@ -1,0 +1,197 @@
+"""``smtp://`` and ``smtps://`` URLs -> :class:`~trio_smtp.SmtpClient` keyword arguments.
+
+Grammar (RFC 3986 syntax; the schemes follow common client practice and RFC 8314)::
+
+    smtps://[user[:password]@]host[:port][/][?local_hostname=NAME]
+    smtp://[user[:password]@]host[:port][/][?tls=starttls|opportunistic|none]
+                                          [&local_hostname=NAME]
+
+``smtps`` is implicit TLS (default port 465); ``smtp`` is STARTTLS, required unless ``tls=``
+says otherwise (default port 587 for STARTTLS, 25 for the others, as :func:`default_port`).
+User name and password are percent-decoded as UTF-8.  IPv6 literals go in brackets.
+
+Every problem is a :exc:`ValueError` naming it; no message (nor any chained exception)
+ever contains the password.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TypedDict
+from urllib.parse import parse_qsl, unquote
+
+from ._config import Security, default_port
+
+__all__ = ["SmtpUrlConfig", "parse_smtp_url"]
+
+
+class SmtpUrlConfig(TypedDict):
+    """Keyword arguments for :class:`~trio_smtp.SmtpClient`, as parsed from a URL."""
+
+    host: str
+    port: int
+    security: Security
+    credentials: tuple[str, str] | None
+    local_hostname: str | None
+
+
+_SCHEMES = {"smtp": Security.STARTTLS, "smtps": Security.IMPLICIT_TLS}
+_TLS_VALUES = {
+    "starttls": Security.STARTTLS,
+    "opportunistic": Security.STARTTLS_OPPORTUNISTIC,
+    "none": Security.NONE,
+    "implicit": Security.IMPLICIT_TLS,
+}
+_PARAMETERS = ("tls", "local_hostname")
+
+
+def _decode(value: str, what: str) -> str:
+    try:
+        return unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        pass
+    # Raised outside the except block: a UnicodeDecodeError kept as __context__ (even with
+    # `from None`) would carry the decoded bytes, password included.
+    raise ValueError(f"the {what} in the URL is not valid percent-encoded UTF-8")
+
+
+def _has_control(value: str) -> bool:
+    return any(ord(c) <= 0x20 or ord(c) == 0x7F for c in value)
+
+
+def _split(url: str) -> tuple[str, str | None, str, str, str]:
+    """-> scheme, userinfo (None without "@"), host[:port], path, query.
+
+    Not urllib.parse.urlsplit: it silently drops tabs and newlines, and its errors can quote
+    the URL, password included.  Everything before the *last* "@" is the user information,
+    so a password with a raw "/", "?" or "#" is still read whole, and no text that could
+    belong to a password is ever quoted in an error message.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"url must be a str, not {type(url).__name__}")
+    if _has_control(url):
+        raise ValueError("the URL contains white space or control characters")
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("not an SMTP URL: expected smtp://host or smtps://host")
+    userinfo, at, rest = rest.rpartition("@")
+    if "#" in rest:
+        raise ValueError("an SMTP URL has no fragment ('#')")
+    rest, _, query = rest.partition("?")
+    hostport, slash, path = rest.partition("/")
+    return scheme.lower(), userinfo if at else None, hostport, slash + path, query
+
+
+def _credentials(userinfo: str | None) -> tuple[str, str] | None:
+    if userinfo is None:
+        return None
+    if not userinfo:
+        raise ValueError("the URL has an empty user name before '@'")
+    user, colon, password = userinfo.partition(":")
+    if not colon:
+        raise ValueError("the URL has a user name but no password (use user:password@host)")
+    if not user:
+        raise ValueError("the URL has a password but no user name")
+    return _decode(user, "user name"), _decode(password, "password")
+
+
+def _host_and_port(hostport: str) -> tuple[str, int | None]:
+    if hostport.startswith("["):
+        literal, bracket, tail = hostport[1:].partition("]")
+        if not bracket:
+            raise ValueError("unterminated '[' in the URL's host")
+        # RFC 6874: a zone id is written "%25eth0" inside the brackets.
+        host = _decode(literal, "host")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"not an IPv6 address in brackets: {host!r}") from None
+    else:
+        raw_host = hostport.partition(":")[0]
+        host, tail = _decode(raw_host, "host"), hostport[len(raw_host) :]
+        if any(c in host for c in "[]@:/%") or _has_control(host):
+            raise ValueError(f"invalid host name in the URL: {host!r}")
+    if not host:
+        raise ValueError("the URL has no host")
+    if not tail:
+        return host, None
+    if not tail.startswith(":"):
+        raise ValueError("unexpected text after the host (expected ':port')")
+    return host, _port(tail[1:])
+
+
+def _port(text: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        # Not quoted: in "smtp://user:password" (no "@") the password sits here.
+        raise ValueError("the port must be a number from 1 to 65535")
+    port = int(text)
+    if not 0 < port <= 65535:
+        raise ValueError("the port must be a number from 1 to 65535")
+    return port
+
+
+def _query(query: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if not query:
+        return params
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, errors="strict")
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("malformed query string in the URL") from None
+    for name, value in pairs:
+        if name not in _PARAMETERS:
+            raise ValueError(f"unknown URL parameter {name!r} (known: {', '.join(_PARAMETERS)})")
+        if name in params:
+            raise ValueError(f"URL parameter {name!r} is given twice")
+        params[name] = value
+    return params
+
+
+def _security(scheme: str, tls: str | None) -> Security:
+    base = _SCHEMES[scheme]
+    if tls is None:
+        return base
+    chosen = _TLS_VALUES.get(tls.lower())
+    if chosen is None:
+        raise ValueError(f"tls must be one of {', '.join(_TLS_VALUES)}, not {tls!r}")
+    # smtps:// is TLS from the first byte, and smtp:// never is: anything else contradicts.
+    if (base is Security.IMPLICIT_TLS) != (chosen is Security.IMPLICIT_TLS):
+        hint = "use smtp:// for STARTTLS or none" if scheme == "smtps" else "use smtps://"
+        raise ValueError(f"{scheme}:// contradicts tls={tls} ({hint})")
+    return chosen
+
+
+def _local_hostname(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value or _has_control(value) or any(c in value for c in "<>@"):
+        raise ValueError(f"invalid local_hostname in the URL: {value!r}")
+    return value
+
+
+def parse_smtp_url(url: str) -> SmtpUrlConfig:
+    """Parse an ``smtp://`` or ``smtps://`` URL into :class:`~trio_smtp.SmtpClient` kwargs.
+
+    ``SmtpClient(**parse_smtp_url(url))`` is what :meth:`SmtpClient.from_url` does.  The
+    result always has ``host``, ``port`` (explicit, or :func:`default_port` of the
+    security), ``security``, ``credentials`` (``None`` when the URL has no user) and
+    ``local_hostname``.  Raises :exc:`ValueError` for an unknown scheme or parameter, a
+    contradictory ``tls=``, a user without a password, a bad host or port; the password never
+    appears in the message.
+    """
+    scheme, userinfo, hostport, path, query = _split(url)
+    if scheme not in _SCHEMES:
+        raise ValueError(f"unsupported URL scheme {scheme!r} (use smtp:// or smtps://)")
+    if path not in ("", "/"):
+        raise ValueError("an SMTP URL has no path (only an optional trailing '/')")
+    credentials = _credentials(userinfo)
+    host, port = _host_and_port(hostport)
+    params = _query(query)
+    security = _security(scheme, params.get("tls"))
+    return SmtpUrlConfig(
+        host=host,
+        port=port if port is not None else default_port(security),
+        security=security,
+        credentials=credentials,
+        local_hostname=_local_hostname(params.get("local_hostname")),
+    )
