@@ -1,0 +1,173 @@
+"""The public API surface: what ``import trio_smtp`` promises (DESIGN.md's API contract).
+
+Users import these names, type checkers follow the ``X as X`` re-exports, and anything not
+listed here is private.  A new public name must be added to ``EXPORTS`` and to docs/api.rst.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import importlib.resources
+import re
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import trio
+
+import trio_smtp
+import trio_smtp.protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: DESIGN.md's failure table: every SMTP-level failure, with the builtin it must also be.
+ERRORS: dict[str, tuple[type[BaseException], ...]] = {
+    "SmtpError": (Exception,),
+    "SmtpConnectError": (ConnectionError,),
+    "SmtpAuthenticationError": (),
+    "SmtpTimeoutError": (TimeoutError,),
+    "SmtpTlsError": (),
+    "SmtpFailedRecipientsError": (),
+    "SmtpFailedRecipientError": (),
+    "SmtpProtocolError": (),
+    "SmtpDeliveryUnknownError": (),
+}
+
+#: Names the contract requires at the top level.
+REQUIRED = frozenset(
+    {
+        "SmtpClient",
+        "Security",
+        "Timeouts",
+        "DeliveryMethod",
+        "SendResult",
+        "SendCompleted",
+        "Reply",
+        "SmtpStatusCode",
+        *ERRORS,
+    }
+)
+
+#: Every public top-level name: the required ones plus those the package adds.
+EXPORTS = REQUIRED | {"SmtpResponseError"}
+
+#: Public subpackages (other public names that are modules must be one of these).
+SUBPACKAGES = frozenset({"protocol", "testing"})
+
+
+def public_names(module: types.ModuleType) -> set[str]:
+    return {name for name in dir(module) if not name.startswith("_")}
+
+
+def reexports(init: Path) -> dict[str, str | None]:
+    """``name -> asname`` for every ``from ... import name [as asname]`` in ``init``."""
+    tree = ast.parse(init.read_text(encoding="utf-8"))
+    found: dict[str, str | None] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            for alias in node.names:
+                found[alias.name] = alias.asname
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_contract_names_are_exported(name: str) -> None:
+    assert name in vars(trio_smtp), f"trio_smtp.{name} is part of the API contract"
+
+
+def test_nothing_private_leaks() -> None:
+    extra = set()
+    for name in public_names(trio_smtp) - EXPORTS:
+        value = getattr(trio_smtp, name)
+        is_our_subpackage = (
+            isinstance(value, types.ModuleType)
+            and value.__name__ == f"trio_smtp.{name}"
+            and name in SUBPACKAGES
+        )
+        if not is_our_subpackage:
+            extra.add(name)
+    assert not extra, f"unexpected public names in trio_smtp (add to EXPORTS or hide): {extra}"
+
+
+@pytest.mark.parametrize(
+    ("package", "init"),
+    [
+        (trio_smtp, ROOT / "trio_smtp" / "__init__.py"),
+        (trio_smtp.protocol, ROOT / "trio_smtp" / "protocol" / "__init__.py"),
+    ],
+)
+def test_reexports_use_x_as_x(package: types.ModuleType, init: Path) -> None:
+    # mypy --strict (no implicit re-export) only treats `from m import X as X` as public.
+    imported = reexports(init)
+    not_explicit = {name: asname for name, asname in imported.items() if asname != name}
+    assert not not_explicit, f"{init}: re-export as `X as X`: {not_explicit}"
+    exported = {name for name in imported if not name.startswith("_")}
+    if hasattr(package, "__all__"):
+        assert set(package.__all__) == exported
+
+
+def test_top_level_exports_are_all_reexported_explicitly() -> None:
+    imported = reexports(ROOT / "trio_smtp" / "__init__.py")
+    missing = EXPORTS - set(imported)
+    assert not missing, missing
+
+
+def test_reply_is_the_protocol_reply() -> None:
+    assert trio_smtp.Reply is trio_smtp.protocol.Reply
+
+
+@pytest.mark.parametrize(("name", "builtins"), sorted(ERRORS.items()))
+def test_error_hierarchy(name: str, builtins: tuple[type[BaseException], ...]) -> None:
+    cls = getattr(trio_smtp, name)
+    # `except trio_smtp.SmtpError` catches every protocol-level failure ...
+    assert issubclass(cls, trio_smtp.SmtpError)
+    # ... and generic handlers (`except ConnectionError`, `except TimeoutError`) work too.
+    for builtin in builtins:
+        assert issubclass(cls, builtin)
+
+
+def test_failed_recipient_errors_carry_recipient_and_reply() -> None:
+    reply = trio_smtp.Reply(550, ("5.1.1 no such user",), "5.1.1")
+    one = trio_smtp.SmtpFailedRecipientError("nobody@example.org", reply)
+    many = trio_smtp.SmtpFailedRecipientsError([one])
+    assert (one.recipient, one.reply) == ("nobody@example.org", reply)
+    assert many.failures == [one]
+    assert many.result is None  # nothing was delivered
+    assert many.status_code is trio_smtp.SmtpStatusCode.MAILBOX_UNAVAILABLE
+
+
+def test_every_public_name_is_documented() -> None:
+    api = (ROOT / "docs" / "api.rst").read_text(encoding="utf-8")
+    for package in (trio_smtp, trio_smtp.protocol):
+        for name in public_names(package) - SUBPACKAGES:
+            if isinstance(getattr(package, name), types.ModuleType):
+                continue
+            directive = re.compile(rf"^\.\. [a-z:]+:: {re.escape(name)}$", re.MULTILINE)
+            assert directive.search(api), f"{package.__name__}.{name} is missing from docs/api.rst"
+
+
+def test_version_matches_distribution() -> None:
+    assert trio_smtp.__version__ == importlib.metadata.version("trio-smtp")
+
+
+def test_ships_py_typed() -> None:
+    assert importlib.resources.files("trio_smtp").joinpath("py.typed").is_file()
+
+
+def test_console_script_is_registered() -> None:
+    scripts = importlib.metadata.entry_points(group="console_scripts")
+    assert {ep.value for ep in scripts if ep.name == "trio-smtp"} == {"trio_smtp._cli:main"}
+
+
+async def test_python_m_trio_smtp_help() -> None:
+    done = await trio.run_process(
+        [sys.executable, "-m", "trio_smtp", "--help"],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    out = done.stdout.decode()
+    assert out.startswith("usage: trio-smtp")
