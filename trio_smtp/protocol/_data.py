@@ -1,4 +1,4 @@
-"""Message data -> DATA bytes (RFC 5321 §4.5.2) and BDAT framing (RFC 3030).
+"""Message data -> DATA bytes (RFC 5321 §4.5.2) and BDAT bodies (RFC 3030).
 
 Theory of operation: the encoder works on whole buffers with ``bytes.replace``-style passes
 (no per-line Python loop).  Every bare CR and bare LF becomes CRLF, then every line that
@@ -6,13 +6,63 @@ starts with "." gets one more ".".  The only state carried between chunks is whe
 previous chunk ended in CR and whether the next byte starts a line, so the output is the same
 under every chunking of the input.  :meth:`DataEncoder.finish` adds a final CRLF if the body
 lacked one, then the terminator ``.CRLF``; nowhere else can ``CRLF.CRLF`` appear.
+
+A CR at the end of a chunk is written at once as CRLF (a bare CR and a CR whose LF is still to
+come both become CRLF); if the next chunk then starts with LF, that LF is dropped.  So nothing
+is ever held back and ``finish()`` only has to close the last line.
+
+Cost: a chunk that is already CRLF-clean is not copied at all (it is checked with
+``count``); an LF-only chunk is copied once (``replace(b"\\n", b"\\r\\n")``); dot-stuffing
+copies only when some line starts with "." (base64 attachments contain no "." at all).
+Mixed line ends take three ``replace`` passes.  The rare chunk-boundary cases (a chunk
+starting with the LF of a split CRLF, or with a "." that starts a line) cost one extra copy
+of that chunk.
+
+BDAT (RFC 3030) carries the body unstuffed with exact sizes: the connection frames each chunk
+(``Bdat``); a 7BIT or 8BITMIME body sent that way still needs CRLF line ends, which
+:class:`LineEndingNormalizer` provides; a BINARYMIME body is sent as it is.
 """
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["BodyKind", "DataEncoder", "BodyInspector", "decode_data", "encode_data"]
+from ._errors import LocalProtocolError
+
+__all__ = [
+    "MAX_LINE_LENGTH",
+    "BodyInspector",
+    "BodyKind",
+    "DataEncoder",
+    "LineEndingNormalizer",
+    "decode_data",
+    "encode_data",
+    "normalize_line_endings",
+]
+
+#: RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets including CRLF.
+MAX_LINE_LENGTH = 998
+
+_CR = 0x0D
+_LF = 0x0A
+_DOT = 0x2E
+
+
+def _as_bytes(chunk: bytes | bytearray | memoryview) -> bytes:
+    # bytes methods (replace, count, isascii) need bytes; a bytes object is used as it is.
+    return chunk if type(chunk) is bytes else bytes(chunk)
+
+
+def _to_crlf(data: bytes) -> bytes:
+    """Every bare CR and bare LF in ``data`` -> CRLF; returns ``data`` itself if clean."""
+    if b"\r" not in data:
+        return data.replace(b"\n", b"\r\n")
+    if b"\n" not in data:
+        return data.replace(b"\r", b"\r\n")
+    pairs = data.count(b"\r\n")
+    if pairs == data.count(b"\r") and pairs == data.count(b"\n"):
+        return data  # already CRLF-clean: no copy
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
 class BodyKind(enum.Enum):
@@ -26,40 +76,158 @@ class BodyKind(enum.Enum):
     BINARY = "BINARYMIME"
 
 
+def _longest_and_tail(piece: bytes, carry: int) -> tuple[int, int]:
+    """Lines of ``piece`` split at CR (it holds no LF): the longest, and the last one's
+    length; ``carry`` octets of the same line came before ``piece``."""
+    if b"\r" not in piece:
+        return carry + len(piece), carry + len(piece)
+    segments = piece.split(b"\r")
+    longest = max(carry + len(segments[0]), max(map(len, segments)))
+    return longest, len(segments[-1])
+
+
 class BodyInspector:
-    """Streaming classification of a body into a :class:`BodyKind`, chunk by chunk."""
+    """Streaming classification of a body into a :class:`BodyKind`, chunk by chunk.
+
+    A line ends at CR, LF or CRLF (bare CR and LF become CRLF in DATA), and its length
+    excludes the line end and counts across chunk boundaries.  ``kind`` is valid at any time
+    for what was fed so far, and is the same under every chunking.  Once a body is BINARY,
+    further chunks are not examined.
+    """
 
     def __init__(self) -> None:
-        raise NotImplementedError
+        self._eight_bit = False
+        self._binary = False
+        self._line = 0  # octets of the unfinished line so far
 
-    def feed(self, chunk: bytes | memoryview) -> None:
-        raise NotImplementedError
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        """Take the next chunk of the body into account."""
+        if self._binary or not chunk:
+            return
+        data = _as_bytes(chunk)
+        if b"\0" in data:
+            self._binary = True
+            return
+        if not self._eight_bit and not data.isascii():
+            self._eight_bit = True
+        self._scan_lines(data)
+
+    def _scan_lines(self, data: bytes) -> None:
+        pieces = data.split(b"\n")
+        # A piece's length bounds the lengths of the lines in it (a CR inside ends a line
+        # early), so only pieces over the limit need the exact look.
+        first = self._line + len(pieces[0])
+        if first > MAX_LINE_LENGTH or max(map(len, pieces)) > MAX_LINE_LENGTH:
+            self._binary = self._has_long_line(pieces)
+            if self._binary:
+                return
+        if len(pieces) == 1:
+            self._line = _longest_and_tail(pieces[0], self._line)[1]
+        else:
+            self._line = _longest_and_tail(pieces[-1], 0)[1]
+
+    def _has_long_line(self, pieces: list[bytes]) -> bool:
+        if _longest_and_tail(pieces[0], self._line)[0] > MAX_LINE_LENGTH:
+            return True
+        # Loops only over pieces longer than 998 octets: at most len(data) / 999 of them.
+        long_pieces = (p for p in pieces[1:] if len(p) > MAX_LINE_LENGTH)
+        return any(_longest_and_tail(p, 0)[0] > MAX_LINE_LENGTH for p in long_pieces)
 
     @property
     def kind(self) -> BodyKind:
-        raise NotImplementedError
+        """The classification of everything fed so far."""
+        if self._binary:
+            return BodyKind.BINARY
+        return BodyKind.EIGHT_BIT if self._eight_bit else BodyKind.SEVEN_BIT
 
 
-class DataEncoder:
-    """Streaming DATA encoder: ``encode(chunk)`` any number of times, then ``finish()``."""
+class LineEndingNormalizer:
+    """Streaming CRLF normalisation without dot-stuffing (for BDAT with 7BIT/8BITMIME).
+
+    ``encode(chunk)`` any number of times, then ``finish()``: the concatenated output is the
+    body with every bare CR and bare LF turned into CRLF, ending in CRLF unless empty, the
+    same under every chunking.
+    """
 
     def __init__(self) -> None:
-        raise NotImplementedError
+        self._after_cr = False  # the last input byte was CR, already written as CRLF
+        self._at_line_start = True  # the next output byte starts a line
+        self._finished = False
 
-    def encode(self, chunk: bytes | memoryview) -> bytes:
-        """CRLF-normalise and dot-stuff ``chunk``; may hold back a trailing CR."""
-        raise NotImplementedError
+    def encode(self, chunk: bytes | bytearray | memoryview) -> bytes:
+        """CRLF-normalise ``chunk``; nothing is held back."""
+        if self._finished:
+            raise LocalProtocolError("encode() after finish()")
+        data = _as_bytes(chunk)
+        if self._after_cr and data[:1] == b"\n":
+            data = data[1:]  # the LF of a CRLF split across chunks: CRLF already written
+            self._after_cr = False
+        if not data:
+            return b""
+        out = _to_crlf(data)
+        self._after_cr = data[-1] == _CR
+        self._at_line_start = out[-1] == _LF
+        return out
 
     def finish(self) -> bytes:
-        """What is held back, a final CRLF if missing, and ``.\\r\\n``."""
-        raise NotImplementedError
+        """A final CRLF if the body did not end with a line end, else ``b""``."""
+        if self._finished:
+            raise LocalProtocolError("finish() called twice")
+        self._finished = True
+        return b"" if self._at_line_start else b"\r\n"
 
 
-def encode_data(body: bytes) -> bytes:
+class DataEncoder(LineEndingNormalizer):
+    """Streaming DATA encoder: ``encode(chunk)`` any number of times, then ``finish()``.
+
+    The concatenated output is the body with CRLF line ends and dot-stuffing (RFC 5321
+    §4.5.2), a final CRLF if the body lacked one, and the terminator ``.CRLF``.  An empty
+    body encodes as ``.CRLF`` alone: the CRLF that ends the DATA command line is the first
+    half of ``CRLF.CRLF``.  The output is the same under every chunking of the input.
+    """
+
+    def encode(self, chunk: bytes | bytearray | memoryview) -> bytes:
+        """CRLF-normalise and dot-stuff ``chunk``; nothing is held back."""
+        line_start = self._at_line_start
+        out = super().encode(chunk)
+        if b"." in out:  # memchr: most base64 and many text chunks skip the search
+            # RFC 5321 §4.5.2: a line starting with "." gets one more.  ``out`` is CRLF-clean,
+            # and a 3-octet needle lets the search skip further than b"\n.".
+            out = out.replace(b"\r\n.", b"\r\n..")
+            if line_start and out[0] == _DOT:
+                out = b"." + out
+        return out
+
+    def finish(self) -> bytes:
+        """A final CRLF if missing, and ``.\\r\\n``."""
+        return super().finish() + b".\r\n"
+
+
+def encode_data(body: bytes | bytearray | memoryview) -> bytes:
     """One-shot: the whole DATA payload for ``body``, terminator included."""
-    raise NotImplementedError
+    encoder = DataEncoder()
+    return encoder.encode(body) + encoder.finish()
+
+
+def normalize_line_endings(body: bytes | bytearray | memoryview) -> bytes:
+    """One-shot :class:`LineEndingNormalizer`: CRLF line ends, a final CRLF unless empty."""
+    normalizer = LineEndingNormalizer()
+    return normalizer.encode(body) + normalizer.finish()
 
 
 def decode_data(data: bytes) -> bytes:
-    """Server side / tests: un-stuff DATA bytes (without the terminator line)."""
-    raise NotImplementedError
+    """Server side / tests: un-stuff DATA bytes (RFC 5321 §4.5.2).
+
+    ``data`` is what the client sent after the 354 reply up to, but not including, the
+    terminator line ``.CRLF``: so it is empty or ends with the CRLF of the last line.  The
+    leading "." of every line (lines end at CRLF only) is removed.  For any body,
+    ``decode_data(encode_data(body)[:-3]) == normalize_line_endings(body)``.
+
+    Raises ValueError if ``data`` contains a line that is a lone ".": that is the
+    terminator, so the data was not cut at it.
+    """
+    if data.startswith(b".\r\n") or b"\r\n.\r\n" in data:
+        raise ValueError("DATA payload contains the terminator line")
+    if data[:1] == b".":
+        data = data[1:]
+    return data.replace(b"\r\n.", b"\r\n")
