@@ -10,8 +10,13 @@ without SMTPUTF8 (RFC 6531).
 
 from __future__ import annotations
 
+import base64
+import re
 from dataclasses import dataclass
 from typing import ClassVar, Literal
+
+from ._errors import CommandSyntaxError, LocalProtocolError
+from ._syntax import check_text, validate_address, validate_domain, xtext_decode, xtext_encode
 
 __all__ = [
     "Auth",
@@ -29,33 +34,34 @@ __all__ = [
     "Rset",
     "StartTls",
     "Vrfy",
+    "parse_command_line",
+    "parse_path_and_params",
     "validate_address",
-    "xtext_encode",
+    "validate_domain",
     "xtext_decode",
+    "xtext_encode",
 ]
 
 #: RFC 5321 §4.5.3.1.4: a command line, CRLF included.
 MAX_COMMAND_LINE = 512
 
 
-def xtext_encode(value: str) -> str:
-    """RFC 3461 §4: xtext-encode ``value`` ("+" and chars outside 33..126 become ``+HH``)."""
-    raise NotImplementedError
+#: RFC 4954 §4: a SASL response line may be longer than a command line.
+MAX_AUTH_LINE = 12288
+#: RFC 3461 §4.4: an ENVID is at most 100 characters.
+MAX_ENVID = 100
+
+_MAIL_BODIES = ("7BIT", "8BITMIME", "BINARYMIME")
+_NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 
 
-def xtext_decode(value: str) -> str:
-    """Inverse of :func:`xtext_encode`; raises LocalProtocolError on a malformed ``+HH``."""
-    raise NotImplementedError
-
-
-def validate_address(address: str, *, smtputf8: bool = False, allow_empty: bool = False) -> str:
-    """Check a mailbox for use in MAIL FROM/RCPT TO and return it unchanged.
-
-    ``allow_empty`` admits the null reverse-path ``""`` (MAIL FROM:<>).  Raises
-    LocalProtocolError for control characters, angle brackets, missing "@", over-long parts,
-    or non-ASCII without ``smtputf8``.
-    """
-    raise NotImplementedError
+def _finish(line: str, *, smtputf8: bool, limit: int = MAX_COMMAND_LINE) -> bytes:
+    """Encode a validated line, add CRLF, enforce the length limit (octets, CRLF included)."""
+    check_text(line, "command line", smtputf8=smtputf8)
+    data = line.encode("utf-8") + b"\r\n"
+    if len(data) > limit:
+        raise LocalProtocolError(f"command line of {len(data)} octets exceeds {limit}")
+    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +75,11 @@ class Command:
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
         """Validate and serialise, CRLF included.  ``smtputf8`` says whether the session
         uses SMTPUTF8 (non-ASCII arguments allowed, encoded as UTF-8)."""
-        raise NotImplementedError
+        return _finish(self._render(smtputf8), smtputf8=smtputf8)
+
+    def _render(self, smtputf8: bool) -> str:
+        """The command line without CRLF, every argument validated."""
+        return self.verb
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +89,21 @@ class Ehlo(Command):
     domain: str
     verb: ClassVar[str] = "EHLO"
 
+    def _render(self, smtputf8: bool) -> str:
+        # RFC 6531 §3.7.1: the EHLO argument is sent before SMTPUTF8 is known: ASCII only.
+        return f"{self.verb} {validate_domain(self.domain)}"
+
 
 @dataclass(frozen=True, slots=True)
 class Helo(Command):
-    """``HELO domain``: the fallback when EHLO is refused with 500/502."""
+    """``HELO domain``: the fallback when EHLO is refused with 500/502.  An address literal
+    is accepted too (RFC 5321 §4.1.4 tolerates it from clients without a name)."""
 
     domain: str
     verb: ClassVar[str] = "HELO"
+
+    def _render(self, smtputf8: bool) -> str:
+        return f"{self.verb} {validate_domain(self.domain)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +122,17 @@ class Auth(Command):
     initial_response: bytes | None = None
     verb: ClassVar[str] = "AUTH"
 
+    def _render(self, smtputf8: bool) -> str:
+        # RFC 4422 §3.1: 1-20 of upper-case letters, digits, "-" and "_".
+        mech = check_text(self.mechanism, "SASL mechanism").upper()
+        if not 1 <= len(mech) <= 20 or not mech.replace("-", "").replace("_", "").isalnum():
+            raise LocalProtocolError(f"invalid SASL mechanism name {self.mechanism!r}")
+        if self.initial_response is None:
+            return f"{self.verb} {mech}"
+        # RFC 4954 §4: "=" is an empty initial response.  The whole line must still fit in
+        # 512 octets; if it does not, send AUTH without it and answer the 334 instead.
+        return f"{self.verb} {mech} {_b64(self.initial_response) or '='}"
+
 
 @dataclass(frozen=True, slots=True)
 class AuthResponse(Command):
@@ -113,6 +142,11 @@ class AuthResponse(Command):
     data: bytes = b""
     cancel: bool = False
     verb: ClassVar[str] = ""
+
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        """``*`` (cancel, RFC 4954 §4) or the base64 line, at most 12288 octets."""
+        line = "*" if self.cancel else _b64(self.data)
+        return _finish(line, smtputf8=False, limit=MAX_AUTH_LINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +167,38 @@ class Mail(Command):
     verb: ClassVar[str] = "MAIL"
     ends_group: ClassVar[bool] = False
 
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        """As :meth:`Command.to_bytes`, but whether SMTPUTF8 is in use is this command's
+        own ``smtputf8`` field (RFC 6531 §3.4: the MAIL parameter is what enables it);
+        the argument is ignored."""
+        return _finish(self._render(self.smtputf8), smtputf8=self.smtputf8)
+
+    def _render(self, smtputf8: bool) -> str:
+        sender = validate_address(self.sender, smtputf8=smtputf8, allow_empty=True)
+        return " ".join([f"MAIL FROM:<{sender}>", *self._params()])
+
+    def _params(self) -> list[str]:
+        params = []
+        if self.size is not None:
+            if type(self.size) is not int or self.size < 0:
+                raise LocalProtocolError(f"SIZE must be an int >= 0, not {self.size!r}")
+            params.append(f"SIZE={self.size}")
+        if self.body is not None:
+            if self.body not in _MAIL_BODIES:
+                raise LocalProtocolError(f"BODY must be one of {_MAIL_BODIES}")
+            params.append(f"BODY={self.body}")
+        if self.smtputf8:
+            params.append("SMTPUTF8")
+        if self.ret is not None:
+            if self.ret not in ("FULL", "HDRS"):
+                raise LocalProtocolError("RET must be 'FULL' or 'HDRS'")
+            params.append(f"RET={self.ret}")
+        if self.envid is not None:
+            params.append(f"ENVID={_envid(self.envid)}")
+        if self.requiretls:
+            params.append("REQUIRETLS")
+        return params
+
 
 @dataclass(frozen=True, slots=True)
 class Rcpt(Command):
@@ -147,6 +213,23 @@ class Rcpt(Command):
     orcpt: str | None = None
     verb: ClassVar[str] = "RCPT"
     ends_group: ClassVar[bool] = False
+
+    def _render(self, smtputf8: bool) -> str:
+        rcpt = self.recipient
+        # RFC 5321 §4.1.1.3: "<Postmaster>" without a domain is a valid forward-path.
+        if not (isinstance(rcpt, str) and rcpt.lower() == "postmaster"):
+            validate_address(rcpt, smtputf8=smtputf8)
+        params = [f"RCPT TO:<{rcpt}>"]
+        if self.notify is not None:
+            params.append(f"NOTIFY={_notify(self.notify)}")
+        if self.orcpt is not None:
+            orcpt = check_text(self.orcpt, "ORCPT")
+            if not orcpt:
+                raise LocalProtocolError("empty ORCPT")
+            # RFC 3461 §4.2: addr-type ";" xtext.  Non-ASCII would need RFC 6533's
+            # utf-8-addr-xtext, which is not supported: refused by check_text above.
+            params.append(f"ORCPT=rfc822;{xtext_encode(orcpt)}")
+        return " ".join(params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +246,10 @@ class EndOfData(Command):
 
     verb: ClassVar[str] = "."
 
+    def to_bytes(self, *, smtputf8: bool = False) -> bytes:
+        """Always refused: the terminator comes from ``ClientConnection.end_data``."""
+        raise LocalProtocolError("EndOfData is produced by end_data(), not sent as a command")
+
 
 @dataclass(frozen=True, slots=True)
 class Bdat(Command):
@@ -173,6 +260,14 @@ class Bdat(Command):
     last: bool = False
     verb: ClassVar[str] = "BDAT"
     ends_group: ClassVar[bool] = False
+
+    @property
+    def size(self) -> int:
+        """The chunk's size in octets, as sent on the command line."""
+        return memoryview(self.chunk).nbytes
+
+    def _render(self, smtputf8: bool) -> str:
+        return f"BDAT {self.size} LAST" if self.last else f"BDAT {self.size}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,9 +292,121 @@ class Vrfy(Command):
     argument: str
     verb: ClassVar[str] = "VRFY"
 
+    def _render(self, smtputf8: bool) -> str:
+        if not check_text(self.argument, "VRFY argument", smtputf8=smtputf8).strip():
+            raise LocalProtocolError("empty VRFY argument")
+        return f"VRFY {self.argument}"
+
 
 @dataclass(frozen=True, slots=True)
 class Quit(Command):
     """``QUIT``: expects 221, then the server closes."""
 
     verb: ClassVar[str] = "QUIT"
+
+
+def _b64(data: bytes) -> str:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise LocalProtocolError(f"SASL data must be bytes, not {type(data).__name__}")
+    return base64.b64encode(data).decode("ascii")
+
+
+def _envid(envid: str) -> str:
+    # RFC 3461 §4.4: printable ASCII, at most 100 characters, xtext-encoded.
+    if not check_text(envid, "ENVID") or len(envid) > MAX_ENVID:
+        raise LocalProtocolError(f"ENVID must be 1-{MAX_ENVID} ASCII characters")
+    return xtext_encode(envid)
+
+
+def _notify(notify: tuple[str, ...]) -> str:
+    # RFC 3461 §4.1: "NEVER" alone, or a non-empty set of SUCCESS, FAILURE, DELAY.
+    values = tuple(check_text(v, "NOTIFY value").upper() for v in notify)
+    if values == ("NEVER",):
+        return "NEVER"
+    if not values or len(set(values)) != len(values) or not _NOTIFY.issuperset(values):
+        raise LocalProtocolError(f"invalid NOTIFY {notify!r}")
+    return ",".join(values)
+
+
+# ---- Server side: the same grammar, parsed (used by trio_smtp.testing) ----
+
+# RFC 5321 §4.1.2 esmtp-keyword; the value is any run of non-space, non-"=" characters
+# (esmtp-value, widened to UTF-8 by RFC 6531 §3.3).
+_PARAM_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+_PARAM_VALUE = re.compile(r"[^\s=]+")
+# A path: "<", then quoted strings or anything but brackets and quotes, then ">".
+_PATH = re.compile(r'<((?:"(?:[^"\\]|\\.)*"|[^<>"])*)>')
+_PATH_PREFIX = re.compile(r"(?:FROM|TO):[ ]?", re.IGNORECASE)
+_LINE_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def parse_command_line(line: bytes) -> tuple[str, str]:
+    """Server side: split one command line into ``(VERB, argument)``.
+
+    The line end (CRLF or LF) is removed, the verb upper-cased, the argument stripped of
+    surrounding spaces: ``b"mail FROM:<a@b> SIZE=10\\r\\n"`` -> ``("MAIL", "FROM:<a@b>
+    SIZE=10")``.  Raises :class:`~trio_smtp.protocol.CommandSyntaxError` (code 500) for a
+    line that is not UTF-8, contains a control character (a bare CR included), or whose
+    verb is not alphabetic (an empty line included).
+    """
+    if line.endswith(b"\r\n"):
+        line = line[:-2]
+    elif line.endswith(b"\n"):
+        line = line[:-1]
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandSyntaxError(500, "command line is not UTF-8") from None
+    if _LINE_CONTROL.search(text):
+        raise CommandSyntaxError(500, "control character in command line")
+    verb, _, argument = text.partition(" ")
+    if not (verb.isascii() and verb.isalpha()):
+        raise CommandSyntaxError(500, f"unrecognised command {verb[:20]!r}")
+    return verb.upper(), argument.strip(" ")
+
+
+def parse_path_and_params(argument: str) -> tuple[str, dict[str, str | None]]:
+    """Server side: parse a MAIL/RCPT argument into ``(address, {KEYWORD: value})``.
+
+    A leading ``FROM:`` or ``TO:`` (any case, one optional space after the colon) is
+    skipped, then ``<path>`` and space-separated ``KEYWORD[=value]`` parameters
+    (RFC 5321 §4.1.2).  The address comes back without brackets and without an obsolete
+    source route (``<@a,@b:u@c>`` -> ``u@c``, RFC 5321 §4.1.2 / Appendix C); ``<>`` gives
+    ``""``.  The address is not otherwise validated (use :func:`validate_address`);
+    keywords are upper-cased, values are raw (decode ENVID/ORCPT with
+    :func:`xtext_decode`), a bare keyword maps to ``None``.  Raises
+    :class:`~trio_smtp.protocol.CommandSyntaxError` (code 501) for a missing or
+    unterminated path, text glued to the path, a malformed or repeated parameter.
+    """
+    prefix = _PATH_PREFIX.match(argument)
+    rest = argument[prefix.end() :] if prefix else argument
+    path = _PATH.match(rest)
+    if path is None:
+        raise CommandSyntaxError(501, "expected a path in angle brackets")
+    address = _strip_source_route(path.group(1))
+    tail = rest[path.end() :]
+    if tail and not tail.startswith(" "):
+        raise CommandSyntaxError(501, "unexpected text after the path")
+    return address, _parse_params(tail.split())
+
+
+def _strip_source_route(address: str) -> str:
+    if not address.startswith("@"):
+        return address
+    _route, colon, mailbox = address.partition(":")
+    if not colon:
+        raise CommandSyntaxError(501, "malformed source route")
+    return mailbox
+
+
+def _parse_params(tokens: list[str]) -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    for token in tokens:
+        keyword, eq, value = token.partition("=")
+        if not _PARAM_KEYWORD.fullmatch(keyword) or (eq and not _PARAM_VALUE.fullmatch(value)):
+            raise CommandSyntaxError(501, f"malformed parameter {token[:40]!r}")
+        keyword = keyword.upper()
+        if keyword in params:
+            raise CommandSyntaxError(501, f"parameter {keyword} given twice")
+        params[keyword] = value if eq else None
+    return params
