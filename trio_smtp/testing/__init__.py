@@ -1,1 +1,49 @@
-"""An in-process SMTP server for protocol-level tests (issue 3)."""
+"""An in-process SMTP server for protocol-level tests.
+
+:class:`SmtpServer` speaks SMTP over Trio on loopback TCP (or on any ``trio.abc.Stream``):
+EHLO/HELO, STARTTLS and implicit TLS (certificates made on the fly with trustme), AUTH
+PLAIN/LOGIN/CRAM-MD5/XOAUTH2/SCRAM-SHA-256, PIPELINING, SIZE, 8BITMIME, SMTPUTF8, DSN,
+CHUNKING/BDAT, ENHANCEDSTATUSCODES.  It records every command and message, lets a test wait
+for the n-th message, and misbehaves on request (:meth:`SmtpServer.on` with the actions below).
+
+The pytest plugin (:mod:`trio_smtp.testing._plugin`) provides the ``smtp_server`` and
+``smtp_client_factory`` fixtures.  See the how-to "Testing code that sends mail".
+"""
+
+from ._config import TlsMode as TlsMode
+from ._faults import Action as Action
+from ._faults import Delay as Delay
+from ._faults import Drip as Drip
+from ._faults import EarlyReply as EarlyReply
+from ._faults import Fault as Fault
+from ._faults import Handover as Handover
+from ._faults import Hangup as Hangup
+from ._faults import Inject as Inject
+from ._faults import Respond as Respond
+from ._faults import Shutdown as Shutdown
+from ._records import CommandRecord as CommandRecord
+from ._records import ConnectionRecord as ConnectionRecord
+from ._records import Message as Message
+from ._records import ServerReply as ServerReply
+from ._server import ServerCrashError as ServerCrashError
+from ._server import SmtpServer as SmtpServer
+
+__all__ = [
+    "Action",
+    "CommandRecord",
+    "ConnectionRecord",
+    "Delay",
+    "Drip",
+    "EarlyReply",
+    "Fault",
+    "Handover",
+    "Hangup",
+    "Inject",
+    "Message",
+    "Respond",
+    "ServerCrashError",
+    "ServerReply",
+    "Shutdown",
+    "SmtpServer",
+    "TlsMode",
+]

@@ -1,0 +1,214 @@
+"""Server side of SMTP AUTH (RFC 4954): SASL mechanisms as sans-IO step machines.
+
+The session feeds each client response (already base64-decoded; ``None`` when AUTH came
+without an initial response) to :meth:`ServerMechanism.step` and gets back a
+:class:`Challenge` (send ``334 base64``), :class:`Success` (``235``) or :class:`Failure`
+(``535``).  Credentials are a plain ``{user: password}`` table; for XOAUTH2 the "password" is
+the bearer token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = ["MECHANISMS", "Challenge", "Failure", "ServerMechanism", "Success", "make_mechanism"]
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """Send ``334`` with ``data`` base64-encoded and wait for the next response."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    """Authenticated as ``identity``."""
+
+    identity: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Authentication failed; ``reason`` is for the record, not the wire."""
+
+    reason: str
+
+
+Step = Challenge | Success | Failure
+
+
+class ServerMechanism:
+    """One authentication exchange on the server side."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, credentials: Mapping[str, str], hostname: str) -> None:
+        self._credentials = credentials
+        self._hostname = hostname
+        self._round = 0
+
+    def step(self, response: bytes | None) -> Step:
+        """Advance with the client's (decoded) response."""
+        self._round += 1
+        return self._step(self._round, response)
+
+    def _step(self, round_: int, response: bytes | None) -> Step:
+        raise NotImplementedError
+
+    def _check(self, user: str, password: str) -> Step:
+        expected = self._credentials.get(user)
+        if expected is not None and hmac.compare_digest(expected.encode(), password.encode()):
+            return Success(user)
+        return Failure(f"bad credentials for {user!r}")
+
+
+def _text(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+class Plain(ServerMechanism):
+    """RFC 4616: ``authzid NUL authcid NUL passwd``."""
+
+    name = "PLAIN"
+
+    def _step(self, round_: int, response: bytes | None) -> Step:
+        if response is None:
+            return Challenge(b"")
+        parts = (_text(response) or "").split("\0")
+        if len(parts) != 3:
+            return Failure("malformed PLAIN response")
+        return self._check(parts[1], parts[2])
+
+
+class Login(ServerMechanism):
+    """The de-facto LOGIN mechanism: user name, then password, each prompted."""
+
+    name = "LOGIN"
+
+    def __init__(self, credentials: Mapping[str, str], hostname: str) -> None:
+        super().__init__(credentials, hostname)
+        self._user: str | None = None
+
+    def _step(self, round_: int, response: bytes | None) -> Step:
+        if response is None:
+            return Challenge(b"Username:")
+        if self._user is None:
+            self._user = _text(response) or ""
+            return Challenge(b"Password:")
+        return self._check(self._user, _text(response) or "")
+
+
+class CramMd5(ServerMechanism):
+    """RFC 2195: HMAC-MD5 of a server nonce keyed with the password."""
+
+    name = "CRAM-MD5"
+
+    def __init__(self, credentials: Mapping[str, str], hostname: str) -> None:
+        super().__init__(credentials, hostname)
+        nonce = f"<{secrets.randbelow(10**10)}.{int(time.time())}@{hostname}>"
+        self._nonce = nonce.encode()
+
+    def _step(self, round_: int, response: bytes | None) -> Step:
+        if round_ == 1 and response is None:
+            return Challenge(self._nonce)
+        user, _, digest = (_text(response or b"") or "").rpartition(" ")
+        password = self._credentials.get(user)
+        if password is None:
+            return Failure(f"unknown user {user!r}")
+        expected = hmac.new(password.encode(), self._nonce, hashlib.md5).hexdigest()
+        if hmac.compare_digest(expected, digest.lower()):
+            return Success(user)
+        return Failure(f"bad CRAM-MD5 digest for {user!r}")
+
+
+class XOAuth2(ServerMechanism):
+    """Google's XOAUTH2: ``user=U^Aauth=Bearer T^A^A``; errors go out as a JSON challenge."""
+
+    name = "XOAUTH2"
+
+    def __init__(self, credentials: Mapping[str, str], hostname: str) -> None:
+        super().__init__(credentials, hostname)
+        self._failed: str | None = None
+
+    def _step(self, round_: int, response: bytes | None) -> Step:
+        if self._failed is not None:
+            # The client acknowledged the error challenge (with an empty response).
+            return Failure(self._failed)
+        if response is None:
+            return Challenge(b"")
+        fields = dict(
+            part.split("=", 1) for part in (_text(response) or "").split("\x01") if "=" in part
+        )
+        user, auth = fields.get("user", ""), fields.get("auth", "")
+        result = self._check(user, auth.removeprefix("Bearer "))
+        if isinstance(result, Success):
+            return result
+        self._failed = f"bad token for {user!r}"
+        error = {"status": "401", "schemes": "bearer", "scope": "https://mail.example/"}
+        return Challenge(json.dumps(error).encode())
+
+
+class ScramSha256(ServerMechanism):
+    """RFC 5802 / RFC 7677 through scramp's server; the server-final message is a 334."""
+
+    name = "SCRAM-SHA-256"
+
+    def __init__(self, credentials: Mapping[str, str], hostname: str) -> None:
+        super().__init__(credentials, hostname)
+        from scramp import ScramMechanism
+
+        self._mechanism = ScramMechanism(self.name)
+        self._server: Any = self._mechanism.make_server(self._auth_info)
+        self._user: str | None = None
+        self._done = False
+
+    def _auth_info(self, user: str) -> Any:
+        password = self._credentials.get(user)
+        if password is None:
+            raise KeyError(user)
+        self._user = user
+        return self._mechanism.make_auth_info(password)
+
+    def _step(self, round_: int, response: bytes | None) -> Step:
+        from scramp import ScramException
+
+        if self._done:
+            return Success(self._user or "")
+        if response is None:
+            return Challenge(b"")
+        try:
+            if self._server.stage is None:
+                self._server.set_client_first(response.decode("utf-8"))
+                return Challenge(self._server.get_server_first().encode())
+            self._server.set_client_final(response.decode("utf-8"))
+            final = self._server.get_server_final().encode()
+        except (ScramException, KeyError, UnicodeDecodeError) as exc:
+            return Failure(f"SCRAM: {exc!r}")
+        # RFC 4954 §4: no additional data with 235, so the server's proof is a challenge
+        # and the client answers it with an empty response.
+        self._done = True
+        return Challenge(final)
+
+
+MECHANISMS: dict[str, type[ServerMechanism]] = {
+    cls.name: cls for cls in (Plain, Login, CramMd5, XOAuth2, ScramSha256)
+}
+
+
+def make_mechanism(
+    name: str, credentials: Mapping[str, str], hostname: str
+) -> ServerMechanism | None:
+    """A fresh mechanism object for ``name`` (upper-cased), or ``None`` if unknown."""
+    cls = MECHANISMS.get(name.upper())
+    return None if cls is None else cls(credentials, hostname)

@@ -1,0 +1,82 @@
+"""The testing server's settings."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["ALL_EXTENSIONS", "ServerConfig", "TlsMode"]
+
+#: Every extension the server can advertise, each of which can be switched off.
+ALL_EXTENSIONS = frozenset(
+    {
+        "PIPELINING",  # RFC 2920
+        "SIZE",  # RFC 1870
+        "8BITMIME",  # RFC 6152
+        "SMTPUTF8",  # RFC 6531
+        "DSN",  # RFC 3461
+        "CHUNKING",  # RFC 3030
+        "BINARYMIME",  # RFC 3030
+        "ENHANCEDSTATUSCODES",  # RFC 2034
+        "STARTTLS",  # RFC 3207
+        "AUTH",  # RFC 4954
+    }
+)
+
+#: SASL mechanisms the server implements, in the order advertised.
+ALL_MECHANISMS = ("SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN", "XOAUTH2")
+
+
+class TlsMode(enum.Enum):
+    """How the server offers TLS."""
+
+    #: Plaintext only; no certificate is made (trustme not needed).
+    NONE = "none"
+    #: Plaintext, upgraded by STARTTLS (RFC 3207).
+    STARTTLS = "starttls"
+    #: TLS from the first byte (RFC 8314 "submissions").
+    IMPLICIT = "implicit"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything that shapes how the server behaves (faults aside)."""
+
+    hostname: str = "localhost"
+    tls: TlsMode = TlsMode.STARTTLS
+    #: ``{user: password}``; for XOAUTH2 the password is the bearer token.
+    credentials: Mapping[str, str] = field(default_factory=dict)
+    auth_mechanisms: tuple[str, ...] = ALL_MECHANISMS
+    #: Refuse MAIL (and AUTH) before TLS is up.
+    require_tls: bool = False
+    #: Refuse MAIL before a successful AUTH.
+    require_auth: bool = False
+    #: Extensions not to advertise nor accept.
+    disabled: frozenset[str] = frozenset()
+    #: RFC 1870 SIZE: advertised and enforced (octets of un-stuffed data).
+    max_message_size: int = 10 * 1024 * 1024
+    max_recipients: int = 100
+    #: RFC 5321 §4.5.3.1.4: command line, CRLF included.
+    max_command_line: int = 512
+    #: RFC 4954 §4: an AUTH command or response line may be up to 12288 octets.
+    max_auth_line: int = 12288
+    #: RFC 5321 §4.5.3.1.6: a line of message text, CRLF included.
+    max_data_line: int = 1000
+    #: After this many refused commands the server says 421 and closes (as Postfix does).
+    max_errors: int = 20
+    greeting: str = "ESMTP trio_smtp.testing ready"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.disabled) - ALL_EXTENSIONS
+        if unknown:
+            raise ValueError(f"unknown extensions to disable: {sorted(unknown)}")
+        bad = set(self.auth_mechanisms) - set(ALL_MECHANISMS)
+        if bad:
+            raise ValueError(f"unsupported SASL mechanisms: {sorted(bad)}")
+        if self.max_message_size < 1:
+            raise ValueError("max_message_size must be positive")
+
+    def offers(self, extension: str) -> bool:
+        """Whether ``extension`` is switched on (TLS and AUTH state aside)."""
+        return extension not in self.disabled
