@@ -1,0 +1,162 @@
+"""The protocol log: every command and reply, through the ``trio_smtp.protocol`` logger.
+
+Enable it with ``logging.getLogger("trio_smtp.protocol").setLevel(logging.DEBUG)`` (plus a
+handler).  Records look like ``mail.example.com:587 C: MAIL FROM:<a@example.org>`` and
+``mail.example.com:587 S: 250 2.1.0 Ok``.
+
+Two things never reach the log:
+
+* AUTH secrets.  ``AUTH <mechanism> <initial response>`` is logged as
+  ``AUTH <mechanism> <redacted>``, and every line the client sends while an AUTH exchange is
+  in progress (RFC 4954 §4: until a reply other than 334) becomes ``<redacted>``.  Server
+  challenges (334) are logged as received: they carry no client secret.
+* Message data.  Between the 354 reply to DATA and the ``CRLF.CRLF`` terminator, and inside
+  each BDAT chunk (RFC 3030), only the number of octets is logged.
+
+The driver passes *everything* it writes to :meth:`ProtocolLog.log_sent` and every reply to
+:meth:`ProtocolLog.log_received`; the log works out for itself what is a command, a secret
+or message data, so a driver cannot leak data by forgetting to say so.  That bookkeeping is
+a few byte comparisons per write and always runs, so enabling the log mid-session is safe;
+decoding and formatting happen only when the logger is enabled for DEBUG.  Use one
+:class:`ProtocolLog` per connection.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .protocol import Reply
+
+__all__ = ["LOGGER_NAME", "ProtocolLog", "protocol_logger"]
+
+#: The name of the one logger the library writes the protocol to.
+LOGGER_NAME = "trio_smtp.protocol"
+protocol_logger = logging.getLogger(LOGGER_NAME)
+
+_REDACTED = "<redacted>"
+_TERMINATOR = b"\r\n.\r\n"  # RFC 5321 §4.1.1.4
+# Control characters are shown escaped, so a hostile reply cannot forge log lines.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+
+
+def _printable(data: bytes) -> str:
+    return data.decode("utf-8", "backslashreplace").translate(_ESCAPES)
+
+
+class ProtocolLog:
+    """The protocol log of one connection.  ``peer`` prefixes every record."""
+
+    def __init__(self, peer: str = "", *, logger: logging.Logger | None = None) -> None:
+        self._logger = logger if logger is not None else protocol_logger
+        self._prefix = f"{peer} " if peer else ""
+        self._in_auth = False
+        self._in_data = False
+        self._data_tail = b""
+        self._bdat_remaining = 0
+        self._data_octets = 0
+
+    def _debug(self, direction: str, text: str) -> None:
+        self._logger.debug("%s%s: %s", self._prefix, direction, text)
+
+    def note(self, text: str) -> None:
+        """Log a connection event (connected, TLS established, closed...)."""
+        if self._logger.isEnabledFor(logging.DEBUG):
+            self._debug("--", text)
+
+    def log_sent(self, data: bytes | bytearray | memoryview) -> None:
+        """Record bytes written to the server: command lines, pipelined groups, message
+        data, BDAT chunks, AUTH responses, in any mix and split."""
+        data = bytes(data)
+        enabled = self._logger.isEnabledFor(logging.DEBUG)
+        position = 0
+        while position < len(data):
+            if self._in_data:
+                position = self._consume_data(data, position, enabled)
+            elif self._bdat_remaining:
+                position = self._consume_chunk(data, position, enabled)
+            else:
+                position = self._consume_line(data, position, enabled)
+
+    def log_received(self, reply: Reply) -> None:
+        """Record one complete reply from the server."""
+        enabled = self._logger.isEnabledFor(logging.DEBUG)
+        if enabled and (self._data_octets or self._bdat_remaining):
+            # An early reply in the middle of message data (RFC 5321 §4.1.1.4 allows none,
+            # but servers do it): say how much went out before it.
+            self._debug("C", f"<message data: {self._data_octets} octets so far>")
+        self._data_octets = 0
+        if reply.code != 334:  # RFC 4954 §4: the exchange goes on only while 334 comes back
+            self._in_auth = False
+        if reply.code == 354:
+            self._in_data = True
+            self._data_tail = b"\r\n"  # the DATA line's end starts the terminator
+        if enabled:
+            last = len(reply.lines) - 1
+            for index, line in enumerate(reply.lines):
+                separator = "-" if index < last else " "
+                text = f"{reply.code}{separator}{line}".rstrip(" ")
+                self._debug("S", text.translate(_ESCAPES))
+
+    # -- the parts of log_sent
+
+    def _consume_line(self, data: bytes, position: int, enabled: bool) -> int:
+        end = data.find(b"\n", position)
+        end = len(data) if end < 0 else end + 1
+        line = data[position:end]
+        head = line[:5].upper()
+        if self._in_auth:
+            text = _REDACTED if enabled else ""
+        elif head == b"AUTH ":
+            self._in_auth = True
+            text = self._auth_line(line) if enabled else ""
+        else:
+            if head == b"BDAT ":
+                self._bdat_remaining = self._bdat_size(line)
+            text = _printable(line.rstrip(b"\r\n")) if enabled else ""
+        if enabled:
+            self._debug("C", text)
+        return end
+
+    @staticmethod
+    def _auth_line(line: bytes) -> str:
+        parts = line.rstrip(b"\r\n").split(None, 2)
+        shown = _printable(b" ".join(parts[:2]))
+        return f"{shown} {_REDACTED}" if len(parts) > 2 else shown
+
+    @staticmethod
+    def _bdat_size(line: bytes) -> int:
+        parts = line.split()
+        try:
+            return max(int(parts[1]), 0)
+        except (IndexError, ValueError):
+            return 0
+
+    def _consume_chunk(self, data: bytes, position: int, enabled: bool) -> int:
+        taken = min(self._bdat_remaining, len(data) - position)
+        self._bdat_remaining -= taken
+        self._data_octets += taken
+        if not self._bdat_remaining:
+            if enabled:
+                self._debug("C", f"<message data: {self._data_octets} octets>")
+            self._data_octets = 0
+        return position + taken
+
+    def _consume_data(self, data: bytes, position: int, enabled: bool) -> int:
+        tail = self._data_tail
+        # A terminator that straddles two writes starts in the tail (at most 4 octets).
+        index = (tail + data[position : position + 4]).find(_TERMINATOR)
+        if index < 0:
+            found = data.find(_TERMINATOR, position)
+            index = -1 if found < 0 else found - position + len(tail)
+        if index < 0:
+            self._data_octets += len(data) - position
+            self._data_tail = (tail + data[max(position, len(data) - 4) :])[-4:]
+            return len(data)
+        end = position + index + len(_TERMINATOR) - len(tail)
+        self._data_octets += end - position - 3  # everything before ".\r\n"
+        self._in_data = False
+        if enabled:
+            self._debug("C", f"<message data: {self._data_octets} octets>")
+            self._debug("C", ".")
+        self._data_octets = 0
+        return end
