@@ -69,11 +69,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/run.py", *session.posargs)
 
 
-_NO_TRIO_TYPING = """\
-import importlib.metadata as m, sys
-try:
-    m.version("trio-typing")
-except m.PackageNotFoundError:
-    sys.exit(0)
-sys.exit("trio-typing is installed: it shadows Trio's own annotations; uninstall it")
-"""
+_NO_TRIO_TYPING = (
+    "import importlib.util as u, sys; sys.exit("
+    "'trio-typing is installed: its stubs shadow the annotations Trio ships; uninstall it'"
+    " if u.find_spec('trio_typing') or u.find_spec('trio-stubs') else 0)"
+)

@@ -58,7 +58,9 @@ SUBPACKAGES = frozenset({"protocol", "testing"})
 
 
 def public_names(module: types.ModuleType) -> set[str]:
-    return {name for name in dir(module) if not name.startswith("_")}
+    # Non-identifiers ("@py_builtins") are pytest's assertion-rewriting helpers: the pytest11
+    # entry point makes pytest rewrite trio_smtp itself.  No user can reach them as attributes.
+    return {name for name in dir(module) if name.isidentifier() and not name.startswith("_")}
 
 
 def reexports(init: Path) -> dict[str, str | None]:
