@@ -1,48 +1,58 @@
-"""SmtpClient: the .NET ``SmtpClient.SendAsync`` model on Trio.  (Interface; see issue 4.)"""
+"""SmtpClient: the .NET ``SmtpClient.SendAsync`` model on Trio.
+
+Theory of operation: the client is an async context manager that owns a nursery.  ``send``
+runs in the caller's task; ``send_async`` validates synchronously, then starts the same send
+as a task in the client's nursery, inside its own cancel scope (which ``send_async_cancel``
+cancels), and that task always ends by putting exactly one :class:`SendCompleted` on the
+``completed`` channel.  One send is in flight at a time (``trio.BusyResourceError``
+otherwise), so one connection is enough: it is opened on the first send and reused while it
+is idle and healthy (see :attr:`Transport.reusable <trio_smtp._transport.Transport>`).
+
+Only one exception can ever escape: the send task catches everything but ``Cancelled`` and
+hands it over in its event, and the user's own code never runs inside the client's nursery
+(``__aexit__`` closes the nursery with no exception of its own), so no ExceptionGroup from
+the nursery reaches the user.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 import ssl
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from email.message import EmailMessage
 from types import TracebackType
 from typing import Any
 
 import trio
 
-from ._config import DeliveryMethod, Security, Timeouts
-from .protocol import Reply
+from . import _sasl
+from ._config import DeliveryMethod, Security, Timeouts, default_port
+from ._errors import SmtpFailedRecipientsError
+from ._message import PreparedMessage, prepare_message
+from ._pickup import deliver_to_pickup
+from ._results import SendCompleted as SendCompleted
+from ._results import SendResult as SendResult
+from ._session import Credentials, SessionConfig, open_session
+from ._transaction import ConnectionStaleError, deliver
+from ._transport import StreamFactory, Transport
+from ._url import parse_smtp_url
 
 __all__ = ["SendCompleted", "SendResult", "SmtpClient"]
 
 
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    """What a send achieved."""
-
-    #: Recipients the server accepted, in the order given.
-    accepted: tuple[str, ...]
-    #: Refused recipients -> the server's reply.
-    rejected: Mapping[str, Reply] = field(default_factory=dict)
-    #: The server's final reply (to the end of data, or the last BDAT).
-    reply: Reply | None = None
-    #: The Message-ID header of the message sent, if it had one.
-    message_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SendCompleted:
-    """One per :meth:`SmtpClient.send_async`, on :attr:`SmtpClient.completed`."""
-
-    user_token: object
-    error: BaseException | None
-    cancelled: bool
-    result: SendResult | None
-
-
 class SmtpClient:
-    """An SMTP client that owns a nursery (see DESIGN.md's public API contract)."""
+    """An SMTP client that owns a nursery; see the quick start for examples.
+
+    ``SmtpClient(host, port=None, *, security=Security.STARTTLS, credentials=None, ...)``
+    raises ``ValueError`` at construction for an empty ``host`` with network delivery, a port
+    outside 1-65535, or a ``security`` other than NONE with a pickup directory.  ``port``
+    defaults to 465 for implicit TLS, 587 for STARTTLS and 25 otherwise.  ``credentials`` is
+    ``(user, password)``, or a :mod:`SASL mechanism <trio_smtp._sasl>` object (or a callable
+    returning one) to force a mechanism.  ``stream_factory`` replaces the TCP connection with
+    any ``trio.abc.Stream`` (``host`` still names the server for TLS).
+    """
 
     def __init__(
         self,
@@ -50,17 +60,62 @@ class SmtpClient:
         port: int | None = None,
         *,
         security: Security = Security.STARTTLS,
-        credentials: tuple[str, str] | None = None,
+        credentials: Credentials | None = None,
         ssl_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
         timeouts: Timeouts | None = None,
         delivery_method: DeliveryMethod = DeliveryMethod.NETWORK,
-        pickup_directory: str | None = None,
+        pickup_directory: str | os.PathLike[str] | None = None,
+        stream_factory: StreamFactory | None = None,
     ) -> None:
-        raise NotImplementedError
+        _check_types(security, delivery_method, timeouts, credentials)
+        port = _check_port(port, security)
+        if delivery_method is DeliveryMethod.NETWORK and not host:
+            raise ValueError("host is required for network delivery")
+        if delivery_method is DeliveryMethod.PICKUP_DIRECTORY:
+            if security is not Security.NONE:
+                raise ValueError("a pickup directory cannot use TLS: pass security=Security.NONE")
+            if pickup_directory is None:
+                raise ValueError("pickup_directory is required for pickup-directory delivery")
+        if ssl_context is None and security is not Security.NONE:
+            ssl_context = ssl.create_default_context()  # verifies certificates and host names
+        self._config = SessionConfig(
+            host=host or "",
+            port=port,
+            security=security,
+            ssl_context=ssl_context,
+            timeouts=timeouts if timeouts is not None else Timeouts(),
+            credentials=credentials,
+            local_hostname=local_hostname,
+            stream_factory=stream_factory,
+        )
+        self._delivery_method = delivery_method
+        self._pickup_directory = pickup_directory
+        self._send_channel, self._completed = trio.open_memory_channel[SendCompleted](math.inf)
+        self._state = "new"  # -> "open" -> "closing" -> "closed"
+        self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
+        self._nursery: trio.Nursery | None = None
+        self._transport: Transport | None = None
+        self._busy = False
+        self._idle = trio.Event()
+        self._send_scope: trio.CancelScope | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> SmtpClient:
+        """``smtps://user:pw@host[:port]`` (implicit TLS), ``smtp://...`` (STARTTLS required),
+        ``?tls=opportunistic|none``; keyword arguments add to or override the URL's."""
+        return cls(**{**parse_smtp_url(url), **kwargs})
+
+    # -- lifetime ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> SmtpClient:
-        raise NotImplementedError
+        if self._state != "new":
+            raise RuntimeError("an SmtpClient can be entered only once")
+        manager = trio.open_nursery()
+        self._nursery = await manager.__aenter__()
+        self._nursery_manager = manager
+        self._state = "open"
+        return self
 
     async def __aexit__(
         self,
@@ -68,11 +123,35 @@ class SmtpClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        raise NotImplementedError
+        """Wait for a send in flight (cancelling nothing), then QUIT (shielded, short)."""
+        self._state = "closing"
+        assert self._nursery_manager is not None
+        try:
+            while self._busy:
+                await self._idle.wait()
+        finally:
+            try:
+                # No exception of ours goes in: the user's exception (if any) propagates
+                # unchanged and is never wrapped in an ExceptionGroup.
+                await self._nursery_manager.__aexit__(None, None, None)
+            finally:
+                self._state = "closed"
+                self._send_channel.close()
+                await self._drop_transport(polite=True)
 
     @property
     def completed(self) -> trio.MemoryReceiveChannel[SendCompleted]:
-        raise NotImplementedError
+        """One :class:`SendCompleted` per :meth:`send_async`, never dropped.
+
+        The buffer is unbounded (``math.inf``) on purpose: a send task must never block on
+        reporting, or a caller that reads events only after ``async with`` would deadlock, and
+        an event must never be dropped.  Its size is bounded by the caller's own
+        ``send_async`` calls (one small object each).  The channel ends (``EndOfChannel``)
+        once the client is closed and every event has been received.
+        """
+        return self._completed
+
+    # -- sending -----------------------------------------------------------------------------
 
     async def send(
         self,
@@ -81,7 +160,19 @@ class SmtpClient:
         sender: str | None = None,
         recipients: Sequence[str] | None = None,
     ) -> SendResult:
-        raise NotImplementedError
+        """Send ``message`` and wait for the outcome.
+
+        Raises ``TypeError``/``ValueError`` for bad input, ``trio.BusyResourceError`` while
+        another send is in flight, ``trio.ClosedResourceError`` after the client is closed,
+        and an :class:`~trio_smtp.SmtpError` subclass for every delivery failure.
+        """
+        self._check_open()
+        prepared = prepare_message(message, sender, recipients)
+        self._claim()
+        try:
+            return await self._deliver(prepared)
+        finally:
+            self._release()
 
     def send_async(
         self,
@@ -91,7 +182,136 @@ class SmtpClient:
         sender: str | None = None,
         recipients: Sequence[str] | None = None,
     ) -> None:
-        raise NotImplementedError
+        """Validate now, send in the client's nursery, return at once.
+
+        The outcome arrives as one :class:`SendCompleted` on :attr:`completed`.  Raises
+        synchronously what :meth:`send` raises before any I/O.
+        """
+        self._check_open()
+        prepared = prepare_message(message, sender, recipients)
+        self._claim()
+        scope = trio.CancelScope()
+        self._send_scope = scope
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_send_async, prepared, user_token, scope)
 
     def send_async_cancel(self) -> None:
-        raise NotImplementedError
+        """Cancel the ``send_async`` in flight, if any: its event has ``cancelled=True``.
+
+        The connection is closed (a half-spoken session is never reused); cancelled during
+        the message data, the terminator is never sent, so the server discards the message.
+        """
+        if self._send_scope is not None:
+            self._send_scope.cancel()
+
+    async def _run_send_async(
+        self, prepared: PreparedMessage, user_token: object, scope: trio.CancelScope
+    ) -> None:
+        error: BaseException | None = None
+        result: SendResult | None = None
+        cancelled_from_outside = False
+        try:
+            with scope:
+                result = await self._deliver(prepared)
+        except SmtpFailedRecipientsError as exc:
+            error, result = exc, exc.result
+        except Exception as exc:
+            error = exc
+        except BaseException:
+            # Cancelled from outside (the client torn down under the caller's cancellation):
+            # the event is still sent, and Cancelled propagates to its scope.
+            cancelled_from_outside = True
+            raise
+        finally:
+            cancelled = cancelled_from_outside or (
+                scope.cancel_called and (result is None or scope.cancelled_caught)
+            )
+            if cancelled:
+                error, result = None, None
+            self._send_scope = None
+            self._release()
+            self._send_channel.send_nowait(SendCompleted(user_token, error, cancelled, result))
+
+    async def _deliver(self, prepared: PreparedMessage) -> SendResult:
+        if self._delivery_method is DeliveryMethod.PICKUP_DIRECTORY:
+            return await self._deliver_to_pickup(prepared)
+        while True:
+            transport = await self._connection()
+            try:
+                return await deliver(transport, prepared)
+            except ConnectionStaleError:
+                continue  # only on a reused connection: the next one is fresh
+            finally:
+                if not transport.reusable:
+                    await self._drop_transport(polite=False)
+
+    async def _deliver_to_pickup(self, prepared: PreparedMessage) -> SendResult:
+        assert self._pickup_directory is not None
+        envelope = prepared.envelope
+        await deliver_to_pickup(
+            self._pickup_directory, envelope.sender, envelope.recipients, prepared.data
+        )
+        return SendResult(envelope.recipients, message_id=prepared.message_id)
+
+    async def _connection(self) -> Transport:
+        if self._transport is not None and self._transport.reusable:
+            return self._transport
+        await self._drop_transport(polite=False)
+        self._transport = await open_session(self._config)
+        return self._transport
+
+    async def _drop_transport(self, *, polite: bool) -> None:
+        transport, self._transport = self._transport, None
+        if transport is None:
+            return
+        if polite:
+            await transport.quit()
+        else:
+            await transport.aclose()
+
+    # -- state checks ------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._state in ("closing", "closed"):
+            raise trio.ClosedResourceError("this SmtpClient is closed")
+        if self._state == "new":
+            raise RuntimeError("use the client as 'async with SmtpClient(...) as client:'")
+
+    def _claim(self) -> None:
+        if self._busy:
+            raise trio.BusyResourceError("another send is in progress on this SmtpClient")
+        self._busy = True
+        self._idle = trio.Event()
+
+    def _release(self) -> None:
+        self._busy = False
+        self._idle.set()
+
+
+def _check_types(
+    security: object, delivery_method: object, timeouts: object, credentials: object
+) -> None:
+    if not isinstance(security, Security):
+        raise TypeError(f"security must be a trio_smtp.Security, not {security!r}")
+    if not isinstance(delivery_method, DeliveryMethod):
+        raise TypeError(f"delivery_method must be a DeliveryMethod, not {delivery_method!r}")
+    if timeouts is not None and not isinstance(timeouts, Timeouts):
+        raise TypeError(f"timeouts must be a trio_smtp.Timeouts, not {timeouts!r}")
+    if credentials is None or isinstance(credentials, _sasl.Mechanism) or callable(credentials):
+        return
+    if not (
+        isinstance(credentials, tuple)
+        and len(credentials) == 2
+        and all(isinstance(part, str) for part in credentials)
+    ):
+        raise TypeError("credentials must be (user, password), a SASL mechanism, or None")
+
+
+def _check_port(port: object, security: Security) -> int:
+    if port is None:
+        return default_port(security)
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise TypeError(f"port must be an int, not {type(port).__name__}")
+    if not 0 < port <= 65535:
+        raise ValueError(f"port must be between 1 and 65535, not {port}")
+    return port

@@ -1,0 +1,291 @@
+"""A message to send -> an :class:`Envelope` and the exact bytes of its data.
+
+Theory of operation: :func:`prepare_message` runs synchronously, before anything is written to
+the wire, and is the only place where the caller's input is validated (``TypeError`` for
+something that is not a message, ``ValueError`` for a missing sender, no recipients or an
+invalid address).  An :class:`~email.message.EmailMessage` is serialised exactly once, with
+CRLF line ends, after its Bcc fields are dropped from a copy (the caller's object is never
+mutated).  What the server must support is decided here too: SMTPUTF8 when an address is
+non-ASCII (RFC 6531), and the body's :class:`~trio_smtp.protocol.BodyKind` for BODY=8BITMIME
+(RFC 6152).  Matching that against what a server offers is :func:`check_against_server`.
+"""
+
+from __future__ import annotations
+
+import copy
+import email.policy
+import email.utils
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.generator import BytesGenerator
+from email.message import Message
+from io import BytesIO
+
+from ._errors import SmtpError, SmtpStatusCode
+from .protocol import BodyInspector, BodyKind, Extensions, validate_address
+
+__all__ = ["Envelope", "PreparedMessage", "check_against_server", "prepare_message"]
+
+#: The header fields whose values are addresses (RFC 5322 §3.6.2, §3.6.3, §3.6.6).
+_ADDRESS_FIELDS = (
+    "from",
+    "sender",
+    "reply-to",
+    "to",
+    "cc",
+    "bcc",
+    "resent-from",
+    "resent-sender",
+    "resent-to",
+    "resent-cc",
+    "resent-bcc",
+)
+#: The end of the header section (RFC 5322 §2.1), whatever the line ends.
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The SMTP envelope (RFC 5321 §2.3.1): who the message is from and whom it goes to."""
+
+    #: The reverse-path for MAIL FROM (``""`` is the null reverse-path).
+    sender: str
+    #: The forward-paths for RCPT TO, without duplicates, in the order given.
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    """A validated message, ready for any server."""
+
+    envelope: Envelope
+    #: The message exactly as it goes on the wire before dot-stuffing.
+    data: bytes
+    #: True when an address is non-ASCII: the server must offer SMTPUTF8 (RFC 6531 §3.4).
+    smtputf8_required: bool
+    #: True when SMTPUTF8 should be used if offered (8-bit header bytes in a raw message).
+    smtputf8_wanted: bool
+    #: 7-bit, 8-bit or binary: decides BODY= (RFC 6152).
+    body_kind: BodyKind
+    #: The Message-ID header, if the message has one.
+    message_id: str | None = None
+
+    @property
+    def size(self) -> int:
+        """The message size as RFC 1870 counts it (CRLF line ends, before stuffing)."""
+        return len(self.data)
+
+
+def prepare_message(
+    message: object,
+    sender: str | None = None,
+    recipients: Sequence[str] | str | None = None,
+) -> PreparedMessage:
+    """Validate ``message`` and the explicit envelope; serialise the message once.
+
+    Raises ``TypeError`` when ``message`` is not an :class:`email.message.Message` or bytes,
+    ``ValueError`` when no sender or no recipient can be found or an address is invalid.
+    """
+    if isinstance(message, Message):
+        return _prepare_email(message, sender, recipients)
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return _prepare_bytes(bytes(message), sender, recipients)
+    raise TypeError(
+        f"message must be an email.message.EmailMessage or bytes, not {type(message).__name__}"
+    )
+
+
+def check_against_server(prepared: PreparedMessage, extensions: Extensions) -> None:
+    """Refuse locally what the server would refuse (before MAIL is sent).
+
+    RFC 6531 §3.4: a non-ASCII address needs SMTPUTF8.  RFC 1870 §4: a message larger than
+    the server's SIZE is refused before MAIL.
+    """
+    if prepared.smtputf8_required and not extensions.smtputf8:
+        raise SmtpError(
+            "the message needs SMTPUTF8 (non-ASCII address) and the server does not offer it",
+            status_code=SmtpStatusCode.MAILBOX_NAME_NOT_ALLOWED,
+        )
+    limit = extensions.max_size
+    if limit is not None and prepared.size > limit:
+        raise SmtpError(
+            f"the message is {prepared.size} octets; the server accepts at most {limit}",
+            status_code=SmtpStatusCode.EXCEEDED_STORAGE_ALLOCATION,
+        )
+
+
+# -- explicit envelope -----------------------------------------------------------------------
+
+
+def _explicit_recipients(recipients: Sequence[str] | str) -> list[str]:
+    # A lone string is one recipient (as smtplib); iterating it would send to each letter.
+    if isinstance(recipients, str):
+        return [recipients]
+    items = list(recipients)
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"recipients must be strings, not {type(item).__name__}")
+    return items
+
+
+def _check_sender(sender: object) -> str:
+    if not isinstance(sender, str):
+        raise TypeError(f"sender must be a string, not {type(sender).__name__}")
+    return sender
+
+
+def _envelope(sender: str, recipients: list[str]) -> tuple[Envelope, bool]:
+    """Validate every address; return the envelope and whether SMTPUTF8 is required."""
+    unique = tuple(dict.fromkeys(r.strip() for r in recipients if r.strip()))
+    if not unique:
+        raise ValueError("the message has no recipients (To, Cc, Bcc or recipients=)")
+    utf8 = not all(a.isascii() for a in (sender, *unique))
+    validate_address(sender, smtputf8=utf8, allow_empty=True)
+    for address in unique:
+        validate_address(address, smtputf8=utf8)
+    return Envelope(sender, unique), utf8
+
+
+# -- raw bytes -------------------------------------------------------------------------------
+
+
+def _prepare_bytes(
+    data: bytes, sender: str | None, recipients: Sequence[str] | str | None
+) -> PreparedMessage:
+    if sender is None:
+        raise ValueError("a bytes message needs sender=")
+    if recipients is None:
+        raise ValueError("a bytes message needs recipients=")
+    envelope, utf8 = _envelope(_check_sender(sender), _explicit_recipients(recipients))
+    blank_line = _BLANK_LINE.search(data)
+    headers = data[: blank_line.start()] if blank_line else data
+    return PreparedMessage(
+        envelope=envelope,
+        data=data,
+        smtputf8_required=utf8,
+        # RFC 6532 §3: 8-bit header fields are only allowed in an SMTPUTF8 transaction.  The
+        # caller's bytes are not rewritten, so use it when offered and send as is otherwise.
+        smtputf8_wanted=utf8 or not headers.isascii(),
+        body_kind=_body_kind(data),
+        message_id=_raw_message_id(headers),
+    )
+
+
+def _raw_message_id(headers: bytes) -> str | None:
+    for line in headers.split(b"\n"):
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"message-id":
+            return value.strip().decode("utf-8", "replace") or None
+    return None
+
+
+def _body_kind(data: bytes) -> BodyKind:
+    inspector = BodyInspector()
+    inspector.feed(data)
+    return inspector.kind
+
+
+# -- EmailMessage ----------------------------------------------------------------------------
+
+
+def _prepare_email(
+    message: Message, sender: str | None, recipients: Sequence[str] | str | None
+) -> PreparedMessage:
+    resent = _last_resent_block(message)
+    if sender is None:
+        sender = _sender_from_headers(message, resent)
+    rcpts = (
+        _explicit_recipients(recipients)
+        if recipients is not None
+        else _recipients_from_headers(message, resent)
+    )
+    envelope, utf8 = _envelope(_check_sender(sender), rcpts)
+    # A non-ASCII addr-spec in a header cannot be written as an RFC 2047 encoded word
+    # (RFC 2047 §5): only SMTPUTF8 carries it (RFC 6532).
+    utf8 = utf8 or _headers_need_utf8(message)
+    data = _serialise(message, utf8)
+    message_id = message.get("Message-ID")
+    return PreparedMessage(
+        envelope=envelope,
+        data=data,
+        smtputf8_required=utf8,
+        smtputf8_wanted=utf8,
+        body_kind=_body_kind(data),
+        message_id=str(message_id).strip() if message_id is not None else None,
+    )
+
+
+def _last_resent_block(message: Message) -> dict[str, list[str]] | None:
+    """The most recent Resent-* block, as field name (lower case) -> values; or None.
+
+    RFC 5322 §3.6.6: each resending prepends a new block, so the most recent block is the
+    first in the header.  A block ends at the first field that is not Resent-* or that
+    repeats a field already in the block.
+    """
+    block: dict[str, list[str]] = {}
+    for name, value in message.items():
+        key = name.lower()
+        if not key.startswith("resent-"):
+            if block:
+                break
+            continue
+        if key in block:
+            break
+        block.setdefault(key, []).append(str(value))
+    return block or None
+
+
+def _addresses(values: Sequence[object]) -> list[str]:
+    """addr-specs from header values (EmailMessage header objects or strings)."""
+    found: list[str] = []
+    for value in values:
+        parsed = getattr(value, "addresses", None)
+        if parsed is not None:
+            found.extend(a.addr_spec for a in parsed if a.addr_spec and a.addr_spec != "<>")
+        else:
+            found.extend(addr for _, addr in email.utils.getaddresses([str(value)]) if addr)
+    return found
+
+
+def _sender_from_headers(message: Message, resent: dict[str, list[str]] | None) -> str:
+    if resent is not None:
+        values = resent.get("resent-sender") or resent.get("resent-from") or []
+        where = "Resent-Sender or Resent-From"
+    else:
+        values = message.get_all("Sender") or message.get_all("From") or []
+        where = "Sender or From"
+    addresses = _addresses(values)
+    if not addresses:
+        raise ValueError(f"the message has no sender ({where} header, or sender=)")
+    return addresses[0]
+
+
+def _recipients_from_headers(message: Message, resent: dict[str, list[str]] | None) -> list[str]:
+    if resent is not None:
+        fields = ("resent-to", "resent-cc", "resent-bcc")
+        return _addresses([v for f in fields for v in resent.get(f, [])])
+    return _addresses([v for f in ("To", "Cc", "Bcc") for v in message.get_all(f) or []])
+
+
+def _headers_need_utf8(message: Message) -> bool:
+    for name, value in message.items():
+        if name.lower() in _ADDRESS_FIELDS and not all(a.isascii() for a in _addresses([value])):
+            return True
+    return False
+
+
+def _serialise(message: Message, utf8: bool) -> bytes:
+    """The message without Bcc/Resent-Bcc, CRLF line ends, serialised once."""
+    # copy.copy shares the payload but not the header list: Message.__delitem__ rebuilds it,
+    # so the caller's message keeps its Bcc (as smtplib.send_message does).
+    stripped = copy.copy(message)
+    del stripped["Bcc"]
+    del stripped["Resent-Bcc"]
+    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+    if isinstance(message.policy, email.policy.EmailPolicy):
+        policy = message.policy.clone(linesep="\r\n", utf8=utf8)
+    buffer = BytesIO()
+    generator = BytesGenerator(buffer, mangle_from_=False, policy=policy)
+    generator.flatten(stripped, linesep="\r\n")  # type: ignore[arg-type]  # any Message works
+    return buffer.getvalue()

@@ -1,0 +1,42 @@
+"""What a send produces: :class:`SendResult` and, for ``send_async``, :class:`SendCompleted`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .protocol import Reply
+
+__all__ = ["SendCompleted", "SendResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What a send achieved."""
+
+    #: Recipients the server accepted, in the order given.
+    accepted: tuple[str, ...]
+    #: Refused recipients -> the server's reply.
+    rejected: Mapping[str, Reply] = field(default_factory=dict)
+    #: The server's final reply (to the end of data); ``None`` for pickup-directory delivery.
+    reply: Reply | None = None
+    #: The Message-ID header of the message sent, if it had one.
+    message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendCompleted:
+    """One per :meth:`SmtpClient.send_async <trio_smtp.SmtpClient.send_async>`, received
+    from :attr:`SmtpClient.completed <trio_smtp.SmtpClient.completed>`.
+
+    As .NET's ``AsyncCompletedEventArgs``: ``user_token`` is what was passed to
+    ``send_async``; ``cancelled`` is True after ``send_async_cancel()`` (then ``error`` is
+    None); ``error`` is the exception the send raised, if any; ``result`` is what was
+    delivered -- set on success, and also when some recipients were refused (``error`` is then
+    the :class:`~trio_smtp.SmtpFailedRecipientsError` and the others got the message).
+    """
+
+    user_token: object
+    error: BaseException | None
+    cancelled: bool
+    result: SendResult | None

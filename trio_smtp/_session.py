@@ -1,0 +1,201 @@
+"""Opening an SMTP session: greeting, EHLO/HELO, STARTTLS, AUTH.
+
+Theory of operation: :func:`open_session` connects (see :mod:`trio_smtp._transport`) and runs
+the handshake in order, refusing to go on whenever security would be weakened: STARTTLS
+required but not advertised, refused, or not cleanly followed by the handshake is an
+:class:`~trio_smtp.SmtpTlsError` before any credential or envelope is sent (RFC 3207 §4, §6);
+credentials never go over a plaintext link to a non-loopback peer.  On any failure the
+connection is closed; the caller only ever gets a session ready for MAIL.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from . import _sasl
+from ._config import Security, Timeouts
+from ._errors import SmtpAuthenticationError, SmtpConnectError, SmtpTlsError
+from ._hostname import local_fqdn
+from ._transport import StreamFactory, Transport, open_transport
+from .protocol import Auth, AuthResponse, Ehlo, Helo, Reply, StartTls
+
+__all__ = ["Credentials", "SessionConfig", "open_session"]
+
+#: What ``credentials=`` accepts: a (user, password) pair, a mechanism object to force one
+#: (copied afresh for each connection), or a callable returning a new mechanism.
+Credentials = tuple[str, str] | _sasl.Mechanism | Callable[[], _sasl.Mechanism]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Everything :func:`open_session` needs; built once by the client."""
+
+    host: str
+    port: int
+    security: Security
+    ssl_context: ssl.SSLContext | None
+    timeouts: Timeouts
+    credentials: Credentials | None = None
+    local_hostname: str | None = None
+    stream_factory: StreamFactory | None = None
+
+
+async def open_session(config: SessionConfig) -> Transport:
+    """A connected, greeted, (TLS-protected,) authenticated session, ready for MAIL."""
+    transport = await open_transport(
+        config.host,
+        config.port,
+        security=config.security,
+        context=config.ssl_context,
+        timeouts=config.timeouts,
+        stream_factory=config.stream_factory,
+    )
+    try:
+        await _handshake(transport, config)
+    except BaseException:
+        await transport.aclose()
+        raise
+    return transport
+
+
+async def _handshake(transport: Transport, config: SessionConfig) -> None:
+    if config.credentials is not None and config.security is Security.NONE:
+        _check_credentials_allowed(transport)  # before EHLO: nothing sent yet
+    greeting = await transport.read_reply("the greeting", config.timeouts.greeting)
+    if greeting.code != 220:
+        # RFC 5321 §3.1: 554 (or 421) instead of 220 means no service here.
+        raise SmtpConnectError("the server refused the session", reply=greeting)
+    domain = config.local_hostname or await local_fqdn(_local_address(transport))
+    await _hello(transport, domain)
+    if config.security in (Security.STARTTLS, Security.STARTTLS_OPPORTUNISTIC):
+        await _starttls(transport, config, domain)
+    if config.credentials is not None:
+        _check_credentials_allowed(transport)
+        await authenticate(transport, config.credentials)
+
+
+def _local_address(transport: Transport) -> str | None:
+    stream = transport.stream
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if isinstance(stream, trio.SocketStream):
+        try:
+            name = stream.socket.getsockname()
+        except OSError:
+            return None
+        if isinstance(name, tuple):
+            return str(name[0])
+    return None
+
+
+async def _hello(transport: Transport, domain: str) -> None:
+    """EHLO, falling back to HELO when EHLO is not recognised (RFC 5321 §4.1.4)."""
+    limit = transport.timeouts.command
+    reply = await transport.command(Ehlo(domain), "EHLO", limit)
+    if reply.code == 250:
+        return
+    if reply.code == 421 or not reply.is_permanent:
+        raise SmtpConnectError("the server refused EHLO", reply=reply)
+    reply = await transport.command(Helo(domain), "HELO", limit)
+    if reply.code != 250:
+        raise SmtpConnectError("the server refused EHLO and HELO", reply=reply)
+
+
+async def _starttls(transport: Transport, config: SessionConfig, domain: str) -> None:
+    """RFC 3207.  Required: not advertised, any reply but 220, bytes after the 220 or a failed
+    handshake are SmtpTlsError.  Opportunistic: used when advertised; a refusal leaves the
+    session in plaintext."""
+    required = config.security is Security.STARTTLS
+    if not transport.conn.extensions.starttls:
+        if required:
+            raise SmtpTlsError("STARTTLS is required but the server did not advertise it")
+        return
+    reply = await transport.command(StartTls(), "STARTTLS", transport.timeouts.command, tls=True)
+    if reply.code != 220:
+        if required or reply.code == 421:
+            raise SmtpTlsError("the server refused STARTTLS", reply=reply)
+        return
+    assert config.ssl_context is not None
+    await transport.start_tls(config.ssl_context)
+    # RFC 3207 §4.2: forget everything learned before TLS and say EHLO again.
+    reply = await transport.command(Ehlo(domain), "EHLO after STARTTLS", transport.timeouts.command)
+    if reply.code != 250:
+        raise SmtpConnectError("the server refused EHLO after STARTTLS", reply=reply)
+
+
+def _check_credentials_allowed(transport: Transport) -> None:
+    if not transport.tls and not transport.loopback:
+        raise SmtpAuthenticationError(
+            "refusing to send credentials without TLS to a non-loopback server"
+        )
+
+
+def _mechanism(credentials: Credentials, offered: frozenset[str]) -> _sasl.Mechanism:
+    if isinstance(credentials, _sasl.Mechanism):
+        # A mechanism object is one exchange: each connection gets a fresh copy.
+        return copy.deepcopy(credentials)
+    if isinstance(credentials, tuple):
+        mechanism = _sasl.choose_mechanism(offered, credentials[0], credentials[1])
+        if mechanism is None:
+            raise SmtpAuthenticationError(
+                "no supported authentication mechanism offered "
+                f"(server offers: {', '.join(sorted(offered)) or 'none'})"
+            )
+        return mechanism
+    return credentials()
+
+
+async def authenticate(transport: Transport, credentials: Credentials) -> None:
+    """AUTH (RFC 4954): the strongest offered mechanism, unless one is forced.
+
+    A malformed challenge or too many rounds cancel the exchange with "*" (RFC 4954 §4);
+    anything but 235 is SmtpAuthenticationError carrying the server's reply.
+    """
+    offered = transport.conn.extensions.auth_mechanisms
+    if "AUTH" not in transport.conn.extensions:
+        raise SmtpAuthenticationError("credentials given but the server does not offer AUTH")
+    mechanism = _mechanism(credentials, offered)
+    limit = transport.timeouts.command
+    reply = await transport.command(
+        Auth(mechanism.name, mechanism.initial_response()), "AUTH", limit
+    )
+    rounds = 0
+    while reply.code == 334:
+        rounds += 1
+        response = _answer(mechanism, reply) if rounds <= mechanism.max_rounds else None
+        if response is None:
+            reply = await transport.command(AuthResponse(cancel=True), "AUTH cancel", limit)
+            raise SmtpAuthenticationError(
+                "authentication cancelled: malformed challenge or too many rounds", reply=reply
+            )
+        reply = await transport.command(AuthResponse(response), "AUTH", limit)
+    if reply.code != 235:
+        raise SmtpAuthenticationError("authentication failed", reply=reply)
+    _complete(transport, mechanism, reply)
+
+
+def _answer(mechanism: _sasl.Mechanism, reply: Reply) -> bytes | None:
+    """The response to one 334 challenge, or None when it must be cancelled."""
+    try:
+        challenge = base64.b64decode(reply.text.strip(), validate=True)
+        return mechanism.respond(challenge)
+    except (binascii.Error, ValueError, _sasl.SaslError):
+        return None
+
+
+def _complete(transport: Transport, mechanism: _sasl.Mechanism, reply: Reply) -> None:
+    try:
+        mechanism.complete()
+    except _sasl.SaslError as exc:
+        # SCRAM: the server could not prove it knows the password; do not trust this peer.
+        transport.mark_broken()
+        raise SmtpAuthenticationError(
+            f"the server's authentication proof was wrong: {exc}", reply=reply
+        ) from exc

@@ -1,0 +1,409 @@
+"""The Trio driver: streams, TLS, reads and writes, per-phase deadlines, error mapping.
+
+Theory of operation: a :class:`Transport` pairs one ``trio.abc.Stream`` with one sans-IO
+:class:`~trio_smtp.protocol.ClientConnection`.  Writing is ``conn.send(command)`` then one
+``send_all`` per pipelined group; reading is httpcore's loop: ``next_event()``, and on
+NEED_DATA read a large chunk and feed it.  Every await runs under a phase deadline that covers
+the whole reply (RFC 5321 §4.5.3.2), not each read.
+
+Two rules make a half-spoken session impossible to reuse: any exception or cancellation inside
+an I/O step marks the transport broken (and tells the machine through ``send_failed()``), and
+the client closes a transport that is not :attr:`Transport.reusable`.  Errors from Trio, the
+``ssl`` module and the protocol core become the library's exceptions in :func:`map_errors`
+only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+import trio
+
+from ._config import Security, Timeouts
+from ._errors import (
+    SmtpConnectError,
+    SmtpDeliveryUnknownError,
+    SmtpError,
+    SmtpProtocolError,
+    SmtpResponseError,
+    SmtpTimeoutError,
+    SmtpTlsError,
+)
+from .protocol import (
+    ClientConnection,
+    Command,
+    ConnectionClosed,
+    ProtocolError,
+    Quit,
+    RemoteProtocolError,
+    Reply,
+    ReplyParser,
+    State,
+)
+
+__all__ = ["StreamFactory", "Transport", "deadline", "map_errors", "open_transport"]
+
+#: Bytes asked for per read: replies are small, but a pipelined group's replies come together.
+RECEIVE_SIZE = 65536
+
+#: Message data per write: large enough to amortise the syscall, small enough to bound memory.
+_DATA_CHUNK = 256 * 1024
+
+#: How long to wait for the rest of an early reply, or for the reason a write failed.
+_EARLY_GRACE = 5.0
+
+_UNKNOWN = (
+    "the connection was lost after the end of data and before the server's reply: "
+    "the message may have been delivered"
+)
+
+#: A user-supplied way to open the connection (instead of TCP to host:port).
+StreamFactory = Callable[[], Awaitable[trio.abc.Stream]]
+
+
+@contextmanager
+def deadline(seconds: float | None, what: str) -> Iterator[None]:
+    """Fail with :class:`SmtpTimeoutError` when ``what`` takes longer than ``seconds``."""
+    try:
+        with trio.fail_after(math.inf if seconds is None else seconds):
+            yield
+    except trio.TooSlowError:
+        raise SmtpTimeoutError(f"timed out after {seconds} s waiting for {what}") from None
+
+
+@contextmanager
+def map_errors(what: str, *, tls: bool = False) -> Iterator[None]:
+    """The one place where Trio, ssl and protocol-core errors become SmtpErrors.
+
+    ``tls`` is True during STARTTLS and the handshake: then a broken connection or a
+    protocol violation (bytes injected after the 220, RFC 3207 §5) is an SmtpTlsError.
+    """
+    try:
+        yield
+    except SmtpError:
+        raise
+    except RemoteProtocolError as exc:
+        error_class = SmtpTlsError if tls else SmtpProtocolError
+        raise error_class(f"the server broke the protocol during {what}: {exc}") from exc
+    except ssl.SSLError as exc:  # before OSError: SSLError is one
+        raise SmtpTlsError(f"TLS failed during {what}: {exc}") from exc
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        # Trio wraps ssl errors in BrokenResourceError.  Outside the handshake they mean a
+        # lost connection (a ragged EOF, a reset), not a failure of TLS itself.
+        if tls:
+            raise SmtpTlsError(f"TLS failed during {what}: {exc.__cause__ or exc}") from exc
+        raise SmtpConnectError(
+            f"connection lost during {what}: {exc or type(exc).__name__}"
+        ) from exc
+
+
+def peer_is_loopback(stream: trio.abc.Stream) -> bool:
+    """True when the stream's peer is 127.0.0.0/8, ::1 or a Unix socket: the only places
+    credentials may go without TLS.  Unknown stream types are not loopback."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return False
+    sock = stream.socket
+    if getattr(socket, "AF_UNIX", None) is not None and sock.family == socket.AF_UNIX:
+        return True
+    try:
+        address = ipaddress.ip_address(sock.getpeername()[0])
+    except (OSError, ValueError):
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def local_address_literal(stream: trio.abc.Stream) -> str:
+    """An EHLO argument without DNS: the local address as a literal (RFC 5321 §4.1.3)."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if isinstance(stream, trio.SocketStream) and stream.socket.family in (
+        socket.AF_INET,
+        socket.AF_INET6,
+    ):
+        try:
+            host = stream.socket.getsockname()[0]
+            address = ipaddress.ip_address(host.split("%")[0])
+        except (OSError, ValueError):
+            return "localhost"
+        if isinstance(address, ipaddress.IPv6Address):
+            return f"[IPv6:{address}]"
+        return f"[{address}]"
+    return "localhost"
+
+
+class Transport:
+    """One SMTP connection: a stream and its sans-IO machine."""
+
+    def __init__(
+        self, stream: trio.abc.Stream, conn: ClientConnection, *, host: str, timeouts: Timeouts
+    ) -> None:
+        self.stream = stream
+        self.conn = conn
+        self.host = host
+        self.timeouts = timeouts
+        #: True once the stream is TLS (implicit, or after STARTTLS).
+        self.tls = isinstance(stream, trio.SSLStream)
+        #: True when credentials may be sent in clear (see :func:`peer_is_loopback`).
+        self.loopback = peer_is_loopback(stream)
+        #: Transactions completed on this connection (a reused connection has > 0).
+        self.transactions = 0
+        self._broken = False
+
+    @property
+    def broken(self) -> bool:
+        """True once a write or read failed or was cancelled: close, never reuse."""
+        return self._broken
+
+    @property
+    def reusable(self) -> bool:
+        """Not broken, and between transactions: safe for the next message."""
+        return not self._broken and self.conn.state is State.READY
+
+    def mark_broken(self) -> None:
+        """Never use this connection again (a write or read failed or was cancelled)."""
+        if not self._broken:
+            self._broken = True
+            try:
+                self.conn.send_failed()
+            except ProtocolError:
+                pass
+
+    async def write(self, data: bytes, what: str, limit: float | None) -> None:
+        """Write ``data`` in one ``send_all`` under ``limit`` seconds."""
+        try:
+            with map_errors(what), deadline(limit, what):
+                await self.stream.send_all(data)
+        except BaseException:
+            self.mark_broken()
+            raise
+
+    async def read_reply(self, what: str, limit: float | None) -> Reply:
+        """The next reply, under one deadline for the whole reply."""
+        try:
+            with map_errors(what), deadline(limit, what):
+                return await self._next_reply(what)
+        except BaseException:
+            self.mark_broken()
+            raise
+
+    async def _next_reply(self, what: str) -> Reply:
+        # httpcore's _receive_event: next_event(); on NEED_DATA read and feed.
+        while True:
+            event = self.conn.next_event()
+            if isinstance(event, Reply):
+                return event
+            if isinstance(event, ConnectionClosed):
+                raise SmtpConnectError(f"the server closed the connection during {what}")
+            self.conn.receive_data(bytes(await self.stream.receive_some(RECEIVE_SIZE)))
+
+    async def command(
+        self, command: Command, what: str, limit: float | None, *, tls: bool = False
+    ) -> Reply:
+        """Send one command and read its reply, both under one deadline."""
+        data = self.conn.send(command)  # LocalProtocolError here: nothing was written
+        try:
+            with map_errors(what, tls=tls), deadline(limit, what):
+                await self.stream.send_all(data)
+                return await self._next_reply(what)
+        except BaseException:
+            self.mark_broken()
+            raise
+
+    async def send_message(self, data: bytes) -> Reply:
+        """After 354: the message data, the terminator, and the reply to the terminator.
+
+        The server is watched while we write: a reply that arrives before the terminator is
+        an early reply (a refusal, or 421 before closing); writing stops, the terminator is
+        never sent, and it is raised with its code.  A connection lost between the
+        terminator and its reply is SmtpDeliveryUnknownError (RFC 5321 §4.1.1.4: the message
+        may have been accepted).
+        """
+        watcher = _Watcher(self.stream)
+        try:
+            error = await self._write_watched(data, watcher)
+            return await self._finish_data(watcher, error)
+        except BaseException:
+            self.mark_broken()
+            raise
+
+    async def _write_watched(self, data: bytes, watcher: _Watcher) -> Exception | None:
+        """Write while watching; return the writer's error instead of raising it, so that
+        nothing but Cancelled ever leaves the nursery (no ExceptionGroup escapes)."""
+        error: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watcher.run)
+            with watcher.writer_scope:
+                try:
+                    await self._write_data(data, watcher)
+                except Exception as exc:
+                    error = exc
+            if not watcher.arrived.is_set():
+                # After the terminator: its reply.  After a failed write: a short grace to
+                # read the reason the server may have sent before closing.
+                grace = self.timeouts.data_termination if error is None else _EARLY_GRACE
+                with trio.move_on_after(_or_inf(grace)):
+                    await watcher.arrived.wait()
+            nursery.cancel_scope.cancel()
+        return error
+
+    async def _write_data(self, data: bytes, watcher: _Watcher) -> None:
+        view = memoryview(data)
+        # Large chunks, no per-line loop; small messages go in one write with the terminator.
+        for start in range(0, max(len(view), 1), _DATA_CHUNK):
+            if watcher.arrived.is_set():
+                return
+            payload = self.conn.send_data(view[start : start + _DATA_CHUNK])
+            if start + _DATA_CHUNK >= len(view):
+                payload += self.conn.end_data()
+                watcher.terminator_started = True
+            with (
+                map_errors("the message data"),
+                deadline(self.timeouts.data_block, "the message data"),
+            ):
+                await self.stream.send_all(payload)
+
+    async def _finish_data(self, watcher: _Watcher, error: Exception | None) -> Reply:
+        if not watcher.terminator_started:
+            if watcher.data:
+                raise await self._early_reply(watcher.data)
+            if error is not None:
+                raise error
+            raise SmtpConnectError("the server closed the connection during the message data")
+        if error is not None and not watcher.data:
+            if isinstance(error, SmtpConnectError):
+                raise SmtpDeliveryUnknownError(_UNKNOWN) from error
+            raise error
+        if not watcher.arrived.is_set():
+            raise SmtpTimeoutError(
+                f"timed out after {self.timeouts.data_termination} s waiting for the reply "
+                "to the end of data; the message may have been delivered"
+            )
+        if not watcher.data:
+            raise SmtpDeliveryUnknownError(_UNKNOWN) from watcher.error
+        self.conn.receive_data(watcher.data)
+        try:
+            return await self.read_reply("the end of data", self.timeouts.data_termination)
+        except (SmtpConnectError, SmtpTlsError) as exc:
+            raise SmtpDeliveryUnknownError(_UNKNOWN) from exc
+
+    async def _early_reply(self, data: bytes) -> SmtpError:
+        """Parse what the server said before the terminator (with a short grace for the rest
+        of a multi-line reply); the connection is closed by the caller."""
+        parser = ReplyParser()
+        parser.receive_data(data)
+        try:
+            with trio.move_on_after(_EARLY_GRACE):
+                while (reply := parser.next_reply()) is None:
+                    more = await self.stream.receive_some(RECEIVE_SIZE)
+                    if not more:
+                        break
+                    parser.receive_data(bytes(more))
+            reply = parser.next_reply()
+        except (RemoteProtocolError, trio.BrokenResourceError, OSError) as exc:
+            return SmtpProtocolError(f"unexpected bytes from the server during the data: {exc}")
+        if reply is None:
+            return SmtpProtocolError("unexpected bytes from the server during the message data")
+        return SmtpResponseError("the server replied during the message data", reply=reply)
+
+    async def start_tls(self, context: ssl.SSLContext) -> None:
+        """Wrap the stream in TLS (RFC 3207 §4.2: the machine forgets what it learned)."""
+        self.stream = await wrap_tls(self.stream, context, self.host, self.timeouts)
+        self.tls = True
+        self.conn.start_tls()
+
+    async def quit(self) -> None:
+        """QUIT politely if the session is idle, then close; shielded, short deadline."""
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(_or_inf(self.timeouts.quit)):
+                try:
+                    if self.reusable:
+                        await self.command(Quit(), "QUIT", None)
+                    await self.stream.aclose()
+                except (SmtpError, ProtocolError, trio.BrokenResourceError, OSError):
+                    pass  # the server may close first; the connection is done either way
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close at once, without a word to the server (never blocks)."""
+        self.mark_broken()
+        await trio.aclose_forcefully(self.stream)
+
+
+class _Watcher:
+    """Reads the first bytes the server sends during DATA (see Transport.send_message)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.writer_scope = trio.CancelScope()
+        self.arrived = trio.Event()
+        self.terminator_started = False
+        self.data = b""
+        self.error: Exception | None = None
+
+    async def run(self) -> None:
+        try:
+            self.data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+        except Exception as exc:  # a lost connection: reported by _finish_data
+            self.error = exc
+        self.arrived.set()
+        if not self.terminator_started:
+            # Early reply or EOF: stop writing; the terminator must never follow.
+            self.writer_scope.cancel()
+
+
+def _or_inf(seconds: float | None) -> float:
+    return math.inf if seconds is None else seconds
+
+
+async def wrap_tls(
+    stream: trio.abc.Stream, context: ssl.SSLContext, host: str, timeouts: Timeouts
+) -> trio.SSLStream[trio.abc.Stream]:
+    """TLS over ``stream``, handshake done (certificate and host name checked by ``context``).
+
+    ``https_compatible=False``: we send close_notify on a polite close.  SMTP frames its own
+    data (replies, the terminator), so a ragged EOF cannot truncate anything unnoticed.
+    """
+    tls_stream = trio.SSLStream(
+        stream, context, server_hostname=host or None, https_compatible=False
+    )
+    try:
+        with (
+            map_errors("the TLS handshake", tls=True),
+            deadline(timeouts.tls_handshake, "the TLS handshake"),
+        ):
+            await tls_stream.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return tls_stream
+
+
+async def open_transport(
+    host: str,
+    port: int,
+    *,
+    security: Security,
+    context: ssl.SSLContext | None,
+    timeouts: Timeouts,
+    stream_factory: StreamFactory | None = None,
+) -> Transport:
+    """Connect (happy eyeballs, RFC 8305, via trio.open_tcp_stream), TLS first if implicit."""
+    what = f"connecting to {host}:{port}" if stream_factory is None else "connecting"
+    with map_errors(what), deadline(timeouts.connect, what):
+        if stream_factory is not None:
+            stream = await stream_factory()
+        else:
+            stream = await trio.open_tcp_stream(host, port)
+    if security is Security.IMPLICIT_TLS:
+        assert context is not None
+        stream = await wrap_tls(stream, context, host, timeouts)
+    return Transport(stream, ClientConnection(), host=host, timeouts=timeouts)
