@@ -5,17 +5,27 @@ Theory of operation (cf. h11/_connection.py, httpcore's ``_receive_event``): the
 reads to :meth:`~ClientConnection.receive_data` and calls :meth:`~ClientConnection.next_event`
 until it returns :data:`NEED_DATA`.  Each :class:`Reply` comes back with ``reply.command`` set
 to the command it answers, in order (a FIFO of commands awaiting replies, RFC 2920).
+
+Who decides what: :mod:`._state` owns every state change; this class keeps what the state
+machine does not need to know (the command FIFO, the extensions, the data encoder, the
+reply parser) and translates: a command out of turn is a LocalProtocolError and nothing is
+produced; anything wrong in the server's bytes is a RemoteProtocolError and the session
+enters ERROR, as does a write the driver reports failed (:meth:`send_failed`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from ._commands import Command
+from ._commands import Auth, Bdat, Command, Data, EndOfData, Mail, Rcpt, StartTls
+from ._data import DataEncoder
+from ._errors import LocalProtocolError, RemoteProtocolError
 from ._extensions import Extensions
-from ._replies import Reply, ReplyLimits
-from ._state import State
+from ._replies import Reply, ReplyLimits, ReplyParser
+from ._state import SessionState, State, event_name, reply_outcome
 
 __all__ = ["NEED_DATA", "ClientConnection", "ConnectionClosed", "NeedData"]
 
@@ -39,58 +49,219 @@ class ClientConnection:
     """The client side of one SMTP session, with no I/O."""
 
     def __init__(self, *, limits: ReplyLimits | None = None) -> None:
-        raise NotImplementedError
+        self._parser = ReplyParser(limits)
+        self._session = SessionState()
+        # Commands awaiting replies, oldest first; None stands for the greeting.
+        self._queue: deque[Command | None] = deque([None])
+        self._extensions = Extensions()
+        self._encoder: DataEncoder | None = None
+        self._smtputf8 = False  # the current transaction's MAIL carried SMTPUTF8
+        self._binarymime = False  # ... and BODY=BINARYMIME (then DATA is forbidden)
+        self._eof = False
 
     @property
     def state(self) -> State:
-        raise NotImplementedError
+        """The state the server's replies have confirmed."""
+        return self._session.state
+
+    @property
+    def expected_state(self) -> State:
+        """The state once every pending command succeeds (what sends are checked against)."""
+        return self._session.expected
 
     @property
     def extensions(self) -> Extensions:
         """What the last EHLO advertised; empty before EHLO, after HELO and after STARTTLS."""
-        raise NotImplementedError
+        return self._extensions
 
     @property
     def pending(self) -> int:
         """Commands sent whose replies have not been returned yet."""
-        raise NotImplementedError
+        return sum(command is not None for command in self._queue)
+
+    @property
+    def pending_commands(self) -> tuple[Command, ...]:
+        """The commands awaiting replies, oldest first."""
+        return tuple(command for command in self._queue if command is not None)
 
     def send(self, command: Command) -> bytes:
         """Validate ``command`` against the state and its own rules; return its bytes.
 
         Raises LocalProtocolError (nothing produced) when the state does not allow it, when
         pipelining would break RFC 2920 (a command after one that ends a group, or any
-        command while replies are outstanding and PIPELINING was not advertised), or when an
-        argument is invalid.  Non-ASCII arguments are allowed only after a MAIL with
-        ``smtputf8=True`` in the current transaction.
+        command while replies are outstanding and PIPELINING was not advertised), when it
+        uses an extension the server did not advertise (STARTTLS, AUTH, BDAT, and MAIL/RCPT
+        parameters: RFC 5321 §4.1.1.11), or when an argument is invalid.  Non-ASCII
+        arguments are allowed only after a MAIL with ``smtputf8=True`` in the current
+        transaction.  For :class:`Bdat` the bytes are the command line and the chunk.
         """
-        raise NotImplementedError
+        name = event_name(command)
+        self._check_may_send(name)
+        _check_extensions(command, self._extensions)
+        if isinstance(command, Data) and self._binarymime:
+            raise LocalProtocolError("BODY=BINARYMIME needs BDAT, not DATA (RFC 3030 §3)")
+        data = command.to_bytes(smtputf8=self._smtputf8 and isinstance(command, Rcpt))
+        if isinstance(command, Bdat):
+            data += command.chunk
+        # Nothing below can fail: the command is committed.
+        self._session.sent(name)
+        self._queue.append(command)
+        if isinstance(command, Mail):
+            self._smtputf8 = command.smtputf8
+            self._binarymime = command.body == "BINARYMIME"
+        return data
 
     def send_data(self, chunk: bytes | memoryview) -> bytes:
         """In DATA (after 354): encode a chunk of the message (see DataEncoder)."""
-        raise NotImplementedError
+        self._check_may_send("MESSAGE")
+        return self._data_encoder().encode(chunk)
 
     def end_data(self) -> bytes:
-        """In DATA: the rest of the encoded message and the terminator; awaits its reply."""
-        raise NotImplementedError
+        """In DATA: the rest of the encoded message and the terminator; awaits its reply,
+        which comes back with ``reply.command == EndOfData()``."""
+        self._check_may_send("END_OF_DATA")
+        data = self._data_encoder().finish()
+        self._encoder = None
+        self._session.sent("END_OF_DATA")
+        self._queue.append(EndOfData())
+        return data
 
     def send_failed(self) -> None:
-        """The driver could not write (or was cancelled writing) the last bytes: ERROR."""
-        raise NotImplementedError
+        """The driver could not write (or was cancelled writing) the last bytes: ERROR.
+
+        The server may have seen part of a command, so the session can never be trusted
+        again (cf. h11's ``send_failed``)."""
+        self._fail()
 
     def receive_data(self, data: bytes) -> None:
-        """Feed bytes read from the server; ``b""`` means EOF."""
-        raise NotImplementedError
+        """Feed bytes read from the server; ``b""`` means EOF.
+
+        Raises LocalProtocolError for data fed after EOF."""
+        if self._eof and data:
+            raise LocalProtocolError("receive_data() after EOF")
+        if data:
+            self._parser.receive_data(data)
+        else:
+            self._eof = True
 
     def next_event(self) -> Reply | NeedData | ConnectionClosed:
         """The next reply (matched to its command), NEED_DATA, or ConnectionClosed.
 
         Raises RemoteProtocolError (and enters ERROR) on a malformed reply, a reply nobody
-        asked for, or bytes already received after the 220 answering STARTTLS.
+        asked for, or bytes already received after the 220 answering STARTTLS.  EOF gives
+        ConnectionClosed once every complete reply has been returned, even if commands are
+        still pending or a reply was cut short; so does any call in CLOSED (after 221 or
+        421).  Calling it in ERROR raises LocalProtocolError.
         """
-        raise NotImplementedError
+        state = self._session.state
+        if state is State.ERROR:
+            raise LocalProtocolError("the connection is in ERROR; close it")
+        if state is State.CLOSED:
+            return ConnectionClosed()
+        try:
+            return self._next_event(state)
+        except RemoteProtocolError:
+            self._fail()
+            raise
 
     def start_tls(self) -> None:
         """After the driver has wrapped the stream in TLS: back to GREETED, extensions
         forgotten, EHLO required again (RFC 3207 §4.2)."""
-        raise NotImplementedError
+        self._session.start_tls()
+        self._extensions = Extensions()
+
+    # ---- internals ----
+
+    def _check_may_send(self, name: str) -> None:
+        if self._session.state in (State.ERROR, State.CLOSED):
+            raise LocalProtocolError(f"cannot send in state {self._session.state.name}")
+        last = self._queue[-1] if self._queue else None
+        if last is not None:
+            # RFC 2920 §3.1: only without a group-ending command pending, and only with
+            # PIPELINING, may a command go out before the previous replies are in.
+            if last.ends_group:
+                raise LocalProtocolError(f"cannot send {name} before the reply to {last.verb}")
+            if not self._extensions.pipelining:
+                raise LocalProtocolError(f"cannot send {name}: replies pending, no PIPELINING")
+        self._session.check_send(name)
+
+    def _data_encoder(self) -> DataEncoder:
+        if self._encoder is None:
+            self._encoder = DataEncoder()
+        return self._encoder
+
+    def _fail(self) -> None:
+        self._session.error()
+        self._queue.clear()
+        self._encoder = None
+
+    def _next_event(self, state: State) -> Reply | NeedData | ConnectionClosed:
+        if state is State.STARTTLS and self._parser.buffered:
+            raise RemoteProtocolError("bytes received before the TLS handshake (injection)")
+        reply = self._parser.next_reply()
+        if reply is None:
+            if not self._eof:
+                return NEED_DATA
+            self._session.eof()
+            self._queue.clear()
+            return ConnectionClosed()
+        return self._dispatch(reply)
+
+    def _dispatch(self, reply: Reply) -> Reply:
+        outcome = reply_outcome(reply.code)
+        if not self._queue and outcome != "closing":
+            # RFC 5321 §3.8 allows only an unsolicited 421.
+            raise RemoteProtocolError(f"unexpected reply {reply.code}: no command pending")
+        command = self._queue.popleft() if self._queue else None
+        self._session.replied(outcome)
+        if outcome == "closing":
+            self._queue.clear()
+        else:
+            self._learn(command, reply)
+        return dataclasses.replace(reply, command=command)
+
+    def _learn(self, command: Command | None, reply: Reply) -> None:
+        """Side effects of a reply beyond the state: extensions, STARTTLS safety."""
+        if self._session.state is State.STARTTLS:
+            self._extensions = Extensions()
+            # RFC 3207 §5 / CVE-2011-0411: anything after the 220 was sent in plaintext
+            # and would be read as if it came through TLS.
+            if self._parser.buffered:
+                raise RemoteProtocolError("bytes received after STARTTLS 220 (injection)")
+        elif reply.code == 250 and command is not None and command.verb == "EHLO":
+            self._extensions = Extensions.from_ehlo_reply(reply)
+        elif reply.code // 100 == 2 and command is not None and command.verb in ("EHLO", "HELO"):
+            self._extensions = Extensions()
+
+
+def _check_extensions(command: Command, ext: Extensions) -> None:
+    """RFC 5321 §4.1.1.11: no extension the server did not advertise."""
+    needed = []
+    if isinstance(command, StartTls):
+        needed.append("STARTTLS")
+    elif isinstance(command, Auth):
+        needed.append("AUTH")
+    elif isinstance(command, Bdat):
+        needed.append("CHUNKING")
+    elif isinstance(command, Mail):
+        needed += _mail_extensions(command)
+    elif isinstance(command, Rcpt) and (command.notify is not None or command.orcpt is not None):
+        needed.append("DSN")
+    missing = [keyword for keyword in needed if keyword not in ext]
+    if missing:
+        raise LocalProtocolError(f"{command.verb} needs {', '.join(missing)}, not advertised")
+
+
+def _mail_extensions(mail: Mail) -> list[str]:
+    needed = []
+    if mail.size is not None:
+        needed.append("SIZE")
+    if mail.body is not None:
+        needed.append("BINARYMIME" if mail.body == "BINARYMIME" else "8BITMIME")
+    if mail.smtputf8:
+        needed.append("SMTPUTF8")
+    if mail.ret is not None or mail.envid is not None:
+        needed.append("DSN")
+    if mail.requiretls:
+        needed.append("REQUIRETLS")
+    return needed
