@@ -24,6 +24,9 @@ import importlib
 import inspect
 import re
 import shutil
+import sys
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -43,7 +46,7 @@ from sphinx.util.matching import patfilter
 logger = logging.getLogger(__name__)
 
 DEFAULT_TABLE = "trio_smtp.protocol:TRANSITIONS"
-PUBLIC_NAMESPACES = ("trio_smtp", "trio_smtp.protocol", "trio_smtp.testing")
+PUBLIC_NAMESPACES = ("trio_smtp", "trio_smtp.protocol", "trio_smtp.testing", "trio_smtp.sasl")
 FAILURE_STATES = frozenset({"ERROR"})
 FINAL_STATES = frozenset({"CLOSED", "ERROR"})
 
@@ -231,8 +234,17 @@ class ToctreeExisting(TocTree):
 
 
 def public_candidates(target: str) -> Iterable[str]:
-    """``trio_smtp._config.Security`` -> ``trio_smtp.Security``, ``trio_smtp.protocol....``"""
+    """Public names a private or bare target may be documented under.
+
+    ``trio_smtp._config.Security`` -> ``trio_smtp.Security``; ``trio_smtp.protocol._replies.
+    Reply`` -> ``trio_smtp.protocol.Reply``; a bare ``Action`` (a type alias in an annotation)
+    -> ``trio_smtp.testing.Action`` and the other public namespaces.
+    """
     parts = target.split(".")
+    if len(parts) == 1 and target.isidentifier():
+        for namespace in PUBLIC_NAMESPACES:
+            yield f"{namespace}.{target}"
+        return
     private = [i for i, p in enumerate(parts) if p.startswith("_") and not p.startswith("__")]
     if parts[0] != "trio_smtp" or not private:
         return
@@ -247,16 +259,46 @@ def public_candidates(target: str) -> Iterable[str]:
 def resolve_public(
     app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: Element
 ) -> Element | None:
+    """``missing-reference``: retry a py reference under its public names.  A class
+    reference may also land on a documented type alias (``py:data``), hence ``obj``."""
     if node.get("refdomain") != "py":
         return None
     domain = env.get_domain("py")
-    for candidate in dict.fromkeys(public_candidates(node.get("reftarget", ""))):
-        resolved = domain.resolve_xref(
-            env, node["refdoc"], app.builder, node["reftype"], candidate, node, contnode
-        )
-        if resolved is not None:
-            return resolved
+    target = node.get("reftarget", "")
+    for candidate in dict.fromkeys(public_candidates(target)):
+        for reftype in dict.fromkeys((node["reftype"], "obj")):
+            resolved = domain.resolve_xref(
+                env, node["refdoc"], app.builder, reftype, candidate, node, contnode
+            )
+            if resolved is not None:
+                return resolved
+    if node["reftype"] == "class" and is_type_alias(target):
+        return contnode  # an alias has nothing to link to; show its name as written
     return None
+
+
+def is_type_alias(name: str) -> bool:
+    """Whether a bare ``name`` is a module-level type alias in one of our modules
+    (``Action: TypeAlias = "Respond | Hangup"``), as autodoc leaves it in annotations."""
+    if not name.isidentifier():
+        return False
+    for module_name, module in list(sys.modules.items()):
+        if module_name.split(".")[0] != "trio_smtp" or module is None:
+            continue
+        value = vars(module).get(name)
+        if value is not None and is_alias_value(value):
+            return True
+    return False
+
+
+# `type X = ...` (Python 3.12+) creates a TypeAliasType; older aliases are strings or unions.
+ALIAS_TYPES: tuple[type, ...] = (str, types.UnionType) + (
+    (typing.TypeAliasType,) if hasattr(typing, "TypeAliasType") else ()
+)
+
+
+def is_alias_value(value: object) -> bool:
+    return isinstance(value, ALIAS_TYPES) or typing.get_origin(value) is not None
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
