@@ -7,6 +7,7 @@ import email.policy
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -260,3 +261,38 @@ async def test_failed_rename_leaves_nothing(
     with pytest.raises(PermissionError, match="rename refused"):
         await deliver_to_pickup(tmp_path, "a@example.org", ["b@example.net"], MESSAGE)
     assert entries(tmp_path) == []
+
+
+async def test_cancellation_during_commit_still_delivers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from trio_smtp import _pickup
+
+    entered, release = threading.Event(), threading.Event()
+    real_commit = _pickup._commit
+
+    def slow_commit(*args: Any) -> Path:
+        entered.set()
+        release.wait(30)
+        return real_commit(*args)
+
+    monkeypatch.setattr(_pickup, "_commit", slow_commit)
+    delivered: list[Path] = []
+
+    async def send() -> None:
+        delivered.append(
+            await deliver_to_pickup(tmp_path, "a@example.org", ["b@example.net"], MESSAGE)
+        )
+
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send)
+            await trio.to_thread.run_sync(entered.wait, 30)
+            scope.cancel()  # arrives while the rename is under way
+            release.set()
+    # The commit is not interrupted: the call returned the path of a complete file.
+    assert len(delivered) == 1
+    assert entries(tmp_path) == [delivered[0].name]
+    assert (await read_pickup_file(delivered[0])).data == MESSAGE
