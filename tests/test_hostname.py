@@ -56,6 +56,7 @@ async def test_non_fqdn_falls_back_to_address_literal(
     assert await local_fqdn() == "[127.0.0.1]"
     assert await local_fqdn("192.0.2.7") == "[192.0.2.7]"
     assert await local_fqdn("2001:db8::7") == "[IPv6:2001:db8::7]"
+    assert await local_fqdn("/run/smtp.sock") == "[127.0.0.1]"  # a Unix socket
 
 
 async def test_real_lookup_gives_something_sendable() -> None:

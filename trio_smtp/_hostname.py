@@ -81,9 +81,12 @@ async def local_fqdn(local_address: str | None = None) -> str:
     When it is not a usable domain (see :func:`is_ehlo_domain`), the result is
     :func:`address_literal` of ``local_address`` — pass the connected socket's local address
     (``sock.getsockname()[0]``), which is what the server sees — or ``"[127.0.0.1]"``
-    without one.  Always checkpoints.
+    without one or when it is not an IP address.  Always checkpoints.
     """
     name = await _fqdn()
     if is_ehlo_domain(name):
         return name.rstrip(".")
-    return address_literal(local_address or "127.0.0.1")
+    try:
+        return address_literal(local_address or "127.0.0.1")
+    except ValueError:  # not an IP address (a Unix socket's path, say)
+        return "[127.0.0.1]"
