@@ -30,7 +30,7 @@ class RawClient:
             reply = self.parser.next_reply()
             if reply is not None:
                 return reply
-            data = await self.stream.receive_some(65536)
+            data = bytes(await self.stream.receive_some(65536))
             assert data, "server closed the connection before replying"
             self.received += data
             self.parser.receive_data(data)

@@ -111,7 +111,7 @@ async def test_drip_writes_one_byte_at_a_time() -> None:
         server.on("NOOP", Drip(0))
         client = await _connect(server)
         await client.send(b"NOOP\r\n")
-        sizes = []
+        sizes: list[int] = []
         expected = b"250 2.0.0 Ok\r\n"
         while sum(sizes) < len(expected):
             # receive_some(1) would hide the server's behaviour; ask for plenty.
