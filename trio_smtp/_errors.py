@@ -68,6 +68,8 @@ class SmtpStatusCode(enum.IntEnum):
     @classmethod
     def from_code(cls, code: int | None) -> SmtpStatusCode:
         """The member for ``code``, or GENERAL_FAILURE for ``None`` or an unnamed code."""
+        if code is None:
+            return cls.GENERAL_FAILURE
         try:
             return cls(code)
         except ValueError:
