@@ -99,6 +99,7 @@ class Servers:
     sink: Sink | None = None
     tls: dict[str, Any] | None = None
     tls_proc: subprocess.Popen[bytes] | None = None
+    tls_received: int | None = None  # messages the testing server got, read at shutdown
     big_file: Path | None = None
 
 
@@ -218,6 +219,9 @@ def shutdown(srv: Servers) -> None:
         p = srv.tls_proc
         if p.stdin is not None:
             p.stdin.close()  # the server exits when its stdin closes
+        if p.stdout is not None:
+            last = p.stdout.readline()
+            srv.tls_received = json.loads(last)["messages"] if last else None
         try:
             p.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -252,6 +256,15 @@ def run_rounds(args: argparse.Namespace, srv: Servers) -> dict[str, dict[str, Ce
                     flush=True,
                 )
     return cells
+
+
+def check_tls_count(args: argparse.Namespace, srv: Servers, row: dict[str, Cell]) -> None:
+    """The testing server must have received one message per session the clients ran."""
+    if not row or any(cell.error for cell in row.values()):
+        return  # a failed run may have delivered part of its sessions
+    expected = sum(len(cell.values) for cell in row.values()) * args.counts["tls"]
+    if srv.tls_received != expected:
+        print(f"WARNING: testing server received {srv.tls_received} of {expected} messages")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -304,6 +317,7 @@ def main(argv: list[str]) -> int:
             cells = run_rounds(args, srv)
         finally:
             shutdown(srv)
+    check_tls_count(args, srv, cells.get("tls", {}))
     targets = report.evaluate_targets(cells)
     print(report.tables(SCENARIOS, cells, args.rounds, targets))
     if args.json is not None:
