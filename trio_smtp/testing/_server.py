@@ -200,11 +200,9 @@ class SmtpServer:
         except OSError:
             peer = None
         try:
-            await self._run(stream, peer)
-        except Exception as exc:
-            # Recorded by _run; surfaced through check() rather than killing the server.
-            self.crashes.append(exc)
-            self._notify()
+            await self._run(stream, peer, keep_crash=True)
+        except Exception:
+            pass  # kept in self.crashes by _run; surfaced through check(), not fatal here
 
     async def serve_stream(self, stream: trio.abc.Stream) -> ConnectionRecord:
         """Serve one session on ``stream`` in the calling task (e.g. a memory stream).
@@ -212,9 +210,11 @@ class SmtpServer:
         Returns the connection's record when the session ends; an unexpected exception
         from the session is recorded and re-raised here.
         """
-        return await self._run(stream, None)
+        return await self._run(stream, None, keep_crash=False)
 
-    async def _run(self, stream: trio.abc.Stream, peer: object) -> ConnectionRecord:
+    async def _run(
+        self, stream: trio.abc.Stream, peer: object, *, keep_crash: bool
+    ) -> ConnectionRecord:
         record = ConnectionRecord(number=len(self.connections) + 1, peer=peer)
         self.connections.append(record)
         self._notify()
@@ -238,6 +238,8 @@ class SmtpServer:
         except Exception as exc:
             record.close_reason = "crash"
             record.error = exc
+            if keep_crash:
+                self.crashes.append(exc)  # before the notify below wakes any waiter
             raise
         finally:
             record.closed = True
