@@ -1,0 +1,98 @@
+"""``trio-smtp serve``: the local debugging server on the command line."""
+
+from __future__ import annotations
+
+import functools
+import io
+import smtplib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from trio_smtp._cli import build_parser, main, serve
+from trio_smtp.testing import SmtpServer
+
+
+async def _send(server: SmtpServer, *, tls: bool) -> None:
+    def client() -> None:
+        with smtplib.SMTP(server.host, server.port) as smtp:
+            if tls:
+                smtp.starttls(context=server.ssl_context)
+                smtp.login("alice", "pw")
+            smtp.sendmail(
+                "a@example.org",
+                ["b@example.net"],
+                b"Subject: Debug me\r\nFrom: a@example.org\r\n\r\nsecret body\r\n",
+            )
+
+    await trio.to_thread.run_sync(client)
+
+
+async def test_serve_prints_envelope_and_headers_and_stores_eml(tmp_path: Path) -> None:
+    args = build_parser().parse_args(
+        ["serve", "--port", "0", "--starttls", "--maildir", str(tmp_path / "mail")]
+    )
+    out = io.StringIO()
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(functools.partial(serve, args, {"alice": "pw"}, out=out))
+        await _send(server, tls=True)
+        await server.wait_for_message()
+        # Printing and storing follow the message; wait for the "stored as" line.
+        with trio.fail_after(10):
+            while "stored as" not in out.getvalue():
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    text = out.getvalue()
+    assert f"listening on 127.0.0.1:{server.port}" in text
+    assert "MAIL FROM:<a@example.org> SIZE=" in text
+    assert "RCPT TO:<b@example.net>" in text
+    assert "Subject: Debug me" in text
+    assert "authenticated as alice" in text
+    assert "secret body" not in text  # headers only
+    (stored,) = (tmp_path / "mail").glob("*.eml")
+    assert stored.read_bytes().endswith(b"\r\n\r\nsecret body\r\n")
+
+
+def test_serve_refuses_non_loopback_without_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--host", "192.0.2.1"]) == 2
+    assert "--allow-remote" in capsys.readouterr().err
+
+
+def test_serve_rejects_malformed_auth(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--auth", "nocolon"]) == 2
+    assert "USER:PASSWORD" in capsys.readouterr().err
+
+
+def test_a_subcommand_is_required() -> None:
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+
+
+async def test_python_dash_m_serves_until_interrupted(tmp_path: Path) -> None:
+    # A real process on a free port: read the port it prints, send, check the output.
+    command = [sys.executable, "-u", "-m", "trio_smtp", "serve", "--port", "0"]
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(
+            lambda **kw: trio.run_process(command, stdout=subprocess.PIPE, check=False, **kw)
+        )
+        assert process.stdout is not None
+        output = b""
+        while b"\n" not in output:
+            output += await process.stdout.receive_some(1000)
+        # "listening on 127.0.0.1:PORT (tls: none)"
+        port = int(output.split(b"\n")[0].split()[2].rsplit(b":", 1)[1])
+
+        def client() -> None:
+            with smtplib.SMTP("127.0.0.1", port) as smtp:
+                smtp.sendmail("x@example.org", ["y@example.org"], b"Subject: via cli\r\n\r\nhi\r\n")
+
+        await trio.to_thread.run_sync(client)
+        with trio.fail_after(10):
+            while b"Subject: via cli" not in output:
+                output += await process.stdout.receive_some(1000)
+        process.send_signal(2)  # SIGINT, as Ctrl-C
+        assert await process.wait() == 0
