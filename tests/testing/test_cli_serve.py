@@ -31,19 +31,32 @@ async def _send(server: SmtpServer, *, tls: bool) -> None:
     await trio.to_thread.run_sync(client)
 
 
+class _Capture(io.StringIO):
+    """Captures output and sets ``seen`` once ``marker`` was written."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+        self.seen = trio.Event()
+
+    def write(self, text: str) -> int:
+        if self.marker in text:
+            self.seen.set()
+        return super().write(text)
+
+
 async def test_serve_prints_envelope_and_headers_and_stores_eml(tmp_path: Path) -> None:
     args = build_parser().parse_args(
         ["serve", "--port", "0", "--starttls", "--maildir", str(tmp_path / "mail")]
     )
-    out = io.StringIO()
+    out = _Capture("stored as")
     async with trio.open_nursery() as nursery:
         server = await nursery.start(functools.partial(serve, args, {"alice": "pw"}, out=out))
         await _send(server, tls=True)
         await server.wait_for_message()
         # Printing and storing follow the message; wait for the "stored as" line.
         with trio.fail_after(10):
-            while "stored as" not in out.getvalue():
-                await trio.sleep(0.01)
+            await out.seen.wait()
         nursery.cancel_scope.cancel()
     text = out.getvalue()
     assert f"listening on 127.0.0.1:{server.port}" in text
@@ -77,7 +90,7 @@ async def test_python_dash_m_serves_until_interrupted(tmp_path: Path) -> None:
     command = [sys.executable, "-u", "-m", "trio_smtp", "serve", "--port", "0"]
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(
-            lambda **kw: trio.run_process(command, stdout=subprocess.PIPE, check=False, **kw)
+            functools.partial(trio.run_process, command, stdout=subprocess.PIPE, check=False)
         )
         assert process.stdout is not None
         output = b""
