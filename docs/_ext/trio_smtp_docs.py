@@ -101,16 +101,57 @@ def edges(table: Mapping[Any, Any]) -> dict[tuple[str, str], list[str]]:
     return merged
 
 
+def universal(table: Mapping[Any, Any], states: list[str]) -> dict[tuple[str, str], set[str]]:
+    """``(event, target) -> sources`` for events that lead to one target from (nearly) every
+    state, such as ``error`` -> ERROR: drawn once, from "any state", instead of N times."""
+    sources: dict[tuple[str, str], set[str]] = {}
+    for key, target in table.items():
+        source, event = split_key(key)
+        sources.setdefault((event_name(event), state_name(target)), set()).add(state_name(source))
+    return {k: v for k, v in sources.items() if len(v) >= max(3, len(states) - 2)}
+
+
 def dot_quote(text: str) -> str:
+    """A Graphviz quoted string (IDs and labels)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_EVENT = re.compile(r"^(send|reply):([^:]+)(?::(.+))?$")
+
+
+def compact_label(events: Iterable[str]) -> list[str]:
+    """Label lines: ``send:MAIL``, ``reply:MAIL:ok`` -> ``MAIL send/ok``; others as they are."""
+    grouped: dict[str, list[str]] = {}
+    for event in events:
+        match = _EVENT.match(event)
+        if match is None:
+            grouped.setdefault(event, [])
+            continue
+        kind, name, outcome = match.groups()
+        grouped.setdefault(name, []).append("send" if kind == "send" else (outcome or "reply"))
+    return [
+        f"{name} {'/'.join(sorted(parts, key=_part_order))}".rstrip()
+        for name, parts in grouped.items()
+    ]
+
+
+def _part_order(part: str) -> tuple[int, str]:
+    order = ("send", "ok", "more", "fail")
+    return (order.index(part) if part in order else len(order), part)
+
+
 def to_dot(table: Mapping[Any, Any], module: Any) -> str:
-    """Graphviz source for the state machine described by ``table``."""
+    """Graphviz source for the state machine described by ``table``.
+
+    Self-loops (refused commands, commands that keep the state) are left out, and events
+    that lead to the same state from (nearly) every state are drawn once from "any state";
+    the table next to the diagram lists every transition.
+    """
     states = [state_name(s) for s in all_states(table, module)]
+    everywhere = universal(table, states)
     lines = [
         "digraph smtp_client {",
-        '  graph [rankdir=TB, nodesep=0.4, ranksep=0.5, fontname="sans-serif"];',
+        '  graph [rankdir=TB, nodesep=0.35, ranksep=0.45, fontname="sans-serif"];',
         '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="sans-serif"];',
         '  edge [fontname="sans-serif", fontsize=9];',
     ]
@@ -120,30 +161,45 @@ def to_dot(table: Mapping[Any, Any], module: Any) -> str:
     if states:
         lines.append('  "__start" [shape=point, width=0.12, label=""];')
         lines.append(f'  "__start" -> {dot_quote(states[0])};')
+    if everywhere:
+        lines.append('  "__any" [label="any state", shape=plaintext, style="", fontsize=10];')
     for (source, target), events in edges(table).items():
-        style = ', style=dashed, color="#999999"' if target in FAILURE_STATES else ""
-        label = "\\n".join(dot_quote(e)[1:-1] for e in events)
-        lines.append(f'  {dot_quote(source)} -> {dot_quote(target)} [label="{label}"{style}];')
+        shown = [e for e in events if (e, target) not in everywhere]
+        if source == target or not shown:
+            continue
+        lines.append(edge_line(source, target, shown))
+    by_target: dict[str, list[str]] = {}
+    for event, target in everywhere:
+        by_target.setdefault(target, []).append(event)
+    for target, events in by_target.items():
+        lines.append(edge_line("__any", target, events))
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
+def edge_line(source: str, target: str, events: list[str]) -> str:
+    style = ', style=dashed, color="#999999"' if target in FAILURE_STATES else ""
+    # Each line quoted on its own: "\\n" is Graphviz's line break and must stay unescaped.
+    label = '"' + "\\n".join(dot_quote(line)[1:-1] for line in compact_label(events)) + '"'
+    return f"  {dot_quote(source)} -> {dot_quote(target)} [label={label}{style}];"
+
+
 def table_rst(table: Mapping[Any, Any]) -> list[str]:
-    """The transitions as an RST list-table (state, event, next state)."""
+    """The transitions as an RST list-table: one row per (state, next state), every event."""
     rows = [
-        ".. list-table:: Transitions",
+        ".. list-table:: Every transition in the table",
         "   :header-rows: 1",
+        "   :widths: 20 60 20",
         "",
         "   * - State",
-        "     - Event",
+        "     - Events",
         "     - Next state",
     ]
-    for key, target in table.items():
-        source, event = split_key(key)
+    for (source, target), events in edges(table).items():
         rows += [
-            f"   * - ``{state_name(source)}``",
-            f"     - ``{event_name(event)}``",
-            f"     - ``{state_name(target)}``",
+            f"   * - ``{source}``",
+            "     - " + ", ".join(f"``{e}``" for e in events),
+            f"     - ``{target}``",
         ]
     return rows
 
