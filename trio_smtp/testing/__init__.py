@@ -6,7 +6,7 @@ PLAIN/LOGIN/CRAM-MD5/XOAUTH2/SCRAM-SHA-256, PIPELINING, SIZE, 8BITMIME, SMTPUTF8
 CHUNKING/BDAT, ENHANCEDSTATUSCODES.  It records every command and message, lets a test wait
 for the n-th message, and misbehaves on request (:meth:`SmtpServer.on` with the actions below).
 
-The pytest plugin (:mod:`trio_smtp.testing._plugin`) provides the ``smtp_server`` and
+The pytest plugin (registered through the ``pytest11`` entry point) provides the ``smtp_server`` and
 ``smtp_client_factory`` fixtures.  See the how-to "Testing code that sends mail".
 """
 
