@@ -217,3 +217,62 @@ async def test_end_of_data_failure_is_recorded_as_rejected() -> None:
         message = await server.wait_for_message()
     assert not message.accepted
     assert message.reply is not None and message.reply.code == 451
+
+
+async def test_respond_on_bdat_still_reads_the_chunk() -> None:
+    async with SmtpServer(tls="none") as server:
+        server.on("BDAT", Respond(451, "4.3.0 chunk refused"), times=1)
+        client = await _connect(server)
+        await client.command(b"MAIL FROM:<a@example.org>\r\n")
+        await client.command(b"RCPT TO:<b@example.org>\r\n")
+        assert (await client.command(b"BDAT 6\r\nNOOP\r\n")).code == 451
+        # The chunk was consumed, not taken for a command: the next reply is to this NOOP.
+        assert (await client.command(b"NOOP\r\n")).code == 250
+        await client.aclose()
+
+
+async def test_early_reply_on_bdat_comes_before_the_chunk_is_read() -> None:
+    async with SmtpServer(tls="none") as server:
+        server.on("BDAT", EarlyReply(552, "5.3.4 no thanks", hold=0))
+        client = await _connect(server)
+        await client.command(b"MAIL FROM:<a@example.org>\r\n")
+        await client.command(b"RCPT TO:<b@example.org>\r\n")
+        assert (await client.command(b"BDAT 1000000 LAST\r\n")).code == 552
+        assert await client.read_until_closed() == b""
+        await client.aclose()
+
+
+async def test_delay_then_respond_compose(autojump_clock: trio.testing.MockClock) -> None:
+    async with SmtpServer(tls="none") as server:
+        server.on("RCPT", Delay(60, then=Drip(0, then=Respond(452, "4.2.2 mailbox full"))))
+        client = await _connect(server)
+        await client.command(b"MAIL FROM:<a@example.org>\r\n")
+        start = trio.current_time()
+        reply = await client.command(b"RCPT TO:<b@example.org>\r\n")
+        assert (reply.code, reply.text) == (452, "4.2.2 mailbox full")
+        assert trio.current_time() - start >= 60
+        await client.aclose()
+
+
+async def test_match_predicate_and_removal() -> None:
+    async with SmtpServer(tls="none") as server:
+        fault = server.on("VRFY", Respond(550, "no"), match=lambda arg: arg.startswith("x"))
+        client = await _connect(server)
+        assert (await client.command(b"VRFY xavier\r\n")).code == 550
+        assert (await client.command(b"VRFY yves\r\n")).code == 252
+        server.remove_fault(fault)
+        assert (await client.command(b"VRFY xavier\r\n")).code == 252
+        await client.aclose()
+    assert fault.hits == 1
+
+
+async def test_a_huge_line_is_refused_without_being_kept() -> None:
+    async with SmtpServer(tls="none") as server:
+        client = await _connect(server)
+        await client.send(b"NOOP ")
+        for _ in range(64):  # 4 MiB without a line end
+            await client.send(b"a" * 65536)
+        assert (await client.command(b"\r\n")).code == 500
+        assert (await client.command(b"NOOP\r\n")).code == 250
+        await client.aclose()
+    assert server.connections[0].commands[1].raw == b""  # nothing of it was kept
