@@ -15,6 +15,7 @@ only.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import socket
@@ -38,6 +39,7 @@ from .protocol import (
     ClientConnection,
     Command,
     ConnectionClosed,
+    NeedData,
     ProtocolError,
     Quit,
     RemoteProtocolError,
@@ -157,6 +159,9 @@ class Transport:
         #: Transactions completed on this connection (a reused connection has > 0).
         self.transactions = 0
         self._broken = False
+        # Bytes received since the last write: lets send_message recover a reply that came
+        # in the same read as the 354 (the machine only knows it as "unexpected").
+        self._received = bytearray()
 
     @property
     def broken(self) -> bool:
@@ -179,6 +184,7 @@ class Transport:
 
     async def write(self, data: bytes, what: str, limit: float | None) -> None:
         """Write ``data`` in one ``send_all`` under ``limit`` seconds."""
+        self._received.clear()
         try:
             with map_errors(what), deadline(limit, what):
                 await self.stream.send_all(data)
@@ -203,13 +209,16 @@ class Transport:
                 return event
             if isinstance(event, ConnectionClosed):
                 raise SmtpConnectError(f"the server closed the connection during {what}")
-            self.conn.receive_data(bytes(await self.stream.receive_some(RECEIVE_SIZE)))
+            data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+            self._received += data
+            self.conn.receive_data(data)
 
     async def command(
         self, command: Command, what: str, limit: float | None, *, tls: bool = False
     ) -> Reply:
         """Send one command and read its reply, both under one deadline."""
         data = self.conn.send(command)  # LocalProtocolError here: nothing was written
+        self._received.clear()
         try:
             with map_errors(what, tls=tls), deadline(limit, what):
                 await self.stream.send_all(data)
@@ -229,11 +238,35 @@ class Transport:
         """
         watcher = _Watcher(self.stream)
         try:
+            self._check_nothing_buffered()
             error = await self._write_watched(data, watcher)
             return await self._finish_data(watcher, error)
         except BaseException:
             self.mark_broken()
             raise
+
+    def _check_nothing_buffered(self) -> None:
+        """A reply that came in the same read as the 354 is an early reply too."""
+        try:
+            event = self.conn.next_event()
+        except RemoteProtocolError:
+            event = None
+        if isinstance(event, NeedData):
+            return
+        if isinstance(event, ConnectionClosed):
+            raise SmtpConnectError("the server closed the connection after 354")
+        if event is None:
+            parser = ReplyParser()
+            parser.receive_data(bytes(self._received))
+            replies = []
+            with contextlib.suppress(RemoteProtocolError):
+                while (reply := parser.next_reply()) is not None:
+                    replies.append(reply)
+            after_354 = [r for i, r in enumerate(replies) if i and replies[i - 1].code == 354]
+            if not after_354:
+                raise SmtpProtocolError("the server sent an unexpected reply after 354")
+            event = after_354[-1]
+        raise SmtpResponseError("the server replied during the message data", reply=event)
 
     async def _write_watched(self, data: bytes, watcher: _Watcher) -> Exception | None:
         """Write while watching; return the writer's error instead of raising it, so that
@@ -300,6 +333,7 @@ class Transport:
         of a multi-line reply); the connection is closed by the caller."""
         parser = ReplyParser()
         parser.receive_data(data)
+        reply = None
         try:
             with trio.move_on_after(_EARLY_GRACE):
                 while (reply := parser.next_reply()) is None:
@@ -307,7 +341,6 @@ class Transport:
                     if not more:
                         break
                     parser.receive_data(bytes(more))
-            reply = parser.next_reply()
         except (RemoteProtocolError, trio.BrokenResourceError, OSError) as exc:
             return SmtpProtocolError(f"unexpected bytes from the server during the data: {exc}")
         if reply is None:

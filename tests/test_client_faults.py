@@ -1,0 +1,228 @@
+"""SmtpClient against a misbehaving server: refusals, 421, lost connections, deadlines and
+cancellation at each phase of a transaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from email.message import EmailMessage
+
+import pytest
+import trio
+
+from trio_smtp import (
+    Security,
+    SmtpClient,
+    SmtpDeliveryUnknownError,
+    SmtpFailedRecipientsError,
+    SmtpProtocolError,
+    SmtpResponseError,
+    SmtpTimeoutError,
+    Timeouts,
+)
+from trio_smtp.testing import Delay, EarlyReply, Hangup, Inject, Respond, Shutdown, SmtpServer
+
+MakeMessage = Callable[..., EmailMessage]
+ClientFactory = Callable[..., SmtpClient]
+
+
+@pytest.fixture(params=[(), ("PIPELINING",)], ids=["pipelining", "one-by-one"])
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[SmtpServer]:
+    """A plaintext testing server, with and without PIPELINING (both code paths)."""
+    async with SmtpServer(tls="none", disable=request.param) as srv:
+        yield srv
+
+
+def client_for(server: SmtpServer, timeouts: Timeouts | None = None) -> SmtpClient:
+    return SmtpClient(server.host, server.port, security=Security.NONE, timeouts=timeouts)
+
+
+async def test_mail_refused_then_rset_and_reuse(
+    server: SmtpServer, make_message: MakeMessage
+) -> None:
+    server.on("MAIL", Respond(550, "5.7.1 sender refused"), times=1)
+    async with client_for(server) as client:
+        with pytest.raises(SmtpResponseError) as info:
+            await client.send(make_message())
+        assert info.value.reply is not None and info.value.reply.code == 550
+        assert not info.value.is_transient
+        await client.send(make_message())
+    assert len(server.connections) == 1
+    assert "RSET" in server.connections[0].verbs
+    assert len(server.messages) == 1
+
+
+async def test_partial_refusal_delivers_to_the_others(
+    server: SmtpServer, make_message: MakeMessage
+) -> None:
+    server.on("RCPT", Respond(550, "5.1.1 no such user"), match="bad@example.net")
+    msg = make_message("good@example.net, bad@example.net, other@example.net")
+    async with client_for(server) as client:
+        with pytest.raises(SmtpFailedRecipientsError) as info:
+            await client.send(msg)
+        await client.send(make_message())  # same connection, still usable
+    error = info.value
+    assert [f.recipient for f in error.failures] == ["bad@example.net"]
+    assert error.failures[0].reply is not None and error.failures[0].reply.code == 550
+    assert error.result is not None
+    assert error.result.accepted == ("good@example.net", "other@example.net")
+    assert set(error.result.rejected) == {"bad@example.net"}
+    assert server.messages[0].recipients == ["good@example.net", "other@example.net"]
+    assert len(server.connections) == 1
+
+
+async def test_all_refused_sends_no_body(server: SmtpServer, make_message: MakeMessage) -> None:
+    server.on("RCPT", Respond(550, "5.1.1 no such user"))
+    async with client_for(server) as client:
+        with pytest.raises(SmtpFailedRecipientsError) as info:
+            await client.send(make_message("a@example.net, b@example.net"))
+        assert info.value.result is None
+        assert len(info.value.failures) == 2
+        server.clear_faults()
+        await client.send(make_message())
+    assert len(server.messages) == 1  # only the second message
+    assert len(server.connections) == 1
+
+
+async def test_all_refused_but_pipelined_data_got_354_sends_only_terminator(
+    make_message: MakeMessage,
+) -> None:
+    async with SmtpServer(tls="none") as server:
+        server.on("RCPT", Respond(550, "5.1.1 no such user"))
+        server.on("DATA", Respond(354, "go ahead anyway"))
+        async with client_for(server) as client:
+            with pytest.raises(SmtpFailedRecipientsError):
+                await client.send(make_message(body="SECRET BODY\n"))
+    for message in server.messages:
+        assert b"SECRET BODY" not in message.data
+
+
+async def test_data_refused(server: SmtpServer, make_message: MakeMessage) -> None:
+    server.on("DATA", Respond(554, "5.3.0 no data today"), times=1)
+    async with client_for(server) as client:
+        with pytest.raises(SmtpResponseError) as info:
+            await client.send(make_message())
+        assert info.value.reply is not None and info.value.reply.code == 554
+        await client.send(make_message())
+    assert "RSET" in server.connections[0].verbs
+    assert len(server.messages) == 1
+
+
+async def test_end_of_data_refused(server: SmtpServer, make_message: MakeMessage) -> None:
+    server.on("END_OF_DATA", Respond(552, "5.3.4 too big"), times=1)
+    async with client_for(server) as client:
+        with pytest.raises(SmtpResponseError) as info:
+            await client.send(make_message())
+        assert info.value.reply is not None and info.value.reply.code == 552
+        await client.send(make_message())
+    assert len(server.connections) == 1
+
+
+@pytest.mark.parametrize("size", [100, 4_000_000], ids=["small", "large"])
+async def test_early_reply_during_data_reported_with_its_code(
+    make_message: MakeMessage, size: int
+) -> None:
+    async with SmtpServer(tls="none", max_message_size=50_000_000) as server:
+        server.on("DATA", EarlyReply(554, "5.3.0 go away", hold=5), times=1)
+        async with client_for(server) as client:
+            with pytest.raises(SmtpResponseError) as info:
+                await client.send(make_message(body="y" * size + "\n"))
+            assert info.value.reply is not None and info.value.reply.code == 554
+            await client.send(make_message())  # a new connection
+        assert len(server.connections) == 2
+        assert [m.accepted for m in server.messages] == [True]
+
+
+async def test_421_mid_transaction_closes_and_next_send_reconnects(
+    server: SmtpServer, make_message: MakeMessage
+) -> None:
+    server.on("RCPT", Shutdown(), times=1)
+    async with client_for(server) as client:
+        with pytest.raises(SmtpResponseError) as info:
+            await client.send(make_message())
+        assert info.value.reply is not None and info.value.reply.code == 421
+        assert info.value.is_transient
+        await client.send(make_message())
+    assert len(server.connections) == 2
+    assert len(server.messages) == 1
+
+
+async def test_stale_reused_connection_is_replaced_transparently(
+    server: SmtpServer, make_message: MakeMessage
+) -> None:
+    async with client_for(server) as client:
+        await client.send(make_message())
+        server.on("MAIL", Hangup(), times=1)  # as if the server timed out the idle session
+        await client.send(make_message())
+    assert len(server.connections) == 2
+    assert len(server.messages) == 2
+
+
+async def test_connection_lost_after_terminator_is_delivery_unknown(
+    server: SmtpServer, make_message: MakeMessage
+) -> None:
+    server.on("END_OF_DATA", Hangup(), times=1)
+    async with client_for(server) as client:
+        with pytest.raises(SmtpDeliveryUnknownError) as info:
+            await client.send(make_message())
+        assert not info.value.is_transient  # never retried as if nothing happened
+        await client.send(make_message())
+    assert len(server.connections) == 2
+
+
+async def test_connection_lost_before_terminator_is_not_delivery_unknown(
+    server: SmtpServer, make_message: MakeMessage
+) -> None:
+    server.on("RCPT", Hangup(), times=1)
+    async with client_for(server) as client:
+        with pytest.raises(Exception) as info:
+            await client.send(make_message())
+    assert not isinstance(info.value, SmtpDeliveryUnknownError)
+    assert isinstance(info.value, ConnectionError)
+
+
+async def test_garbage_reply_is_protocol_error_and_connection_dropped(
+    server: SmtpServer, make_message: MakeMessage
+) -> None:
+    server.on("MAIL", Inject(b"garbage without a code\r\n", then=Respond(250, "ok")), times=1)
+    async with client_for(server) as client:
+        with pytest.raises(SmtpProtocolError):
+            await client.send(make_message())
+        await client.send(make_message())
+    assert len(server.connections) == 2
+
+
+PHASES = ["GREETING", "EHLO", "MAIL", "RCPT", "DATA", "END_OF_DATA"]
+
+
+@pytest.mark.parametrize("phase", PHASES)
+async def test_deadline_at_each_phase(
+    autojump_clock: trio.testing.MockClock, phase: str, make_message: MakeMessage
+) -> None:
+    async with SmtpServer(tls="none") as server:
+        server.on(phase, Delay(10_000), times=1)
+        async with client_for(server, timeouts=Timeouts()) as client:
+            with pytest.raises(SmtpTimeoutError) as info:
+                await client.send(make_message())
+            assert isinstance(info.value, TimeoutError)
+            assert info.value.is_transient
+            await client.send(make_message())  # never reuses the timed-out session
+        assert len(server.connections) == 2
+        assert server.messages[-1].accepted
+
+
+@pytest.mark.parametrize("phase", PHASES)
+async def test_user_cancel_scope_at_each_phase_closes_connection(
+    autojump_clock: trio.testing.MockClock, phase: str, make_message: MakeMessage
+) -> None:
+    async with SmtpServer(tls="none") as server:
+        server.on(phase, Delay(100), times=1)
+        async with client_for(server) as client:
+            with trio.move_on_after(10) as scope:
+                await client.send(make_message())
+            assert scope.cancelled_caught
+            await client.send(make_message())
+        assert len(server.connections) == 2
+        first = server.connections[0]
+        assert "QUIT" not in first.verbs
+        if phase != "END_OF_DATA":
+            assert all(m.connection is not first for m in server.messages)
