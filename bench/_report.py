@@ -56,6 +56,27 @@ def _postfix_version() -> str:
         return "unknown"
 
 
+def _git_commit() -> str:
+    """The commit of the trio_smtp being measured ("+dirty" if the tree has changes)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--", "trio_smtp"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     return {
@@ -67,6 +88,7 @@ def machine() -> dict[str, Any]:
         "loadavg": os.getloadavg(),
         "trio": _version("trio"),
         "trio-smtp": _version("trio-smtp"),
+        "commit": _git_commit(),
         "aiosmtplib": _version("aiosmtplib"),
         "postfix": _postfix_version(),
     }
@@ -77,7 +99,7 @@ def machine_text() -> str:
     return (
         f"machine: {m['nproc']} CPUs ({m['cpu']}), {m['implementation']} {m['python']}, "
         f"Linux {m['kernel']}, load {m['loadavg'][0]:.2f}\n"
-        f"versions: trio {m['trio']}, trio-smtp {m['trio-smtp']}, "
+        f"versions: trio {m['trio']}, trio-smtp {m['trio-smtp']} ({m['commit']}), "
         f"aiosmtplib {m['aiosmtplib']}, postfix {m['postfix']}"
     )
 
