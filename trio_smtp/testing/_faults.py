@@ -13,8 +13,8 @@ on it), for at most ``times`` uses.  Register them with :meth:`SmtpServer.on`::
 Actions:
 
 - :class:`Respond` — reply with this code and text (multi-line with a list or ``"\\n"``).
-  A 2xx/3xx reply still performs the command (only the reply is replaced); a 4xx/5xx reply
-  means the command was not performed.
+  A 2xx/3xx reply still runs the normal handling and replaces its (first) reply, whatever
+  that was; a 4xx/5xx reply means the command was not performed at all.
 - :class:`Hangup` — close the connection without replying.
 - :class:`Shutdown` — reply 421 and close (RFC 5321 §3.8).
 - :class:`Delay` — sleep (``trio.sleep``, so ``autojump_clock`` skips it), then go on.
