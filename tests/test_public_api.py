@@ -54,7 +54,7 @@ REQUIRED = frozenset(
 EXPORTS = REQUIRED | {"SmtpResponseError"}
 
 #: Public subpackages (other public names that are modules must be one of these).
-SUBPACKAGES = frozenset({"protocol", "testing"})
+SUBPACKAGES = frozenset({"protocol", "sasl", "testing"})
 
 
 def public_names(module: types.ModuleType) -> set[str]:

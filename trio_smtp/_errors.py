@@ -179,9 +179,7 @@ class SmtpFailedRecipientsError(SmtpError):
     ) -> None:
         who = ", ".join(f.recipient for f in failures)
         what = "some recipients refused" if result is not None else "all recipients refused"
-        super().__init__(
-            f"{what}: {who}", reply=failures[0].reply if failures else None
-        )
+        super().__init__(f"{what}: {who}", reply=failures[0].reply if failures else None)
         self.failures = failures
         self.result = result
 

@@ -31,8 +31,10 @@ from ._connection import NeedData as NeedData
 from ._data import BodyInspector as BodyInspector
 from ._data import BodyKind as BodyKind
 from ._data import DataEncoder as DataEncoder
+from ._data import LineEndingNormalizer as LineEndingNormalizer
 from ._data import decode_data as decode_data
 from ._data import encode_data as encode_data
+from ._data import normalize_line_endings as normalize_line_endings
 from ._errors import CommandSyntaxError as CommandSyntaxError
 from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import ProtocolError as ProtocolError

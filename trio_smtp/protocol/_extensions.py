@@ -69,7 +69,7 @@ class Extensions:
         """RFC 1870 SIZE limit in octets; ``None`` when absent, 0, or not a sane number.
 
         ``None`` means "no limit announced": SIZE absent, bare, ``0`` (RFC 1870 §4: no
-        fixed maximum), not plain ASCII digits, or more than :data:`MAX_SANE_SIZE` (an
+        fixed maximum), not plain ASCII digits, or more than ``2**63 - 1`` (an
         absurd number such as 10**30 is no limit we could ever reach, and parsing
         thousands of digits would waste time).
         """
