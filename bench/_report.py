@@ -94,8 +94,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def machine_text() -> str:
-    m = machine()
+def machine_text(m: dict[str, Any]) -> str:
     return (
         f"machine: {m['nproc']} CPUs ({m['cpu']}), {m['implementation']} {m['python']}, "
         f"Linux {m['kernel']}, load {m['loadavg'][0]:.2f}\n"
@@ -192,10 +191,11 @@ def as_json(
     args: argparse.Namespace,
     targets: list[dict[str, Any]],
     command: str,
+    host: dict[str, Any],
 ) -> dict[str, Any]:
     return {
         "command": command,
-        "machine": machine(),
+        "machine": host,
         "rounds": args.rounds,
         "quick": args.quick,
         "scenarios": {

@@ -308,7 +308,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     srv = Servers()
-    print(report.machine_text(), flush=True)
+    host = report.machine()  # before the run: the commit measured, the load at the start
+    print(report.machine_text(host), flush=True)
     with tempfile.TemporaryDirectory(prefix="trio-smtp-bench-") as tmpdir:
         try:
             prepare(args, srv, Path(tmpdir))
@@ -321,7 +322,8 @@ def main(argv: list[str]) -> int:
     targets = report.evaluate_targets(cells)
     print(report.tables(SCENARIOS, cells, args.rounds, targets))
     if args.json is not None:
-        data = report.as_json(SCENARIOS, cells, args, targets, " ".join(sys.argv))
+        command = " ".join(["python", *sys.argv])
+        data = report.as_json(SCENARIOS, cells, args, targets, command, host)
         args.json.write_text(json.dumps(data, indent=2) + "\n")
         print(f"results written to {args.json}")
     if args.check and any(t["status"] != "PASS" for t in targets):
