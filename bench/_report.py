@@ -7,6 +7,7 @@ import platform
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -219,3 +220,44 @@ def as_json(
         },
         "targets": targets,
     }
+
+
+def _rst_table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    rule = "  ".join("=" * w for w in widths)
+
+    def line(r: tuple[str, ...]) -> str:
+        return "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+
+    return [rule, line(rows[0]), rule, *(line(r) for r in rows[1:]), rule]
+
+
+def rst_results(data: dict[str, Any]) -> str:
+    """The results of :func:`as_json` as reStructuredText (for docs/benchmarks.rst)."""
+    m = data["machine"]
+    out = [
+        f"Measured with ``{data['command']}`` at commit ``{m['commit']}``, on {m['nproc']} "
+        f"CPUs ({m['cpu']}), {m['implementation']} {m['python']}, Linux {m['kernel']}; "
+        f"trio {m['trio']}, aiosmtplib {m['aiosmtplib']}, Postfix {m['postfix']}; "
+        f"median of {data['rounds']} rounds; load average {m['loadavg'][0]:.2f} at the start.",
+    ]
+    targets = {(t["scenario"], t["peer"]): t for t in data["targets"]}
+    for name, sc in data["scenarios"].items():
+        clients = sc["clients"]
+        mine = clients.get("trio_smtp", {}).get("median")
+        better = "higher" if sc["higher_is_better"] else "lower"
+        out += ["", f"**{name}** ({sc['count']:,} x {sc['size']:,} bytes): {sc['title']}, "
+                f"{sc['unit']}, {better} is better.", ""]  # fmt: skip
+        rows = [("Client", "Median", "Min - max", "trio_smtp / client", "Target")]
+        for client, c in clients.items():
+            med = c["median"]
+            spread = f"{_fmt(min(c['values']))} - {_fmt(max(c['values']))}" if c["values"] else ""
+            if c["error"] and med is None:
+                spread = "error: " + c["error"][:70]
+            ratio = f"{mine / med:.2f}x" if mine and med and client != "trio_smtp" else ""
+            t = targets.get((name, None if client == "trio_smtp" else client))
+            rows.append(
+                (client, _fmt(med), spread, ratio, f"{t['target']}: {t['status']}" if t else "")
+            )
+        out += _rst_table(rows)
+    return "\n".join(out) + "\n"

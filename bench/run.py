@@ -281,6 +281,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         f"{', '.join(SCENARIOS)}; {', '.join(ALL_CLIENTS)}",
     )
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    p.add_argument("--rst", type=Path, help="also write the result tables as reStructuredText")
     p.add_argument("--check", action="store_true", help="exit 1 unless every target passes")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per measurement")
     args = p.parse_args(argv)
@@ -321,11 +322,14 @@ def main(argv: list[str]) -> int:
     check_tls_count(args, srv, cells.get("tls", {}))
     targets = report.evaluate_targets(cells)
     print(report.tables(SCENARIOS, cells, args.rounds, targets))
+    command = " ".join(["python", *sys.argv])
+    data = report.as_json(SCENARIOS, cells, args, targets, command, host)
     if args.json is not None:
-        command = " ".join(["python", *sys.argv])
-        data = report.as_json(SCENARIOS, cells, args, targets, command, host)
         args.json.write_text(json.dumps(data, indent=2) + "\n")
         print(f"results written to {args.json}")
+    if args.rst is not None:
+        args.rst.write_text(report.rst_results(data))
+        print(f"tables written to {args.rst}")
     if args.check and any(t["status"] != "PASS" for t in targets):
         return 1
     return 0
