@@ -3,14 +3,17 @@ cancellation at each phase of a transaction."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Callable
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 import trio
 
 from trio_smtp import (
     Security,
+    SmtpAuthenticationError,
     SmtpClient,
     SmtpDeliveryUnknownError,
     SmtpFailedRecipientsError,
@@ -19,7 +22,17 @@ from trio_smtp import (
     SmtpTimeoutError,
     Timeouts,
 )
-from trio_smtp.testing import Delay, EarlyReply, Hangup, Inject, Respond, Shutdown, SmtpServer
+from trio_smtp._sasl import Login
+from trio_smtp.testing import (
+    Delay,
+    EarlyReply,
+    Handover,
+    Hangup,
+    Inject,
+    Respond,
+    Shutdown,
+    SmtpServer,
+)
 
 MakeMessage = Callable[..., EmailMessage]
 ClientFactory = Callable[..., SmtpClient]
@@ -226,3 +239,78 @@ async def test_user_cancel_scope_at_each_phase_closes_connection(
         assert "QUIT" not in first.verbs
         if phase != "END_OF_DATA":
             assert all(m.connection is not first for m in server.messages)
+
+
+async def test_server_that_stops_reading_data_hits_the_data_block_deadline(
+    autojump_clock: trio.testing.MockClock, make_message: MakeMessage
+) -> None:
+    async def stop_reading(stream: trio.abc.Stream, pending: bytes) -> None:
+        await stream.send_all(b"354 go ahead\r\n")
+        await trio.sleep_forever()
+
+    async with SmtpServer(tls="none", max_message_size=100_000_000) as server:
+        server.on("DATA", Handover(stop_reading), times=1)
+        async with client_for(server, Timeouts(data_block=60)) as client:
+            with pytest.raises(SmtpTimeoutError, match="message data"):
+                await client.send(make_message(body=("q" * 70 + "\n") * 300_000))
+            await client.send(make_message())
+        assert len(server.connections) == 2
+
+
+async def test_endless_auth_challenges_are_capped(make_message: MakeMessage) -> None:
+    lines: list[bytes] = []
+
+    async def endless(stream: trio.abc.Stream, pending: bytes) -> None:
+        for _ in range(50):
+            await stream.send_all(b"334 VXNlcm5hbWU6\r\n")  # "Username:", again and again
+            data = bytes(await stream.receive_some(1000))
+            lines.append(data)
+            if data == b"*\r\n":
+                await stream.send_all(b"501 5.7.0 cancelled\r\n")
+                break
+        await stream.receive_some(1000)
+
+    async with SmtpServer(tls="none", credentials={"user": "password"}) as server:
+        server.on("AUTH", Handover(endless))
+        client = SmtpClient(
+            server.host,
+            server.port,
+            security=Security.NONE,
+            credentials=Login("user", "password"),
+        )
+        async with client:
+            with pytest.raises(SmtpAuthenticationError, match="cancelled"):
+                await client.send(make_message())
+    assert lines[-1] == b"*\r\n"
+    assert len(lines) <= Login.max_rounds + 1
+
+
+async def test_credentials_allowed_over_a_unix_socket(
+    tmp_path: Path, make_message: MakeMessage
+) -> None:
+    path = str(tmp_path / "smtp.sock")
+    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await listener.bind(path)
+    listener.listen(1)
+    server = SmtpServer(tls="none", credentials={"user": "password"})
+
+    async def serve_one() -> None:
+        sock, _ = await listener.accept()
+        await server.serve_stream(trio.SocketStream(sock))
+
+    async def connect() -> trio.abc.Stream:
+        return await trio.open_unix_socket(path)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_one)
+        client = SmtpClient(
+            "localhost",
+            security=Security.NONE,
+            credentials=("user", "password"),
+            stream_factory=connect,
+        )
+        async with client:
+            await client.send(make_message())
+    listener.close()
+    assert server.connections[0].auth_identity == "user"
+    assert len(server.messages) == 1
