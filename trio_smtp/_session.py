@@ -22,7 +22,7 @@ import trio
 from . import _sasl
 from ._config import Security, Timeouts
 from ._errors import SmtpAuthenticationError, SmtpConnectError, SmtpTlsError
-from ._hostname import local_fqdn
+from ._hostname import address_literal, local_fqdn
 from ._transport import StreamFactory, Transport, open_transport
 from .protocol import Auth, AuthResponse, Ehlo, Helo, Reply, StartTls
 
@@ -31,6 +31,9 @@ __all__ = ["Credentials", "SessionConfig", "open_session"]
 #: What ``credentials=`` accepts: a (user, password) pair, a mechanism object to force one
 #: (copied afresh for each connection), or a callable returning a new mechanism.
 Credentials = tuple[str, str] | _sasl.Mechanism | Callable[[], _sasl.Mechanism]
+
+#: A resolver that hangs must not stall the session: after this, use an address literal.
+_FQDN_LOOKUP_LIMIT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +75,22 @@ async def _handshake(transport: Transport, config: SessionConfig) -> None:
     if greeting.code != 220:
         # RFC 5321 §3.1: 554 (or 421) instead of 220 means no service here.
         raise SmtpConnectError("the server refused the session", reply=greeting)
-    domain = config.local_hostname or await local_fqdn(_local_address(transport))
+    domain = config.local_hostname or await _ehlo_domain(transport)
     await _hello(transport, domain)
     if config.security in (Security.STARTTLS, Security.STARTTLS_OPPORTUNISTIC):
         await _starttls(transport, config, domain)
     if config.credentials is not None:
         _check_credentials_allowed(transport)
         await authenticate(transport, config.credentials)
+
+
+async def _ehlo_domain(transport: Transport) -> str:
+    """This machine's FQDN (looked up once, in a thread), or the address literal of our end
+    of the connection when the lookup is slow or gives nothing usable (RFC 5321 §4.1.4)."""
+    local = _local_address(transport)
+    with trio.move_on_after(_FQDN_LOOKUP_LIMIT):
+        return await local_fqdn(local)
+    return address_literal(local or "127.0.0.1")
 
 
 def _local_address(transport: Transport) -> str | None:

@@ -123,25 +123,6 @@ def peer_is_loopback(stream: trio.abc.Stream) -> bool:
     return address.is_loopback
 
 
-def local_address_literal(stream: trio.abc.Stream) -> str:
-    """An EHLO argument without DNS: the local address as a literal (RFC 5321 §4.1.3)."""
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if isinstance(stream, trio.SocketStream) and stream.socket.family in (
-        socket.AF_INET,
-        socket.AF_INET6,
-    ):
-        try:
-            host = stream.socket.getsockname()[0]
-            address = ipaddress.ip_address(host.split("%")[0])
-        except (OSError, ValueError):
-            return "localhost"
-        if isinstance(address, ipaddress.IPv6Address):
-            return f"[IPv6:{address}]"
-        return f"[{address}]"
-    return "localhost"
-
-
 class Transport:
     """One SMTP connection: a stream and its sans-IO machine."""
 
