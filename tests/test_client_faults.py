@@ -105,8 +105,10 @@ async def test_all_refused_but_pipelined_data_got_354_sends_only_terminator(
         async with client_for(server) as client:
             with pytest.raises(SmtpFailedRecipientsError):
                 await client.send(make_message(body="SECRET BODY\n"))
-    for message in server.messages:
-        assert b"SECRET BODY" not in message.data
+    seen = [c.raw for conn in server.connections for c in conn.commands]
+    assert seen[seen.index(b"DATA\r\n") + 1] == b".\r\n"  # only the terminator followed
+    assert not any(b"SECRET BODY" in raw for raw in seen)
+    assert not any(b"SECRET BODY" in message.data for message in server.messages)
 
 
 async def test_data_refused(server: SmtpServer, make_message: MakeMessage) -> None:
