@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``trio-smtp`` parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="trio-smtp", description="SMTP tools for Trio.")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_demo_parser(subcommands)
     add_serve_parser(subcommands)
     return parser
 
@@ -36,6 +37,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result: int = args.handler(args)
     return result
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+def add_demo_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``trio-smtp demo``: one real send through the client to the testing server."""
+    parser = subcommands.add_parser(
+        "demo",
+        help="send one message to the embedded testing server (loopback, STARTTLS, AUTH)",
+        description=(
+            "Start the testing server on 127.0.0.1 with STARTTLS and AUTH, send one message "
+            "with SmtpClient.send_async, and print the completion event and the message as "
+            "the server received it."
+        ),
+    )
+    parser.set_defaults(handler=run_demo_command)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    """Run ``trio-smtp demo``; 0 when the message was delivered."""
+    from ._demo import run_demo
+
+    return trio.run(run_demo)
 
 
 # -- serve ---------------------------------------------------------------------------------

@@ -49,9 +49,9 @@ class SmtpClient:
     raises ``ValueError`` at construction for an empty ``host`` with network delivery, a port
     outside 1-65535, or a ``security`` other than NONE with a pickup directory.  ``port``
     defaults to 465 for implicit TLS, 587 for STARTTLS and 25 otherwise.  ``credentials`` is
-    ``(user, password)``, or a :class:`SASL mechanism <trio_smtp.sasl.Mechanism>` object (or a callable
-    returning one) to force a mechanism.  ``stream_factory`` replaces the TCP connection with
-    any ``trio.abc.Stream`` (``host`` still names the server for TLS).
+    ``(user, password)``, or a :class:`SASL mechanism <trio_smtp.sasl.Mechanism>` object
+    (or a callable returning one) to force a mechanism.  ``stream_factory`` replaces the TCP
+    connection with any ``trio.abc.Stream`` (``host`` still names the server for TLS).
     """
 
     def __init__(
