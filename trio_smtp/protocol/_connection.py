@@ -166,8 +166,15 @@ class ClientConnection:
 
     def start_tls(self) -> None:
         """After the driver has wrapped the stream in TLS: back to GREETED, extensions
-        forgotten, EHLO required again (RFC 3207 §4.2)."""
+        forgotten, EHLO required again (RFC 3207 §4.2).
+
+        Raises RemoteProtocolError (and enters ERROR) if any byte was fed after the 220,
+        even when :meth:`next_event` was not called since: those bytes came in plaintext
+        and must never be parsed as if they had come through TLS (RFC 3207 §5)."""
         self._session.start_tls()
+        if self._parser.buffered:
+            self._fail()
+            raise RemoteProtocolError("bytes received before the TLS handshake (injection)")
         self._extensions = Extensions()
 
     # ---- internals ----
