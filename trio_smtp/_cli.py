@@ -1,21 +1,54 @@
 """The ``trio-smtp`` command line.
 
 Each subcommand is one ``add_<name>_parser`` function that registers its arguments and one
-``run_<name>`` function that does the work, so new subcommands slot in beside ``serve``.
+``run_<name>`` function that does the work: ``send`` (one message to a server given by URL),
+``probe`` (what a server offers; the work is in :mod:`trio_smtp._probe`), ``serve`` (the
+testing server as a local debugging server) and ``demo``.
 """
 
 from __future__ import annotations
 
 import argparse
+import email
+import email.policy
+import email.utils
+import getpass
 import ipaddress
+import mimetypes
 import os
 import sys
 import time
 from collections.abc import Sequence
+from email.message import EmailMessage
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
+
+from ._client import SendResult, SmtpClient
+from ._config import Security
+from ._errors import (
+    SmtpAuthenticationError,
+    SmtpConnectError,
+    SmtpDeliveryUnknownError,
+    SmtpError,
+    SmtpFailedRecipientError,
+    SmtpFailedRecipientsError,
+    SmtpTimeoutError,
+    SmtpTlsError,
+)
+from ._probe import (
+    EXIT_CONNECTION,
+    EXIT_FAILED,
+    EXIT_MAYBE_DELIVERED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    add_probe_parser,
+    split_user,
+    tls_context,
+)
+from ._url import parse_smtp_url
 
 if TYPE_CHECKING:
     from .testing import Message, SmtpServer
@@ -27,8 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``trio-smtp`` parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="trio-smtp", description="SMTP tools for Trio.")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_demo_parser(subcommands)
+    add_send_parser(subcommands)
+    add_probe_parser(subcommands)
     add_serve_parser(subcommands)
+    add_demo_parser(subcommands)
     return parser
 
 
@@ -37,6 +72,196 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result: int = args.handler(args)
     return result
+
+
+# -- send and probe ----------------------------------------------------------------------
+
+
+_SEND_EPILOG = """\
+The server URL is smtps://[user@]host[:port] (implicit TLS, port 465) or
+smtp://[user@]host[:port][?tls=opportunistic|none] (STARTTLS required unless tls=
+says otherwise, port 587).  With a user name, the password comes from the
+environment variable named by --password-env, or is asked for when standard input
+is a terminal; it is never taken from the command line or the URL.
+
+exit status:
+  0  every recipient accepted the message
+  1  not delivered to everyone: a recipient, the sender or the message was refused
+  2  usage error (bad option, URL, address or file); nothing was sent
+  3  the connection broke after the message was sent: it MAY have been delivered
+     (check before sending it again)
+  4  connection, TLS, authentication or timeout failure; nothing was delivered
+"""
+
+
+def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``trio-smtp send``: a .eml file, or a message composed from options."""
+    parser = subcommands.add_parser(
+        "send",
+        help="send a .eml file or a message composed from options",
+        description="Send one message and print each recipient's outcome and the server's "
+        "final reply.  Give a .eml file (or - for standard input), or compose a message "
+        "with --from, --to, --subject, --body and --attach.",
+        epilog=_SEND_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("eml", nargs="?", metavar="EML", help=".eml file to send (- for stdin)")
+    parser.add_argument("--server", required=True, metavar="URL", help="smtps://user@host:465")
+    parser.add_argument("--from", dest="sender", metavar="ADDR", help="From header")
+    for flag, what in (("--to", "To"), ("--cc", "Cc"), ("--bcc", "Bcc (not in the data)")):
+        parser.add_argument(flag, action="append", default=[], metavar="ADDR", help=what)
+    parser.add_argument("--subject", help="Subject header")
+    body = parser.add_mutually_exclusive_group()
+    body.add_argument("--body", help="the text of the message")
+    body.add_argument("--body-file", type=Path, metavar="FILE", help="text file (- for stdin)")
+    parser.add_argument(
+        "--attach", action="append", default=[], type=Path, metavar="FILE",
+        help="attach FILE (repeatable; MIME type guessed from its name)",
+    )  # fmt: skip
+    parser.add_argument("--envelope-from", metavar="ADDR", help="MAIL FROM instead of From")
+    parser.add_argument(
+        "--envelope-to", action="append", metavar="ADDR",
+        help="RCPT TO instead of To/Cc/Bcc (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--password-env", default="TRIO_SMTP_PASSWORD", metavar="NAME",
+        help="environment variable holding the password (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument("--ca-file", type=Path, metavar="PEM", help="trust only this CA")
+    parser.set_defaults(handler=run_send)
+
+
+def run_send(args: argparse.Namespace) -> int:
+    """Run ``trio-smtp send``; returns one of the EXIT_* statuses."""
+    try:
+        message = read_message(args) if args.eml is not None else compose_message(args)
+        user, url = split_user(args.server)
+        client = SmtpClient.from_url(url, **_client_options(args, url, user))
+    except (UsageError, ValueError, TypeError, OSError) as exc:
+        print(f"trio-smtp send: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return trio.run(_send, client, message, args.envelope_from, args.envelope_to)
+
+
+def _client_options(args: argparse.Namespace, url: str, user: str | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if parse_smtp_url(url)["security"] is not Security.NONE:
+        options["ssl_context"] = tls_context(args.ca_file)
+    if user is not None:
+        options["credentials"] = (user, _password(args.password_env, user))
+    return options
+
+
+def _password(variable: str, user: str) -> str:
+    password = os.environ.get(variable)
+    if password is not None:
+        return password
+    if sys.stdin is not None and sys.stdin.isatty():
+        return getpass.getpass(f"password for {user}: ")
+    raise UsageError(f"no password for {user}: set the environment variable {variable}")
+
+
+_COMPOSING = ("sender", "to", "cc", "bcc", "subject", "body", "body_file", "attach")
+
+
+def read_message(args: argparse.Namespace) -> EmailMessage:
+    """The .eml file (or stdin) as an EmailMessage; its Bcc is dropped when it is sent."""
+    used = [name for name in _COMPOSING if getattr(args, name)]
+    if used:
+        flags = ", ".join("--" + name.replace("_", "-") for name in used)
+        raise UsageError(f"{flags} cannot be combined with a .eml file (use --envelope-*)")
+    data = sys.stdin.buffer.read() if args.eml == "-" else Path(args.eml).read_bytes()
+    if not data.strip():
+        raise UsageError(f"the message in {args.eml} is empty")
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def compose_message(args: argparse.Namespace) -> EmailMessage:
+    """A text message with attachments, from --from/--to/--subject/--body/--attach."""
+    if not args.sender:
+        raise UsageError("give a .eml file, or --from (and --to) to compose a message")
+    message = EmailMessage()
+    message["From"] = args.sender
+    for header, values in (("To", args.to), ("Cc", args.cc), ("Bcc", args.bcc)):
+        if values:
+            message[header] = ", ".join(values)
+    if args.subject is not None:
+        message["Subject"] = args.subject
+    message["Date"] = email.utils.formatdate(localtime=True)
+    domain = args.sender.rpartition("@")[2].strip(" >") or "localhost"
+    message["Message-ID"] = email.utils.make_msgid(domain=domain)
+    message.set_content(_body_text(args))
+    for path in args.attach:
+        attach_file(message, path)
+    return message
+
+
+def _body_text(args: argparse.Namespace) -> str:
+    if args.body_file is None:
+        return str(args.body or "")
+    if str(args.body_file) == "-":
+        return sys.stdin.read()
+    return Path(args.body_file).read_text(encoding="utf-8")
+
+
+def attach_file(message: EmailMessage, path: Path) -> None:
+    """Attach ``path`` with the MIME type its name suggests (application/octet-stream
+    when unknown or compressed: a .gz is not text)."""
+    kind, encoding = mimetypes.guess_type(path.name)
+    if kind is None or encoding is not None:
+        kind = "application/octet-stream"
+    maintype, _, subtype = kind.partition("/")
+    message.add_attachment(
+        path.read_bytes(), maintype=maintype, subtype=subtype, filename=path.name
+    )
+
+
+async def _send(
+    client: SmtpClient,
+    message: EmailMessage,
+    sender: str | None,
+    recipients: list[str] | None,
+) -> int:
+    try:
+        async with client:
+            result = await client.send(message, sender=sender, recipients=recipients)
+    except SmtpFailedRecipientsError as exc:
+        _print_outcome(exc.result, exc.failures)
+        return EXIT_FAILED
+    except (ValueError, TypeError) as exc:  # the message or an address: nothing was sent
+        print(f"trio-smtp send: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SmtpError as exc:
+        return _report_error(exc)
+    _print_outcome(result, [])
+    return EXIT_OK
+
+
+def _print_outcome(result: SendResult | None, failures: list[SmtpFailedRecipientError]) -> None:
+    for recipient in result.accepted if result else ():
+        print(f"accepted: {recipient}")
+    for failure in failures:
+        print(f"refused:  {failure.recipient}: {failure.reply}")
+    if result is None:
+        print("not sent: every recipient was refused")
+    elif result.reply is not None:
+        print(f"reply:    {result.reply}")
+
+
+def _report_error(exc: SmtpError) -> int:
+    # A timeout waiting for the reply to the end of data is as uncertain as a lost connection.
+    if isinstance(exc, SmtpDeliveryUnknownError) or (
+        isinstance(exc, SmtpTimeoutError) and "may have been delivered" in str(exc)
+    ):
+        print(f"trio-smtp send: MAYBE DELIVERED: {exc}", file=sys.stderr)
+        return EXIT_MAYBE_DELIVERED
+    connection = (SmtpConnectError, SmtpTlsError, SmtpAuthenticationError, SmtpTimeoutError)
+    print(f"trio-smtp send: {type(exc).__name__}: {exc}", file=sys.stderr)
+    if isinstance(exc, connection):
+        return EXIT_CONNECTION
+    return EXIT_FAILED
 
 
 # -- demo ----------------------------------------------------------------------------------

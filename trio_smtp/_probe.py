@@ -1,0 +1,475 @@
+"""``trio-smtp probe``: what a server offers, without authenticating or sending mail.
+
+Theory of operation: the probe drives the same pieces as a real session
+(:func:`~trio_smtp._transport.open_transport` and the session's EHLO and STARTTLS steps in
+:mod:`trio_smtp._session`), but stops short of AUTH and MAIL and records what it saw on the
+way: the greeting, the EHLO reply before and after TLS, the TLS version and cipher and the
+server's certificate.  It then says QUIT.  A server that does not meet the URL's security
+(``smtp://`` without STARTTLS) is still described; :attr:`ProbeReport.problem` says why a
+client would refuse it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import hashlib
+import os
+import ssl
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import trio
+
+from ._config import Security, Timeouts
+from ._errors import SmtpConnectError, SmtpError, SmtpTlsError
+from ._session import SessionConfig, _ehlo_domain, _hello, _starttls
+from ._transport import Transport, open_transport
+from ._url import parse_smtp_url
+from .protocol import Command, Ehlo, Extensions, Helo, Reply, StartTls
+
+__all__ = [
+    "EXIT_CONNECTION",
+    "EXIT_FAILED",
+    "EXIT_MAYBE_DELIVERED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CertificateInfo",
+    "ProbeReport",
+    "TlsInfo",
+    "UsageError",
+    "add_probe_parser",
+    "format_report",
+    "probe",
+    "run_probe",
+    "split_user",
+    "tls_context",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateInfo:
+    """The server certificate, as far as the ``ssl`` module decodes it."""
+
+    subject: str
+    issuer: str
+    not_before: str
+    not_after: str
+    #: subjectAltName entries as ``"DNS:name"`` / ``"IP Address:addr"``.
+    alt_names: tuple[str, ...]
+    #: SHA-256 of the DER certificate, hex with colons.
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class TlsInfo:
+    """The TLS session: how it was set up and what the server presented."""
+
+    #: ``"implicit"`` (smtps://) or ``"STARTTLS"``.
+    how: str
+    version: str | None
+    cipher: str | None
+    bits: int | None
+    #: False when the probe ran with verification switched off (``--insecure``).
+    verified: bool
+    certificate: CertificateInfo | None
+
+
+@dataclass(slots=True)
+class ProbeReport:
+    """Everything the probe learned, in the order it learned it."""
+
+    host: str
+    port: int
+    security: Security
+    greeting: Reply | None = None
+    #: The EHLO (or HELO) reply on the plaintext connection; ``None`` with implicit TLS.
+    ehlo_before_tls: Reply | None = None
+    #: The reply to STARTTLS, when it was sent.
+    starttls_reply: Reply | None = None
+    tls: TlsInfo | None = None
+    #: The EHLO reply inside TLS (implicit TLS or after STARTTLS).
+    ehlo_after_tls: Reply | None = None
+    #: The extensions a client would use (the last EHLO's).
+    extensions: Extensions = field(default_factory=Extensions)
+    #: Why a client with this URL would refuse this server (e.g. STARTTLS not offered).
+    problem: str | None = None
+
+
+async def probe(
+    report: ProbeReport,
+    *,
+    context: ssl.SSLContext | None,
+    timeouts: Timeouts,
+    local_hostname: str | None = None,
+) -> ProbeReport:
+    """Connect to ``report.host``, read the greeting, EHLO, STARTTLS when
+    ``report.security`` asks for it, EHLO again, QUIT; fill in ``report`` on the way.
+
+    Raises :class:`~trio_smtp.SmtpConnectError`, :class:`~trio_smtp.SmtpTlsError` or
+    :class:`~trio_smtp.SmtpTimeoutError` when the server cannot be reached or TLS fails
+    (including a certificate that does not verify, unless ``context`` skips verification);
+    ``report`` then still holds what was learned before (the greeting, the plaintext EHLO).
+    """
+    transport = await open_transport(
+        report.host, report.port, security=report.security, context=context, timeouts=timeouts
+    )
+    try:
+        with _recording(transport) as replies:
+            await _converse(transport, report, replies, context, local_hostname)
+    except BaseException:
+        await transport.aclose()
+        raise
+    await transport.quit()
+    return report
+
+
+@contextmanager
+def _recording(transport: Transport) -> Iterator[list[Reply]]:
+    """Keep every reply to a command the session steps send (they return none of them)."""
+    replies: list[Reply] = []
+    original = transport.command
+
+    async def command(*args: Any, **kwargs: Any) -> Reply:
+        reply = await original(*args, **kwargs)
+        replies.append(reply)
+        return reply
+
+    setattr(transport, "command", command)  # noqa: B010 - an instance override, on purpose
+    try:
+        yield replies
+    finally:
+        delattr(transport, "command")
+
+
+def _last(replies: list[Reply], *kinds: type[Command]) -> Reply | None:
+    return next((r for r in reversed(replies) if isinstance(r.command, kinds)), None)
+
+
+async def _converse(
+    transport: Transport,
+    report: ProbeReport,
+    replies: list[Reply],
+    context: ssl.SSLContext | None,
+    local_hostname: str | None,
+) -> None:
+    timeouts = transport.timeouts
+    report.greeting = await transport.read_reply("the greeting", timeouts.greeting)
+    if report.greeting.code != 220:
+        raise SmtpConnectError("the server refused the session", reply=report.greeting)
+    domain = local_hostname or await _ehlo_domain(transport)
+    await _hello(transport, domain)  # EHLO, or HELO when EHLO is refused
+    hello = _last(replies, Ehlo, Helo)
+    report.extensions = transport.conn.extensions
+    if report.security is Security.IMPLICIT_TLS:
+        report.tls = tls_info(transport.stream, "implicit", context)
+        report.ehlo_after_tls = hello
+    else:
+        report.ehlo_before_tls = hello
+        if report.security is not Security.NONE:
+            await _probe_starttls(transport, report, replies, context, domain)
+    report.extensions = transport.conn.extensions
+
+
+async def _probe_starttls(
+    transport: Transport,
+    report: ProbeReport,
+    replies: list[Reply],
+    context: ssl.SSLContext | None,
+    domain: str,
+) -> None:
+    if not transport.conn.extensions.starttls:
+        if report.security is Security.STARTTLS:
+            report.problem = "STARTTLS is required by the URL but the server does not offer it"
+        return
+    config = SessionConfig(
+        host=report.host,
+        port=report.port,
+        security=report.security,
+        ssl_context=context,
+        timeouts=transport.timeouts,
+    )
+    try:
+        # The session's own STARTTLS step (RFC 3207): the same checks as a real send.
+        await _starttls(transport, config, domain)
+    except SmtpTlsError as exc:
+        if exc.reply is None:
+            raise  # the handshake or the certificate failed: nothing more to learn
+        report.starttls_reply = exc.reply
+        report.problem = f"the server refused STARTTLS: {exc.reply}"
+        return
+    report.starttls_reply = _last(replies, StartTls)
+    if not transport.tls:  # opportunistic and refused: plaintext goes on
+        return
+    report.tls = tls_info(transport.stream, "STARTTLS", context)
+    report.ehlo_after_tls = _last(replies, Ehlo)
+
+
+def tls_info(stream: trio.abc.Stream, how: str, context: ssl.SSLContext | None) -> TlsInfo:
+    """Version, cipher and certificate of the TLS ``stream`` (a ``trio.SSLStream``)."""
+    assert isinstance(stream, trio.SSLStream)
+    ssl_stream: Any = stream  # SSLStream forwards these to its SSLObject
+    cipher = ssl_stream.cipher()
+    der = ssl_stream.getpeercert(binary_form=True)
+    decoded = ssl_stream.getpeercert() or (_decode_der(der) if der else {})
+    verified = context is not None and context.verify_mode is not ssl.CERT_NONE
+    return TlsInfo(
+        how=how,
+        version=ssl_stream.version(),
+        cipher=cipher[0] if cipher else None,
+        bits=cipher[2] if cipher else None,
+        verified=verified,
+        certificate=_certificate(decoded, der) if der else None,
+    )
+
+
+def _certificate(decoded: Mapping[str, Any], der: bytes) -> CertificateInfo:
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return CertificateInfo(
+        subject=_name(decoded.get("subject", ())),
+        issuer=_name(decoded.get("issuer", ())),
+        not_before=str(decoded.get("notBefore", "?")),
+        not_after=str(decoded.get("notAfter", "?")),
+        alt_names=tuple(f"{kind}:{value}" for kind, value in decoded.get("subjectAltName", ())),
+        sha256=":".join(digest[i : i + 2] for i in range(0, len(digest), 2)),
+    )
+
+
+def _name(rdns: Any) -> str:
+    """``((('commonName', 'x'),), ...)`` -> ``"commonName=x, ..."``."""
+    return ", ".join(f"{key}={value}" for rdn in rdns for key, value in rdn) or "(empty)"
+
+
+def _decode_der(der: bytes) -> Mapping[str, Any]:
+    """Decode a certificate that was not verified (``getpeercert()`` is empty then).
+
+    The ssl module decodes only through its private ``_test_decode_cert``, which reads a
+    file; when it is missing, only the fingerprint is shown.
+    """
+    decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)
+    if decode is None:
+        return {}
+    fd, path = tempfile.mkstemp(suffix=".pem")
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(ssl.DER_cert_to_PEM_cert(der))
+        result: Mapping[str, Any] = decode(path)
+        return result
+    except (OSError, ValueError, ssl.SSLError):
+        return {}
+    finally:
+        os.unlink(path)
+
+
+def expires_in(not_after: str, now: datetime.datetime | None = None) -> str:
+    """``"in 89 days"`` or ``"EXPIRED 3 days ago"`` for an ``ssl`` notAfter string."""
+    try:
+        seconds = ssl.cert_time_to_seconds(not_after)
+    except ValueError:
+        return "unknown"
+    expiry = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    days = (expiry - (now or datetime.datetime.now(datetime.timezone.utc))).days
+    return f"in {days} days" if days >= 0 else f"EXPIRED {-days} days ago"
+
+
+# -- printing --------------------------------------------------------------------------------
+
+
+def format_report(report: ProbeReport) -> str:
+    """The report as ``trio-smtp probe`` prints it."""
+    return "\n".join(_lines(report))
+
+
+def _lines(report: ProbeReport) -> Iterator[str]:
+    yield f"server:     {report.host}:{report.port} ({_describe_security(report.security)})"
+    if report.greeting is not None:
+        yield f"greeting:   {_one_line(report.greeting)}"
+    if report.ehlo_before_tls is not None:
+        yield from _ehlo("EHLO (before TLS):", report.ehlo_before_tls)
+    if report.starttls_reply is not None:
+        yield f"STARTTLS:   {_one_line(report.starttls_reply)}"
+    if report.tls is not None:
+        yield from _tls_lines(report.tls)
+    if report.ehlo_after_tls is not None:
+        yield from _ehlo("EHLO (after TLS):", report.ehlo_after_tls)
+    mechanisms = report.extensions.params("AUTH")
+    if "AUTH" in report.extensions:
+        yield f"AUTH:       {' '.join(mechanisms) or '(no mechanism listed)'}"
+    else:
+        yield "AUTH:       not offered" + ("" if report.tls else " (before TLS)")
+    if report.problem is not None:
+        yield f"PROBLEM:    {report.problem}"
+
+
+def _describe_security(security: Security) -> str:
+    return {
+        Security.IMPLICIT_TLS: "implicit TLS",
+        Security.STARTTLS: "STARTTLS required",
+        Security.STARTTLS_OPPORTUNISTIC: "STARTTLS if offered",
+        Security.NONE: "no TLS",
+    }[security]
+
+
+def _one_line(reply: Reply) -> str:
+    return f"{reply.code} {' | '.join(reply.lines)}"
+
+
+def _ehlo(title: str, reply: Reply) -> Iterator[str]:
+    yield f"{title} {reply.code} {reply.lines[0]}"
+    for line in reply.lines[1:]:
+        yield f"  {line}"
+
+
+def _tls_lines(tls: TlsInfo) -> Iterator[str]:
+    bits = f" ({tls.bits} bits)" if tls.bits else ""
+    yield f"TLS:        {tls.version}, {tls.cipher}{bits} [{tls.how}]"
+    cert = tls.certificate
+    if cert is None:
+        yield "certificate: none presented"
+        return
+    yield "certificate:"
+    yield f"  subject:  {cert.subject}"
+    yield f"  issuer:   {cert.issuer}"
+    expiry = expires_in(cert.not_after)
+    yield f"  valid:    {cert.not_before} to {cert.not_after} (expires {expiry})"
+    if cert.alt_names:
+        yield f"  names:    {', '.join(cert.alt_names)}"
+    yield f"  sha256:   {cert.sha256}"
+    if tls.verified:
+        yield "  verified: yes (chain and host name)"
+    else:
+        yield "  verified: NO -- verification was switched off (--insecure)"
+
+
+# -- command line (shared with `trio-smtp send`) ------------------------------------------
+
+#: Exit statuses of ``send`` and ``probe`` (documented in their ``--help`` epilogs).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_MAYBE_DELIVERED = 3
+EXIT_CONNECTION = 4
+
+_PROBE_EPILOG = """\
+The probe connects, reads the greeting, says EHLO, starts TLS as the URL asks
+(smtps:// implicit TLS, smtp:// STARTTLS), says EHLO again and QUIT.  It never
+authenticates nor sends mail; a user name or password in the URL is ignored.
+
+exit status:
+  0  the server can be used with this URL
+  1  it answered, but a client with this URL would refuse it (e.g. no STARTTLS)
+  2  usage error
+  4  connection, TLS (including certificate verification) or timeout failure
+"""
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported on stderr with exit status 2."""
+
+
+def split_user(url: str, *, allow_password: bool = False) -> tuple[str | None, str]:
+    """``smtp://user@host`` -> ``("user", "smtp://host")``; the user is percent-decoded.
+
+    A password in the URL is refused (it would be visible in the process list and the shell
+    history) unless ``allow_password``; it is then dropped.  The rest of the URL is left for
+    :func:`~trio_smtp._url.parse_smtp_url` to check.
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not sep or not at:
+        return None, url
+    user, colon, _ = userinfo.partition(":")
+    if colon and not allow_password:
+        raise UsageError(
+            "do not put the password in the URL: give smtp://user@host and set the "
+            "password in the environment (--password-env) or type it when asked"
+        )
+    if not user:
+        raise UsageError("the URL has an empty user name before '@'")
+    return unquote(user), f"{scheme}://{hostpart}"
+
+
+def tls_context(ca_file: Path | None, *, insecure: bool = False) -> ssl.SSLContext:
+    """A client context: the system's CAs, only ``ca_file``'s, or no verification at all."""
+    if insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        # With cafile, create_default_context trusts that file only (no system CAs).
+        return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load the CA file {ca_file}: {exc}") from None
+
+
+def add_probe_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``trio-smtp probe URL``: what the server offers (see :mod:`trio_smtp._probe`)."""
+    parser = subcommands.add_parser(
+        "probe",
+        help="show a server's greeting, extensions, TLS, certificate and AUTH mechanisms",
+        description="Connect to the server and print its greeting, its EHLO extensions "
+        "before and after TLS, the TLS version, cipher and certificate, and its AUTH "
+        "mechanisms.  Nothing is authenticated or sent.",
+        epilog=_PROBE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("url", metavar="URL", help="smtp://host[:port] or smtps://host[:port]")
+    verify = parser.add_mutually_exclusive_group()
+    verify.add_argument("--ca-file", type=Path, metavar="PEM", help="trust only this CA")
+    verify.add_argument(
+        "--insecure", action="store_true",
+        help="INSECURE: do not verify the certificate (to inspect a server whose "
+        "certificate is wrong)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, metavar="SECONDS",
+        help="deadline for each step: connect, greeting, each reply, TLS (default: 30)",
+    )  # fmt: skip
+    parser.set_defaults(handler=run_probe)
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    """Run ``trio-smtp probe``; returns one of the EXIT_* statuses."""
+    try:
+        _, url = split_user(args.url, allow_password=True)
+        config = parse_smtp_url(url)
+        if not args.timeout > 0:
+            raise UsageError("--timeout must be positive")
+        context = None
+        if config["security"] is not Security.NONE:
+            context = tls_context(args.ca_file, insecure=args.insecure)
+    except (UsageError, ValueError) as exc:
+        print(f"trio-smtp probe: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    seconds = args.timeout
+    timeouts = Timeouts(
+        connect=seconds, greeting=seconds, command=seconds, tls_handshake=seconds,
+        quit=min(seconds, 5.0),
+    )  # fmt: skip
+    if args.insecure:
+        print("WARNING: --insecure: the certificate is NOT verified", flush=True)
+    report = ProbeReport(config["host"], config["port"], config["security"])
+    probing = functools.partial(
+        probe, report, context=context, timeouts=timeouts,
+        local_hostname=config["local_hostname"],
+    )  # fmt: skip
+    try:
+        trio.run(probing)
+    except SmtpError as exc:
+        if report.greeting is not None:
+            print(format_report(report), flush=True)  # what was learned before the failure
+        hint = ""
+        if isinstance(exc, SmtpTlsError) and not args.insecure:
+            hint = " (--ca-file to trust a private CA; --insecure to inspect it anyway)"
+        print(f"trio-smtp probe: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+        return EXIT_CONNECTION
+    print(format_report(report))
+    return EXIT_OK if report.problem is None else EXIT_FAILED
