@@ -21,6 +21,7 @@ from ._errors import SmtpResponseError as SmtpResponseError
 from ._errors import SmtpStatusCode as SmtpStatusCode
 from ._errors import SmtpTimeoutError as SmtpTimeoutError
 from ._errors import SmtpTlsError as SmtpTlsError
+from ._session import OAuth2 as OAuth2
 from .protocol import Reply as Reply
 
 __version__ = "0.1.0"

@@ -34,7 +34,7 @@ from ._message import PreparedMessage, prepare_message
 from ._pickup import deliver_to_pickup
 from ._results import SendCompleted as SendCompleted
 from ._results import SendResult as SendResult
-from ._session import Credentials, SessionConfig, open_session
+from ._session import Credentials, OAuth2, SessionConfig, open_session
 from ._transaction import ConnectionStaleError, deliver
 from ._transport import StreamFactory, Transport
 from ._url import parse_smtp_url
@@ -297,14 +297,18 @@ def _check_types(
         raise TypeError(f"delivery_method must be a DeliveryMethod, not {delivery_method!r}")
     if timeouts is not None and not isinstance(timeouts, Timeouts):
         raise TypeError(f"timeouts must be a trio_smtp.Timeouts, not {timeouts!r}")
-    if credentials is None or isinstance(credentials, _sasl.Mechanism) or callable(credentials):
+    if credentials is None or isinstance(credentials, (_sasl.Mechanism, OAuth2)):
+        return
+    if callable(credentials):
         return
     if not (
         isinstance(credentials, tuple)
         and len(credentials) == 2
         and all(isinstance(part, str) for part in credentials)
     ):
-        raise TypeError("credentials must be (user, password), a SASL mechanism, or None")
+        raise TypeError(
+            "credentials must be (user, password), trio_smtp.OAuth2, a SASL mechanism, or None"
+        )
 
 
 def _check_port(port: object, security: Security) -> int:

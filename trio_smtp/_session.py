@@ -10,11 +10,8 @@ connection is closed; the caller only ever gets a session ready for MAIL.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import copy
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -23,14 +20,54 @@ from . import _sasl
 from ._config import Security, Timeouts
 from ._errors import SmtpAuthenticationError, SmtpConnectError, SmtpTlsError
 from ._hostname import address_literal, local_fqdn
-from ._transport import StreamFactory, Transport, open_transport
-from .protocol import Auth, AuthResponse, Ehlo, Helo, Reply, StartTls
+from ._transport import StreamFactory, Transport, deadline, open_transport
+from .protocol import AuthResponse, Ehlo, Helo, Reply, StartTls
 
-__all__ = ["Credentials", "SessionConfig", "open_session"]
+__all__ = ["Credentials", "OAuth2", "SessionConfig", "open_session"]
 
-#: What ``credentials=`` accepts: a (user, password) pair, a mechanism object to force one
-#: (copied afresh for each connection), or a callable returning a new mechanism.
-Credentials = tuple[str, str] | _sasl.Mechanism | Callable[[], _sasl.Mechanism]
+
+class OAuth2:
+    """OAuth 2.0 bearer-token credentials, for ``credentials=`` (XOAUTH2 or OAUTHBEARER).
+
+    ``token`` is an access token, or an async callable returning one: it is called on each
+    new connection, just before AUTH, so a refreshed token is used when the client
+    reconnects.  Whatever it raises fails the send as :class:`~trio_smtp.SmtpAuthenticationError`
+    (the original exception is its ``__cause__``); it runs under the ``command`` deadline.
+
+    The client uses OAUTHBEARER (RFC 7628, with the server's host and port) when the server
+    offers it, else XOAUTH2 (Google, Microsoft 365); a token is never offered to a password
+    mechanism.  The token never appears in ``repr()`` nor in the protocol log.
+    """
+
+    __slots__ = ("_token", "username")
+
+    def __init__(self, username: str, token: str | Callable[[], Awaitable[str]]) -> None:
+        if not isinstance(username, str) or not username:
+            raise TypeError("OAuth2 username must be a non-empty str")
+        if not (isinstance(token, str) or callable(token)):
+            raise TypeError("OAuth2 token must be a str or an async callable returning one")
+        #: The account the token belongs to (the ``user=`` / ``a=`` field).
+        self.username = username
+        self._token = token
+
+    def __repr__(self) -> str:
+        return f"OAuth2(username={self.username!r}, token=<hidden>)"
+
+    async def get_token(self) -> str:
+        """The token: the string given, or a fresh one from the callable."""
+        if isinstance(self._token, str):
+            await trio.lowlevel.checkpoint()
+            return self._token
+        token = await self._token()
+        if not isinstance(token, str):
+            raise TypeError(f"the OAuth2 token callable returned {type(token).__name__}, not str")
+        return token
+
+
+#: What ``credentials=`` accepts: a (user, password) pair, :class:`OAuth2` token
+#: credentials, a mechanism object to force one (``auth_command()`` restarts it on each
+#: connection), or a callable returning a new mechanism.
+Credentials = tuple[str, str] | OAuth2 | _sasl.Mechanism | Callable[[], _sasl.Mechanism]
 
 #: A resolver that hangs must not stall the session: after this, use an address literal.
 _FQDN_LOOKUP_LIMIT = 5.0
@@ -81,7 +118,7 @@ async def _handshake(transport: Transport, config: SessionConfig) -> None:
         await _starttls(transport, config, domain)
     if config.credentials is not None:
         _check_credentials_allowed(transport)
-        await authenticate(transport, config.credentials)
+        await authenticate(transport, config.credentials, host=config.host, port=config.port)
 
 
 async def _ehlo_domain(transport: Transport) -> str:
@@ -149,57 +186,81 @@ def _check_credentials_allowed(transport: Transport) -> None:
         )
 
 
-def _mechanism(credentials: Credentials, offered: frozenset[str]) -> _sasl.Mechanism:
+async def _mechanism(
+    credentials: Credentials, offered: frozenset[str], host: str, port: int, limit: float | None
+) -> _sasl.Mechanism:
     if isinstance(credentials, _sasl.Mechanism):
-        # A mechanism object is one exchange: each connection gets a fresh copy.
-        return copy.deepcopy(credentials)
+        return credentials  # forced; auth_command() starts a fresh exchange
+    if isinstance(credentials, OAuth2):
+        token = await _oauth_token(credentials, limit)
+        chosen = _sasl.choose_oauth_mechanism(
+            offered, credentials.username, token, host or None, port
+        )
+        return _offered_or_fail(chosen, offered, "OAuth 2.0 (OAUTHBEARER, XOAUTH2)")
     if isinstance(credentials, tuple):
-        mechanism = _sasl.choose_mechanism(offered, credentials[0], credentials[1])
-        if mechanism is None:
-            raise SmtpAuthenticationError(
-                "no supported authentication mechanism offered "
-                f"(server offers: {', '.join(sorted(offered)) or 'none'})"
-            )
-        return mechanism
+        chosen = _sasl.choose_mechanism(offered, credentials[0], credentials[1])
+        return _offered_or_fail(chosen, offered, "password")
     return credentials()
 
 
-async def authenticate(transport: Transport, credentials: Credentials) -> None:
-    """AUTH (RFC 4954): the strongest offered mechanism, unless one is forced.
+async def _oauth_token(credentials: OAuth2, limit: float | None) -> str:
+    try:
+        with deadline(limit, "the OAuth2 token"):
+            return await credentials.get_token()
+    except Exception as exc:
+        raise SmtpAuthenticationError(f"could not get an OAuth2 token: {exc!r}") from exc
 
-    A malformed challenge or too many rounds cancel the exchange with "*" (RFC 4954 §4);
-    anything but 235 is SmtpAuthenticationError carrying the server's reply.
+
+def _offered_or_fail(
+    mechanism: _sasl.Mechanism | None, offered: frozenset[str], kind: str
+) -> _sasl.Mechanism:
+    if mechanism is None:
+        raise SmtpAuthenticationError(
+            f"no supported {kind} authentication mechanism offered "
+            f"(server offers: {', '.join(sorted(offered)) or 'none'})"
+        )
+    return mechanism
+
+
+async def authenticate(
+    transport: Transport, credentials: Credentials, *, host: str = "", port: int = 0
+) -> None:
+    """AUTH (RFC 4954) with the strongest offered mechanism, unless one is forced.
+
+    Password credentials: SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, PLAIN, LOGIN (the first
+    the server offers; see :data:`trio_smtp.sasl.PREFERENCE`).  :class:`OAuth2`:
+    OAUTHBEARER, then XOAUTH2.  The mechanism builds the AUTH line (an initial response too
+    long for it waits for the first 334) and caps the rounds; a malformed challenge or one
+    round too many cancels the exchange with "*" (RFC 4954 §4).  Anything but 235 is
+    SmtpAuthenticationError carrying the server's reply.
     """
     offered = transport.conn.extensions.auth_mechanisms
     if "AUTH" not in transport.conn.extensions:
         raise SmtpAuthenticationError("credentials given but the server does not offer AUTH")
-    mechanism = _mechanism(credentials, offered)
     limit = transport.timeouts.command
-    reply = await transport.command(
-        Auth(mechanism.name, mechanism.initial_response()), "AUTH", limit
-    )
-    rounds = 0
+    mechanism = await _mechanism(credentials, offered, host, port, limit)
+    reply = await transport.command(mechanism.auth_command(), "AUTH", limit)
     while reply.code == 334:
-        rounds += 1
-        response = _answer(mechanism, reply) if rounds <= mechanism.max_rounds else None
-        if response is None:
+        try:
+            response = mechanism.respond(_sasl.decode_challenge(reply.text))
+        except _sasl.SaslError as exc:
             reply = await transport.command(AuthResponse(cancel=True), "AUTH cancel", limit)
             raise SmtpAuthenticationError(
-                "authentication cancelled: malformed challenge or too many rounds", reply=reply
-            )
+                f"authentication cancelled: malformed challenge or too many rounds ({exc})",
+                reply=reply,
+            ) from exc
         reply = await transport.command(AuthResponse(response), "AUTH", limit)
     if reply.code != 235:
-        raise SmtpAuthenticationError("authentication failed", reply=reply)
+        raise SmtpAuthenticationError(_failure_text(mechanism), reply=reply)
     _complete(transport, mechanism, reply)
 
 
-def _answer(mechanism: _sasl.Mechanism, reply: Reply) -> bytes | None:
-    """The response to one 334 challenge, or None when it must be cancelled."""
-    try:
-        challenge = base64.b64decode(reply.text.strip(), validate=True)
-        return mechanism.respond(challenge)
-    except (binascii.Error, ValueError, _sasl.SaslError):
-        return None
+def _failure_text(mechanism: _sasl.Mechanism) -> str:
+    # XOAUTH2/OAUTHBEARER: the server's JSON error says why (an expired token, a scope).
+    server_error = getattr(mechanism, "server_error", None)
+    if server_error:
+        return f"authentication failed ({mechanism.name}: {server_error})"
+    return "authentication failed"
 
 
 def _complete(transport: Transport, mechanism: _sasl.Mechanism, reply: Reply) -> None:
