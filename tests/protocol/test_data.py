@@ -99,6 +99,12 @@ def encode_chunks(chunks: list[bytes]) -> bytes:
         (b"a\r.b\r\n..c", b"a\r\n..b\r\n...c\r\n.\r\n"),
         (b"a.b\r\n", b"a.b\r\n.\r\n"),  # a dot inside a line is left alone
         (b"\r\n.\r\n", b"\r\n..\r\n.\r\n"),  # a body cannot smuggle the terminator
+        # Mixed line ends: CRLF with bare LFs, with bare CRs, and CR/LF in the wrong order.
+        (b"a\r\nb\nc\r\n", b"a\r\nb\r\nc\r\n.\r\n"),
+        (b"a\r\nb\rc\r\n", b"a\r\nb\r\nc\r\n.\r\n"),
+        (b"a\r\nb\n\rc\r\n", b"a\r\nb\r\n\r\nc\r\n.\r\n"),
+        (b"\na\r\n", b"\r\na\r\n.\r\n"),
+        (b"a\r\nb\r", b"a\r\nb\r\n.\r\n"),
     ],
 )
 def test_encode_data_examples(body: bytes, expected: bytes) -> None:
@@ -247,6 +253,19 @@ def test_line_length_counts_across_chunks() -> None:
     # Only the part after the last CR carries over to the next chunk.
     assert inspect([b"x" * 900 + b"\rab", b"x" * 996]) is BodyKind.SEVEN_BIT
     assert inspect([b"x" * 900 + b"\rab", b"x" * 997]) is BodyKind.BINARY
+
+
+@pytest.mark.parametrize("carry", [0, 1, 500, 998])
+def test_one_long_line_is_found_wherever_it_sits(carry: int) -> None:
+    # Short lines around one line of 998 (allowed) or 999 (too long) octets, at every
+    # offset modulo the inspector's scan step, after ``carry`` octets of an open line.
+    for ending in (b"\r\n", b"\n", b"\r"):
+        for offset in range(0, 999, 7):
+            head = b"x" * (998 - carry) + ending + b"y" * (offset % 80) + ending
+            head += b"z" * offset + ending
+            for length, kind in ((998, BodyKind.SEVEN_BIT), (999, BodyKind.BINARY)):
+                body = head + b"w" * length + ending + b"v" * 997
+                assert inspect([b"u" * carry, body]) is kind, (ending, offset, length)
 
 
 def test_binary_is_final() -> None:

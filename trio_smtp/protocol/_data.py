@@ -11,12 +11,13 @@ A CR at the end of a chunk is written at once as CRLF (a bare CR and a CR whose 
 come both become CRLF); if the next chunk then starts with LF, that LF is dropped.  So nothing
 is ever held back and ``finish()`` only has to close the last line.
 
-Cost: a chunk that is already CRLF-clean is not copied at all (it is checked with
-``count``); an LF-only chunk is copied once (``replace(b"\\n", b"\\r\\n")``); dot-stuffing
+Cost: a chunk that is already CRLF-clean is not copied on the way out (it is proved clean by
+rebuilding it with two single-octet ``replace`` passes and comparing, cheaper than counting
+CRLFs); an LF-only chunk is copied once (``replace(b"\\n", b"\\r\\n")``); dot-stuffing
 copies only when some line starts with "." (base64 attachments contain no "." at all).
-Mixed line ends take three ``replace`` passes.  The rare chunk-boundary cases (a chunk
-starting with the LF of a split CRLF, or with a "." that starts a line) cost one extra copy
-of that chunk.
+CRLF mixed with bare LFs costs the rebuild; bare CRs take three more ``replace`` passes.
+The rare chunk-boundary cases (a chunk starting with the LF of a split CRLF, or with a "."
+that starts a line) cost one extra copy of that chunk.
 
 BDAT (RFC 3030) carries the body unstuffed with exact sizes: the connection frames each chunk
 (``Bdat``); a 7BIT or 8BITMIME body sent that way still needs CRLF line ends, which
@@ -59,9 +60,14 @@ def _to_crlf(data: bytes) -> bytes:
         return data.replace(b"\n", b"\r\n")
     if b"\n" not in data:
         return data.replace(b"\r", b"\r\n")
-    pairs = data.count(b"\r\n")
-    if pairs == data.count(b"\r") and pairs == data.count(b"\n"):
+    # Drop every CR, then make every LF a CRLF: the result is ``data`` exactly when every
+    # CR is followed by LF and every LF follows a CR.  Single-octet replaces run at memchr
+    # speed (4 ms per 10 MiB with the compare) where counting b"\r\n" alone takes 9 ms.
+    rebuilt = data.replace(b"\r", b"").replace(b"\n", b"\r\n")
+    if rebuilt == data:
         return data  # already CRLF-clean: no copy
+    if data.count(b"\r") == data.count(b"\r\n"):
+        return rebuilt  # no bare CR: the rebuild only gave the bare LFs their CR
     return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
@@ -76,14 +82,30 @@ class BodyKind(enum.Enum):
     BINARY = "BINARYMIME"
 
 
-def _longest_and_tail(piece: bytes, carry: int) -> tuple[int, int]:
-    """Lines of ``piece`` split at CR (it holds no LF): the longest, and the last one's
-    length; ``carry`` octets of the same line came before ``piece``."""
-    if b"\r" not in piece:
-        return carry + len(piece), carry + len(piece)
-    segments = piece.split(b"\r")
-    longest = max(carry + len(segments[0]), max(map(len, segments)))
-    return longest, len(segments[-1])
+def _line_after(data: bytes, carry: int) -> int:
+    """Octets of the unfinished line at the end of ``data``, whose first line continues
+    ``carry`` octets from before; -1 if some line exceeds :data:`MAX_LINE_LENGTH`.
+
+    No line is too long exactly when every window of ``MAX_LINE_LENGTH + 1`` octets holds
+    a line end (CR or LF).  So hop from window to window, each starting after a line end
+    of the previous one: about ``len(data) / 900`` C-level ``rfind`` calls for text, and no
+    line objects (splitting 10 MiB at LF took 17 ms; this takes 2 ms).
+    """
+    size = len(data)
+    start = 0
+    room = MAX_LINE_LENGTH + 1 - carry  # octets from ``start`` that make the line too long
+    while True:
+        end = start + room
+        # Any line end in the window will do; LF first, as it is the usual one.
+        eol = data.rfind(b"\n", start, end)
+        if eol < 0:
+            eol = data.rfind(b"\r", start, end)
+            if eol < 0:
+                # No line end in the window: too long, unless the data ends first.
+                return -1 if end <= size else carry + size - start
+        start = eol + 1
+        room = MAX_LINE_LENGTH + 1
+        carry = 0
 
 
 class BodyInspector:
@@ -110,28 +132,11 @@ class BodyInspector:
             return
         if not self._eight_bit and not data.isascii():
             self._eight_bit = True
-        self._scan_lines(data)
-
-    def _scan_lines(self, data: bytes) -> None:
-        pieces = data.split(b"\n")
-        # A piece's length bounds the lengths of the lines in it (a CR inside ends a line
-        # early), so only pieces over the limit need the exact look.
-        first = self._line + len(pieces[0])
-        if first > MAX_LINE_LENGTH or max(map(len, pieces)) > MAX_LINE_LENGTH:
-            self._binary = self._has_long_line(pieces)
-            if self._binary:
-                return
-        if len(pieces) == 1:
-            self._line = _longest_and_tail(pieces[0], self._line)[1]
+        line = _line_after(data, self._line)
+        if line < 0:
+            self._binary = True
         else:
-            self._line = _longest_and_tail(pieces[-1], 0)[1]
-
-    def _has_long_line(self, pieces: list[bytes]) -> bool:
-        if _longest_and_tail(pieces[0], self._line)[0] > MAX_LINE_LENGTH:
-            return True
-        # Loops only over pieces longer than 998 octets: at most len(data) / 999 of them.
-        long_pieces = (p for p in pieces[1:] if len(p) > MAX_LINE_LENGTH)
-        return any(_longest_and_tail(p, 0)[0] > MAX_LINE_LENGTH for p in long_pieces)
+            self._line = line
 
     @property
     def kind(self) -> BodyKind:
