@@ -93,6 +93,26 @@ async def test_eml_file_with_envelope_overrides(
     assert "accepted: real@example.net" in capsys.readouterr().out
 
 
+async def test_oauth2_access_token_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKEN", "ya29.access-token")
+    async with SmtpServer(
+        credentials={"me@example.org": "ya29.access-token"}, auth_mechanisms=["PLAIN", "XOAUTH2"]
+    ) as server:
+        ca = server.write_ca_file(tmp_path / "ca.pem")
+        status = await run_cli(
+            "send", "--server", f"smtp://me%40example.org@{server.host}:{server.port}",
+            "--ca-file", str(ca), "--password-env", "TOKEN", "--oauth2",
+            "--from", "me@example.org", "--to", "x@example.net",
+        )  # fmt: skip
+        message = await server.wait_for_message()
+    assert status == 0
+    assert message.connection is not None
+    assert message.connection.auth_mechanism == "XOAUTH2"
+    assert message.connection.auth_identity == "me@example.org"
+
+
 async def test_refused_recipient_is_reported_with_its_reply_and_exit_1(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -48,6 +48,7 @@ from ._probe import (
     split_user,
     tls_context,
 )
+from ._session import OAuth2
 from ._url import parse_smtp_url
 
 if TYPE_CHECKING:
@@ -127,6 +128,10 @@ def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPar
         "--password-env", default="TRIO_SMTP_PASSWORD", metavar="NAME",
         help="environment variable holding the password (default: %(default)s)",
     )  # fmt: skip
+    parser.add_argument(
+        "--oauth2", action="store_true",
+        help="the secret is an OAuth 2.0 access token (OAUTHBEARER or XOAUTH2), not a password",
+    )  # fmt: skip
     parser.add_argument("--ca-file", type=Path, metavar="PEM", help="trust only this CA")
     parser.set_defaults(handler=run_send)
 
@@ -148,7 +153,10 @@ def _client_options(args: argparse.Namespace, url: str, user: str | None) -> dic
     if parse_smtp_url(url)["security"] is not Security.NONE:
         options["ssl_context"] = tls_context(args.ca_file)
     if user is not None:
-        options["credentials"] = (user, _password(args.password_env, user))
+        secret = _password(args.password_env, user)
+        options["credentials"] = OAuth2(user, secret) if args.oauth2 else (user, secret)
+    elif args.oauth2:
+        raise UsageError("--oauth2 needs the user name in the URL: smtp://user@host")
     return options
 
 
