@@ -130,6 +130,9 @@ def test_dot_at_chunk_start_is_stuffed_only_at_a_line_start() -> None:
 def test_clean_crlf_chunk_is_not_copied() -> None:
     chunk = b"line one\r\nline two\r\n" * 100
     assert DataEncoder().encode(chunk) is chunk
+    # Dots inside lines need no stuffing either.
+    chunk = b"Sentence one. Two.\r\nend.\r\n" * 100
+    assert DataEncoder().encode(chunk) is chunk
 
 
 def test_accepts_memoryview_and_bytearray() -> None:
