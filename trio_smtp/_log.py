@@ -15,9 +15,15 @@ Two things never reach the log:
 
 The driver passes *everything* it writes to :meth:`ProtocolLog.log_sent` and every reply to
 :meth:`ProtocolLog.log_received`; the log works out for itself what is a command, a secret
-or message data, so a driver cannot leak data by forgetting to say so.  That bookkeeping is
-a few byte comparisons per write and always runs, so enabling the log mid-session is safe;
-decoding and formatting happen only when the logger is enabled for DEBUG.  Use one
+or message data, so a driver cannot leak data by forgetting to say so.  A driver that writes
+the message data past the log (never showing it) is fine too: the reply after a 354 with no
+data seen ends the data phase (logged as ``<message data, not shown>``), and BDAT chunk
+bookkeeping resets once every command has its reply.  A 334 reply alone puts the log in
+AUTH mode, so a secret is redacted even when the AUTH line itself was never seen.
+
+That bookkeeping is a few byte comparisons per write and always runs, so enabling the log
+mid-session is safe; decoding and formatting happen only when the logger is enabled for
+DEBUG (one ``isEnabledFor`` check per write or reply).  Use one
 :class:`ProtocolLog` per connection.
 """
 
@@ -54,6 +60,12 @@ class ProtocolLog:
         self._data_tail = b""
         self._bdat_remaining = 0
         self._data_octets = 0
+        # Data octets seen since the last 354: zero means the driver does not pass message
+        # data here, so the next reply (to the terminator) ends the data phase.
+        self._data_seen = 0
+        # Command lines (and terminators) written and not yet answered (RFC 2920: replies
+        # come in order).  At zero every BDAT chunk has been received by the server.
+        self._unanswered = 0
 
     def _debug(self, direction: str, text: str) -> None:
         self._logger.debug("%s%s: %s", self._prefix, direction, text)
@@ -80,15 +92,28 @@ class ProtocolLog:
     def log_received(self, reply: Reply) -> None:
         """Record one complete reply from the server."""
         enabled = self._logger.isEnabledFor(logging.DEBUG)
-        if enabled and (self._data_octets or self._bdat_remaining):
+        self._unanswered = max(self._unanswered - 1, 0)
+        if self._in_data and not self._data_seen:
+            # The driver wrote the data without showing it to us: this is the reply to the
+            # terminator (or an early reply), so the data phase is over either way.
+            self._in_data = False
+            if enabled:
+                self._debug("C", "<message data, not shown>")
+        elif enabled and (self._data_octets or self._bdat_remaining):
             # An early reply in the middle of message data (RFC 5321 §4.1.1.4 allows none,
             # but servers do it): say how much went out before it.
             self._debug("C", f"<message data: {self._data_octets} octets so far>")
+        if not self._unanswered:
+            # Every BDAT has its reply, so the server has every chunk (RFC 3030 §2): none
+            # can still be in progress, even if the driver never showed us its bytes.
+            self._bdat_remaining = 0
         self._data_octets = 0
-        if reply.code != 334:  # RFC 4954 §4: the exchange goes on only while 334 comes back
-            self._in_auth = False
+        # RFC 4954 §4: the exchange goes on exactly while 334 comes back.  Set here too, so
+        # an AUTH line this log never saw still has its responses redacted.
+        self._in_auth = reply.code == 334
         if reply.code == 354:
             self._in_data = True
+            self._data_seen = 0
             self._data_tail = b"\r\n"  # the DATA line's end starts the terminator
         if enabled:
             last = len(reply.lines) - 1
@@ -104,6 +129,7 @@ class ProtocolLog:
         end = len(data) if end < 0 else end + 1
         line = data[position:end]
         head = line[:5].upper()
+        self._unanswered += 1
         if self._in_auth:
             text = _REDACTED if enabled else ""
         elif head == b"AUTH ":
@@ -142,6 +168,7 @@ class ProtocolLog:
         return position + taken
 
     def _consume_data(self, data: bytes, position: int, enabled: bool) -> int:
+        self._data_seen += len(data) - position
         tail = self._data_tail
         # A terminator that straddles two writes starts in the tail (at most 4 octets).
         index = (tail + data[position : position + 4]).find(_TERMINATOR)
@@ -155,6 +182,7 @@ class ProtocolLog:
         end = position + index + len(_TERMINATOR) - len(tail)
         self._data_octets += end - position - 3  # everything before ".\r\n"
         self._in_data = False
+        self._unanswered += 1  # the terminator is answered like a command
         if enabled:
             self._debug("C", f"<message data: {self._data_octets} octets>")
             self._debug("C", ".")

@@ -15,12 +15,11 @@ only.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import math
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import trio
@@ -35,11 +34,11 @@ from ._errors import (
     SmtpTimeoutError,
     SmtpTlsError,
 )
+from ._log import ProtocolLog
 from .protocol import (
     ClientConnection,
     Command,
     ConnectionClosed,
-    NeedData,
     ProtocolError,
     Quit,
     RemoteProtocolError,
@@ -59,7 +58,7 @@ _DATA_CHUNK = 256 * 1024
 #: How long to wait for the rest of an early reply, or for the reason a write failed.
 _EARLY_GRACE = 5.0
 
-_UNKNOWN = (
+UNKNOWN = (
     "the connection was lost after the end of data and before the server's reply: "
     "the message may have been delivered"
 )
@@ -127,12 +126,21 @@ class Transport:
     """One SMTP connection: a stream and its sans-IO machine."""
 
     def __init__(
-        self, stream: trio.abc.Stream, conn: ClientConnection, *, host: str, timeouts: Timeouts
+        self,
+        stream: trio.abc.Stream,
+        conn: ClientConnection,
+        *,
+        host: str,
+        timeouts: Timeouts,
+        log: ProtocolLog | None = None,
     ) -> None:
         self.stream = stream
         self.conn = conn
         self.host = host
         self.timeouts = timeouts
+        #: The protocol log of this connection (logger ``trio_smtp.protocol``, DEBUG): every
+        #: write and every reply goes through it; it hides AUTH secrets and message data.
+        self.log = log if log is not None else ProtocolLog(host)
         #: True once the stream is TLS (implicit, or after STARTTLS).
         self.tls = isinstance(stream, trio.SSLStream)
         #: True when credentials may be sent in clear (see :func:`peer_is_loopback`).
@@ -140,9 +148,6 @@ class Transport:
         #: Transactions completed on this connection (a reused connection has > 0).
         self.transactions = 0
         self._broken = False
-        # Bytes received since the last write: lets send_message recover a reply that came
-        # in the same read as the 354 (the machine only knows it as "unexpected").
-        self._received = bytearray()
 
     @property
     def broken(self) -> bool:
@@ -165,7 +170,7 @@ class Transport:
 
     async def write(self, data: bytes, what: str, limit: float | None) -> None:
         """Write ``data`` in one ``send_all`` under ``limit`` seconds."""
-        self._received.clear()
+        self.log.log_sent(data)
         try:
             with map_errors(what), deadline(limit, what):
                 await self.stream.send_all(data)
@@ -187,11 +192,11 @@ class Transport:
         while True:
             event = self.conn.next_event()
             if isinstance(event, Reply):
+                self.log.log_received(event)
                 return event
             if isinstance(event, ConnectionClosed):
                 raise SmtpConnectError(f"the server closed the connection during {what}")
             data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
-            self._received += data
             self.conn.receive_data(data)
 
     async def command(
@@ -199,7 +204,7 @@ class Transport:
     ) -> Reply:
         """Send one command and read its reply, both under one deadline."""
         data = self.conn.send(command)  # LocalProtocolError here: nothing was written
-        self._received.clear()
+        self.log.log_sent(data)
         try:
             with map_errors(what, tls=tls), deadline(limit, what):
                 await self.stream.send_all(data)
@@ -211,56 +216,94 @@ class Transport:
     async def send_message(self, data: bytes) -> Reply:
         """After 354: the message data, the terminator, and the reply to the terminator.
 
+        A message that fits in one write goes with its terminator in one ``send_all``; the
+        server cannot tell it apart from a reply to the terminator, so its next reply is
+        read as the final one.  A larger message is written while the server is watched
+        (see :meth:`send_stream`).  A connection lost between the terminator and its reply
+        is SmtpDeliveryUnknownError (RFC 5321 §4.1.1.4: the message may have been
+        accepted).
+        """
+        if len(data) > _DATA_CHUNK:
+            return await self.send_stream(_slices(data))
+        try:
+            self._check_nothing_buffered()
+            payload = self.conn.send_data(data) + self.conn.end_data()
+            await self._send_data_block(payload)
+        except (SmtpConnectError, SmtpTlsError) as exc:
+            self.mark_broken()
+            raise SmtpDeliveryUnknownError(UNKNOWN) from exc  # part of the terminator may be out
+        except BaseException:
+            self.mark_broken()
+            raise
+        return await self._end_of_data_reply()
+
+    async def send_stream(self, chunks: AsyncIterator[bytes]) -> Reply:
+        """After 354: the chunks, dot-stuffed, the terminator, and its reply.
+
         The server is watched while we write: a reply that arrives before the terminator is
         an early reply (a refusal, or 421 before closing); writing stops, the terminator is
-        never sent, and it is raised with its code.  A connection lost between the
-        terminator and its reply is SmtpDeliveryUnknownError (RFC 5321 §4.1.1.4: the message
-        may have been accepted).
+        never sent, and it is raised with its code.  An exception from ``chunks`` (a file
+        that fails to read) stops the data without the terminator and is raised as it is.
         """
         watcher = _Watcher(self.stream)
         try:
             self._check_nothing_buffered()
-            error = await self._write_watched(data, watcher)
+            error = await self._write_watched(chunks, watcher)
             return await self._finish_data(watcher, error)
         except BaseException:
             self.mark_broken()
             raise
 
+    async def _end_of_data_reply(self) -> Reply:
+        try:
+            return await self.read_reply("the end of data", self.timeouts.data_termination)
+        except (SmtpConnectError, SmtpTlsError) as exc:
+            raise SmtpDeliveryUnknownError(UNKNOWN) from exc
+        except SmtpTimeoutError as exc:
+            raise SmtpTimeoutError(
+                f"{exc}; the message may have been delivered", reply=exc.reply
+            ) from None
+
     def _check_nothing_buffered(self) -> None:
         """A reply that came in the same read as the 354 is an early reply too."""
         try:
-            event = self.conn.next_event()
-        except RemoteProtocolError:
-            event = None
-        if isinstance(event, NeedData):
+            early = self.conn.early_reply()
+        except RemoteProtocolError as exc:
+            raise SmtpProtocolError(f"the server broke the protocol after 354: {exc}") from exc
+        if early is None:
             return
-        if isinstance(event, ConnectionClosed):
+        if isinstance(early, ConnectionClosed):
             raise SmtpConnectError("the server closed the connection after 354")
-        if event is None:
-            parser = ReplyParser()
-            parser.receive_data(bytes(self._received))
-            replies = []
-            with contextlib.suppress(RemoteProtocolError):
-                while (reply := parser.next_reply()) is not None:
-                    replies.append(reply)
-            after_354 = [r for i, r in enumerate(replies) if i and replies[i - 1].code == 354]
-            if not after_354:
-                raise SmtpProtocolError("the server sent an unexpected reply after 354")
-            event = after_354[-1]
-        raise SmtpResponseError("the server replied during the message data", reply=event)
+        raise SmtpResponseError("the server replied during the message data", reply=early)
 
-    async def _write_watched(self, data: bytes, watcher: _Watcher) -> Exception | None:
+    async def _send_data_block(self, payload: bytes | memoryview) -> None:
+        # Message data is never logged (only its size is worth knowing).
+        try:
+            with trio.fail_after(_or_inf(self.timeouts.data_block)):
+                await self.stream.send_all(payload)
+        except trio.TooSlowError:
+            raise SmtpTimeoutError(
+                f"timed out after {self.timeouts.data_block} s writing the message data"
+            ) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise SmtpConnectError(f"connection lost during the message data: {exc}") from exc
+
+    async def _write_watched(
+        self, chunks: AsyncIterator[bytes], watcher: _Watcher
+    ) -> BaseException | None:
         """Write while watching; return the writer's error instead of raising it, so that
         nothing but Cancelled ever leaves the nursery (no ExceptionGroup escapes)."""
-        error: Exception | None = None
+        error: BaseException | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watcher.run)
             with watcher.writer_scope:
                 try:
-                    await self._write_data(data, watcher)
+                    await self._write_data(chunks, watcher)
+                except _SourceFailed as exc:
+                    error = exc  # our side failed: nothing to wait for
                 except Exception as exc:
                     error = exc
-            if not watcher.arrived.is_set():
+            if not watcher.arrived.is_set() and not isinstance(error, _SourceFailed):
                 # After the terminator: its reply.  After a failed write: a short grace to
                 # read the reason the server may have sent before closing.
                 grace = self.timeouts.data_termination if error is None else _EARLY_GRACE
@@ -269,23 +312,28 @@ class Transport:
             nursery.cancel_scope.cancel()
         return error
 
-    async def _write_data(self, data: bytes, watcher: _Watcher) -> None:
-        view = memoryview(data)
-        # Large chunks, no per-line loop; small messages go in one write with the terminator.
-        for start in range(0, max(len(view), 1), _DATA_CHUNK):
+    async def _write_data(self, chunks: AsyncIterator[bytes], watcher: _Watcher) -> None:
+        # One chunk of look-ahead: the last chunk goes in the same write as the terminator.
+        pending: bytes | None = None
+        while True:
+            try:
+                chunk = await anext(chunks, None)
+            except Exception as exc:
+                raise _SourceFailed(exc) from exc
             if watcher.arrived.is_set():
                 return
-            payload = self.conn.send_data(view[start : start + _DATA_CHUNK])
-            if start + _DATA_CHUNK >= len(view):
-                payload += self.conn.end_data()
-                watcher.terminator_started = True
-            with (
-                map_errors("the message data"),
-                deadline(self.timeouts.data_block, "the message data"),
-            ):
-                await self.stream.send_all(payload)
+            if chunk is None:
+                break
+            if pending:
+                await self._send_data_block(pending)
+            pending = self.conn.send_data(chunk)
+        payload = (pending or b"") + self.conn.end_data()
+        watcher.terminator_started = True
+        await self._send_data_block(payload)
 
-    async def _finish_data(self, watcher: _Watcher, error: Exception | None) -> Reply:
+    async def _finish_data(self, watcher: _Watcher, error: BaseException | None) -> Reply:
+        if isinstance(error, _SourceFailed):
+            raise error.error
         if not watcher.terminator_started:
             if watcher.data:
                 raise await self._early_reply(watcher.data)
@@ -294,7 +342,7 @@ class Transport:
             raise SmtpConnectError("the server closed the connection during the message data")
         if error is not None and not watcher.data:
             if isinstance(error, SmtpConnectError):
-                raise SmtpDeliveryUnknownError(_UNKNOWN) from error
+                raise SmtpDeliveryUnknownError(UNKNOWN) from error
             raise error
         if not watcher.arrived.is_set():
             raise SmtpTimeoutError(
@@ -302,12 +350,9 @@ class Transport:
                 "to the end of data; the message may have been delivered"
             )
         if not watcher.data:
-            raise SmtpDeliveryUnknownError(_UNKNOWN) from watcher.error
+            raise SmtpDeliveryUnknownError(UNKNOWN) from watcher.error
         self.conn.receive_data(watcher.data)
-        try:
-            return await self.read_reply("the end of data", self.timeouts.data_termination)
-        except (SmtpConnectError, SmtpTlsError) as exc:
-            raise SmtpDeliveryUnknownError(_UNKNOWN) from exc
+        return await self._end_of_data_reply()
 
     async def _early_reply(self, data: bytes) -> SmtpError:
         """Parse what the server said before the terminator (with a short grace for the rest
@@ -333,6 +378,7 @@ class Transport:
         self.stream = await wrap_tls(self.stream, context, self.host, self.timeouts)
         self.tls = True
         self.conn.start_tls()
+        _note_tls(self.log, self.stream)
 
     async def quit(self) -> None:
         """QUIT politely if the session is idle, then close; shielded, short deadline."""
@@ -350,6 +396,20 @@ class Transport:
         """Close at once, without a word to the server (never blocks)."""
         self.mark_broken()
         await trio.aclose_forcefully(self.stream)
+
+
+class _SourceFailed(Exception):
+    """The body's source (a file, an async iterable) raised: carried out of the nursery."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _slices(data: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(view), _DATA_CHUNK):
+        yield bytes(view[start : start + _DATA_CHUNK])
 
 
 class _Watcher:
@@ -372,6 +432,12 @@ class _Watcher:
         if not self.terminator_started:
             # Early reply or EOF: stop writing; the terminator must never follow.
             self.writer_scope.cancel()
+
+
+def _note_tls(log: ProtocolLog, stream: trio.abc.Stream) -> None:
+    if isinstance(stream, trio.SSLStream):
+        cipher = stream.cipher()
+        log.note(f"TLS established: {stream.version()} {cipher[0] if cipher else ''}".rstrip())
 
 
 def _or_inf(seconds: float | None) -> float:
@@ -409,15 +475,23 @@ async def open_transport(
     context: ssl.SSLContext | None,
     timeouts: Timeouts,
     stream_factory: StreamFactory | None = None,
+    unix_socket: str | None = None,
 ) -> Transport:
-    """Connect (happy eyeballs, RFC 8305, via trio.open_tcp_stream), TLS first if implicit."""
-    what = f"connecting to {host}:{port}" if stream_factory is None else "connecting"
+    """Connect (happy eyeballs, RFC 8305, via trio.open_tcp_stream; or to ``unix_socket``;
+    or through ``stream_factory``), TLS first if implicit."""
+    peer = unix_socket if unix_socket is not None else f"{host}:{port}"
+    what = "connecting" if stream_factory is not None else f"connecting to {peer}"
     with map_errors(what), deadline(timeouts.connect, what):
         if stream_factory is not None:
             stream = await stream_factory()
+        elif unix_socket is not None:
+            stream = await trio.open_unix_socket(unix_socket)
         else:
             stream = await trio.open_tcp_stream(host, port)
+    log = ProtocolLog(peer)
+    log.note("connected")
     if security is Security.IMPLICIT_TLS:
         assert context is not None
         stream = await wrap_tls(stream, context, host, timeouts)
-    return Transport(stream, ClientConnection(), host=host, timeouts=timeouts)
+        _note_tls(log, stream)
+    return Transport(stream, ClientConnection(), host=host, timeouts=timeouts, log=log)
