@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -65,6 +66,10 @@ class ServerConfig:
     max_data_line: int = 1000
     #: After this many refused commands the server says 421 and closes (as Postfix does).
     max_errors: int = 20
+    #: RFC 5321 §4.5.3.2.7: seconds the server waits for a whole command line, or for any
+    #: byte during the TLS handshake, DATA or BDAT, before it says 421 and closes.  ``None``
+    #: waits for ever (the server's shutdown still ends the connection).
+    idle_timeout: float | None = 300.0
     greeting: str = "ESMTP trio_smtp.testing ready"
 
     def __post_init__(self) -> None:
@@ -76,6 +81,13 @@ class ServerConfig:
             raise ValueError(f"unsupported SASL mechanisms: {sorted(bad)}")
         if self.max_message_size < 1:
             raise ValueError("max_message_size must be positive")
+        if self.idle_timeout is not None and not self.idle_timeout > 0:
+            raise ValueError("idle_timeout must be positive (or None)")
+
+    @property
+    def idle_seconds(self) -> float:
+        """:attr:`idle_timeout` as a number for ``trio.move_on_after`` (inf for None)."""
+        return math.inf if self.idle_timeout is None else self.idle_timeout
 
     def offers(self, extension: str) -> bool:
         """Whether ``extension`` is switched on (TLS and AUTH state aside)."""

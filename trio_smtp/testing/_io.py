@@ -9,12 +9,13 @@ data is still looked for — so a client cannot make the server hold unbounded m
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
 import trio
 
-__all__ = ["DataResult", "PeerClosed", "ServerIO"]
+__all__ = ["ClientTimeout", "DataResult", "PeerClosed", "ServerIO"]
 
 RECEIVE_SIZE = 65536
 
@@ -25,6 +26,10 @@ _END_OF_DATA = re.compile(rb"\n\.\r?\n")
 
 class PeerClosed(Exception):
     """The client closed its side of the connection."""
+
+
+class ClientTimeout(Exception):
+    """The client sent nothing for the idle timeout (RFC 5321 §4.5.3.2.7)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +49,10 @@ class DataResult:
 class ServerIO:
     """The connection's stream plus its input and output buffers."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, *, read_timeout: float = math.inf) -> None:
         self.stream = stream
+        #: Seconds one read may wait for the client before :class:`ClientTimeout`.
+        self.read_timeout = read_timeout
         self._in = bytearray()
         self._out = bytearray()
 
@@ -84,7 +91,11 @@ class ServerIO:
     async def _fill(self) -> None:
         # Replies go out before we wait: this is what batches a pipelined group's replies.
         await self.flush()
-        data = await self.stream.receive_some(RECEIVE_SIZE)
+        data: bytes | bytearray = b""
+        with trio.move_on_after(self.read_timeout) as scope:
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+        if scope.cancelled_caught:
+            raise ClientTimeout
         if not data:
             raise PeerClosed
         self._in += data

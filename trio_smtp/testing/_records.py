@@ -121,8 +121,8 @@ class ConnectionRecord:
     #: True once the session is over.
     closed: bool = False
     #: Why the connection ended: ``"quit"``, ``"peer"`` (the client closed or broke it),
-    #: ``"fault"``, ``"errors"`` (too many errors), ``"server"`` (the server shut down),
-    #: ``"crash"``.
+    #: ``"fault"``, ``"errors"`` (too many errors), ``"timeout"`` (the client stayed silent
+    #: for the idle timeout), ``"server"`` (the server shut down), ``"crash"``.
     close_reason: str | None = None
     #: The exception that ended the connection, if any (a crash or a broken stream).
     error: BaseException | None = None

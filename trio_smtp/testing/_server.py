@@ -48,8 +48,10 @@ class SmtpServer:
 
     or ``await nursery.start(server.serve)``.  ``tls`` is ``"starttls"`` (default),
     ``"implicit"`` or ``"none"``; ``disable`` names extensions not to offer (for example
-    ``{"PIPELINING", "CHUNKING"}``); ``faults`` are :class:`Fault` objects to start with
-    (more with :meth:`on`).
+    ``{"PIPELINING", "CHUNKING"}``); ``idle_timeout`` is how long a silent client is
+    waited for (a whole command line, or any byte of TLS handshake, DATA or BDAT) before a
+    421 and close, RFC 5321 §4.5.3.2.7's 5 minutes by default; ``faults`` are
+    :class:`Fault` objects to start with (more with :meth:`on`).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class SmtpServer:
         disable: Collection[str] = (),
         max_message_size: int = 10 * 1024 * 1024,
         max_recipients: int = 100,
+        idle_timeout: float | None = 300.0,
         faults: Iterable[Fault] = (),
     ) -> None:
         self.config = ServerConfig(
@@ -78,6 +81,7 @@ class SmtpServer:
             disabled=frozenset(name.upper() for name in disable),
             max_message_size=max_message_size,
             max_recipients=max_recipients,
+            idle_timeout=idle_timeout,
         )
         self._requested = (host, port)
         self._address: tuple[str, int] | None = None

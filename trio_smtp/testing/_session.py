@@ -34,7 +34,7 @@ from ._faults import (
     Respond,
     Shutdown,
 )
-from ._io import ServerIO
+from ._io import ClientTimeout, ServerIO
 from ._records import CommandRecord, ConnectionRecord, Message, ServerReply
 
 if TYPE_CHECKING:
@@ -73,13 +73,14 @@ class Session:
         tls: TlsMaterial | None,
         on_message: Callable[[Message], None],
     ) -> None:
-        self.io = ServerIO(stream)
+        self.io = ServerIO(stream, read_timeout=config.idle_seconds)
         self.record = record
         self.config = config
         self.faults = faults
         self._tls = tls
         self.on_message = on_message
         self.tls_active = False
+        self.tls_pending = False  # inside a TLS handshake: no reply can be written
         self.esmtp = False
         self.authenticated: str | None = None
         self.refused = False
@@ -103,11 +104,30 @@ class Session:
             # RFC 5321 §3.1: a 554 greeting refuses service; only QUIT is then honoured.
             self.refused = self.last_reply is not None and self.last_reply.code == 554
             while True:
-                line = await self.io.read_line(self.config.max_command_line)
+                line = await self.read_command_line(self.config.max_command_line)
                 await self._handle_line(line)
+        except ClientTimeout:
+            await self._timed_out()
         except SessionClosed:
             pass
         await self.io.flush()
+
+    async def read_command_line(self, max_length: int) -> bytes | None:
+        """:meth:`ServerIO.read_line` with one deadline for the whole line, so a client
+        dripping a byte at a time cannot hold the session (RFC 5321 §4.5.3.2.7)."""
+        with trio.move_on_after(self.config.idle_seconds):
+            return await self.io.read_line(max_length)
+        raise ClientTimeout
+
+    async def _timed_out(self) -> None:
+        # As Postfix does: an unsolicited 421 (if the client still reads), then close.
+        self.close_reason = "timeout"
+        self.current = None
+        self.mods = _Modifiers()
+        if not self.tls_pending:
+            with trio.move_on_after(self.config.idle_seconds):
+                await self.reply_raw(421, f"4.4.2 {self.config.hostname} Error: timeout exceeded")
+                await self.io.flush()
 
     async def _greet(self) -> None:
         # RFC 5321 §4.2: the greeting carries no enhanced status code.
@@ -342,7 +362,12 @@ class Session:
         assert self._tls is not None
         await self.io.flush()
         stream = trio.SSLStream(self.io.stream, self._tls.server_context, server_side=True)
-        await stream.do_handshake()
+        self.tls_pending = True
+        with trio.move_on_after(self.config.idle_seconds):
+            await stream.do_handshake()
+            self.tls_pending = False
+        if self.tls_pending:
+            raise ClientTimeout
         self.io.stream = stream
         self.tls_active = True
         self.record.tls_version = stream.version()
@@ -417,7 +442,7 @@ class Session:
                 await self.reply(535, "5.7.8", "Error: authentication failed")
                 return
             await self.reply_raw(334, base64.b64encode(step.data).decode("ascii"))
-            line = await self.io.read_line(self.config.max_auth_line)
+            line = await self.read_command_line(self.config.max_auth_line)
             self.mods = _Modifiers()
             if line is None:
                 self._start_command(b"", "", "")
