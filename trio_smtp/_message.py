@@ -23,6 +23,8 @@ from email.message import Message
 from io import BytesIO
 
 from ._errors import SmtpError, SmtpStatusCode
+from ._options import NO_OPTIONS, DeliveryOptions
+from ._sources import StreamedBody, streamed_body
 from .protocol import BodyInspector, BodyKind, Extensions, validate_address
 
 __all__ = ["Envelope", "PreparedMessage", "check_against_server", "prepare_message"]
@@ -60,21 +62,29 @@ class PreparedMessage:
     """A validated message, ready for any server."""
 
     envelope: Envelope
-    #: The message exactly as it goes on the wire before dot-stuffing.
+    #: The message exactly as it goes on the wire before dot-stuffing (``b""`` when the
+    #: body is streamed from :attr:`body`).
     data: bytes
     #: True when an address is non-ASCII: the server must offer SMTPUTF8 (RFC 6531 §3.4).
     smtputf8_required: bool
     #: True when SMTPUTF8 should be used if offered (8-bit header bytes in a raw message).
     smtputf8_wanted: bool
-    #: 7-bit, 8-bit or binary: decides BODY= (RFC 6152).
-    body_kind: BodyKind
+    #: 7-bit, 8-bit or binary: decides BODY= (RFC 6152); None when streamed (unknown).
+    body_kind: BodyKind | None
     #: The Message-ID header, if the message has one.
     message_id: str | None = None
+    #: A body read at send time (file, path, async iterable) instead of :attr:`data`.
+    body: StreamedBody | None = None
+    #: DSN and REQUIRETLS options (see :mod:`trio_smtp._options`).
+    options: DeliveryOptions = NO_OPTIONS
+    #: True when the data holds a NUL octet: only BDAT with BODY=BINARYMIME carries it.
+    has_nul: bool = False
 
     @property
-    def size(self) -> int:
-        """The message size as RFC 1870 counts it (CRLF line ends, before stuffing)."""
-        return len(self.data)
+    def size(self) -> int | None:
+        """The message size as RFC 1870 counts it (CRLF line ends, before stuffing), or an
+        estimate (a file's size) for a streamed body; None when unknown."""
+        return len(self.data) if self.body is None else self.body.size
 
 
 def prepare_message(
@@ -84,15 +94,21 @@ def prepare_message(
 ) -> PreparedMessage:
     """Validate ``message`` and the explicit envelope; serialise the message once.
 
-    Raises ``TypeError`` when ``message`` is not an :class:`email.message.Message` or bytes,
-    ``ValueError`` when no sender or no recipient can be found or an address is invalid.
+    Raises ``TypeError`` when ``message`` is not an :class:`email.message.Message`, bytes,
+    a binary file object, an ``os.PathLike`` or an async iterable of bytes (a ``str`` is
+    refused: pass a :class:`pathlib.Path`), ``ValueError`` when no sender or no recipient can
+    be found or an address is invalid.
     """
     if isinstance(message, Message):
         return _prepare_email(message, sender, recipients)
     if isinstance(message, (bytes, bytearray, memoryview)):
         return _prepare_bytes(bytes(message), sender, recipients)
+    body = streamed_body(message)
+    if body is not None:
+        return _prepare_streamed(body, sender, recipients)
     raise TypeError(
-        f"message must be an email.message.EmailMessage or bytes, not {type(message).__name__}"
+        "message must be an email.message.EmailMessage, bytes, a binary file, a path or an "
+        f"async iterable of bytes, not {type(message).__name__}"
     )
 
 
@@ -107,10 +123,10 @@ def check_against_server(prepared: PreparedMessage, extensions: Extensions) -> N
             "the message needs SMTPUTF8 (non-ASCII address) and the server does not offer it",
             status_code=SmtpStatusCode.MAILBOX_NAME_NOT_ALLOWED,
         )
-    limit = extensions.max_size
-    if limit is not None and prepared.size > limit:
+    limit, size = extensions.max_size, prepared.size
+    if limit is not None and size is not None and size > limit:
         raise SmtpError(
-            f"the message is {prepared.size} octets; the server accepts at most {limit}",
+            f"the message is {size} octets; the server accepts at most {limit}",
             status_code=SmtpStatusCode.EXCEEDED_STORAGE_ALLOCATION,
         )
 
@@ -150,14 +166,34 @@ def _envelope(sender: str, recipients: list[str]) -> tuple[Envelope, bool]:
 # -- raw bytes -------------------------------------------------------------------------------
 
 
+def _explicit_envelope(
+    what: str, sender: str | None, recipients: Sequence[str] | str | None
+) -> tuple[Envelope, bool]:
+    if sender is None:
+        raise ValueError(f"{what} needs sender=")
+    if recipients is None:
+        raise ValueError(f"{what} needs recipients=")
+    return _envelope(_check_sender(sender), _explicit_recipients(recipients))
+
+
+def _prepare_streamed(
+    body: StreamedBody, sender: str | None, recipients: Sequence[str] | str | None
+) -> PreparedMessage:
+    envelope, utf8 = _explicit_envelope(f"a message from a {body.description}", sender, recipients)
+    return PreparedMessage(
+        envelope=envelope,
+        data=b"",
+        smtputf8_required=utf8,
+        smtputf8_wanted=utf8,
+        body_kind=None,  # known only once read: see _transaction's choice of BODY=
+        body=body,
+    )
+
+
 def _prepare_bytes(
     data: bytes, sender: str | None, recipients: Sequence[str] | str | None
 ) -> PreparedMessage:
-    if sender is None:
-        raise ValueError("a bytes message needs sender=")
-    if recipients is None:
-        raise ValueError("a bytes message needs recipients=")
-    envelope, utf8 = _envelope(_check_sender(sender), _explicit_recipients(recipients))
+    envelope, utf8 = _explicit_envelope("a bytes message", sender, recipients)
     blank_line = _BLANK_LINE.search(data)
     headers = data[: blank_line.start()] if blank_line else data
     return PreparedMessage(
@@ -169,6 +205,7 @@ def _prepare_bytes(
         smtputf8_wanted=utf8 or not headers.isascii(),
         body_kind=_body_kind(data),
         message_id=_raw_message_id(headers),
+        has_nul=b"\0" in data,
     )
 
 
@@ -213,6 +250,7 @@ def _prepare_email(
         smtputf8_wanted=utf8,
         body_kind=_body_kind(data),
         message_id=str(message_id).strip() if message_id is not None else None,
+        has_nul=b"\0" in data,
     )
 
 

@@ -15,19 +15,37 @@ every reply is read and matched in order; without it, one command at a time.  Th
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import AsyncIterator
 from typing import Literal
 
+from ._chunking import send_bdat
 from ._errors import (
     SmtpConnectError,
+    SmtpDeliveryUnknownError,
     SmtpError,
     SmtpFailedRecipientError,
     SmtpFailedRecipientsError,
     SmtpResponseError,
+    SmtpStatusCode,
+    SmtpTlsError,
 )
 from ._message import PreparedMessage, check_against_server
 from ._results import SendResult
-from ._transport import Transport
-from .protocol import BodyKind, Data, Extensions, LocalProtocolError, Mail, Rcpt, Reply, Rset
+from ._sources import CHUNK_SIZE
+from ._transport import UNKNOWN, Transport
+from .protocol import (
+    Bdat,
+    BodyKind,
+    Data,
+    Extensions,
+    LocalProtocolError,
+    Mail,
+    Rcpt,
+    Reply,
+    Rset,
+    normalize_line_endings,
+)
 
 __all__ = ["ConnectionStaleError", "deliver"]
 
@@ -37,13 +55,22 @@ class ConnectionStaleError(SmtpConnectError):
     an idle session, or said 421): safe to retry once on a new connection."""
 
 
+class BinaryBodyError(SmtpError):
+    """The body holds a NUL octet and the server cannot take it (BDAT with BODY=BINARYMIME,
+    RFC 3030 §3, is the only way); raised before MAIL, or -- for a streamed body -- when the
+    NUL is read, closing the connection without ending the data (nothing is delivered)."""
+
+
 async def deliver(transport: Transport, prepared: PreparedMessage) -> SendResult:
     """Run one transaction on a ready session; see the module docstring for the outcomes."""
+    if prepared.body is not None:
+        await prepared.body.open()  # before MAIL: a missing file is an OSError, nothing sent
     extensions = transport.conn.extensions
     check_against_server(prepared, extensions)  # RFC 1870 §4, RFC 6531 §3.4: before MAIL
-    mail = _mail_command(prepared, extensions)
+    prepared.options.check_server(extensions, tls=transport.tls)  # RFC 3461, RFC 8689
+    plan = _plan(prepared, extensions)
     try:
-        result = await _transaction(transport, prepared, mail)
+        result = await _transaction(transport, prepared, plan)
     except SmtpError as exc:
         await _after_failure(transport, exc)
         raise
@@ -51,36 +78,68 @@ async def deliver(transport: Transport, prepared: PreparedMessage) -> SendResult
     return result
 
 
-def _mail_command(prepared: PreparedMessage, extensions: Extensions) -> Mail:
-    body: Literal["8BITMIME"] | None = None
-    if prepared.body_kind is not BodyKind.SEVEN_BIT and extensions.eightbitmime:
-        body = "8BITMIME"  # RFC 6152 §3
-    return Mail(
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Plan:
+    """How this message goes: the MAIL command, and DATA or BDAT (raw or normalised)."""
+
+    mail: Mail
+    bdat: bool
+    #: BDAT with BODY=BINARYMIME: the octets go as they are (no CRLF normalisation).
+    raw: bool
+
+
+def _plan(prepared: PreparedMessage, extensions: Extensions) -> _Plan:
+    """Choose BODY= and the transfer (RFC 6152, RFC 3030).
+
+    * CHUNKING offered: BDAT.  A binary body (NUL, or a line over 998 octets) goes as it is
+      with BODY=BINARYMIME when that is offered too; anything else is CRLF-normalised.
+    * A NUL octet without BDAT+BINARYMIME is refused locally (BinaryBodyError): neither DATA
+      nor 8BITMIME may carry it.  Lines over 998 octets alone are sent anyway (with
+      BODY=8BITMIME when offered), as most servers take them.
+    * A streamed body's kind is unknown until read: BODY=8BITMIME is declared whenever it is
+      offered (harmless for 7-bit data), and a NUL found while streaming aborts the send.
+    """
+    kind = prepared.body_kind
+    bdat = extensions.chunking
+    raw = bdat and kind is BodyKind.BINARY and "BINARYMIME" in extensions
+    if prepared.has_nul and not raw:
+        raise BinaryBodyError(
+            "the message contains NUL octets: only BDAT with BODY=BINARYMIME carries them, "
+            "and the server does not offer both (CHUNKING, BINARYMIME)",
+            status_code=SmtpStatusCode.TRANSACTION_FAILED,
+        )
+    body: Literal["8BITMIME", "BINARYMIME"] | None = None
+    if raw:
+        body = "BINARYMIME"  # RFC 3030 §3
+    elif kind is not BodyKind.SEVEN_BIT and extensions.eightbitmime:
+        body = "8BITMIME"  # RFC 6152 §3 (kind None: streamed, unknown)
+    size = prepared.size if "SIZE" in extensions else None  # RFC 1870 §6
+    mail = Mail(
         prepared.envelope.sender,
-        size=prepared.size if "SIZE" in extensions else None,  # RFC 1870 §6
+        size=size,
         body=body,
         smtputf8=prepared.smtputf8_required or (prepared.smtputf8_wanted and extensions.smtputf8),
     )
+    if prepared.options.wants_dsn or prepared.options.requiretls:
+        mail = prepared.options.mail(mail)
+    return _Plan(mail, bdat, raw)
 
 
-async def _transaction(transport: Transport, prepared: PreparedMessage, mail: Mail) -> SendResult:
+async def _transaction(transport: Transport, prepared: PreparedMessage, plan: _Plan) -> SendResult:
     recipients = prepared.envelope.recipients
+    rcpts = [prepared.options.rcpt(r) for r in recipients]
+    if plan.bdat:
+        return await _transaction_bdat(transport, prepared, plan, rcpts)
     data_reply: Reply | None
     if transport.conn.extensions.pipelining:
         mail_reply, rcpt_replies, data_reply = await _envelope_pipelined(
-            transport, mail, recipients
+            transport, plan.mail, rcpts, Data()
         )
     else:
         mail_reply, rcpt_replies, data_reply = await _envelope_one_by_one(
-            transport, mail, recipients
+            transport, plan.mail, rcpts, last=Data()
         )
-    accepted: list[str] = []
-    rejected: dict[str, Reply] = {}
-    for recipient, reply in zip(recipients, rcpt_replies, strict=False):
-        if reply.code // 100 == 2:
-            accepted.append(recipient)
-        else:
-            rejected[recipient] = reply
+    accepted, rejected = _sort(recipients, rcpt_replies)
     if (
         data_reply is not None
         and data_reply.code == 354
@@ -90,14 +149,92 @@ async def _transaction(transport: Transport, prepared: PreparedMessage, mail: Ma
         await transport.write(transport.conn.end_data(), "the end of data", None)
         await transport.read_reply("the end of data", transport.timeouts.data_termination)
         data_reply = None
+    _check_envelope(mail_reply, accepted, rejected)
+    assert data_reply is not None
+    if data_reply.code != 354:
+        raise SmtpResponseError("the server refused DATA", reply=data_reply)
+    if prepared.body is None:
+        final = await transport.send_message(prepared.data)
+    else:
+        final = await transport.send_stream(_no_nul(prepared.body.chunks()))
+    return _outcome(prepared, final, accepted, rejected)
+
+
+async def _transaction_bdat(
+    transport: Transport, prepared: PreparedMessage, plan: _Plan, rcpts: list[Rcpt]
+) -> SendResult:
+    """RFC 3030.  A small in-memory message goes with the envelope in ONE write (MAIL, RCPTs
+    and ``BDAT n LAST`` with its octets, pipelined as RFC 3030 §4.2 allows); otherwise the
+    envelope's replies are read first, then the body is sent in chunks."""
+    recipients = prepared.envelope.recipients
+    conn = transport.conn
+    data = prepared.data if plan.raw else None
+    if prepared.body is None and data is None:
+        data = normalize_line_endings(prepared.data)
+    if conn.extensions.pipelining and data is not None and len(data) <= CHUNK_SIZE:
+        mail_reply, rcpt_replies, final = await _envelope_pipelined(
+            transport, plan.mail, rcpts, Bdat(data, last=True), unknown_after_mail=True
+        )
+        accepted, rejected = _sort(recipients, rcpt_replies)
+        _check_envelope(mail_reply, accepted, rejected)
+        return _outcome(prepared, final, accepted, rejected)
+    if conn.extensions.pipelining:
+        mail_reply, rcpt_replies, _ = await _envelope_pipelined(transport, plan.mail, rcpts, None)
+    else:
+        mail_reply, rcpt_replies, _ = await _envelope_one_by_one(
+            transport, plan.mail, rcpts, last=None
+        )
+    accepted, rejected = _sort(recipients, rcpt_replies)
+    _check_envelope(mail_reply, accepted, rejected)
+    if data is not None:
+        chunks = _slices(data)
+    else:
+        assert prepared.body is not None
+        chunks = _no_nul(prepared.body.chunks())
+    final = await send_bdat(transport, chunks, normalise=data is None)
+    return _outcome(prepared, final, accepted, rejected)
+
+
+async def _slices(data: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(view), CHUNK_SIZE):
+        yield bytes(view[start : start + CHUNK_SIZE])
+
+
+async def _no_nul(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A streamed body, refused (BinaryBodyError) at its first NUL octet."""
+    async for chunk in chunks:
+        if b"\0" in chunk:
+            raise BinaryBodyError(
+                "the streamed message contains a NUL octet; it was not delivered "
+                "(only BDAT with BODY=BINARYMIME carries NUL, and streamed bodies are sent "
+                "as text)",
+                status_code=SmtpStatusCode.TRANSACTION_FAILED,
+            )
+        yield chunk
+
+
+def _sort(recipients: tuple[str, ...], replies: list[Reply]) -> tuple[list[str], dict[str, Reply]]:
+    accepted: list[str] = []
+    rejected: dict[str, Reply] = {}
+    for recipient, reply in zip(recipients, replies, strict=False):
+        if reply.code // 100 == 2:
+            accepted.append(recipient)
+        else:
+            rejected[recipient] = reply
+    return accepted, rejected
+
+
+def _check_envelope(mail_reply: Reply, accepted: list[str], rejected: dict[str, Reply]) -> None:
     if mail_reply.code != 250:
         raise SmtpResponseError("the server refused the sender (MAIL)", reply=mail_reply)
     if not accepted:
         raise SmtpFailedRecipientsError(_failures(rejected))
-    assert data_reply is not None
-    if data_reply.code != 354:
-        raise SmtpResponseError("the server refused DATA", reply=data_reply)
-    final = await transport.send_message(prepared.data)
+
+
+def _outcome(
+    prepared: PreparedMessage, final: Reply, accepted: list[str], rejected: dict[str, Reply]
+) -> SendResult:
     if final.code // 100 != 2:
         raise SmtpResponseError("the server refused the message", reply=final)
     result = SendResult(tuple(accepted), rejected, final, prepared.message_id)
@@ -135,32 +272,52 @@ async def _mail_reply(transport: Transport, mail: Mail) -> Reply:
 
 
 async def _envelope_pipelined(
-    transport: Transport, mail: Mail, recipients: tuple[str, ...]
+    transport: Transport,
+    mail: Mail,
+    rcpts: list[Rcpt],
+    last: Data | Bdat | None,
+    *,
+    unknown_after_mail: bool = False,
 ) -> tuple[Reply, list[Reply], Reply]:
+    """MAIL, every RCPT and ``last`` (DATA, ``BDAT n LAST`` or nothing) in one write, then
+    every reply.  With BDAT LAST in the write, a connection lost once MAIL's reply is in
+    may have delivered the message (SmtpDeliveryUnknownError)."""
     conn = transport.conn
-    group = [conn.send(mail), *(conn.send(Rcpt(r)) for r in recipients), conn.send(Data())]
+    group = [conn.send(mail), *(conn.send(rcpt) for rcpt in rcpts)]
+    if last is not None:
+        group.append(conn.send(last))
     await transport.write(b"".join(group), "MAIL", transport.timeouts.mail)  # one write
     mail_reply = await _mail_reply(transport, mail)
-    rcpt_replies = [
-        _check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt)) for _ in recipients
-    ]
-    data_reply = await transport.read_reply("DATA", transport.timeouts.data_initiation)
-    return mail_reply, rcpt_replies, _check_421(data_reply)
+    try:
+        rcpt_replies = [
+            _check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt)) for _ in rcpts
+        ]
+        if last is None:
+            return mail_reply, rcpt_replies, mail_reply
+        if isinstance(last, Data):
+            last_reply = await transport.read_reply("DATA", transport.timeouts.data_initiation)
+            return mail_reply, rcpt_replies, _check_421(last_reply)
+        final = await transport.read_reply("the end of data", transport.timeouts.data_termination)
+        return mail_reply, rcpt_replies, final
+    except (SmtpConnectError, SmtpTlsError) as exc:
+        if unknown_after_mail:  # RFC 3030 §2 + RFC 5321 §4.1.1.4: it may be delivered
+            raise SmtpDeliveryUnknownError(UNKNOWN) from exc
+        raise
 
 
 async def _envelope_one_by_one(
-    transport: Transport, mail: Mail, recipients: tuple[str, ...]
+    transport: Transport, mail: Mail, rcpts: list[Rcpt], *, last: Data | None
 ) -> tuple[Reply, list[Reply], Reply | None]:
     mail_reply = await _mail_reply(transport, mail)
     if mail_reply.code != 250:
         return mail_reply, [], None
     rcpt_replies = []
-    for recipient in recipients:
-        reply = await transport.command(Rcpt(recipient), "RCPT", transport.timeouts.rcpt)
+    for rcpt in rcpts:
+        reply = await transport.command(rcpt, "RCPT", transport.timeouts.rcpt)
         rcpt_replies.append(_check_421(reply))
-    if not any(reply.code // 100 == 2 for reply in rcpt_replies):
+    if last is None or not any(reply.code // 100 == 2 for reply in rcpt_replies):
         return mail_reply, rcpt_replies, None
-    data_reply = await transport.command(Data(), "DATA", transport.timeouts.data_initiation)
+    data_reply = await transport.command(last, "DATA", transport.timeouts.data_initiation)
     return mail_reply, rcpt_replies, _check_421(data_reply)
 
 
@@ -171,6 +328,9 @@ async def _after_failure(transport: Transport, error: SmtpError) -> None:
     if isinstance(error, SmtpFailedRecipientsError) and error.result is not None:
         return  # delivered to the others: the transaction completed
     if error.reply is not None and error.reply.code == 421:
+        transport.mark_broken()
+        return
+    if isinstance(error, BinaryBodyError) and transport.conn.pending:
         transport.mark_broken()
         return
     try:

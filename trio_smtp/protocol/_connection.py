@@ -84,6 +84,34 @@ class ClientConnection:
         """The commands awaiting replies, oldest first."""
         return tuple(command for command in self._queue if command is not None)
 
+    @property
+    def buffered(self) -> int:
+        """Octets received from the server and not yet returned as a reply."""
+        return self._parser.buffered
+
+    def early_reply(self) -> Reply | ConnectionClosed | None:
+        """In DATA, before the terminator: what the server already said, if anything.
+
+        Nothing the server sends then can answer the terminator, so any reply is an early
+        one: a refusal of the message, or 421 before closing.  Returns that reply (complete
+        replies only), ConnectionClosed after EOF, or None when nothing complete came.  On
+        a reply or EOF the session enters ERROR: the terminator must never follow, and the
+        driver closes the connection (RFC 5321 §4.1.1.4 gives no way to resume).
+        """
+        if self._session.state is not State.DATA:
+            raise LocalProtocolError("early_reply() is only meaningful in DATA")
+        if any(isinstance(command, EndOfData) for command in self._queue):
+            raise LocalProtocolError("early_reply() after end_data()")
+        try:
+            reply = self._parser.next_reply()
+        except RemoteProtocolError:
+            self._fail()
+            raise
+        if reply is None and not self._eof:
+            return None
+        self._fail()
+        return ConnectionClosed() if reply is None else reply
+
     def send(self, command: Command) -> bytes:
         """Validate ``command`` against the state and its own rules; return its bytes.
 
