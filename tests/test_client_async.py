@@ -26,7 +26,7 @@ MakeMessage = Callable[..., EmailMessage]
 
 @pytest.fixture
 async def server() -> AsyncIterator[SmtpServer]:
-    async with SmtpServer(tls="none") as srv:
+    async with SmtpServer(tls="none", disable={"CHUNKING"}) as srv:
         yield srv
 
 

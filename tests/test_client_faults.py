@@ -40,8 +40,9 @@ ClientFactory = Callable[..., SmtpClient]
 
 @pytest.fixture(params=[(), ("PIPELINING",)], ids=["pipelining", "one-by-one"])
 async def server(request: pytest.FixtureRequest) -> AsyncIterator[SmtpServer]:
-    """A plaintext testing server, with and without PIPELINING (both code paths)."""
-    async with SmtpServer(tls="none", disable=request.param) as srv:
+    """A plaintext testing server, with and without PIPELINING (both code paths), without
+    CHUNKING: these tests are about DATA (BDAT has tests/test_client_bdat.py)."""
+    async with SmtpServer(tls="none", disable={"CHUNKING", *request.param}) as srv:
         yield srv
 
 
@@ -99,7 +100,7 @@ async def test_all_refused_sends_no_body(server: SmtpServer, make_message: MakeM
 async def test_all_refused_but_pipelined_data_got_354_sends_only_terminator(
     make_message: MakeMessage,
 ) -> None:
-    async with SmtpServer(tls="none") as server:
+    async with SmtpServer(tls="none", disable={"CHUNKING"}) as server:
         server.on("RCPT", Respond(550, "5.1.1 no such user"))
         server.on("DATA", Respond(354, "go ahead anyway"))
         async with client_for(server) as client:
@@ -136,7 +137,7 @@ async def test_end_of_data_refused(server: SmtpServer, make_message: MakeMessage
 async def test_early_reply_during_data_reported_with_its_code(
     make_message: MakeMessage, size: int
 ) -> None:
-    async with SmtpServer(tls="none", max_message_size=50_000_000) as server:
+    async with SmtpServer(tls="none", disable={"CHUNKING"}, max_message_size=50_000_000) as server:
         server.on("DATA", EarlyReply(554, "5.3.0 go away", hold=5), times=1)
         async with client_for(server) as client:
             with pytest.raises(SmtpResponseError) as info:
@@ -213,7 +214,7 @@ PHASES = ["GREETING", "EHLO", "MAIL", "RCPT", "DATA", "END_OF_DATA"]
 async def test_deadline_at_each_phase(
     autojump_clock: trio.testing.MockClock, phase: str, make_message: MakeMessage
 ) -> None:
-    async with SmtpServer(tls="none") as server:
+    async with SmtpServer(tls="none", disable={"CHUNKING"}) as server:
         server.on(phase, Delay(10_000), times=1)
         async with client_for(server, timeouts=Timeouts()) as client:
             with pytest.raises(SmtpTimeoutError) as info:
@@ -229,7 +230,7 @@ async def test_deadline_at_each_phase(
 async def test_user_cancel_scope_at_each_phase_closes_connection(
     autojump_clock: trio.testing.MockClock, phase: str, make_message: MakeMessage
 ) -> None:
-    async with SmtpServer(tls="none") as server:
+    async with SmtpServer(tls="none", disable={"CHUNKING"}) as server:
         server.on(phase, Delay(100), times=1)
         async with client_for(server) as client:
             with trio.move_on_after(10) as scope:
@@ -250,7 +251,7 @@ async def test_server_that_stops_reading_data_hits_the_data_block_deadline(
         await stream.send_all(b"354 go ahead\r\n")
         await trio.sleep_forever()
 
-    async with SmtpServer(tls="none", max_message_size=100_000_000) as server:
+    async with SmtpServer(tls="none", disable={"CHUNKING"}, max_message_size=100_000_000) as server:
         server.on("DATA", Handover(stop_reading), times=1)
         async with client_for(server, Timeouts(data_block=60)) as client:
             with pytest.raises(SmtpTimeoutError, match="message data"):
@@ -272,7 +273,9 @@ async def test_endless_auth_challenges_are_capped(make_message: MakeMessage) -> 
                 break
         await stream.receive_some(1000)
 
-    async with SmtpServer(tls="none", credentials={"user": "password"}) as server:
+    async with SmtpServer(
+        tls="none", disable={"CHUNKING"}, credentials={"user": "password"}
+    ) as server:
         server.on("AUTH", Handover(endless))
         client = SmtpClient(
             server.host,
@@ -294,7 +297,7 @@ async def test_credentials_allowed_over_a_unix_socket(
     listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     await listener.bind(path)
     listener.listen(1)
-    server = SmtpServer(tls="none", credentials={"user": "password"})
+    server = SmtpServer(tls="none", disable={"CHUNKING"}, credentials={"user": "password"})
 
     async def serve_one() -> None:
         sock, _ = await listener.accept()

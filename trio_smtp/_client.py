@@ -16,10 +16,11 @@ the nursery reaches the user.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import ssl
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from email.message import EmailMessage
 from types import TracebackType
@@ -31,15 +32,28 @@ from . import _sasl
 from ._config import DeliveryMethod, Security, Timeouts, default_port
 from ._errors import SmtpFailedRecipientsError
 from ._message import PreparedMessage, prepare_message
+from ._options import NO_OPTIONS, DeliveryNotification, DsnReturn, delivery_options
 from ._pickup import deliver_to_pickup
 from ._results import SendCompleted as SendCompleted
 from ._results import SendResult as SendResult
 from ._session import Credentials, OAuth2, SessionConfig, open_session
+from ._sources import SupportsAsyncRead, SupportsRead
 from ._transaction import ConnectionStaleError, deliver
 from ._transport import StreamFactory, Transport
 from ._url import parse_smtp_url
 
 __all__ = ["SendCompleted", "SendResult", "SmtpClient"]
+
+#: What ``send`` takes: a message, its bytes, or a streamed body (binary file object with
+#: ``read(n)``, a trio async file, an ``os.PathLike``, or an async iterable of bytes).
+Message_ = (
+    EmailMessage
+    | bytes
+    | os.PathLike[str]
+    | AsyncIterable[bytes]
+    | SupportsRead
+    | SupportsAsyncRead
+)
 
 
 class SmtpClient:
@@ -155,19 +169,40 @@ class SmtpClient:
 
     async def send(
         self,
-        message: EmailMessage | bytes,
+        message: Message_,
         *,
         sender: str | None = None,
         recipients: Sequence[str] | None = None,
+        notify: DeliveryNotification | Mapping[str, DeliveryNotification] | None = None,
+        ret: DsnReturn | None = None,
+        envid: str | None = None,
+        orcpt: Mapping[str, str] | None = None,
+        requiretls: bool = False,
     ) -> SendResult:
         """Send ``message`` and wait for the outcome.
+
+        ``message`` is an :class:`~email.message.EmailMessage`, ``bytes``, or -- streamed
+        in chunks with bounded memory, and needing ``sender`` and ``recipients`` -- a binary
+        file object, an ``os.PathLike`` path (a ``str`` is refused: pass a
+        :class:`pathlib.Path`) or an async iterable of bytes.  SIZE is declared when the size
+        is known (a regular file), and BODY=8BITMIME whenever the server offers it (a
+        streamed body's kind is unknown until read).  A NUL octet cannot go as text: it is
+        refused (:class:`~trio_smtp.SmtpError`) unless the server offers CHUNKING and
+        BINARYMIME (in-memory messages only).
+
+        DSN (RFC 3461): ``notify`` (one :class:`DeliveryNotification` for every recipient,
+        or a mapping recipient -> flags), ``ret`` (:class:`DsnReturn`), ``envid``, and
+        ``orcpt`` (recipient -> original address).  ``requiretls=True`` (RFC 8689) asks every
+        hop to use TLS.  A server without DSN, or REQUIRETLS without TLS or without the
+        extension, is refused before MAIL (:class:`~trio_smtp.SmtpError`,
+        :class:`~trio_smtp.SmtpTlsError`): nothing is silently dropped.
 
         Raises ``TypeError``/``ValueError`` for bad input, ``trio.BusyResourceError`` while
         another send is in flight, ``trio.ClosedResourceError`` after the client is closed,
         and an :class:`~trio_smtp.SmtpError` subclass for every delivery failure.
         """
         self._check_open()
-        prepared = prepare_message(message, sender, recipients)
+        prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
         self._claim()
         try:
             return await self._deliver(prepared)
@@ -176,19 +211,25 @@ class SmtpClient:
 
     def send_async(
         self,
-        message: EmailMessage | bytes,
+        message: Message_,
         user_token: Any = None,
         *,
         sender: str | None = None,
         recipients: Sequence[str] | None = None,
+        notify: DeliveryNotification | Mapping[str, DeliveryNotification] | None = None,
+        ret: DsnReturn | None = None,
+        envid: str | None = None,
+        orcpt: Mapping[str, str] | None = None,
+        requiretls: bool = False,
     ) -> None:
         """Validate now, send in the client's nursery, return at once.
 
-        The outcome arrives as one :class:`SendCompleted` on :attr:`completed`.  Raises
-        synchronously what :meth:`send` raises before any I/O.
+        Takes what :meth:`send` takes.  The outcome arrives as one :class:`SendCompleted` on
+        :attr:`completed`.  Raises synchronously what :meth:`send` raises before any I/O.  A
+        file object must stay open (and unread by anyone else) until the completion event.
         """
         self._check_open()
-        prepared = prepare_message(message, sender, recipients)
+        prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
         self._claim()
         scope = trio.CancelScope()
         self._send_scope = scope
@@ -233,6 +274,13 @@ class SmtpClient:
             self._send_channel.send_nowait(SendCompleted(user_token, error, cancelled, result))
 
     async def _deliver(self, prepared: PreparedMessage) -> SendResult:
+        try:
+            return await self._deliver_once(prepared)
+        finally:
+            if prepared.body is not None:
+                await prepared.body.aclose()  # a file opened from a path
+
+    async def _deliver_once(self, prepared: PreparedMessage) -> SendResult:
         if self._delivery_method is DeliveryMethod.PICKUP_DIRECTORY:
             return await self._deliver_to_pickup(prepared)
         while True:
@@ -248,9 +296,11 @@ class SmtpClient:
     async def _deliver_to_pickup(self, prepared: PreparedMessage) -> SendResult:
         assert self._pickup_directory is not None
         envelope = prepared.envelope
-        await deliver_to_pickup(
-            self._pickup_directory, envelope.sender, envelope.recipients, prepared.data
-        )
+        data = prepared.data
+        if prepared.body is not None:  # the pickup writer takes bytes: read the body whole
+            await prepared.body.open()
+            data = b"".join([chunk async for chunk in prepared.body.chunks()])
+        await deliver_to_pickup(self._pickup_directory, envelope.sender, envelope.recipients, data)
         return SendResult(envelope.recipients, message_id=prepared.message_id)
 
     async def _connection(self) -> Transport:
@@ -286,6 +336,30 @@ class SmtpClient:
     def _release(self) -> None:
         self._busy = False
         self._idle.set()
+
+
+def _prepare(
+    message: object,
+    sender: str | None,
+    recipients: Sequence[str] | None,
+    notify: DeliveryNotification | Mapping[str, DeliveryNotification] | None,
+    ret: DsnReturn | None,
+    envid: str | None,
+    orcpt: Mapping[str, str] | None,
+    requiretls: bool,
+) -> PreparedMessage:
+    prepared = prepare_message(message, sender, recipients)
+    options = delivery_options(
+        prepared.envelope.recipients,
+        notify=notify,
+        ret=ret,
+        envid=envid,
+        orcpt=orcpt,
+        requiretls=requiretls,
+    )
+    if options is NO_OPTIONS:
+        return prepared
+    return dataclasses.replace(prepared, options=options)
 
 
 def _check_types(
