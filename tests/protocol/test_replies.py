@@ -11,6 +11,7 @@ from trio_smtp.protocol import (
     Reply,
     ReplyLimits,
     ReplyParser,
+    _replies,
     format_reply,
 )
 
@@ -175,6 +176,31 @@ def test_reply_size_limit() -> None:
     assert parse_all(b"250-aaaaaaaa\r\n250 bbbbbbbbb\r\n", limits)  # 29 octets
     with pytest.raises(RemoteProtocolError, match="30 octets"):
         parse_all(b"250-aaaaaaaa\r\n250-bbbbbbbbb\r\n250 c\r\n", limits)
+
+
+def test_limits_hold_for_a_reply_seen_before() -> None:
+    # A reply parsed once (and so remembered) is still refused by a stricter parser.
+    line = b"250 2.1.0 Sender ok\r\n"
+    assert parse_all(line * 2) == [Reply(250, ("2.1.0 Sender ok",), "2.1.0")] * 2
+    for limits in (ReplyLimits(max_reply_size=len(line) - 1), ReplyLimits(max_lines=0)):
+        with pytest.raises(RemoteProtocolError):
+            parse_all(line, limits)
+    with pytest.raises(RemoteProtocolError):
+        parse_all(line, ReplyLimits(max_line_length=len(line) - 1))
+    # ... and the same line continuing a reply is a line of that reply, not a reply.
+    (reply,) = parse_all(b"250-first\r\n" + line)
+    assert reply.lines == ("first", "2.1.0 Sender ok")
+    assert reply.enhanced_status is None
+
+
+def test_distinct_replies_do_not_grow_memory() -> None:
+    lines = b"".join(b"250 2.0.0 Ok: queued as %d\r\n" % i for i in range(5000))
+    replies = parse_all(lines)
+    assert [r.text for r in replies[-2:]] == [
+        "2.0.0 Ok: queued as 4998",
+        "2.0.0 Ok: queued as 4999",
+    ]
+    assert len(_replies._ONE_LINE_REPLIES) <= 256
 
 
 def test_endless_multiline_reply_is_bounded() -> None:

@@ -104,6 +104,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # RFC 3463 §2: class "." subject "." detail, followed by SP or the end of the text.
 _ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?= |$)")
 
+_HYPHEN = 0x2D
+
 # Compact the buffer once this many consumed octets sit at its front (amortised O(n)).
 _COMPACT_THRESHOLD = 4096
 
@@ -138,18 +140,22 @@ class ReceiveBuffer:
         A lone CR is never a line end.  Raises RemoteProtocolError when no line end is
         found within ``max_length`` octets.
         """
+        data, start = self._data, self._start
         # Never look past max_length: a longer line is an error whatever follows.
-        search_end = min(len(self._data), self._start + max_length)
-        idx = self._data.find(b"\n", self._start + self._scanned, search_end)
+        idx = data.find(b"\n", start + self._scanned, start + max_length)
         if idx < 0:
             if len(self) >= max_length:
                 raise RemoteProtocolError(f"reply line longer than {max_length} octets")
             self._scanned = len(self)
             return None
-        line = bytes(self._data[self._start : idx + 1])
-        self._start = idx + 1
+        line = bytes(data[start : idx + 1])
         self._scanned = 0
-        self._compact()
+        if idx + 1 == len(data):  # the usual case: the last buffered line
+            data.clear()
+            self._start = 0
+        else:
+            self._start = idx + 1
+            self._compact()
         return line
 
     def take_all(self) -> bytes:
@@ -214,6 +220,11 @@ class ReplyParser:
             raw = self._buffer.next_line(limits.max_line_length)
             if raw is None:
                 return None
+            if not self._code and len(raw) <= limits.max_reply_size and limits.max_lines:
+                # A one-line reply within every limit: if seen before, it is parsed already.
+                reply = _ONE_LINE_REPLIES.get(raw)
+                if reply is not None:
+                    return reply
             code, last, text = _parse_line(raw)
             if self._code and code != self._code:
                 raise RemoteProtocolError(
@@ -227,7 +238,10 @@ class ReplyParser:
             if self._size > limits.max_reply_size:
                 raise RemoteProtocolError(f"reply larger than {limits.max_reply_size} octets")
             if last:
-                return self._finish()
+                reply = self._finish()
+                if len(reply.lines) == 1 and len(raw) <= _CACHED_LINE_LENGTH:
+                    _remember(raw, reply)
+                return reply
 
     def _finish(self) -> Reply:
         code, lines = self._code, tuple(self._lines)
@@ -235,19 +249,33 @@ class ReplyParser:
         return Reply(code, lines, _enhanced_status(code, lines[0]))
 
 
+# One-line replies recur verbatim ("250 2.1.0 Ok", "354 End data ..."): a Reply is immutable
+# and a function of the line's bytes alone, so a small memo (like re's pattern cache) saves
+# parsing, decoding and building it again (about 1.5 us of 2.5 us per reply).  Bounded:
+# emptied when full, so varying lines (queue ids) cost at most one clear per 256.
+_ONE_LINE_REPLIES: dict[bytes, Reply] = {}
+_CACHE_SIZE = 256
+_CACHED_LINE_LENGTH = 128
+
+
+def _remember(raw: bytes, reply: Reply) -> None:
+    if len(_ONE_LINE_REPLIES) >= _CACHE_SIZE:
+        _ONE_LINE_REPLIES.clear()
+    _ONE_LINE_REPLIES[raw] = reply
+
+
+# RFC 5321 §4.2: three ASCII digits, the first 2-5, then "-", SP, or the end of the line.
+_LINE_HEAD = re.compile(rb"[2-5][0-9][0-9](?:[ -]|\r?\n\Z)")
+
+
 def _parse_line(raw: bytes) -> tuple[int, bool, str]:
     """One reply line -> (code, is_last, text).  ``raw`` ends in LF."""
-    end = -2 if raw.endswith(b"\r\n") else -1
-    line = raw[:end]
-    head = line[:3]
-    # isdigit() on bytes is ASCII-only; RFC 5321 §4.2: first digit 2-5.
-    if len(head) != 3 or not head.isdigit() or head[0] not in b"2345":
-        raise RemoteProtocolError(f"malformed reply line {_excerpt(line)}")
-    sep = line[3:4]
-    if sep not in (b"", b" ", b"-"):
-        raise RemoteProtocolError(f"malformed reply line {_excerpt(line)}")
-    text = line[4:].decode("utf-8", errors="replace")
-    return int(head), sep != b"-", text
+    crlf = raw.endswith(b"\r\n")
+    if _LINE_HEAD.match(raw) is None:
+        raise RemoteProtocolError(f"malformed reply line {_excerpt(raw[: -2 if crlf else -1])}")
+    # A bare code ("250\r\n") gives raw[4:-2] == b"".
+    text = (raw[4:-2] if crlf else raw[4:-1]).decode("utf-8", errors="replace")
+    return int(raw[:3]), raw[3] != _HYPHEN, text
 
 
 def _enhanced_status(code: int, first_line: str) -> str | None:
