@@ -176,3 +176,28 @@ async def test_size_is_enforced_even_when_not_advertised() -> None:
         assert (await client.command(b"DATA\r\n")).code == 354
         assert (await client.command(b"x" * 80 + b"\r\n" + b"y" * 80 + b"\r\n.\r\n")).code == 552
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("setup", "line", "code"),
+    [
+        (b"", "MAIL FROM:<a@example.org> SIZE=\u00b2", 501),
+        (b"", "MAIL FROM:<a@example.org> SIZE=\u0661\u0660", 501),
+        (b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n", "BDAT \u00b2 LAST", 501),
+        (b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n", "BDAT \u0661 LAST", 501),
+    ],
+    ids=["size-superscript", "size-arabic", "bdat-superscript", "bdat-arabic"],
+)
+async def test_non_ascii_digits_are_a_syntax_error_not_a_crash(
+    setup: bytes, line: str, code: int
+) -> None:
+    async with SmtpServer(tls="none") as server:
+        client = await RawClient.connect(server.host, server.port)
+        await start_session(client)
+        for command in setup.splitlines(keepends=True):
+            assert (await client.command(command)).code == 250
+        assert (await client.command(line.encode() + b"\r\n")).code == code
+        assert (await client.command(b"NOOP\r\n")).code == 250  # still in step
+        await client.aclose()
+        await server.wait_for_connection_closed()
+    assert server.crashes == []

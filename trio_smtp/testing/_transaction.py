@@ -95,7 +95,7 @@ class Transaction:
     def _check_mail(self, params: dict[str, str | None]) -> tuple[int, str, str] | None:
         config = self.session.config
         size = params.get("SIZE")
-        if "SIZE" in params and (size is None or not size.isdigit()):
+        if "SIZE" in params and (size is None or not _is_number(size)):
             return (501, "5.5.4", "Bad SIZE parameter")
         if size is not None and int(size) > config.max_message_size:
             # RFC 1870 §6.1: a declared size over the limit is refused at MAIL.
@@ -233,7 +233,7 @@ class Transaction:
         s = self.session
         words = argument.split()
         last = len(words) == 2 and words[1].upper() == "LAST"
-        if not words or not words[0].isdigit() or (len(words) == 2 and not last) or len(words) > 2:
+        if not 1 <= len(words) <= 2 or not _is_number(words[0]) or (len(words) == 2 and not last):
             await s.reply(501, "5.5.4", "Syntax: BDAT size [LAST]")
             return
         if isinstance(action, EarlyReply):
@@ -270,6 +270,12 @@ class Transaction:
             return
         data = bytes((self.chunks or bytearray()) + chunk)
         await self._finish("BDAT", data, None)
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only (RFC 1870 / RFC 3030 size-value): ``str.isdigit`` also admits
+    "²" (which ``int`` refuses) and other scripts' digits (which no SMTP grammar allows)."""
+    return text.isascii() and text.isdigit()
 
 
 def _longest_line(body: bytes) -> int:
