@@ -244,3 +244,39 @@ async def test_as_a_process_with_the_message_on_stdin(tmp_path: Path) -> None:
     assert message.recipients == ["b@example.net", "c@example.net"]
     assert b"Bcc" not in message.data
     assert b"accepted: c@example.net" in proc.stdout
+
+
+async def test_dsn_options_reach_the_server(capsys: pytest.CaptureFixture[str]) -> None:
+    async with SmtpServer(tls="none") as server:
+        status = await run_cli(
+            "send", "--server", url(server, user=None) + "?tls=none",
+            "--from", "me@example.org", "--to", "x@example.net", "--to", "y@example.net",
+            "--notify", "failure,delay", "--ret", "headers", "--envid", "job-42",
+        )  # fmt: skip
+        message = await server.wait_for_message()
+    assert status == 0, capsys.readouterr().err
+    assert message.mail_params["RET"] == "HDRS"
+    assert message.mail_params["ENVID"] == "job-42"
+    for rcpt in ("x@example.net", "y@example.net"):
+        assert message.rcpt_params[rcpt]["NOTIFY"] == "FAILURE,DELAY"
+
+
+async def test_dsn_asked_of_a_server_without_dsn_sends_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with SmtpServer(tls="none", disable={"DSN"}) as server:
+        status = await run_cli(
+            "send", "--server", url(server, user=None) + "?tls=none",
+            "--from", "me@example.org", "--to", "x@example.net", "--notify", "success",
+        )  # fmt: skip
+        await server.wait_for_connection_closed()
+    assert status == 1
+    assert "DSN" in capsys.readouterr().err
+    assert "MAIL" not in server.connections[0].verbs
+
+
+def test_bad_notify_value_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc_info:
+        main(["send", "--server", "smtp://127.0.0.1", "--notify", "sometimes"])
+    assert exc_info.value.code == 2
+    assert "'sometimes' is not one of" in capsys.readouterr().err

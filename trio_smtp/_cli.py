@@ -37,6 +37,7 @@ from ._errors import (
     SmtpTimeoutError,
     SmtpTlsError,
 )
+from ._options import DeliveryNotification, DsnReturn
 from ._probe import (
     EXIT_CONNECTION,
     EXIT_FAILED,
@@ -124,6 +125,14 @@ def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPar
         "--envelope-to", action="append", metavar="ADDR",
         help="RCPT TO instead of To/Cc/Bcc (repeatable)",
     )  # fmt: skip
+    dsn = parser.add_argument_group("delivery status notifications (RFC 3461) and REQUIRETLS")
+    dsn.add_argument(
+        "--notify", type=_notify, metavar="WHEN",
+        help="success,failure,delay (any of them, comma-separated) or never",
+    )  # fmt: skip
+    dsn.add_argument("--ret", choices=["full", "headers"], help="what a failure report returns")
+    dsn.add_argument("--envid", metavar="ID", help="identifier returned in every report")
+    dsn.add_argument("--requiretls", action="store_true", help="TLS on every hop (RFC 8689)")
     parser.add_argument(
         "--password-env", default="TRIO_SMTP_PASSWORD", metavar="NAME",
         help="environment variable holding the password (default: %(default)s)",
@@ -145,7 +154,31 @@ def run_send(args: argparse.Namespace) -> int:
     except (UsageError, ValueError, TypeError, OSError) as exc:
         print(f"trio-smtp send: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return trio.run(_send, client, message, args.envelope_from, args.envelope_to)
+    options = {
+        "sender": args.envelope_from,
+        "recipients": args.envelope_to,
+        "notify": args.notify,
+        "ret": {"full": DsnReturn.FULL, "headers": DsnReturn.HEADERS}.get(args.ret or ""),
+        "envid": args.envid,
+        "requiretls": args.requiretls,
+    }
+    return trio.run(_send, client, message, options)
+
+
+def _notify(text: str) -> DeliveryNotification:
+    """``--notify success,failure,delay`` or ``never`` -> the flag."""
+    names = {
+        "success": DeliveryNotification.ON_SUCCESS,
+        "failure": DeliveryNotification.ON_FAILURE,
+        "delay": DeliveryNotification.DELAY,
+        "never": DeliveryNotification.NEVER,
+    }
+    flag = DeliveryNotification.NONE
+    for word in text.lower().split(","):
+        if word.strip() not in names:
+            raise argparse.ArgumentTypeError(f"{word!r} is not one of {', '.join(names)}")
+        flag |= names[word.strip()]
+    return flag
 
 
 def _client_options(args: argparse.Namespace, url: str, user: str | None) -> dict[str, Any]:
@@ -226,15 +259,10 @@ def attach_file(message: EmailMessage, path: Path) -> None:
     )
 
 
-async def _send(
-    client: SmtpClient,
-    message: EmailMessage,
-    sender: str | None,
-    recipients: list[str] | None,
-) -> int:
+async def _send(client: SmtpClient, message: EmailMessage, options: dict[str, Any]) -> int:
     try:
         async with client:
-            result = await client.send(message, sender=sender, recipients=recipients)
+            result = await client.send(message, **options)
     except SmtpFailedRecipientsError as exc:
         _print_outcome(exc.result, exc.failures)
         return EXIT_FAILED
