@@ -19,8 +19,8 @@ import ipaddress
 import math
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
 
 import trio
 
@@ -67,40 +67,80 @@ UNKNOWN = (
 StreamFactory = Callable[[], Awaitable[trio.abc.Stream]]
 
 
-@contextmanager
-def deadline(seconds: float | None, what: str) -> Iterator[None]:
-    """Fail with :class:`SmtpTimeoutError` when ``what`` takes longer than ``seconds``."""
-    try:
-        with trio.fail_after(math.inf if seconds is None else seconds):
-            yield
-    except trio.TooSlowError:
-        raise SmtpTimeoutError(f"timed out after {seconds} s waiting for {what}") from None
+class deadline:
+    """``with deadline(seconds, what):`` fails with :class:`SmtpTimeoutError` when ``what``
+    takes longer than ``seconds`` (None: no limit).
+
+    A plain class over one ``trio.CancelScope`` rather than ``@contextmanager`` around
+    ``trio.fail_after``: it is entered for every read and write, and the generator
+    machinery cost more than the I/O for small messages.
+    """
+
+    __slots__ = ("_scope", "_seconds", "_what")
+
+    def __init__(self, seconds: float | None, what: str) -> None:
+        self._seconds = seconds
+        self._what = what
+        self._scope: trio.CancelScope | None = None
+
+    def __enter__(self) -> None:
+        limit = math.inf if self._seconds is None else trio.current_time() + self._seconds
+        self._scope = trio.CancelScope(deadline=limit)
+        self._scope.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._scope is not None
+        # The scope swallows only its own Cancelled, which is exactly the timeout.
+        self._scope.__exit__(exc_type, exc, tb)
+        if self._scope.cancelled_caught:
+            raise SmtpTimeoutError(
+                f"timed out after {self._seconds} s waiting for {self._what}"
+            ) from None
 
 
-@contextmanager
-def map_errors(what: str, *, tls: bool = False) -> Iterator[None]:
+class map_errors:
     """The one place where Trio, ssl and protocol-core errors become SmtpErrors.
 
     ``tls`` is True during STARTTLS and the handshake: then a broken connection or a
     protocol violation (bytes injected after the 220, RFC 3207 §5) is an SmtpTlsError.
     """
-    try:
-        yield
-    except SmtpError:
-        raise
-    except RemoteProtocolError as exc:
-        error_class = SmtpTlsError if tls else SmtpProtocolError
-        raise error_class(f"the server broke the protocol during {what}: {exc}") from exc
-    except ssl.SSLError as exc:  # before OSError: SSLError is one
-        raise SmtpTlsError(f"TLS failed during {what}: {exc}") from exc
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        # Trio wraps ssl errors in BrokenResourceError.  Outside the handshake they mean a
-        # lost connection (a ragged EOF, a reset), not a failure of TLS itself.
-        if tls:
-            raise SmtpTlsError(f"TLS failed during {what}: {exc.__cause__ or exc}") from exc
-        raise SmtpConnectError(
-            f"connection lost during {what}: {exc or type(exc).__name__}"
-        ) from exc
+
+    __slots__ = ("_tls", "_what")
+
+    def __init__(self, what: str, *, tls: bool = False) -> None:
+        self._what = what
+        self._tls = tls
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, SmtpError):
+            return
+        what, tls = self._what, self._tls
+        if isinstance(exc, RemoteProtocolError):
+            error_class = SmtpTlsError if tls else SmtpProtocolError
+            raise error_class(f"the server broke the protocol during {what}: {exc}") from exc
+        if isinstance(exc, ssl.SSLError):  # before OSError: SSLError is one
+            raise SmtpTlsError(f"TLS failed during {what}: {exc}") from exc
+        if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
+            # Trio wraps ssl errors in BrokenResourceError.  Outside the handshake they mean
+            # a lost connection (a ragged EOF, a reset), not a failure of TLS itself.
+            if tls:
+                raise SmtpTlsError(f"TLS failed during {what}: {exc.__cause__ or exc}") from exc
+            raise SmtpConnectError(
+                f"connection lost during {what}: {exc or type(exc).__name__}"
+            ) from exc
 
 
 def peer_is_loopback(stream: trio.abc.Stream) -> bool:
@@ -180,6 +220,19 @@ class Transport:
 
     async def read_reply(self, what: str, limit: float | None) -> Reply:
         """The next reply, under one deadline for the whole reply."""
+        if self.conn.buffered:
+            # Pipelined replies usually arrive together: a reply already received needs no
+            # deadline and no error mapping, only the parser (the common, fast case).
+            try:
+                event = self.conn.next_event()
+            except RemoteProtocolError as exc:
+                self.mark_broken()
+                raise SmtpProtocolError(
+                    f"the server broke the protocol during {what}: {exc}"
+                ) from exc
+            if isinstance(event, Reply):
+                self.log.log_received(event)
+                return event
         try:
             with map_errors(what), deadline(limit, what):
                 return await self._next_reply(what)
