@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from trio_smtp.protocol import (
     Auth,
@@ -30,6 +32,7 @@ from trio_smtp.protocol import (
     xtext_decode,
     xtext_encode,
 )
+from trio_smtp.protocol._syntax import _validate_address, check_text
 
 
 @pytest.mark.parametrize(
@@ -159,6 +162,15 @@ def test_length_limits() -> None:
         Rcpt(f"{local64}@{domain189}d").to_bytes()
 
 
+def test_length_limits_in_addresses() -> None:
+    # Each limit at its edge inside a whole address (the everyday form takes a fast path).
+    local64 = ".".join(["a" * 31, "b" * 32])
+    assert validate_address(f"{local64}@{'d' * 63}.example") == f"{local64}@{'d' * 63}.example"
+    for address in (f"{local64}c@b.example", f"user@{'d' * 64}.example", f"u@x.{'d' * 64}"):
+        with pytest.raises(LocalProtocolError, match="longer"):
+            validate_address(address)
+
+
 def test_limits_count_octets_not_characters() -> None:
     local = "é" * 33  # 33 characters, 66 octets
     with pytest.raises(LocalProtocolError, match="local part"):
@@ -246,6 +258,41 @@ def test_valid_addresses(address: str) -> None:
 def test_invalid_addresses(address: str) -> None:
     with pytest.raises(LocalProtocolError):
         validate_address(address)
+
+
+# Addresses near every rule: odd characters, and lengths around the 64/63/256 limits.
+_odd = st.text(st.sampled_from(list('aZ9.-_@"\\ <>[]:é\x00\t\r\n+!~\x85')), max_size=12)
+_lengths = st.one_of(st.integers(0, 8), st.integers(60, 66))
+_run = st.builds(lambda c, n: c * n, st.sampled_from(["a", "é", "-", "."]), _lengths)
+_part = st.lists(st.one_of(_odd, _run), min_size=1, max_size=4).map(".".join)
+_addresses = st.one_of(_odd, st.builds(lambda lp, d: f"{lp}@{d}", _part, _part))
+
+
+def _outcome(check: object, address: object, **kwargs: object) -> object:
+    try:
+        return check(address, **kwargs)  # type: ignore[operator]
+    except LocalProtocolError:
+        return "refused"
+
+
+@given(_addresses, st.booleans(), st.booleans())
+def test_fast_address_check_agrees_with_the_rules(
+    address: str, smtputf8: bool, allow_empty: bool
+) -> None:
+    # validate_address takes a fast path for everyday addresses; it must never accept
+    # what the rule-by-rule check refuses, nor refuse what it accepts.
+    kwargs = {"smtputf8": smtputf8, "allow_empty": allow_empty}
+    expected = _outcome(_validate_address, address, **kwargs)
+    assert _outcome(validate_address, address, **kwargs) == expected
+
+
+@given(st.text(max_size=20), st.booleans())
+def test_check_text_refuses_exactly_controls_and_unannounced_non_ascii(
+    text: str, smtputf8: bool
+) -> None:
+    bad = any(c < " " or "\x7f" <= c <= "\x9f" for c in text)
+    bad = bad or (not smtputf8 and not text.isascii())
+    assert _outcome(check_text, text, what="x", smtputf8=smtputf8) == ("refused" if bad else text)
 
 
 def test_null_reverse_path_only_when_allowed() -> None:

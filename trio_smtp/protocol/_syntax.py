@@ -54,10 +54,23 @@ _LABEL_UTF8 = re.compile(
 _GENERAL_LITERAL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?:[\x21-\x5a\x5e-\x7e]+")
 _HEX = "0123456789ABCDEF"
 
+# The everyday address in one C-level match: an ASCII dot-string local part of at most
+# MAX_LOCAL_PART octets, "@", ASCII labels of at most MAX_LABEL octets.  Everything it
+# accepts the detailed checks accept too (a property test holds the two together); the rest
+# (quoted local parts, literals, UTF-8, and every error with its message) goes the long way.
+_ATOM = f"[{_ATEXT}]+"
+_LABEL = "[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_COMMON_ADDRESS = re.compile(
+    rf"(?=[^@]{{1,{MAX_LOCAL_PART}}}@){_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*"
+)
+
 
 def check_text(value: object, what: str, *, smtputf8: bool = False) -> str:
     """Return ``value`` if it is a ``str`` without control characters (and ASCII unless
     ``smtputf8``); else raise LocalProtocolError naming ``what``."""
+    # Fast path: printable ASCII (0x20-0x7E) is exactly ASCII without a control character.
+    if type(value) is str and value.isascii() and value.isprintable():
+        return value
     if not isinstance(value, str):
         raise LocalProtocolError(f"{what} must be a str, not {type(value).__name__}")
     bad = _CONTROL.search(value)
@@ -122,6 +135,18 @@ def validate_address(address: str, *, smtputf8: bool = False, allow_empty: bool 
     (local part 64, domain 255, path 256 octets: RFC 5321 §4.5.3.1), or non-ASCII without
     ``smtputf8`` (RFC 6531).
     """
+    # Fast path; ASCII, so octets == characters, and the path adds "<" and ">".
+    if (
+        type(address) is str
+        and len(address) <= MAX_PATH - 2
+        and _COMMON_ADDRESS.fullmatch(address) is not None
+    ):
+        return address
+    return _validate_address(address, smtputf8=smtputf8, allow_empty=allow_empty)
+
+
+def _validate_address(address: str, *, smtputf8: bool, allow_empty: bool) -> str:
+    """:func:`validate_address` in full, rule by rule, with the message for each."""
     check_text(address, "address", smtputf8=smtputf8)
     if address == "":
         if allow_empty:
