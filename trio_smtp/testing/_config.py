@@ -21,6 +21,7 @@ ALL_EXTENSIONS = frozenset(
         "BINARYMIME",  # RFC 3030
         "ENHANCEDSTATUSCODES",  # RFC 2034
         "STARTTLS",  # RFC 3207
+        "REQUIRETLS",  # RFC 8689 (advertised only once TLS is up)
         "AUTH",  # RFC 4954
     }
 )

@@ -305,6 +305,8 @@ class Session:
             lines.append("ENHANCEDSTATUSCODES")
         if self._starttls_available():
             lines.append("STARTTLS")
+        if self.tls_active and config.offers("REQUIRETLS"):
+            lines.append("REQUIRETLS")  # RFC 8689 §4: only on a TLS session
         if self._auth_available():
             lines.append("AUTH " + " ".join(config.auth_mechanisms))
         return lines

@@ -22,7 +22,7 @@ __all__ = ["Transaction"]
 
 # RFC 3461 §4.1/§4.2 and RFC 4954 §5 parameters, with the extension each needs.
 _MAIL_PARAMS = {"SIZE": "SIZE", "BODY": "", "SMTPUTF8": "SMTPUTF8", "RET": "DSN"}
-_MAIL_PARAMS |= {"ENVID": "DSN", "AUTH": "AUTH"}
+_MAIL_PARAMS |= {"ENVID": "DSN", "AUTH": "AUTH", "REQUIRETLS": "REQUIRETLS"}
 _RCPT_PARAMS = {"NOTIFY": "DSN", "ORCPT": "DSN"}
 _BODY_TYPES = {"7BIT": "", "8BITMIME": "8BITMIME", "BINARYMIME": "BINARYMIME"}
 
@@ -260,7 +260,9 @@ class Transaction:
         elif last:
             await self._bdat_last(chunk, kept)
         else:
-            self.chunks = (self.chunks or bytearray()) + chunk
+            if self.chunks is None:
+                self.chunks = bytearray()
+            self.chunks += chunk  # in place: many tiny chunks must not cost O(n²) copies
             await s.reply(250, "2.0.0", f"{len(chunk)} octets received")
 
     async def _bdat_last(self, chunk: bytes, kept: bool) -> None:
