@@ -1,4 +1,4 @@
-"""smtp:// and smtps:// URLs -> SmtpClient keyword arguments."""
+"""smtp://, smtps:// and smtp+unix:// URLs -> SmtpClient keyword arguments."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def test_smtps_is_implicit_tls_on_465() -> None:
         "security": Security.IMPLICIT_TLS,
         "credentials": None,
         "local_hostname": None,
+        "unix_socket": None,
     }
 
 
@@ -137,6 +138,12 @@ def test_local_hostname_parameter() -> None:
         ("smtp://h%2Fx", "invalid host name"),
         ("smtp://h?local_hostname=", "invalid local_hostname"),
         ("smtp://h?local_hostname=a%0Ab", "invalid local_hostname"),
+        ("smtp+unix://mail.example.com/x", "not a host"),
+        ("smtp+unix://", "absolute path"),
+        ("smtp+unix:///", "absolute path"),
+        ("smtp+unix:///run/a%0Ab.sock", "absolute path"),
+        ("smtp+unix:///run/smtp.sock?tls=starttls", "no tls="),
+        ("smtp+unix:///run/smtp.sock?port=25", "unknown URL parameter"),
     ],
 )
 def test_invalid_urls_name_the_problem(url: str, message: str) -> None:
@@ -182,3 +189,29 @@ def test_password_never_in_error_messages(url: str) -> None:
 def test_keys_match_the_client_constructor() -> None:
     parameters = inspect.signature(SmtpClient.__init__).parameters
     assert set(parse_smtp_url("smtps://u:p@h")) <= set(parameters)
+    assert set(parse_smtp_url("smtp+unix:///s")) <= set(parameters)
+
+
+def test_smtp_unix_is_a_socket_path_without_tls() -> None:
+    assert parse_smtp_url("smtp+unix:///var/run/smtp.sock") == {
+        "host": "",
+        "port": None,
+        "security": Security.NONE,
+        "credentials": None,
+        "local_hostname": None,
+        "unix_socket": "/var/run/smtp.sock",
+    }
+
+
+def test_smtp_unix_with_credentials_and_encoded_path() -> None:
+    config = parse_smtp_url(
+        "smtp+unix://us%40er:p%2Fw@/run/my%20mail%40host.sock?local_hostname=c.example.org"
+    )
+    assert config["credentials"] == ("us@er", "p/w")
+    assert config["unix_socket"] == "/run/my mail@host.sock"
+    assert config["local_hostname"] == "c.example.org"
+
+
+def test_from_url_builds_a_unix_socket_client() -> None:
+    client = SmtpClient.from_url("smtp+unix://user:pw@/run/smtp.sock")
+    assert client.statistics().connections_opened == 0  # nothing happens before a send

@@ -17,10 +17,11 @@ the nursery reaches the user.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import ssl
-from collections.abc import AsyncIterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from email.message import EmailMessage
 from types import TracebackType
@@ -28,21 +29,23 @@ from typing import Any
 
 import trio
 
-from . import _sasl
-from ._config import DeliveryMethod, Security, Timeouts, default_port
+from ._config import DeliveryMethod, Security, Timeouts
 from ._errors import SmtpFailedRecipientsError
 from ._message import PreparedMessage, prepare_message
 from ._options import NO_OPTIONS, DeliveryNotification, DsnReturn, delivery_options
 from ._pickup import deliver_to_pickup
 from ._results import SendCompleted as SendCompleted
 from ._results import SendResult as SendResult
-from ._session import Credentials, OAuth2, SessionConfig, open_session
+from ._session import Credentials, open_session
+from ._settings import session_config
 from ._sources import SupportsAsyncRead, SupportsRead
+from ._stats import ClientStatistics as ClientStatistics
+from ._stats import Counters
 from ._transaction import ConnectionStaleError, deliver
 from ._transport import StreamFactory, Transport
 from ._url import parse_smtp_url
 
-__all__ = ["SendCompleted", "SendResult", "SmtpClient"]
+__all__ = ["ClientStatistics", "SendCompleted", "SendResult", "SmtpClient"]
 
 #: What ``send`` takes: a message, its bytes, or a streamed body (binary file object with
 #: ``read(n)``, a trio async file, an ``os.PathLike``, or an async iterable of bytes).
@@ -56,16 +59,50 @@ Message_ = (
 )
 
 
+def _counted(
+    deliver: Callable[[SmtpClient, PreparedMessage], Awaitable[SendResult]],
+) -> Callable[[SmtpClient, PreparedMessage], Awaitable[SendResult]]:
+    """Count every outcome of a delivery for :meth:`SmtpClient.statistics` (a cancelled
+    send counts as nothing)."""
+
+    @functools.wraps(deliver)
+    async def counted(client: SmtpClient, prepared: PreparedMessage) -> SendResult:
+        try:
+            result = await deliver(client, prepared)
+        except Exception as exc:
+            client._counters.failed(exc, prepared.size)
+            raise
+        client._counters.sent(result, prepared.size)
+        return result
+
+    return counted
+
+
 class SmtpClient:
     """An SMTP client that owns a nursery; see the quick start for examples.
 
-    ``SmtpClient(host, port=None, *, security=Security.STARTTLS, credentials=None, ...)``
-    raises ``ValueError`` at construction for an empty ``host`` with network delivery, a port
-    outside 1-65535, or a ``security`` other than NONE with a pickup directory.  ``port``
-    defaults to 465 for implicit TLS, 587 for STARTTLS and 25 otherwise.  ``credentials`` is
-    ``(user, password)``, or a :class:`SASL mechanism <trio_smtp.sasl.Mechanism>` object
-    (or a callable returning one) to force a mechanism.  ``stream_factory`` replaces the TCP
-    connection with any ``trio.abc.Stream`` (``host`` still names the server for TLS).
+    ``SmtpClient(host, port=None, *, security=None, credentials=None, ...)`` raises
+    ``ValueError`` at construction for an empty ``host`` with network delivery, a port
+    outside 1-65535, an invalid ``local_hostname`` (not a domain or address literal, or with
+    CR/LF), or a ``security`` other than NONE given with a pickup directory.
+
+    ``security`` left out (or ``None``) means :attr:`Security.STARTTLS` (required) for the
+    network, and :attr:`Security.NONE` for a pickup directory or a Unix socket.  ``port``
+    defaults to 465 for implicit TLS, 587 for STARTTLS and 25 otherwise.
+
+    ``credentials`` is ``(user, password)`` -- the client uses the strongest mechanism the
+    server offers: SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, PLAIN, LOGIN --, or
+    :class:`~trio_smtp.OAuth2` (a token or an async callable returning one; OAUTHBEARER,
+    then XOAUTH2), or a :class:`SASL mechanism <trio_smtp.sasl.Mechanism>` object (or a
+    callable returning one) to force a mechanism.  Credentials never go without TLS except
+    to a loopback address or a Unix socket.
+
+    ``unix_socket`` connects to a Unix-domain socket path instead of TCP (``host`` is then
+    optional: it is the name checked on the certificate if TLS is asked for).
+    ``stream_factory`` replaces the connection with any ``trio.abc.Stream`` (``host`` still
+    names the server for TLS).  ``local_hostname`` is the EHLO name; by default the
+    machine's FQDN, looked up in a worker thread (never blocking the event loop), or the
+    connection's address literal.
     """
 
     def __init__(
@@ -73,7 +110,7 @@ class SmtpClient:
         host: str | None = None,
         port: int | None = None,
         *,
-        security: Security = Security.STARTTLS,
+        security: Security | None = None,
         credentials: Credentials | None = None,
         ssl_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
@@ -81,28 +118,22 @@ class SmtpClient:
         delivery_method: DeliveryMethod = DeliveryMethod.NETWORK,
         pickup_directory: str | os.PathLike[str] | None = None,
         stream_factory: StreamFactory | None = None,
+        unix_socket: str | os.PathLike[str] | None = None,
     ) -> None:
-        _check_types(security, delivery_method, timeouts, credentials)
-        port = _check_port(port, security)
-        if delivery_method is DeliveryMethod.NETWORK and not host:
-            raise ValueError("host is required for network delivery")
-        if delivery_method is DeliveryMethod.PICKUP_DIRECTORY:
-            if security is not Security.NONE:
-                raise ValueError("a pickup directory cannot use TLS: pass security=Security.NONE")
-            if pickup_directory is None:
-                raise ValueError("pickup_directory is required for pickup-directory delivery")
-        if ssl_context is None and security is not Security.NONE:
-            ssl_context = ssl.create_default_context()  # verifies certificates and host names
-        self._config = SessionConfig(
-            host=host or "",
-            port=port,
+        self._config = session_config(
+            host,
+            port,
             security=security,
-            ssl_context=ssl_context,
-            timeouts=timeouts if timeouts is not None else Timeouts(),
             credentials=credentials,
+            ssl_context=ssl_context,
             local_hostname=local_hostname,
+            timeouts=timeouts,
+            delivery_method=delivery_method,
+            pickup_directory=pickup_directory,
             stream_factory=stream_factory,
+            unix_socket=unix_socket,
         )
+        self._counters = Counters()
         self._delivery_method = delivery_method
         self._pickup_directory = pickup_directory
         self._send_channel, self._completed = trio.open_memory_channel[SendCompleted](math.inf)
@@ -116,9 +147,17 @@ class SmtpClient:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> SmtpClient:
-        """``smtps://user:pw@host[:port]`` (implicit TLS), ``smtp://...`` (STARTTLS required),
-        ``?tls=opportunistic|none``; keyword arguments add to or override the URL's."""
+        """``smtps://user:pw@host[:port]`` (implicit TLS), ``smtp://...`` (STARTTLS required,
+        ``?tls=opportunistic|none``), ``smtp+unix:///path/to/socket`` (a Unix socket, no
+        TLS); user and password are percent-decoded.  Keyword arguments add to or override
+        the URL's (see :func:`trio_smtp._url.parse_smtp_url` for the grammar)."""
         return cls(**{**parse_smtp_url(url), **kwargs})
+
+    def statistics(self) -> ClientStatistics:
+        """A snapshot of what this client has done: messages sent and failed, recipients
+        accepted and refused, message octets, connections opened, and whether a send is in
+        flight (Trio's ``statistics()`` convention: cheap, synchronous)."""
+        return self._counters.snapshot(send_in_flight=self._busy)
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -273,6 +312,7 @@ class SmtpClient:
             self._release()
             self._send_channel.send_nowait(SendCompleted(user_token, error, cancelled, result))
 
+    @_counted
     async def _deliver(self, prepared: PreparedMessage) -> SendResult:
         try:
             return await self._deliver_once(prepared)
@@ -307,6 +347,7 @@ class SmtpClient:
         if self._transport is not None and self._transport.reusable:
             return self._transport
         await self._drop_transport(polite=False)
+        self._counters.connections_opened += 1
         self._transport = await open_session(self._config)
         return self._transport
 
@@ -360,36 +401,3 @@ def _prepare(
     if options is NO_OPTIONS:
         return prepared
     return dataclasses.replace(prepared, options=options)
-
-
-def _check_types(
-    security: object, delivery_method: object, timeouts: object, credentials: object
-) -> None:
-    if not isinstance(security, Security):
-        raise TypeError(f"security must be a trio_smtp.Security, not {security!r}")
-    if not isinstance(delivery_method, DeliveryMethod):
-        raise TypeError(f"delivery_method must be a DeliveryMethod, not {delivery_method!r}")
-    if timeouts is not None and not isinstance(timeouts, Timeouts):
-        raise TypeError(f"timeouts must be a trio_smtp.Timeouts, not {timeouts!r}")
-    if credentials is None or isinstance(credentials, (_sasl.Mechanism, OAuth2)):
-        return
-    if callable(credentials):
-        return
-    if not (
-        isinstance(credentials, tuple)
-        and len(credentials) == 2
-        and all(isinstance(part, str) for part in credentials)
-    ):
-        raise TypeError(
-            "credentials must be (user, password), trio_smtp.OAuth2, a SASL mechanism, or None"
-        )
-
-
-def _check_port(port: object, security: Security) -> int:
-    if port is None:
-        return default_port(security)
-    if not isinstance(port, int) or isinstance(port, bool):
-        raise TypeError(f"port must be an int, not {type(port).__name__}")
-    if not 0 < port <= 65535:
-        raise ValueError(f"port must be between 1 and 65535, not {port}")
-    return port

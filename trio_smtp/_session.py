@@ -85,6 +85,8 @@ class SessionConfig:
     credentials: Credentials | None = None
     local_hostname: str | None = None
     stream_factory: StreamFactory | None = None
+    #: Connect to this Unix socket path instead of TCP to ``host:port``.
+    unix_socket: str | None = None
 
 
 async def open_session(config: SessionConfig) -> Transport:
@@ -96,6 +98,7 @@ async def open_session(config: SessionConfig) -> Transport:
         context=config.ssl_context,
         timeouts=config.timeouts,
         stream_factory=config.stream_factory,
+        unix_socket=config.unix_socket,
     )
     try:
         await _handshake(transport, config)

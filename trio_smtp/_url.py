@@ -1,10 +1,16 @@
-"""``smtp://`` and ``smtps://`` URLs -> :class:`~trio_smtp.SmtpClient` keyword arguments.
+"""``smtp://``, ``smtps://`` and ``smtp+unix://`` URLs -> :class:`~trio_smtp.SmtpClient`
+keyword arguments.
 
 Grammar (RFC 3986 syntax; the schemes follow common client practice and RFC 8314)::
 
     smtps://[user[:password]@]host[:port][/][?local_hostname=NAME]
     smtp://[user[:password]@]host[:port][/][?tls=starttls|opportunistic|none]
                                           [&local_hostname=NAME]
+    smtp+unix://[user[:password]@]/absolute/socket/path[?local_hostname=NAME]
+
+``smtp+unix`` (as in ``http+unix``) connects to a Unix-domain socket, without TLS: the
+peer is on this machine, so credentials may be sent (as to loopback).  Its path is
+percent-decoded; an "@" in it must be written ``%40``.
 
 ``smtps`` is implicit TLS (default port 465); ``smtp`` is STARTTLS, required unless ``tls=``
 says otherwise (default port 587 for STARTTLS, 25 for the others, as :func:`default_port`).
@@ -29,13 +35,17 @@ class SmtpUrlConfig(TypedDict):
     """Keyword arguments for :class:`~trio_smtp.SmtpClient`, as parsed from a URL."""
 
     host: str
-    port: int
+    #: None for ``smtp+unix``.
+    port: int | None
     security: Security
     credentials: tuple[str, str] | None
     local_hostname: str | None
+    #: The socket path for ``smtp+unix``, else None.
+    unix_socket: str | None
 
 
 _SCHEMES = {"smtp": Security.STARTTLS, "smtps": Security.IMPLICIT_TLS}
+_UNIX_SCHEME = "smtp+unix"
 _TLS_VALUES = {
     "starttls": Security.STARTTLS,
     "opportunistic": Security.STARTTLS_OPPORTUNISTIC,
@@ -169,19 +179,43 @@ def _local_hostname(value: str | None) -> str | None:
     return value
 
 
+def _unix_url(userinfo: str | None, hostport: str, path: str, query: str) -> SmtpUrlConfig:
+    if hostport:
+        raise ValueError("smtp+unix:// takes a socket path, not a host: smtp+unix:///path")
+    socket_path = _decode(path, "socket path")
+    if socket_path in ("", "/") or _has_control(socket_path.replace(" ", "")):
+        raise ValueError("smtp+unix:// needs the socket's absolute path: smtp+unix:///path")
+    params = _query(query)
+    if "tls" in params:
+        raise ValueError("smtp+unix:// has no tls= (a local socket is not encrypted)")
+    return SmtpUrlConfig(
+        host="",
+        port=None,
+        security=Security.NONE,
+        credentials=_credentials(userinfo),
+        local_hostname=_local_hostname(params.get("local_hostname")),
+        unix_socket=socket_path,
+    )
+
+
 def parse_smtp_url(url: str) -> SmtpUrlConfig:
-    """Parse an ``smtp://`` or ``smtps://`` URL into :class:`~trio_smtp.SmtpClient` kwargs.
+    """Parse an ``smtp://``, ``smtps://`` or ``smtp+unix://`` URL into
+    :class:`~trio_smtp.SmtpClient` keyword arguments.
 
     ``SmtpClient(**parse_smtp_url(url))`` is what :meth:`SmtpClient.from_url` does.  The
     result always has ``host``, ``port`` (explicit, or :func:`default_port` of the
-    security), ``security``, ``credentials`` (``None`` when the URL has no user) and
-    ``local_hostname``.  Raises :exc:`ValueError` for an unknown scheme or parameter, a
-    contradictory ``tls=``, a user without a password, a bad host or port; the password never
-    appears in the message.
+    security; None for a Unix socket), ``security``, ``credentials`` (``None`` when the URL
+    has no user), ``local_hostname`` and ``unix_socket``.  Raises :exc:`ValueError` for an
+    unknown scheme or parameter, a contradictory ``tls=``, a user without a password, a bad
+    host, port or socket path; the password never appears in the message.
     """
     scheme, userinfo, hostport, path, query = _split(url)
+    if scheme == _UNIX_SCHEME:
+        return _unix_url(userinfo, hostport, path, query)
     if scheme not in _SCHEMES:
-        raise ValueError(f"unsupported URL scheme {scheme!r} (use smtp:// or smtps://)")
+        raise ValueError(
+            f"unsupported URL scheme {scheme!r} (use smtp://, smtps:// or smtp+unix://)"
+        )
     if path not in ("", "/"):
         raise ValueError("an SMTP URL has no path (only an optional trailing '/')")
     credentials = _credentials(userinfo)
@@ -194,4 +228,5 @@ def parse_smtp_url(url: str) -> SmtpUrlConfig:
         security=security,
         credentials=credentials,
         local_hostname=_local_hostname(params.get("local_hostname")),
+        unix_socket=None,
     )
