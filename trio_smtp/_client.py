@@ -150,7 +150,8 @@ class SmtpClient:
         """``smtps://user:pw@host[:port]`` (implicit TLS), ``smtp://...`` (STARTTLS required,
         ``?tls=opportunistic|none``), ``smtp+unix:///path/to/socket`` (a Unix socket, no
         TLS); user and password are percent-decoded.  Keyword arguments add to or override
-        the URL's (see :func:`trio_smtp._url.parse_smtp_url` for the grammar)."""
+        the URL's.  Every problem with the URL is a ``ValueError`` that never quotes the
+        password."""
         return cls(**{**parse_smtp_url(url), **kwargs})
 
     def statistics(self) -> ClientStatistics:
