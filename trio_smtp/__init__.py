@@ -22,6 +22,8 @@ from ._errors import SmtpResponseError as SmtpResponseError
 from ._errors import SmtpStatusCode as SmtpStatusCode
 from ._errors import SmtpTimeoutError as SmtpTimeoutError
 from ._errors import SmtpTlsError as SmtpTlsError
+from ._options import DeliveryNotification as DeliveryNotification
+from ._options import DsnReturn as DsnReturn
 from ._session import OAuth2 as OAuth2
 from .protocol import Reply as Reply
 
