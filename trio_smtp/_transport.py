@@ -332,12 +332,10 @@ class Transport:
     async def _send_data_block(self, payload: bytes | memoryview) -> None:
         # Message data is never logged (only its size is worth knowing).
         try:
-            with trio.fail_after(_or_inf(self.timeouts.data_block)):
+            with deadline(self.timeouts.data_block, "the message data to be written"):
                 await self.stream.send_all(payload)
-        except trio.TooSlowError:
-            raise SmtpTimeoutError(
-                f"timed out after {self.timeouts.data_block} s writing the message data"
-            ) from None
+        except SmtpTimeoutError:
+            raise  # a TimeoutError, so an OSError: not a lost connection
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise SmtpConnectError(f"connection lost during the message data: {exc}") from exc
 
