@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,35 @@ def test_usage_errors_exit_2(
         status = int(str(exc.code))
     assert status == 2
     assert complaint in capsys.readouterr().err
+
+
+@pytest.fixture
+async def unix_server(tmp_path: Path) -> AsyncIterator[tuple[SmtpServer, str]]:
+    """The testing server (plaintext, AUTH offered) on ``tmp_path/smtp.sock``."""
+    if not hasattr(socket, "AF_UNIX"):
+        pytest.skip("no Unix sockets")
+    path = str(tmp_path / "smtp.sock")
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(path)
+    sock.listen()
+    server = SmtpServer(tls="none", credentials={"u": "p"}, auth_mechanisms=["PLAIN"])
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await server.serve_stream(stream)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handle, [trio.SocketListener(sock)])
+        yield server, path
+        nursery.cancel_scope.cancel()
+
+
+async def test_unix_socket(
+    unix_server: tuple[SmtpServer, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, path = unix_server
+    status = await run_cli("probe", f"smtp+unix://{path}")
+    out = capsys.readouterr().out
+    assert status == 0
+    assert f"server:     {path} (no TLS)" in out
+    assert "AUTH:       PLAIN" in out
+    assert server.connections[0].verbs == ["EHLO", "QUIT"]

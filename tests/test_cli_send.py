@@ -7,6 +7,7 @@ in the test's event loop; one test runs it as a real process with the message on
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -280,3 +281,32 @@ def test_bad_notify_value_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -
         main(["send", "--server", "smtp://127.0.0.1", "--notify", "sometimes"])
     assert exc_info.value.code == 2
     assert "'sometimes' is not one of" in capsys.readouterr().err
+
+
+async def test_unix_socket_with_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not hasattr(socket, "AF_UNIX"):
+        pytest.skip("no Unix sockets")
+    monkeypatch.setenv("TRIO_SMTP_PASSWORD", PASSWORD)
+    path = str(tmp_path / "smtp.sock")
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(path)
+    sock.listen()
+    server = SmtpServer(tls="none", credentials={USER: PASSWORD})
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await server.serve_stream(stream)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handle, [trio.SocketListener(sock)])
+        status = await run_cli(
+            "send", "--server", f"smtp+unix://{USER}@{path}",
+            "--from", "me@example.org", "--to", "x@example.net", "--body", "local",
+        )  # fmt: skip
+        nursery.cancel_scope.cancel()
+    assert status == 0, capsys.readouterr().err
+    (message,) = server.messages
+    assert message.connection is not None
+    assert message.connection.auth_identity == USER
+    assert message.recipients == ["x@example.net"]

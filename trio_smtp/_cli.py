@@ -80,11 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 _SEND_EPILOG = """\
-The server URL is smtps://[user@]host[:port] (implicit TLS, port 465) or
+The server URL is smtps://[user@]host[:port] (implicit TLS, port 465),
 smtp://[user@]host[:port][?tls=opportunistic|none] (STARTTLS required unless tls=
-says otherwise, port 587).  With a user name, the password comes from the
-environment variable named by --password-env, or is asked for when standard input
-is a terminal; it is never taken from the command line or the URL.
+says otherwise, port 587) or smtp+unix://[user@]/path/to/socket (a local socket).
+With a user name, the password comes from the environment variable named by
+--password-env, or is asked for when standard input is a terminal; it is never
+taken from the command line or the URL.
 
 exit status:
   0  every recipient accepted the message

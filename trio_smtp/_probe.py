@@ -87,8 +87,11 @@ class ProbeReport:
     """Everything the probe learned, in the order it learned it."""
 
     host: str
-    port: int
+    #: ``None`` with a Unix socket.
+    port: int | None
     security: Security
+    #: The socket path for ``smtp+unix://``, else ``None``.
+    unix_socket: str | None = None
     greeting: Reply | None = None
     #: The EHLO (or HELO) reply on the plaintext connection; ``None`` with implicit TLS.
     ehlo_before_tls: Reply | None = None
@@ -119,7 +122,12 @@ async def probe(
     ``report`` then still holds what was learned before (the greeting, the plaintext EHLO).
     """
     transport = await open_transport(
-        report.host, report.port, security=report.security, context=context, timeouts=timeouts
+        report.host,
+        report.port or 0,
+        security=report.security,
+        context=context,
+        timeouts=timeouts,
+        unix_socket=report.unix_socket,
     )
     try:
         with _recording(transport) as replies:
@@ -191,7 +199,7 @@ async def _probe_starttls(
         return
     config = SessionConfig(
         host=report.host,
-        port=report.port,
+        port=report.port or 0,
         security=report.security,
         ssl_context=context,
         timeouts=transport.timeouts,
@@ -288,7 +296,8 @@ def format_report(report: ProbeReport) -> str:
 
 
 def _lines(report: ProbeReport) -> Iterator[str]:
-    yield f"server:     {report.host}:{report.port} ({_describe_security(report.security)})"
+    where = report.unix_socket or f"{report.host}:{report.port}"
+    yield f"server:     {where} ({_describe_security(report.security)})"
     if report.greeting is not None:
         yield f"greeting:   {_one_line(report.greeting)}"
     if report.ehlo_before_tls is not None:
@@ -359,7 +368,8 @@ EXIT_CONNECTION = 4
 
 _PROBE_EPILOG = """\
 The probe connects, reads the greeting, says EHLO, starts TLS as the URL asks
-(smtps:// implicit TLS, smtp:// STARTTLS), says EHLO again and QUIT.  It never
+(smtps:// implicit TLS, smtp:// STARTTLS; smtp+unix:///path is a local socket
+without TLS), says EHLO again and QUIT.  It never
 authenticates nor sends mail; a user name or password in the URL is ignored.
 
 exit status:
@@ -421,7 +431,9 @@ def add_probe_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPa
         epilog=_PROBE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("url", metavar="URL", help="smtp://host[:port] or smtps://host[:port]")
+    parser.add_argument(
+        "url", metavar="URL", help="smtp://host[:port], smtps://host[:port] or smtp+unix:///path"
+    )
     verify = parser.add_mutually_exclusive_group()
     verify.add_argument("--ca-file", type=Path, metavar="PEM", help="trust only this CA")
     verify.add_argument(
@@ -456,7 +468,9 @@ def run_probe(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.insecure:
         print("WARNING: --insecure: the certificate is NOT verified", flush=True)
-    report = ProbeReport(config["host"], config["port"], config["security"])
+    report = ProbeReport(
+        config["host"], config["port"], config["security"], unix_socket=config["unix_socket"]
+    )
     probing = functools.partial(
         probe, report, context=context, timeouts=timeouts,
         local_hostname=config["local_hostname"],
