@@ -64,4 +64,7 @@ nitpick_ignore_regex = [
     # Private base classes shown by show-inheritance (e.g. the SCRAM and OAuth bases of the
     # public mechanisms in trio_smtp.sasl): documented through their public subclasses.
     (r"py:class", r"trio_smtp\.(\w+\.)*_[A-Z]\w*"),
+    # Structural types of the message sources SmtpClient.send accepts (anything with
+    # .read(n) -> bytes, sync or async): described in send()'s docstring, not importable API.
+    (r"py:class", r"trio_smtp\._sources\.Supports(Async)?Read"),
 ]
