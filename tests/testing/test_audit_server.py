@@ -7,6 +7,7 @@ import trio
 import trio.testing
 
 from trio_smtp.testing import SmtpServer
+from trio_smtp.testing._config import ALL_EXTENSIONS
 
 from .helpers import RawClient, start_session
 
@@ -201,3 +202,30 @@ async def test_non_ascii_digits_are_a_syntax_error_not_a_crash(
         await client.aclose()
         await server.wait_for_connection_closed()
     assert server.crashes == []
+
+
+def test_every_switchable_extension_is_covered_here() -> None:
+    # PIPELINING, CHUNKING and ENHANCEDSTATUSCODES: test_rules; REQUIRETLS: below.
+    others = {"PIPELINING", "CHUNKING", "ENHANCEDSTATUSCODES", "REQUIRETLS"}
+    assert set(_USES) | others == ALL_EXTENSIONS
+
+
+async def _ehlo_and_mail_requiretls(server: SmtpServer, *, tls: bool) -> tuple[bool, int]:
+    client = await RawClient.connect(server.host, server.port)
+    await start_session(client)
+    if tls:
+        assert (await client.command(b"STARTTLS\r\n")).code == 220
+        await client.starttls(server.ssl_context)
+    ehlo = await client.command(b"EHLO client.test\r\n")
+    reply = await client.command(b"MAIL FROM:<a@example.org> REQUIRETLS\r\n")
+    await client.aclose()
+    return "REQUIRETLS" in ehlo.lines, reply.code
+
+
+async def test_requiretls_only_over_tls_and_can_be_switched_off() -> None:
+    async with SmtpServer() as server:
+        # RFC 8689 §4: not offered, so not accepted, before TLS.
+        assert await _ehlo_and_mail_requiretls(server, tls=False) == (False, 555)
+        assert await _ehlo_and_mail_requiretls(server, tls=True) == (True, 250)
+    async with SmtpServer(disable={"REQUIRETLS"}) as server:
+        assert await _ehlo_and_mail_requiretls(server, tls=True) == (False, 555)

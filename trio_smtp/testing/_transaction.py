@@ -84,11 +84,12 @@ class Transaction:
     def _check_params(
         self, params: dict[str, str | None], known: dict[str, str]
     ) -> tuple[int, str, str] | None:
-        config = self.session.config
+        # RFC 5321 §4.1.1.11: only parameters of extensions advertised in this session (so
+        # not REQUIRETLS before TLS, RFC 8689 §4), and only after EHLO; RFC 1869 §6: 555.
+        advertised = {line.split()[0] for line in self.session.ehlo_lines()[1:]}
         for key in params:
             needs = known.get(key)
-            if needs is None or (needs and not config.offers(needs)) or not self.session.esmtp:
-                # RFC 5321 §4.1.1.11: parameters only with EHLO; RFC 1869 §6: 555 for unknown.
+            if needs is None or (needs and needs not in advertised) or not self.session.esmtp:
                 return (555, "5.5.4", f"Unsupported parameter {key}")
         return None
 
