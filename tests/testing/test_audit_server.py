@@ -229,3 +229,18 @@ async def test_requiretls_only_over_tls_and_can_be_switched_off() -> None:
         assert await _ehlo_and_mail_requiretls(server, tls=True) == (True, 250)
     async with SmtpServer(disable={"REQUIRETLS"}) as server:
         assert await _ehlo_and_mail_requiretls(server, tls=True) == (False, 555)
+
+
+async def test_the_too_many_errors_421_is_recorded() -> None:
+    async with SmtpServer(tls="none") as server:
+        client = await RawClient.connect(server.host, server.port)
+        await start_session(client)
+        await client.send(b"XYZZY\r\n" * 20)
+        codes = [(await client.reply()).code for _ in range(21)]
+        assert codes == [500] * 20 + [421]
+        assert await client.read_until_closed() == b""
+        await client.aclose()
+        record = await server.wait_for_connection_closed()
+    assert record.close_reason == "errors"
+    assert [reply.code for reply in record.unsolicited] == [220, 421]
+    assert all(c.reply is not None and c.reply.code == 500 for c in record.commands[1:])

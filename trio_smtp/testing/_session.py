@@ -263,6 +263,7 @@ class Session:
             lines = [f"{enhanced} {line}" for line in lines]
         await self.reply_raw(code, lines)
         if self.errors >= self.config.max_errors:
+            self.current = None  # answers no command: recorded in ``unsolicited``
             await self.reply_raw(421, f"4.7.0 {self.config.hostname} Error: too many errors")
             await self.close("errors")
 
