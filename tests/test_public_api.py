@@ -53,6 +53,7 @@ REQUIRED = frozenset(
 #: Every public top-level name: the required ones plus those the package adds.
 EXPORTS = REQUIRED | {"SmtpResponseError", "OAuth2", "ClientStatistics"}
 EXPORTS |= {"DeliveryNotification", "DsnReturn"}
+EXPORTS |= {"SmtpDeliveryTimeoutError"}
 
 #: Public subpackages (other public names that are modules must be one of these).
 SUBPACKAGES = frozenset({"protocol", "sasl", "testing"})

@@ -13,6 +13,7 @@ from ._config import Security as Security
 from ._config import Timeouts as Timeouts
 from ._errors import SmtpAuthenticationError as SmtpAuthenticationError
 from ._errors import SmtpConnectError as SmtpConnectError
+from ._errors import SmtpDeliveryTimeoutError as SmtpDeliveryTimeoutError
 from ._errors import SmtpDeliveryUnknownError as SmtpDeliveryUnknownError
 from ._errors import SmtpError as SmtpError
 from ._errors import SmtpFailedRecipientError as SmtpFailedRecipientError

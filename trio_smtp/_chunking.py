@@ -64,7 +64,9 @@ class _ChunkSender:
             await self._read_chunk_reply()
         self.outstanding = 0
         try:
-            return await transport.read_reply("BDAT LAST", transport.timeouts.data_termination)
+            return await transport.read_reply(
+                "BDAT LAST", transport.timeouts.data_termination, maybe_delivered=True
+            )
         except (SmtpConnectError, SmtpTlsError) as exc:
             raise SmtpDeliveryUnknownError(UNKNOWN) from exc
 

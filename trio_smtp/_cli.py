@@ -91,8 +91,8 @@ exit status:
   0  every recipient accepted the message
   1  not delivered to everyone: a recipient, the sender or the message was refused
   2  usage error (bad option, URL, address or file); nothing was sent
-  3  the connection broke after the message was sent: it MAY have been delivered
-     (check before sending it again)
+  3  the connection broke, or the reply timed out, after the message was sent: it
+     MAY have been delivered (check before sending it again)
   4  connection, TLS, authentication or timeout failure; nothing was delivered
 """
 
@@ -288,10 +288,9 @@ def _print_outcome(result: SendResult | None, failures: list[SmtpFailedRecipient
 
 
 def _report_error(exc: SmtpError) -> int:
-    # A timeout waiting for the reply to the end of data is as uncertain as a lost connection.
-    if isinstance(exc, SmtpDeliveryUnknownError) or (
-        isinstance(exc, SmtpTimeoutError) and "may have been delivered" in str(exc)
-    ):
+    # Also SmtpDeliveryTimeoutError: a timeout waiting for the reply to the end of data is
+    # as uncertain as a lost connection.
+    if isinstance(exc, SmtpDeliveryUnknownError):
         print(f"trio-smtp send: MAYBE DELIVERED: {exc}", file=sys.stderr)
         return EXIT_MAYBE_DELIVERED
     connection = (SmtpConnectError, SmtpTlsError, SmtpAuthenticationError, SmtpTimeoutError)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SmtpAuthenticationError",
     "SmtpConnectError",
+    "SmtpDeliveryTimeoutError",
     "SmtpDeliveryUnknownError",
     "SmtpError",
     "SmtpFailedRecipientError",
@@ -150,6 +151,22 @@ class SmtpResponseError(SmtpError):
 class SmtpDeliveryUnknownError(SmtpError):
     """The connection broke after the end of data and before the server's reply: the message
     may have been delivered.  It is never retried automatically."""
+
+    @property
+    def is_transient(self) -> bool:
+        return False
+
+
+class SmtpDeliveryTimeoutError(SmtpDeliveryUnknownError, SmtpTimeoutError):
+    """The deadline for the reply to the end of data (or to ``BDAT ... LAST``) expired
+    (:attr:`Timeouts.data_termination <trio_smtp.Timeouts.data_termination>`): the server
+    has the whole message and may have delivered it (RFC 5321 §4.1.1.4, §4.5.3.2.6).
+
+    Both a :class:`SmtpDeliveryUnknownError` -- so ``except SmtpDeliveryUnknownError``
+    catches every "maybe delivered" outcome -- and a :class:`SmtpTimeoutError` (hence a
+    ``TimeoutError``).  :attr:`is_transient` is False, as for every "maybe delivered"
+    error: retrying could deliver the message twice, so it is never retried silently.
+    The connection is closed."""
 
     @property
     def is_transient(self) -> bool:

@@ -70,7 +70,12 @@ async def deliver(transport: Transport, prepared: PreparedMessage) -> SendResult
     prepared.options.check_server(extensions, tls=transport.tls)  # RFC 3461, RFC 8689
     plan = _plan(prepared, extensions)
     try:
-        result = await _transaction(transport, prepared, plan)
+        if prepared.body is None:
+            # In-memory data: one deadline scope for the whole transaction (Phases).
+            with transport.phases():
+                result = await _transaction(transport, prepared, plan)
+        else:
+            result = await _transaction(transport, prepared, plan)
     except SmtpError as exc:
         await _after_failure(transport, exc)
         raise
@@ -254,11 +259,15 @@ def _check_421(reply: Reply) -> Reply:
     return reply
 
 
-async def _mail_reply(transport: Transport, mail: Mail) -> Reply:
-    """The MAIL reply; a reused connection that is already dead becomes ConnectionStale."""
+async def _mail_reply(transport: Transport, mail: Mail, *, with_last: bool = False) -> Reply:
+    """The MAIL reply; a reused connection that is already dead becomes ConnectionStale.
+
+    ``with_last``: BDAT LAST went in the same write (see :func:`_envelope_pipelined`)."""
     limit = transport.timeouts.mail
     try:
-        if transport.conn.extensions.pipelining:
+        if with_last:
+            reply = await _group_reply(transport, "MAIL", limit)
+        elif transport.conn.extensions.pipelining:
             reply = await transport.read_reply("MAIL", limit)
         else:
             reply = await transport.command(mail, "MAIL", limit)
@@ -287,22 +296,44 @@ async def _envelope_pipelined(
     if last is not None:
         group.append(conn.send(last))
     await transport.write(b"".join(group), "MAIL", transport.timeouts.mail)  # one write
-    mail_reply = await _mail_reply(transport, mail)
+    mail_reply = await _mail_reply(transport, mail, with_last=unknown_after_mail)
     try:
-        rcpt_replies = [
-            _check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt)) for _ in rcpts
-        ]
+        if unknown_after_mail:
+            rcpt_replies = [
+                _check_421(await _group_reply(transport, "RCPT", transport.timeouts.rcpt))
+                for _ in rcpts
+            ]
+        else:
+            rcpt_replies = [
+                _check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt))
+                for _ in rcpts
+            ]
         if last is None:
             return mail_reply, rcpt_replies, mail_reply
         if isinstance(last, Data):
             last_reply = await transport.read_reply("DATA", transport.timeouts.data_initiation)
             return mail_reply, rcpt_replies, _check_421(last_reply)
-        final = await transport.read_reply("the end of data", transport.timeouts.data_termination)
+        final = await transport.read_reply(
+            "the end of data", transport.timeouts.data_termination, maybe_delivered=True
+        )
         return mail_reply, rcpt_replies, final
     except (SmtpConnectError, SmtpTlsError) as exc:
         if unknown_after_mail:  # RFC 3030 §2 + RFC 5321 §4.1.1.4: it may be delivered
             raise SmtpDeliveryUnknownError(UNKNOWN) from exc
         raise
+
+
+async def _group_reply(transport: Transport, what: str, limit: float | None) -> Reply:
+    """A reply to MAIL or RCPT written in one group with ``BDAT n LAST``.
+
+    RFC 2920 §3.1 lets the server hold every reply of a group until its last command (BDAT
+    LAST ends it) is processed: the message may be delivered before MAIL's reply comes, so
+    the wait gets the end-of-data budget when that is longer, and a timeout is
+    SmtpDeliveryTimeoutError (RFC 5321 §4.1.1.4)."""
+    termination = transport.timeouts.data_termination
+    if limit is not None and (termination is None or termination > limit):
+        limit = termination
+    return await transport.read_reply(what, limit, maybe_delivered=True)
 
 
 async def _envelope_one_by_one(

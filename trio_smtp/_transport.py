@@ -27,6 +27,7 @@ import trio
 from ._config import Security, Timeouts
 from ._errors import (
     SmtpConnectError,
+    SmtpDeliveryTimeoutError,
     SmtpDeliveryUnknownError,
     SmtpError,
     SmtpProtocolError,
@@ -67,20 +68,30 @@ UNKNOWN = (
 StreamFactory = Callable[[], Awaitable[trio.abc.Stream]]
 
 
+def _timeout(error: type[SmtpTimeoutError], seconds: float | None, what: str) -> SmtpTimeoutError:
+    text = f"timed out after {seconds} s waiting for {what}"
+    if issubclass(error, SmtpDeliveryUnknownError):
+        text += "; the message may have been delivered"
+    return error(text)
+
+
 class deadline:
-    """``with deadline(seconds, what):`` fails with :class:`SmtpTimeoutError` when ``what``
-    takes longer than ``seconds`` (None: no limit).
+    """``with deadline(seconds, what):`` fails with :class:`SmtpTimeoutError` (or ``error``)
+    when ``what`` takes longer than ``seconds`` (None: no limit).
 
     A plain class over one ``trio.CancelScope`` rather than ``@contextmanager`` around
-    ``trio.fail_after``: it is entered for every read and write, and the generator
-    machinery cost more than the I/O for small messages.
+    ``trio.fail_after``: it is entered for every read and write outside a transaction (see
+    :class:`Phases` for the transaction itself).
     """
 
-    __slots__ = ("_scope", "_seconds", "_what")
+    __slots__ = ("_error", "_scope", "_seconds", "_what")
 
-    def __init__(self, seconds: float | None, what: str) -> None:
+    def __init__(
+        self, seconds: float | None, what: str, error: type[SmtpTimeoutError] = SmtpTimeoutError
+    ) -> None:
         self._seconds = seconds
         self._what = what
+        self._error = error
         self._scope: trio.CancelScope | None = None
 
     def __enter__(self) -> None:
@@ -98,9 +109,77 @@ class deadline:
         # The scope swallows only its own Cancelled, which is exactly the timeout.
         self._scope.__exit__(exc_type, exc, tb)
         if self._scope.cancelled_caught:
-            raise SmtpTimeoutError(
-                f"timed out after {self._seconds} s waiting for {self._what}"
-            ) from None
+            raise _timeout(self._error, self._seconds, self._what) from None
+
+
+class _Armed:
+    """What :meth:`Transport._limit` returns once :class:`Phases` holds the deadline."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_ARMED = _Armed()
+
+
+class Phases:
+    """``with transport.phases():`` one cancel scope for a whole transaction, whose deadline
+    is moved at each phase instead of a scope per read and write.
+
+    Each phase (a write, or a reply that is not already buffered) still gets its own budget
+    from :class:`~trio_smtp.Timeouts`, covering the whole write or reply (RFC 5321
+    §4.5.3.2): :meth:`arm` sets ``deadline = now + budget`` and records what is awaited, so
+    an expiry is reported as the same :class:`SmtpTimeoutError` a per-phase scope would
+    raise (``SmtpDeliveryTimeoutError`` for the reply to the end of data).  Entering and
+    leaving a ``trio.CancelScope`` costs about three times as much as moving a deadline, and
+    a small message has four phases.
+
+    Only this scope's own deadline can cancel it, so a user's cancel scope and
+    ``send_async_cancel`` behave exactly as before: their Cancelled passes through.  One
+    difference from a scope per phase is handled in :meth:`arm`: a deadline that expired just
+    as its phase completed (the reply and the expiry in the same scheduler tick) leaves this
+    scope cancelled; the next phase then reports the previous one as timed out instead of
+    failing later under the wrong name.  Streamed bodies do not use it (their source's reads
+    are not phases): :meth:`Transport.send_stream` suspends it.
+    """
+
+    __slots__ = ("_error", "_scope", "_seconds", "_transport", "_what")
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._scope = trio.CancelScope()
+        self._seconds: float | None = None
+        self._what = "the transaction"
+        self._error: type[SmtpTimeoutError] = SmtpTimeoutError
+
+    def __enter__(self) -> Phases:
+        self._scope.__enter__()
+        self._transport._phases = self
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._transport._phases = None
+        self._scope.__exit__(exc_type, exc, tb)  # swallows only its own Cancelled
+        if self._scope.cancelled_caught:
+            raise _timeout(self._error, self._seconds, self._what) from None
+
+    def arm(self, seconds: float | None, what: str, error: type[SmtpTimeoutError]) -> None:
+        """Start a phase: ``what`` must complete within ``seconds`` (None: no limit)."""
+        scope = self._scope
+        if scope.cancel_called:  # the previous phase's deadline passed as it completed
+            raise _timeout(self._error, self._seconds, self._what)
+        self._seconds, self._what, self._error = seconds, what, error
+        scope.deadline = math.inf if seconds is None else trio.current_time() + seconds
 
 
 class map_errors:
@@ -188,6 +267,22 @@ class Transport:
         #: Transactions completed on this connection (a reused connection has > 0).
         self.transactions = 0
         self._broken = False
+        self._phases: Phases | None = None
+
+    def phases(self) -> Phases:
+        """One deadline scope for a transaction of in-memory data (see :class:`Phases`)."""
+        return Phases(self)
+
+    def _limit(
+        self, seconds: float | None, what: str, error: type[SmtpTimeoutError] = SmtpTimeoutError
+    ) -> deadline | _Armed:
+        """The deadline of one phase: the transaction's :class:`Phases`, moved, when one is
+        open; otherwise a scope of its own."""
+        phases = self._phases
+        if phases is None:
+            return deadline(seconds, what, error)
+        phases.arm(seconds, what, error)
+        return _ARMED
 
     @property
     def broken(self) -> bool:
@@ -212,14 +307,19 @@ class Transport:
         """Write ``data`` in one ``send_all`` under ``limit`` seconds."""
         self.log.log_sent(data)
         try:
-            with map_errors(what), deadline(limit, what):
+            with map_errors(what), self._limit(limit, what):
                 await self.stream.send_all(data)
         except BaseException:
             self.mark_broken()
             raise
 
-    async def read_reply(self, what: str, limit: float | None) -> Reply:
-        """The next reply, under one deadline for the whole reply."""
+    async def read_reply(
+        self, what: str, limit: float | None, *, maybe_delivered: bool = False
+    ) -> Reply:
+        """The next reply, under one deadline for the whole reply.
+
+        ``maybe_delivered``: the reply to the end of data (or BDAT LAST); a timeout is then
+        :class:`SmtpDeliveryTimeoutError`."""
         if self.conn.buffered:
             # Pipelined replies usually arrive together: a reply already received needs no
             # deadline and no error mapping, only the parser (the common, fast case).
@@ -233,8 +333,9 @@ class Transport:
             if isinstance(event, Reply):
                 self.log.log_received(event)
                 return event
+        error = SmtpDeliveryTimeoutError if maybe_delivered else SmtpTimeoutError
         try:
-            with map_errors(what), deadline(limit, what):
+            with map_errors(what), self._limit(limit, what, error):
                 return await self._next_reply(what)
         except BaseException:
             self.mark_broken()
@@ -259,7 +360,7 @@ class Transport:
         data = self.conn.send(command)  # LocalProtocolError here: nothing was written
         self.log.log_sent(data)
         try:
-            with map_errors(what, tls=tls), deadline(limit, what):
+            with map_errors(what, tls=tls), self._limit(limit, what):
                 await self.stream.send_all(data)
                 return await self._next_reply(what)
         except BaseException:
@@ -299,23 +400,27 @@ class Transport:
         that fails to read) stops the data without the terminator and is raised as it is.
         """
         watcher = _Watcher(self.stream)
+        # A streamed source's reads are not phases: every step below has its own deadline.
+        phases, self._phases = self._phases, None
         try:
+            if phases is not None:
+                phases.arm(None, "the message data", SmtpTimeoutError)
             self._check_nothing_buffered()
             error = await self._write_watched(chunks, watcher)
             return await self._finish_data(watcher, error)
         except BaseException:
             self.mark_broken()
             raise
+        finally:
+            self._phases = phases
 
     async def _end_of_data_reply(self) -> Reply:
         try:
-            return await self.read_reply("the end of data", self.timeouts.data_termination)
+            return await self.read_reply(
+                "the end of data", self.timeouts.data_termination, maybe_delivered=True
+            )
         except (SmtpConnectError, SmtpTlsError) as exc:
             raise SmtpDeliveryUnknownError(UNKNOWN) from exc
-        except SmtpTimeoutError as exc:
-            raise SmtpTimeoutError(
-                f"{exc}; the message may have been delivered", reply=exc.reply
-            ) from None
 
     def _check_nothing_buffered(self) -> None:
         """A reply that came in the same read as the 354 is an early reply too."""
@@ -332,7 +437,7 @@ class Transport:
     async def _send_data_block(self, payload: bytes | memoryview) -> None:
         # Message data is never logged (only its size is worth knowing).
         try:
-            with deadline(self.timeouts.data_block, "the message data to be written"):
+            with self._limit(self.timeouts.data_block, "the message data to be written"):
                 await self.stream.send_all(payload)
         except SmtpTimeoutError:
             raise  # a TimeoutError, so an OSError: not a lost connection
@@ -396,9 +501,10 @@ class Transport:
                 raise SmtpDeliveryUnknownError(UNKNOWN) from error
             raise error
         if not watcher.arrived.is_set():
-            raise SmtpTimeoutError(
-                f"timed out after {self.timeouts.data_termination} s waiting for the reply "
-                "to the end of data; the message may have been delivered"
+            raise _timeout(
+                SmtpDeliveryTimeoutError,
+                self.timeouts.data_termination,
+                "the reply to the end of data",
             )
         if not watcher.data:
             raise SmtpDeliveryUnknownError(UNKNOWN) from watcher.error
