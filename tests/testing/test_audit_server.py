@@ -244,3 +244,30 @@ async def test_the_too_many_errors_421_is_recorded() -> None:
     assert record.close_reason == "errors"
     assert [reply.code for reply in record.unsolicited] == [220, 421]
     assert all(c.reply is not None and c.reply.code == 500 for c in record.commands[1:])
+
+
+async def test_a_noop_flood_ends_with_421_so_records_stay_bounded() -> None:
+    async with SmtpServer(tls="none") as server:
+        client = await RawClient.connect(server.host, server.port)
+        await start_session(client)  # EHLO is the first junk command
+        await client.send(b"NOOP\r\n" * 1000)
+        data = await client.read_until_closed()
+        await client.aclose()
+        record = await server.wait_for_connection_closed()
+    # 99 more within the limit, then 20 counted as errors; the rest never read.
+    assert data.count(b"250 2.0.0 Ok\r\n") == 99 + 20
+    assert data.endswith(b"Error: too many errors\r\n")
+    assert record.close_reason == "errors"
+    assert len(record.commands) == 1 + 99 + 20
+
+
+async def test_junk_commands_within_the_limit_are_harmless() -> None:
+    async with SmtpServer(tls="none") as server:
+        client = await RawClient.connect(server.host, server.port)
+        await start_session(client)
+        for _ in range(99):
+            assert (await client.command(b"RSET\r\n")).code == 250
+        assert (await client.command(b"MAIL FROM:<a@example.org>\r\n")).code == 250
+        await client.aclose()
+        record = await server.wait_for_connection_closed()
+    assert record.close_reason == "peer"

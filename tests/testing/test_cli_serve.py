@@ -94,8 +94,12 @@ async def test_python_dash_m_serves_until_interrupted(tmp_path: Path) -> None:
         )
         assert process.stdout is not None
         output = b""
-        while b"\n" not in output:
-            output += await process.stdout.receive_some(1000)
+        with trio.fail_after(30):  # generous; a process that dies must fail, not spin
+            while b"\n" not in output:
+                chunk = await process.stdout.receive_some(1000)
+                assert chunk, f"trio-smtp serve exited early: {output!r}"
+                output += chunk
+        assert output.startswith(b"listening on "), output
         # "listening on 127.0.0.1:PORT (tls: none)"
         port = int(output.split(b"\n")[0].split()[2].rsplit(b":", 1)[1])
 

@@ -44,6 +44,10 @@ __all__ = ["Session", "SessionClosed"]
 
 # Replies that count towards ``max_errors``: the client sent something wrong.
 _ERROR_CODES = frozenset({500, 501, 502, 503, 504, 555})
+# Commands a client can repeat for ever without an error (Postfix's "junk commands", plus
+# EHLO/HELO): past ``max_junk_commands`` each one counts as an error, so that a flood ends
+# with 421 instead of growing the connection's record without bound.
+_JUNK = frozenset({"NOOP", "VRFY", "RSET", "EHLO", "HELO"})
 
 
 class SessionClosed(Exception):
@@ -85,6 +89,7 @@ class Session:
         self.authenticated: str | None = None
         self.refused = False
         self.errors = 0
+        self.junk = 0
         self.close_reason: str | None = None
         self.mods = _Modifiers()
         self.current: CommandRecord | None = None
@@ -144,6 +149,10 @@ class Session:
         if parsed.error is not None:
             await self.reply(500, "5.5.2", parsed.error)
             return
+        if command.verb in _JUNK:
+            self.junk += 1
+            if self.junk > self.config.max_junk_commands:
+                self.errors += 1  # the reply below says 421 once max_errors is reached
         action = self.faults.take(command.verb, command.argument)
         if command.verb == "BDAT":
             # RFC 3030 §2: the chunk is read whatever the reply; the handler applies faults.
