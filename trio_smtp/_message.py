@@ -151,8 +151,26 @@ def _check_sender(sender: object) -> str:
     return sender
 
 
+#: Envelopes already validated (validation is a pure function of the addresses): a sender
+#: of many messages to the same recipients validates them once.  Bounded: cleared when full.
+_ENVELOPES: dict[tuple[str, tuple[str, ...]], tuple[Envelope, bool]] = {}
+_ENVELOPES_MAX = 256
+
+
 def _envelope(sender: str, recipients: list[str]) -> tuple[Envelope, bool]:
     """Validate every address; return the envelope and whether SMTPUTF8 is required."""
+    key = (sender, tuple(recipients))
+    known = _ENVELOPES.get(key)
+    if known is not None:
+        return known
+    result = _validated_envelope(sender, recipients)
+    if len(_ENVELOPES) >= _ENVELOPES_MAX:
+        _ENVELOPES.clear()
+    _ENVELOPES[key] = result
+    return result
+
+
+def _validated_envelope(sender: str, recipients: list[str]) -> tuple[Envelope, bool]:
     unique = tuple(dict.fromkeys(r.strip() for r in recipients if r.strip()))
     if not unique:
         raise ValueError("the message has no recipients (To, Cc, Bcc or recipients=)")

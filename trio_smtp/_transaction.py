@@ -259,14 +259,20 @@ def _check_421(reply: Reply) -> Reply:
     return reply
 
 
-async def _mail_reply(transport: Transport, mail: Mail, *, with_last: bool = False) -> Reply:
+async def _mail_reply(
+    transport: Transport, mail: Mail, group: bytes | None = None, *, with_last: bool = False
+) -> Reply:
     """The MAIL reply; a reused connection that is already dead becomes ConnectionStale.
 
-    ``with_last``: BDAT LAST went in the same write (see :func:`_envelope_pipelined`)."""
+    ``group``: the pipelined group, written here under MAIL's budget with its reply read (as
+    :meth:`Transport.command` does for MAIL alone).  ``with_last``: BDAT LAST went in the
+    same write (see :func:`_envelope_pipelined`)."""
     limit = transport.timeouts.mail
     try:
         if with_last:
             reply = await _group_reply(transport, "MAIL", limit)
+        elif group is not None:
+            reply = await transport.exchange(group, "MAIL", limit)
         elif transport.conn.extensions.pipelining:
             reply = await transport.read_reply("MAIL", limit)
         else:
@@ -295,8 +301,12 @@ async def _envelope_pipelined(
     group = [conn.send(mail), *(conn.send(rcpt) for rcpt in rcpts)]
     if last is not None:
         group.append(conn.send(last))
-    await transport.write(b"".join(group), "MAIL", transport.timeouts.mail)  # one write
-    mail_reply = await _mail_reply(transport, mail, with_last=unknown_after_mail)
+    data = b"".join(group)  # one write
+    if unknown_after_mail:
+        await transport.write(data, "MAIL", transport.timeouts.mail)
+        mail_reply = await _mail_reply(transport, mail, with_last=True)
+    else:
+        mail_reply = await _mail_reply(transport, mail, data)
     try:
         if unknown_after_mail:
             rcpt_replies = [

@@ -367,6 +367,18 @@ class Transport:
             self.mark_broken()
             raise
 
+    async def exchange(self, data: bytes, what: str, limit: float | None) -> Reply:
+        """Write ``data`` (a pipelined group, already through ``conn.send``) and read the
+        first reply, both under one deadline (as :meth:`command`)."""
+        self.log.log_sent(data)
+        try:
+            with map_errors(what), self._limit(limit, what):
+                await self.stream.send_all(data)
+                return await self._next_reply(what)
+        except BaseException:
+            self.mark_broken()
+            raise
+
     async def send_message(self, data: bytes) -> Reply:
         """After 354: the message data, the terminator, and the reply to the terminator.
 
