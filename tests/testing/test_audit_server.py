@@ -271,3 +271,30 @@ async def test_junk_commands_within_the_limit_are_harmless() -> None:
         await client.aclose()
         record = await server.wait_for_connection_closed()
     assert record.close_reason == "peer"
+
+
+@pytest.mark.parametrize(
+    ("setup", "line", "code"),
+    [
+        (b"", b"AUTH PLAIN AHVzZXIAd3Jvbmc=", 535),  # password guessing
+        (b"MAIL FROM:<a@example.org>\r\n", b"RCPT TO:<no at sign>", 553),
+        (b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n", b"RCPT TO:<b@x.org>", 452),
+    ],
+    ids=["auth", "bad-address", "too-many-recipients"],
+)
+async def test_a_flood_of_refused_commands_ends_with_421(
+    setup: bytes, line: bytes, code: int
+) -> None:
+    async with SmtpServer(credentials={"user": "password"}, max_recipients=1) as server:
+        client = await RawClient.connect(server.host, server.port)
+        await start_session(client)
+        for command in setup.splitlines(keepends=True):
+            assert (await client.command(command)).code == 250
+        await client.send((line + b"\r\n") * 1000)
+        replies = [await client.reply() for _ in range(21)]
+        assert [r.code for r in replies] == [code] * 20 + [421]
+        assert await client.read_until_closed() == b""
+        await client.aclose()
+        record = await server.wait_for_connection_closed()
+    assert record.close_reason == "errors"
+    assert len(record.commands) < 30

@@ -42,8 +42,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Session", "SessionClosed"]
 
-# Replies that count towards ``max_errors``: the client sent something wrong.
-_ERROR_CODES = frozenset({500, 501, 502, 503, 504, 555})
+# Replies that count towards ``max_errors``: the client sent something wrong, or something
+# it may not repeat for ever (no STARTTLS/AUTH yet, a failed AUTH, a bad address, too many
+# recipients, no valid recipients): a flood of any of them ends in 421.
+_ERROR_CODES = frozenset({452, 500, 501, 502, 503, 504, 530, 535, 553, 554, 555})
 # Commands a client can repeat for ever without an error (Postfix's "junk commands", plus
 # EHLO/HELO): past ``max_junk_commands`` each one counts as an error, so that a flood ends
 # with 421 instead of growing the connection's record without bound.
