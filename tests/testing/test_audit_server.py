@@ -251,7 +251,8 @@ async def test_a_noop_flood_ends_with_421_so_records_stay_bounded() -> None:
         client = await RawClient.connect(server.host, server.port)
         await start_session(client)  # EHLO is the first junk command
         await client.send(b"NOOP\r\n" * 1000)
-        data = await client.read_until_closed()
+        with trio.fail_after(30):  # generous: without the limit it would never close
+            data = await client.read_until_closed()
         await client.aclose()
         record = await server.wait_for_connection_closed()
     # 99 more within the limit, then 20 counted as errors; the rest never read.
@@ -293,7 +294,8 @@ async def test_a_flood_of_refused_commands_ends_with_421(
         await client.send((line + b"\r\n") * 1000)
         replies = [await client.reply() for _ in range(21)]
         assert [r.code for r in replies] == [code] * 20 + [421]
-        assert await client.read_until_closed() == b""
+        with trio.fail_after(30):
+            assert await client.read_until_closed() == b""
         await client.aclose()
         record = await server.wait_for_connection_closed()
     assert record.close_reason == "errors"
