@@ -31,12 +31,6 @@ def in_transaction() -> ClientConnection:
     return conn
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_commands.Bdat: a str chunk raises TypeError from memoryview(), not the "
-    "LocalProtocolError every other invalid argument raises (issue 2: 'A refusal is "
-    "LocalProtocolError')",
-)
 def test_bdat_with_a_str_chunk_is_a_local_protocol_error() -> None:
     conn = in_transaction()
     with pytest.raises(LocalProtocolError):

@@ -261,6 +261,14 @@ class Bdat(Command):
     verb: ClassVar[str] = "BDAT"
     ends_group: ClassVar[bool] = False
 
+    def __post_init__(self) -> None:
+        # Only octets have an exact size on the wire (RFC 3030 §2); a str has no byte count
+        # until encoded, so it is refused like any other invalid argument.
+        if not isinstance(self.chunk, (bytes, bytearray, memoryview)):
+            raise LocalProtocolError(
+                f"BDAT chunk must be bytes-like, not {type(self.chunk).__name__}"
+            )
+
     @property
     def size(self) -> int:
         """The chunk's size in octets, as sent on the command line."""
