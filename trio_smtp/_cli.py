@@ -16,9 +16,10 @@ import getpass
 import ipaddress
 import mimetypes
 import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -400,13 +401,41 @@ def run_serve(args: argparse.Namespace) -> int:
             return 2
         credentials[user] = password
     try:
-        trio.run(lambda: serve(args, credentials))
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-    except (OSError, RuntimeError) as exc:
-        print(f"trio-smtp serve: {exc}", file=sys.stderr)
+        error = trio.run(_serve_until_signalled, args, credentials)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the handler was installed
+        error = None
+    if error is not None:
+        print(f"trio-smtp serve: {error}", file=sys.stderr)
         return 1
+    print("stopped", file=sys.stderr)
     return 0
+
+
+async def _serve_until_signalled(
+    args: argparse.Namespace, credentials: dict[str, str]
+) -> OSError | RuntimeError | None:
+    """Serve until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly.
+
+    The signals are received as events (trio.open_signal_receiver) rather than as a
+    KeyboardInterrupt raised wherever the main task happens to be, so the server's nursery
+    always closes in order and the exit status does not depend on timing.
+    """
+    error: OSError | RuntimeError | None = None
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_first_signal, signals, nursery.cancel_scope)
+            try:
+                await serve(args, credentials)
+            except (OSError, RuntimeError) as exc:  # e.g. the port is taken
+                error = exc
+            nursery.cancel_scope.cancel()
+    return error
+
+
+async def _cancel_on_first_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for _ in signals:
+        scope.cancel()
+        return
 
 
 async def serve(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import signal
 import smtplib
 import subprocess
 import sys
@@ -85,7 +86,8 @@ def test_a_subcommand_is_required() -> None:
     assert info.value.code == 2
 
 
-async def test_python_dash_m_serves_until_interrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_python_dash_m_serves_until_interrupted(tmp_path: Path, signum: int) -> None:
     # A real process on a free port: read the port it prints, send, check the output.
     command = [sys.executable, "-u", "-m", "trio_smtp", "serve", "--port", "0"]
     async with trio.open_nursery() as nursery:
@@ -111,5 +113,5 @@ async def test_python_dash_m_serves_until_interrupted(tmp_path: Path) -> None:
         with trio.fail_after(10):
             while b"Subject: via cli" not in output:
                 output += await process.stdout.receive_some(1000)
-        process.send_signal(2)  # SIGINT, as Ctrl-C
+        process.send_signal(signum)  # Ctrl-C, or a service manager stopping it
         assert await process.wait() == 0
