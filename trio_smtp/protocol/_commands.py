@@ -242,9 +242,14 @@ class Data(Command):
 @dataclass(frozen=True, slots=True)
 class EndOfData(Command):
     """Not a command line: stands for the ``CRLF.CRLF`` terminator, whose reply it matches.
-    Produced by the connection's data methods, never sent through ``send``."""
+    Produced by the connection's data methods, never sent through ``send``.
+
+    It does not end a group: RFC 2920 §3.1 explicitly allows the transfer of message content
+    to be the first "command" of a group, so with PIPELINING the next transaction's MAIL,
+    RCPT and DATA may follow the terminator before its reply is read."""
 
     verb: ClassVar[str] = "."
+    ends_group: ClassVar[bool] = False
 
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
         """Always refused: the terminator comes from ``ClientConnection.end_data``."""

@@ -118,7 +118,10 @@ TRANSITIONS: dict[tuple[State, str], State] = {
     # recipients refused, even MAIL refused): we must send at least the terminator (rule 6).
     **{(s, "reply:DATA:more"): _S.DATA for s in (_S.READY, _S.MAIL, _S.RCPT)},
     (_S.DATA, "send:MESSAGE"): _S.DATA,
-    (_S.DATA, "send:END_OF_DATA"): _S.DATA,
+    # Whatever its reply (2xx, 4xx, 5xx), the terminator ends the transaction (RFC 5321
+    # §4.1.1.4), so once it is sent the session is expected READY: with PIPELINING the next
+    # MAIL may follow it in the same group (RFC 2920 §3.1).  Its reply confirms READY.
+    (_S.DATA, "send:END_OF_DATA"): _S.READY,
     (_S.DATA, "reply:END_OF_DATA:ok"): _S.READY,
     (_S.DATA, "reply:END_OF_DATA:fail"): _S.READY,
     # RFC 3030: BDAT chunks; LAST ends the transaction.  After a failed chunk no more may
