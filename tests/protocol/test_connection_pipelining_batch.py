@@ -53,9 +53,9 @@ ENVELOPE = (Mail("a@example.org"), Rcpt("b@example.org"), Data())
 
 def in_data(*keywords: str) -> ClientConnection:
     conn = ready(*keywords)
-    for command in ENVELOPE:
+    for command, reply in zip(ENVELOPE, (b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"), strict=True):
         conn.send(command)
-    feed(conn, b"250 ok\r\n250 ok\r\n354 go\r\n")
+        feed(conn, reply)
     assert state(conn) is State.DATA
     return conn
 
