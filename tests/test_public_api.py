@@ -54,6 +54,7 @@ REQUIRED = frozenset(
 EXPORTS = REQUIRED | {"SmtpResponseError", "OAuth2", "ClientStatistics"}
 EXPORTS |= {"DeliveryNotification", "DsnReturn"}
 EXPORTS |= {"SmtpDeliveryTimeoutError"}
+EXPORTS |= {"OutgoingMessage"}
 
 #: Public subpackages (other public names that are modules must be one of these).
 SUBPACKAGES = frozenset({"protocol", "sasl", "testing"})

@@ -5,6 +5,7 @@ A sans-IO protocol core (:mod:`trio_smtp.protocol`), a client modelled on .NET's
 """
 
 from ._client import ClientStatistics as ClientStatistics
+from ._client import OutgoingMessage as OutgoingMessage
 from ._client import SendCompleted as SendCompleted
 from ._client import SendResult as SendResult
 from ._client import SmtpClient as SmtpClient

@@ -21,7 +21,15 @@ import functools
 import math
 import os
 import ssl
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager
 from email.message import EmailMessage
 from types import TracebackType
@@ -29,8 +37,10 @@ from typing import Any
 
 import trio
 
+from ._batch import BatchItem, Outcomes, Pending, Source, check_batch_source, send_pipelined
+from ._batch import OutgoingMessage as OutgoingMessage
 from ._config import DeliveryMethod, Security, Timeouts
-from ._errors import SmtpFailedRecipientsError
+from ._errors import SmtpError, SmtpFailedRecipientsError
 from ._message import PreparedMessage, prepare_message
 from ._options import NO_OPTIONS, DeliveryNotification, DsnReturn, delivery_options
 from ._pickup import deliver_to_pickup
@@ -45,7 +55,7 @@ from ._transaction import ConnectionStaleError, deliver
 from ._transport import StreamFactory, Transport
 from ._url import parse_smtp_url
 
-__all__ = ["ClientStatistics", "SendCompleted", "SendResult", "SmtpClient"]
+__all__ = ["ClientStatistics", "OutgoingMessage", "SendCompleted", "SendResult", "SmtpClient"]
 
 #: What ``send`` takes: a message, its bytes, or a streamed body (binary file object with
 #: ``read(n)``, a trio async file, an ``os.PathLike``, or an async iterable of bytes).
@@ -249,6 +259,91 @@ class SmtpClient:
         finally:
             self._release()
 
+    async def send_many(
+        self, messages: Iterable[BatchItem] | AsyncIterable[BatchItem]
+    ) -> list[SendResult | Exception]:
+        """Send many in-memory messages over one connection; one outcome per message.
+
+        ``messages`` is an iterable or async iterable of :class:`~email.message.EmailMessage`,
+        ``bytes`` in an :class:`OutgoingMessage` (which carries its own ``sender`` and
+        ``recipients``), or ``OutgoingMessage`` wrapping either.  Items are read and
+        validated one at a time, just before they are sent.
+
+        Returns a list in the order given: for each message its :class:`SendResult`, or
+        the exception :meth:`send` would have raised for it (``TypeError``/``ValueError``
+        for an invalid item -- nothing of it is written --, an
+        :class:`~trio_smtp.SmtpError` subclass for a refusal or a failure;
+        :class:`~trio_smtp.SmtpFailedRecipientsError` with ``.result`` when some
+        recipients got it).  One message's failure never stops the others.
+
+        With PIPELINING (RFC 2920 §3.1) the data and terminator of one message and the
+        envelope of the next go in one write: one round trip per message.  If the
+        connection breaks, the message whose terminator was written and whose reply was
+        not read is :class:`~trio_smtp.SmtpDeliveryUnknownError` (it may have been
+        delivered: do not resend it blindly), the next one (whose envelope went out, never
+        its data) is :class:`~trio_smtp.SmtpConnectError` saying it was not delivered, and
+        a new connection is opened for the rest; when a connection cannot be opened, every
+        remaining message gets that error.
+
+        Raises (before anything is sent) ``TypeError`` when ``messages`` is a single
+        message or not iterable, ``trio.BusyResourceError`` while another send is in
+        flight, ``trio.ClosedResourceError`` after the client is closed.  Cancelled, it
+        closes the connection and raises ``Cancelled``: the messages before the one in
+        flight may have been delivered, and their outcomes are lost -- send in smaller
+        batches if you need to know.
+        """
+        self._check_open()
+        items = check_batch_source(messages)
+        self._claim()
+        try:
+            return await self._send_many(items)
+        finally:
+            self._release()
+
+    async def _send_many(self, items: AsyncIterator[object]) -> list[SendResult | Exception]:
+        outcomes = Outcomes(self._counters)
+        source = Source(items, outcomes)
+        retry: Pending | None = None
+        while not source.exhausted or retry is not None:
+            if self._delivery_method is DeliveryMethod.PICKUP_DIRECTORY:
+                await self._send_one_of_many(source, outcomes, retry)
+                retry = None
+                continue
+            try:
+                transport = await self._connection()
+            except SmtpError as exc:
+                await _fail_the_rest(source, outcomes, retry, exc)
+                break
+            try:
+                extensions = transport.conn.extensions
+                if extensions.pipelining and not extensions.chunking:
+                    retry = await send_pipelined(transport, source, outcomes, retry)
+                else:
+                    await self._send_one_of_many(source, outcomes, retry)
+                    retry = None
+            finally:
+                if not transport.reusable:
+                    await self._drop_transport(polite=False)
+        return outcomes.result()
+
+    async def _send_one_of_many(
+        self, source: Source, outcomes: Outcomes, first: Pending | None
+    ) -> None:
+        """Without PIPELINING, or with CHUNKING (where ``send`` already puts a small
+        message and its envelope in one write): one message as ``send`` sends it."""
+        pending = first or await source.next()
+        if pending is None:
+            return
+        size = pending.prepared.size
+        try:
+            result = await self._deliver_once(pending.prepared)
+        except SmtpFailedRecipientsError as exc:
+            outcomes.set(pending.slot, exc, size)
+        except (SmtpError, OSError) as exc:
+            outcomes.set(pending.slot, exc, size)
+        else:
+            outcomes.set(pending.slot, result, size)
+
     def send_async(
         self,
         message: Message_,
@@ -402,3 +497,13 @@ def _prepare(
     if options is NO_OPTIONS:
         return prepared
     return dataclasses.replace(prepared, options=options)
+
+
+async def _fail_the_rest(
+    source: Source, outcomes: Outcomes, retry: Pending | None, error: SmtpError
+) -> None:
+    """No connection could be opened: every message left gets that error (not sent)."""
+    pending = retry or await source.next()
+    while pending is not None:
+        outcomes.set(pending.slot, error, pending.prepared.size)
+        pending = await source.next()

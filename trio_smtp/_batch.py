@@ -1,0 +1,382 @@
+"""Bulk sending: many messages over one connection, pipelined across messages.
+
+Theory of operation: RFC 2920 §3.1 lets the transfer of message content be the *first*
+"command" of a group, so with PIPELINING (and no CHUNKING) message k's data and terminator,
+then message k+1's MAIL, RCPTs and DATA, go in ONE write.  Its replies come back in order:
+the reply to k's terminator (k's outcome), then k+1's envelope replies up to 354.  One round
+trip per message instead of two.
+
+Transactions stay independent: after the end-of-data reply the session is READY whatever its
+code (RFC 5321 §4.1.1.4); a transaction that failed before its data with MAIL accepted
+(every RCPT refused, DATA refused) leaves the server inside a transaction, so RSET goes
+first in the next write (RFC 5321 §4.1.1.5); a 354 nobody should get is answered with the
+terminator alone (RFC 2920 §3.1), and its reply is read and ignored.
+
+Each message gets exactly one outcome, in order: a :class:`SendResult`, or the exception a
+:meth:`SmtpClient.send <trio_smtp.SmtpClient.send>` would have raised.  When the connection
+breaks, the message whose terminator was written and whose reply was not read is
+:class:`SmtpDeliveryUnknownError`; the message whose envelope was in the same write is
+*not delivered* (:class:`SmtpConnectError`); the client reconnects for the rest.
+
+With CHUNKING (or without PIPELINING) each message goes as :func:`deliver` sends it: with
+CHUNKING and PIPELINING that is already one write and one round trip per small message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from email.message import EmailMessage, Message
+
+from ._errors import (
+    SmtpConnectError,
+    SmtpDeliveryTimeoutError,
+    SmtpDeliveryUnknownError,
+    SmtpError,
+    SmtpResponseError,
+    SmtpTimeoutError,
+)
+from ._message import PreparedMessage, check_against_server, prepare_message
+from ._results import SendResult
+from ._stats import Counters
+from ._transaction import (
+    ConnectionStaleError,
+    _check_421,
+    _check_envelope,
+    _mail_reply,
+    _outcome,
+    _Plan,
+    _plan,
+    _sort,
+)
+from ._transport import _DATA_CHUNK, UNKNOWN, Transport
+from .protocol import Data, Reply, Rset, State
+
+__all__ = ["Outcome", "Outcomes", "OutgoingMessage", "Source", "send_pipelined"]
+
+#: What a message in a batch came to: its result, or the exception ``send`` would raise.
+Outcome = SendResult | Exception
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One message of :meth:`SmtpClient.send_many <trio_smtp.SmtpClient.send_many>` with its
+    own envelope: ``message`` (an :class:`~email.message.EmailMessage` or ``bytes``),
+    ``sender`` and ``recipients`` (required for bytes; for an ``EmailMessage`` they
+    override its headers, as with :meth:`~trio_smtp.SmtpClient.send`)."""
+
+    message: EmailMessage | bytes
+    sender: str | None = None
+    recipients: Sequence[str] | None = None
+
+
+#: What ``send_many`` takes: items of a (sync or async) iterable.
+BatchItem = EmailMessage | bytes | OutgoingMessage
+
+
+def prepare_item(item: object) -> PreparedMessage:
+    """Validate one item (TypeError/ValueError, nothing written); in-memory messages only."""
+    if isinstance(item, OutgoingMessage):
+        message: object = item.message
+        sender, recipients = item.sender, item.recipients
+    else:
+        message, sender, recipients = item, None, None
+    if not isinstance(message, (Message, bytes, bytearray, memoryview)):
+        raise TypeError(
+            "send_many takes EmailMessage, bytes or OutgoingMessage items, not "
+            f"{type(message).__name__} (stream large bodies with send())"
+        )
+    return prepare_message(message, sender, recipients)
+
+
+def check_batch_source(messages: object) -> AsyncIterator[object]:
+    """An async iterator over ``messages``; TypeError for a single message or a
+    non-iterable (checked before anything is claimed or written)."""
+    if isinstance(messages, (Message, bytes, bytearray, memoryview, str, OutgoingMessage)):
+        raise TypeError("send_many takes an iterable of messages; use send() for one")
+    if isinstance(messages, AsyncIterable):
+        return aiter(messages)
+    if isinstance(messages, Iterable):
+        return _from_sync(messages)
+    raise TypeError(f"send_many takes an iterable of messages, not {type(messages).__name__}")
+
+
+async def _from_sync(messages: Iterable[object]) -> AsyncIterator[object]:
+    for message in messages:
+        yield message
+
+
+class Outcomes:
+    """The outcome of each message, in the order given (one slot per item)."""
+
+    def __init__(self, counters: Counters) -> None:
+        self._slots: list[Outcome | None] = []
+        self._counters = counters
+
+    def reserve(self) -> int:
+        self._slots.append(None)
+        return len(self._slots) - 1
+
+    def set(self, slot: int, outcome: Outcome, size: int | None = None) -> None:
+        """Record ``slot``'s outcome, counted in the client's statistics as ``send``'s
+        would be (an invalid item, refused before any I/O, is not counted)."""
+        assert self._slots[slot] is None, "one outcome per message"
+        self._slots[slot] = outcome
+        if isinstance(outcome, SendResult):
+            self._counters.sent(outcome, size)
+        elif isinstance(outcome, SmtpError):
+            self._counters.failed(outcome, size)
+
+    def result(self) -> list[Outcome]:
+        assert all(outcome is not None for outcome in self._slots)
+        return [outcome for outcome in self._slots if outcome is not None]
+
+
+@dataclasses.dataclass(slots=True)
+class Pending:
+    """A message read from the source and validated, not yet sent (or to be retried)."""
+
+    slot: int
+    prepared: PreparedMessage
+
+
+class Source:
+    """The items, prepared one at a time, with one message of push-back (a reused
+    connection found dead before its MAIL was answered: the message goes again)."""
+
+    def __init__(self, items: AsyncIterator[object], outcomes: Outcomes) -> None:
+        self._items = items
+        self._outcomes = outcomes
+        self._back: Pending | None = None
+        self.exhausted = False
+
+    def push_back(self, pending: Pending) -> None:
+        self._back = pending
+
+    async def next(self) -> Pending | None:
+        """The next valid message; an invalid one gets its error as its outcome."""
+        if self._back is not None:
+            pending, self._back = self._back, None
+            return pending
+        while not self.exhausted:
+            item = await anext(self._items, _END)
+            if item is _END:
+                self.exhausted = True
+                break
+            slot = self._outcomes.reserve()
+            try:
+                return Pending(slot, prepare_item(item))
+            except (TypeError, ValueError) as exc:
+                self._outcomes.set(slot, exc)
+        return None
+
+
+_END = object()
+
+
+@dataclasses.dataclass(slots=True)
+class _Awaiting:
+    """What the reply to the first command of the next write decides.
+
+    ``final``: a message's terminator (its outcome); ``rset``: RSET after a failed
+    envelope; neither: a terminator answering a 354 nobody should get (ignored)."""
+
+    final: tuple[Pending, list[str], dict[str, Reply]] | None = None
+    rset: bool = False
+
+
+def _not_delivered(error: SmtpError) -> SmtpConnectError:
+    """The message's envelope went (or was going) out, its data never did."""
+    text = f"not delivered (the session ended before its data was sent): {error}"
+    failure = SmtpConnectError(text, reply=error.reply)
+    failure.__cause__ = error
+    return failure
+
+
+def _unknown(error: SmtpError) -> SmtpDeliveryUnknownError:
+    if isinstance(error, SmtpDeliveryUnknownError):
+        return error
+    unknown: SmtpDeliveryUnknownError
+    if isinstance(error, SmtpTimeoutError):
+        unknown = SmtpDeliveryTimeoutError(f"{error}; the message may have been delivered")
+    else:
+        unknown = SmtpDeliveryUnknownError(UNKNOWN)
+    unknown.__cause__ = error
+    return unknown
+
+
+async def send_pipelined(
+    transport: Transport, source: Source, outcomes: Outcomes, first: Pending | None = None
+) -> Pending | None:
+    """Send messages from ``source`` on ``transport`` (PIPELINING, no CHUNKING) until the
+    source ends or the connection breaks; return a message that must go first on the next
+    connection (``ConnectionStaleError``), if any."""
+    sender = _PipelinedSender(transport, outcomes)
+    pending = first or await source.next()
+    while pending is not None:
+        try:
+            retry = await sender.send(pending)
+        except SmtpError:
+            return None  # the connection broke: every message involved has its outcome
+        if retry:
+            return pending
+        pending = await source.next()
+    try:
+        await sender.flush()
+    except SmtpError:
+        pass  # the last message's outcome is set
+    return None
+
+
+class _PipelinedSender:
+    def __init__(self, transport: Transport, outcomes: Outcomes) -> None:
+        self.transport = transport
+        self.outcomes = outcomes
+        self.tail = b""  # goes first in the next write: data + terminator, or RSET
+        self.awaiting: _Awaiting | None = None
+
+    async def send(self, pending: Pending) -> bool:
+        """Write the tail and ``pending``'s envelope in one write, read the tail's reply and
+        the envelope's; True when ``pending`` must be retried on a new connection."""
+        transport, prepared = self.transport, pending.prepared
+        try:
+            check_against_server(prepared, transport.conn.extensions)  # before MAIL
+            plan = _plan(prepared, transport.conn.extensions)
+        except SmtpError as exc:
+            self.outcomes.set(pending.slot, exc, pending.prepared.size)
+            return False
+        rcpts = [prepared.options.rcpt(r) for r in prepared.envelope.recipients]
+        conn = transport.conn
+        group = [conn.send(plan.mail), *(conn.send(rcpt) for rcpt in rcpts), conn.send(Data())]
+        envelope = b"".join(group)
+        try:
+            await self._write(self.tail + envelope)
+            self.tail = b""
+            await self._read_awaiting()
+        except SmtpError as exc:
+            self.outcomes.set(pending.slot, _not_delivered(exc), pending.prepared.size)
+            raise
+        try:
+            mail_reply = await _mail_reply(transport, plan.mail)
+            rcpt_replies = [
+                _check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt))
+                for _ in rcpts
+            ]
+            data_reply = _check_421(
+                await transport.read_reply("DATA", transport.timeouts.data_initiation)
+            )
+        except ConnectionStaleError:
+            return True  # RFC 5321 §4.1.1.4 aside, nothing of it was accepted: send again
+        except SmtpError as exc:
+            self.outcomes.set(pending.slot, _not_delivered(exc), pending.prepared.size)
+            raise
+        await self._after_envelope(pending, plan, mail_reply, rcpt_replies, data_reply)
+        return False
+
+    async def _after_envelope(
+        self,
+        pending: Pending,
+        plan: _Plan,
+        mail_reply: Reply,
+        rcpt_replies: list[Reply],
+        data_reply: Reply,
+    ) -> None:
+        transport, prepared = self.transport, pending.prepared
+        conn = transport.conn
+        accepted, rejected = _sort(prepared.envelope.recipients, rcpt_replies)
+        try:
+            _check_envelope(mail_reply, accepted, rejected)
+            if data_reply.code != 354:
+                raise SmtpResponseError("the server refused DATA", reply=data_reply)
+        except SmtpError as exc:
+            self.outcomes.set(pending.slot, exc, pending.prepared.size)
+            if data_reply.code == 354:
+                # RFC 2920 §3.1: the server reads data now; send only the terminator.
+                self.tail, self.awaiting = conn.end_data(), _Awaiting()
+            elif conn.state is not State.READY:  # MAIL accepted: a transaction is open
+                self.tail, self.awaiting = conn.send(Rset()), _Awaiting(rset=True)
+            return
+        try:
+            transport._check_nothing_buffered()  # a reply after 354 is an early reply
+        except SmtpError as exc:
+            transport.mark_broken()
+            self.outcomes.set(pending.slot, exc, pending.prepared.size)
+            raise
+        if len(prepared.data) > _DATA_CHUNK:
+            await self._send_large(pending, accepted, rejected)
+            return
+        self.tail = conn.send_data(prepared.data) + conn.end_data()
+        self.awaiting = _Awaiting(final=(pending, accepted, rejected))
+
+    async def _send_large(
+        self, pending: Pending, accepted: list[str], rejected: dict[str, Reply]
+    ) -> None:
+        # Written while the server is watched for an early reply, as send() does.
+        try:
+            final = await self.transport.send_message(pending.prepared.data)
+        except SmtpError as exc:
+            self.outcomes.set(pending.slot, exc, pending.prepared.size)
+            raise
+        self._set_final(pending, final, accepted, rejected)
+
+    async def flush(self) -> None:
+        """Write what is left (the last message's terminator) and read its reply."""
+        if self.tail:
+            await self._write(self.tail)
+            self.tail = b""
+        await self._read_awaiting()
+
+    async def _write(self, data: bytes) -> None:
+        transport = self.transport
+        try:
+            await transport.write(data, "the message data", transport.timeouts.data_block)
+        except SmtpError as exc:
+            self._lost(exc)
+            raise
+
+    async def _read_awaiting(self) -> None:
+        awaiting, self.awaiting = self.awaiting, None
+        if awaiting is None:
+            return
+        self.awaiting = awaiting  # until its reply is in: a failure makes it unknown
+        transport = self.transport
+        if awaiting.rset:
+            reply = await self._read("RSET", transport.timeouts.command, False)
+            self.awaiting = None
+            if reply.code != 250:
+                transport.mark_broken()
+                raise SmtpResponseError("the server refused RSET", reply=reply)
+            return
+        timeout = transport.timeouts.data_termination
+        final = await self._read("the end of data", timeout, True)
+        self.awaiting = None
+        transport.transactions += 1
+        if awaiting.final is not None:
+            pending, accepted, rejected = awaiting.final
+            self._set_final(pending, final, accepted, rejected)
+        _check_421(final)  # the pipelined MAIL behind it will never be answered
+
+    async def _read(self, what: str, limit: float | None, maybe_delivered: bool) -> Reply:
+        try:
+            return await self.transport.read_reply(what, limit, maybe_delivered=maybe_delivered)
+        except SmtpError as exc:
+            self._lost(exc)
+            raise
+
+    def _lost(self, error: SmtpError) -> None:
+        """The connection broke with the tail written (or being written): its message, if
+        any, may have been delivered (RFC 5321 §4.1.1.4)."""
+        self.transport.mark_broken()
+        awaiting, self.awaiting = self.awaiting, None
+        if awaiting is not None and awaiting.final is not None:
+            pending = awaiting.final[0]
+            self.outcomes.set(pending.slot, _unknown(error), pending.prepared.size)
+
+    def _set_final(
+        self, pending: Pending, final: Reply, accepted: list[str], rejected: dict[str, Reply]
+    ) -> None:
+        try:
+            outcome: Outcome = _outcome(pending.prepared, final, accepted, rejected)
+        except SmtpError as exc:
+            outcome = exc
+        self.outcomes.set(pending.slot, outcome, pending.prepared.size)
