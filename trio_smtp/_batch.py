@@ -206,13 +206,13 @@ def _unknown(error: SmtpError) -> SmtpDeliveryUnknownError:
 
 
 async def send_pipelined(
-    transport: Transport, source: Source, outcomes: Outcomes, first: Pending | None = None
+    transport: Transport, source: Source, outcomes: Outcomes, first: Pending
 ) -> Pending | None:
     """Send messages from ``source`` on ``transport`` (PIPELINING, no CHUNKING) until the
     source ends or the connection breaks; return a message that must go first on the next
     connection (``ConnectionStaleError``), if any."""
     sender = _PipelinedSender(transport, outcomes)
-    pending = first or await source.next()
+    pending: Pending | None = first
     while pending is not None:
         try:
             retry = await sender.send(pending)

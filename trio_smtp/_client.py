@@ -303,42 +303,36 @@ class SmtpClient:
     async def _send_many(self, items: AsyncIterator[object]) -> list[SendResult | Exception]:
         outcomes = Outcomes(self._counters)
         source = Source(items, outcomes)
-        retry: Pending | None = None
-        while not source.exhausted or retry is not None:
+        pending = await source.next()  # no connection for an empty batch
+        while pending is not None:
             if self._delivery_method is DeliveryMethod.PICKUP_DIRECTORY:
-                await self._send_one_of_many(source, outcomes, retry)
-                retry = None
+                await self._send_one_of_many(pending, outcomes)
+                pending = await source.next()
                 continue
             try:
                 transport = await self._connection()
             except SmtpError as exc:
-                await _fail_the_rest(source, outcomes, retry, exc)
+                await _fail_the_rest(source, outcomes, pending, exc)
                 break
+            retry: Pending | None = None
             try:
                 extensions = transport.conn.extensions
                 if extensions.pipelining and not extensions.chunking:
-                    retry = await send_pipelined(transport, source, outcomes, retry)
+                    retry = await send_pipelined(transport, source, outcomes, pending)
                 else:
-                    await self._send_one_of_many(source, outcomes, retry)
-                    retry = None
+                    await self._send_one_of_many(pending, outcomes)
             finally:
                 if not transport.reusable:
                     await self._drop_transport(polite=False)
+            pending = retry or await source.next()
         return outcomes.result()
 
-    async def _send_one_of_many(
-        self, source: Source, outcomes: Outcomes, first: Pending | None
-    ) -> None:
+    async def _send_one_of_many(self, pending: Pending, outcomes: Outcomes) -> None:
         """Without PIPELINING, or with CHUNKING (where ``send`` already puts a small
         message and its envelope in one write): one message as ``send`` sends it."""
-        pending = first or await source.next()
-        if pending is None:
-            return
         size = pending.prepared.size
         try:
             result = await self._deliver_once(pending.prepared)
-        except SmtpFailedRecipientsError as exc:
-            outcomes.set(pending.slot, exc, size)
         except (SmtpError, OSError) as exc:
             outcomes.set(pending.slot, exc, size)
         else:
@@ -500,10 +494,9 @@ def _prepare(
 
 
 async def _fail_the_rest(
-    source: Source, outcomes: Outcomes, retry: Pending | None, error: SmtpError
+    source: Source, outcomes: Outcomes, pending: Pending | None, error: SmtpError
 ) -> None:
     """No connection could be opened: every message left gets that error (not sent)."""
-    pending = retry or await source.next()
     while pending is not None:
         outcomes.set(pending.slot, error, pending.prepared.size)
         pending = await source.next()
