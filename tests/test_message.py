@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+import email
+import email.policy
+import email.utils
+import io
+import random
+from collections.abc import Sequence
+from email.generator import BytesGenerator
 from email.message import EmailMessage, Message
 
 import pytest
 
 from trio_smtp._errors import SmtpError, SmtpStatusCode
 from trio_smtp._message import check_against_server, prepare_message
-from trio_smtp.protocol import BodyKind, Extensions, Reply
+from trio_smtp.protocol import BodyInspector, BodyKind, Extensions, Reply
 
 
 def make(**headers: str) -> EmailMessage:
@@ -174,3 +182,184 @@ def test_size_checked_against_server_limit() -> None:
     assert info.value.status_code is SmtpStatusCode.EXCEEDED_STORAGE_ALLOCATION
     large = Extensions.from_ehlo_reply(Reply(250, ("mx.example.net", "SIZE 1000")))
     check_against_server(prepared, large)
+
+
+# -- the fast EmailMessage path gives exactly what the straightforward one gave ---------------
+
+
+def _reference_data(message: Message, utf8: bool) -> bytes:
+    """The serialisation as smtplib/aiosmtplib do it: Bcc deleted from a copy, then flattened."""
+    stripped = copy.copy(message)
+    del stripped["Bcc"]
+    del stripped["Resent-Bcc"]
+    policy: email.policy.Policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+    if isinstance(message.policy, email.policy.EmailPolicy):
+        policy = message.policy.clone(linesep="\r\n", utf8=utf8)
+    buffer = io.BytesIO()
+    BytesGenerator(buffer, mangle_from_=False, policy=policy).flatten(stripped, linesep="\r\n")
+    return buffer.getvalue()
+
+
+def _reference_addresses(values: Sequence[object]) -> list[str]:
+    found: list[str] = []
+    for value in values:
+        parsed = getattr(value, "addresses", None)
+        if parsed is not None:
+            found.extend(a.addr_spec for a in parsed if a.addr_spec and a.addr_spec != "<>")
+        else:
+            found.extend(addr for _, addr in email.utils.getaddresses([str(value)]) if addr)
+    return found
+
+
+def _reference_utf8(message: Message, envelope: tuple[str, ...]) -> bool:
+    """Non-ASCII envelope, or a non-ASCII address in any address field (through items())."""
+    if not all(a.isascii() for a in envelope):
+        return True
+    fields = {"from", "sender", "reply-to", "to", "cc", "bcc"}
+    fields |= {"resent-" + f for f in fields if f != "reply-to"}
+    return any(
+        not all(a.isascii() for a in _reference_addresses([value]))
+        for name, value in message.items()
+        if name.lower() in fields
+    )
+
+
+def _reference_envelope(message: Message) -> tuple[str, list[str]]:
+    """Sender and recipients read with message.items() and get_all (RFC 5322 §3.6.6)."""
+    block: dict[str, list[object]] = {}
+    for name, value in message.items():
+        key = name.lower()
+        if not key.startswith("resent-"):
+            if block:
+                break
+            continue
+        if key in block:
+            break
+        block[key] = [str(value)]
+    senders: Sequence[object]
+    rcpts: Sequence[object]
+    if block:
+        senders = block.get("resent-sender") or block.get("resent-from") or []
+        rcpts = [v for f in ("resent-to", "resent-cc", "resent-bcc") for v in block.get(f, [])]
+    else:
+        senders = message.get_all("Sender") or message.get_all("From") or []
+        rcpts = [v for f in ("To", "Cc", "Bcc") for v in message.get_all(f) or []]
+    return _reference_addresses(senders)[0], list(dict.fromkeys(_reference_addresses(rcpts)))
+
+
+def _email(policy: email.policy.Policy = email.policy.default, **headers: str) -> EmailMessage:
+    msg = EmailMessage(policy=policy)
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    return msg
+
+
+def _corpus() -> list[tuple[str, Message]]:
+    """Messages covering what serialisation and header reading have to get right."""
+    out: list[tuple[str, Message]] = []
+    plain = _email(From="Ann <a@example.org>", To="b@example.net", Subject="plain")
+    plain["Message-ID"] = "<1@example.org>"
+    plain.set_content("Hello.\n" * 20)
+    out.append(("plain", plain))
+    several = (
+        b"From: a@example.org\r\nBcc: h1@example.net\r\nTo: b@example.net\r\n"
+        b"BCC: Hidden Two <h2@example.net>\r\nbcc: h3@example.net\r\n\r\nx\r\n"
+    )
+    bcc = email.message_from_bytes(several, policy=email.policy.default)
+    out.append(("several Bcc, any case", bcc))
+    intl = _email(
+        From="Jörg Müller <joerg@example.org>",
+        To='"Doe, Jane" <jane@example.net>, Zoë <z@example.net>',
+        Cc="Team: x@example.net, y@example.net;, undisclosed-recipients:;",
+        Subject="Grüße aus Köln - " + "sehr lange Betreffzeile " * 6,
+    )
+    intl["X-Long"] = "token " * 40
+    intl.set_content("Grüße\n", cte="8bit")
+    out.append(("non-ASCII names, groups, long headers, 8-bit body", intl))
+    smtputf8 = _email(From="jörg@exämple.org", To="zoë@example.net", Subject="ü")
+    smtputf8.set_content("x\n")
+    out.append(("non-ASCII addresses (SMTPUTF8)", smtputf8))
+    resent = _email(
+        Resent_From="fwd@example.org",
+        Resent_To="new@example.net",
+        Resent_Bcc="hidden@example.net",
+        Resent_Date="Mon, 1 Jan 2024 10:00:00 +0000",
+    )
+    resent["Resent-From"] = "older@example.org"
+    resent["From"] = "orig@example.org"
+    resent["To"] = "orig-to@example.net"
+    resent["Bcc"] = "orig-bcc@example.net"
+    resent.set_content("x\n")
+    out.append(("Resent blocks", resent))
+    mixed = _email(From="a@example.org", To="b@example.net", Bcc="h@example.net")
+    mixed.set_content("see attached\n")
+    mixed.add_attachment(bytes(range(256)) * 4, "application", "octet-stream", filename="b.bin")
+    mixed.add_attachment("Grüße " * 30, filename="naïve résumé.txt")
+    inner = _email(From="i@example.org", To="j@example.net", Bcc="inner-bcc@example.net")
+    inner.set_content("inner\n")
+    mixed.add_attachment(inner)  # message/rfc822: its own Bcc is part of the content
+    mixed.set_boundary("===fixed-boundary===")
+    out.append(("multipart with attachments and a message/rfc822 part", mixed))
+    unbounded = _email(From="a@example.org", To="b@example.net", Bcc="h@example.net")
+    unbounded.set_content("x\n")
+    unbounded.add_attachment(b"\0\1\2", "application", "octet-stream")
+    out.append(("multipart without a boundary yet", unbounded))
+    seven = _email(email.policy.default.clone(cte_type="7bit"), From="a@example.org")
+    seven["To"] = "b@example.net"
+    seven["Bcc"] = "h@example.net"
+    seven.set_content("Grüße\n", cte="8bit")
+    out.append(("8-bit body under a 7bit policy (the generator re-encodes a copy)", seven))
+    raw = (
+        b"Resent-From: =?utf-8?q?F=C3=B6rster?= <fwd@example.org>\r\n"
+        b"Resent-To: new@example.net\r\n"
+        b"From: =?iso-8859-1?q?J=F6rg?= <a@example.org>\r\n"
+        b"To: =?utf-8?b?WsO2w6s=?= <z@example.net>, Group: g@example.net;\r\n"
+        b"Bcc: hidden@example.net\r\n"
+        b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?= and a long\r\n continued subject line\r\n"
+        b"Message-ID: <parsed@example.org>\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\n" + "Grüße\r\n".encode()
+    )
+    out.append(
+        ("parsed, encoded words", email.message_from_bytes(raw, policy=email.policy.default))
+    )
+    out.append(("parsed, compat32", email.message_from_bytes(raw)))
+    # An encoded word where an addr-spec belongs decodes to a non-ASCII address.
+    sneaky = (
+        b"From: a@example.org\r\nTo: b@example.net\r\n"
+        b"Reply-To: =?utf-8?q?z=C3=B6e?=@example.net\r\n\r\nx\r\n"
+    )
+    out.append(
+        ("parsed, encoded addr-spec", email.message_from_bytes(sneaky, policy=email.policy.default))
+    )
+    old = Message()
+    old["From"] = "a@example.org"
+    old["To"] = "b@example.net, c@example.net"
+    old["Bcc"] = "h@example.net"
+    old.set_payload("hi\n")
+    out.append(("compat32, built", old))
+    return out
+
+
+@pytest.mark.parametrize(("label", "message"), _corpus(), ids=[label for label, _ in _corpus()])
+def test_data_and_envelope_match_the_straightforward_serialisation(
+    label: str, message: Message
+) -> None:
+    before = [(name, str(value)) for name, value in message.raw_items()]
+    random.seed(label)  # a boundary made up while generating must be the same in both runs
+    prepared = prepare_message(message)
+    random.seed(label)
+    expected = _reference_data(message, prepared.smtputf8_required)
+    assert prepared.data == expected
+    assert [(name, str(value)) for name, value in message.raw_items()] == before  # untouched
+    assert (prepared.envelope.sender, list(prepared.envelope.recipients)) == _reference_envelope(
+        message
+    )
+    assert prepared.smtputf8_required == _reference_utf8(message, prepared.envelope.recipients)
+    hidden = [v for n, v in message.items() if n.lower() in ("bcc", "resent-bcc")]
+    for address in _reference_addresses(hidden):
+        assert address.encode() not in prepared.data.split(b"\r\n\r\n", 1)[0]
+    inspector = BodyInspector()
+    inspector.feed(expected)
+    assert prepared.body_kind is inspector.kind
+    assert prepared.has_nul == (b"\0" in expected)

@@ -16,7 +16,7 @@ import copy
 import email.policy
 import email.utils
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from email.generator import BytesGenerator
 from email.message import Message
@@ -243,24 +243,93 @@ def _body_kind(data: bytes) -> BodyKind:
 
 # -- EmailMessage ----------------------------------------------------------------------------
 
+#: Fields left out of the data: the envelope carries them (RFC 5322 §3.6.3, §3.6.6).
+_HIDDEN_FIELDS = frozenset({"bcc", "resent-bcc"})
+
+
+class _Headers:
+    """The caller's header fields read in one pass, each value fetched (parsed) at most once.
+
+    ``Message.get_all`` walks every field and the policy re-parses a parsed message's raw
+    value on each access; reading the few fields needed here once is most of the cost of
+    preparing a small message.  Values are exactly what ``message.get_all`` would return.
+    """
+
+    __slots__ = ("_fetched", "_fields", "_policy")
+
+    def __init__(self, message: Message) -> None:
+        self._policy = message.policy
+        #: (lower-case name, name, raw value), in header order.
+        self._fields = [(name.lower(), name, raw) for name, raw in message.raw_items()]
+        self._fetched: dict[int, object] = {}
+
+    def _value(self, index: int) -> object:
+        if index not in self._fetched:
+            _, name, raw = self._fields[index]
+            self._fetched[index] = self._policy.header_fetch_parse(name, raw)
+        return self._fetched[index]
+
+    def get_all(self, key: str) -> list[object]:
+        """Every value of the field ``key`` (lower case), as ``message.get_all``."""
+        return [self._value(i) for i, field in enumerate(self._fields) if field[0] == key]
+
+    def first(self, key: str) -> object | None:
+        """The first value of ``key``, as ``message.get``; None when absent."""
+        for i, field in enumerate(self._fields):
+            if field[0] == key:
+                return self._value(i)
+        return None
+
+    def last_resent_block(self) -> dict[str, list[str]] | None:
+        """The most recent Resent-* block, as field name (lower case) -> values; or None.
+
+        RFC 5322 §3.6.6: each resending prepends a new block, so the most recent block is the
+        first in the header.  A block ends at the first field that is not Resent-* or that
+        repeats a field already in the block.
+        """
+        block: dict[str, list[str]] = {}
+        for i, (key, _, _) in enumerate(self._fields):
+            if not key.startswith("resent-"):
+                if block:
+                    break
+                continue
+            if key in block:
+                break
+            block[key] = [str(self._value(i))]
+        return block or None
+
+    def need_utf8(self) -> bool:
+        """True when an address field holds a non-ASCII address."""
+        for i, (key, _, raw) in enumerate(self._fields):
+            if key not in _ADDRESS_FIELDS:
+                continue
+            # An ASCII value yields ASCII addresses unless an RFC 2047 encoded word decodes
+            # to more (a header object's value is already decoded and shows every addr-spec).
+            if isinstance(raw, str) and raw.isascii() and "=?" not in raw:
+                continue
+            if not all(a.isascii() for a in _addresses([self._value(i)])):
+                return True
+        return False
+
 
 def _prepare_email(
     message: Message, sender: str | None, recipients: Sequence[str] | str | None
 ) -> PreparedMessage:
-    resent = _last_resent_block(message)
+    headers = _Headers(message)
+    resent = headers.last_resent_block()
     if sender is None:
-        sender = _sender_from_headers(message, resent)
+        sender = _sender_from_headers(headers, resent)
     rcpts = (
         _explicit_recipients(recipients)
         if recipients is not None
-        else _recipients_from_headers(message, resent)
+        else _recipients_from_headers(headers, resent)
     )
     envelope, utf8 = _envelope(_check_sender(sender), rcpts)
     # A non-ASCII addr-spec in a header cannot be written as an RFC 2047 encoded word
     # (RFC 2047 §5): only SMTPUTF8 carries it (RFC 6532).
-    utf8 = utf8 or _headers_need_utf8(message)
+    utf8 = utf8 or headers.need_utf8()
     data = _serialise(message, utf8)
-    message_id = message.get("Message-ID")
+    message_id = headers.first("message-id")
     return PreparedMessage(
         envelope=envelope,
         data=data,
@@ -270,26 +339,6 @@ def _prepare_email(
         message_id=str(message_id).strip() if message_id is not None else None,
         has_nul=b"\0" in data,
     )
-
-
-def _last_resent_block(message: Message) -> dict[str, list[str]] | None:
-    """The most recent Resent-* block, as field name (lower case) -> values; or None.
-
-    RFC 5322 §3.6.6: each resending prepends a new block, so the most recent block is the
-    first in the header.  A block ends at the first field that is not Resent-* or that
-    repeats a field already in the block.
-    """
-    block: dict[str, list[str]] = {}
-    for name, value in message.items():
-        key = name.lower()
-        if not key.startswith("resent-"):
-            if block:
-                break
-            continue
-        if key in block:
-            break
-        block.setdefault(key, []).append(str(value))
-    return block or None
 
 
 def _addresses(values: Sequence[object]) -> list[str]:
@@ -304,12 +353,13 @@ def _addresses(values: Sequence[object]) -> list[str]:
     return found
 
 
-def _sender_from_headers(message: Message, resent: dict[str, list[str]] | None) -> str:
+def _sender_from_headers(headers: _Headers, resent: dict[str, list[str]] | None) -> str:
+    values: Sequence[object]
     if resent is not None:
         values = resent.get("resent-sender") or resent.get("resent-from") or []
         where = "Resent-Sender or Resent-From"
     else:
-        values = message.get_all("Sender") or message.get_all("From") or []
+        values = headers.get_all("sender") or headers.get_all("from")
         where = "Sender or From"
     addresses = _addresses(values)
     if not addresses:
@@ -317,31 +367,86 @@ def _sender_from_headers(message: Message, resent: dict[str, list[str]] | None) 
     return addresses[0]
 
 
-def _recipients_from_headers(message: Message, resent: dict[str, list[str]] | None) -> list[str]:
+def _recipients_from_headers(headers: _Headers, resent: dict[str, list[str]] | None) -> list[str]:
     if resent is not None:
         fields = ("resent-to", "resent-cc", "resent-bcc")
         return _addresses([v for f in fields for v in resent.get(f, [])])
-    return _addresses([v for f in ("To", "Cc", "Bcc") for v in message.get_all(f) or []])
+    return _addresses([v for f in ("to", "cc", "bcc") for v in headers.get_all(f)])
 
 
-def _headers_need_utf8(message: Message) -> bool:
-    for name, value in message.items():
-        if name.lower() in _ADDRESS_FIELDS and not all(a.isascii() for a in _addresses([value])):
-            return True
-    return False
+class _WithoutHidden:
+    """A message's header fields as the generator reads them, without Bcc and Resent-Bcc."""
+
+    __slots__ = ("_message",)
+
+    def __init__(self, message: Message) -> None:
+        self._message = message
+
+    def raw_items(self) -> Iterator[tuple[str, object]]:
+        return ((n, v) for n, v in self._message.raw_items() if n.lower() not in _HIDDEN_FIELDS)
+
+
+class _Generator(BytesGenerator):
+    """A BytesGenerator that leaves Bcc and Resent-Bcc out of the top-level header section.
+
+    The same bytes as generating a copy with those fields deleted (as smtplib and aiosmtplib
+    do), without copying the message.  Sub-parts are written by clones, which keep theirs.
+    """
+
+    _strip_hidden = False
+
+    def _write_headers(self, msg: Message) -> None:
+        if self._strip_hidden:  # only ever the top-level message (or the deepcopy of it
+            # Generator._write makes when it re-encodes the transfer encoding)
+            msg = _WithoutHidden(msg)  # type: ignore[assignment]  # raw_items() is all it reads
+        super()._write_headers(msg)  # type: ignore[misc]  # private in typeshed
+
+
+#: Serialisation policies by (caller's policy, utf8): cloning one costs more than a lookup.
+_POLICIES: dict[tuple[object, bool], email.policy.Policy] = {}
+_POLICIES_MAX = 32
+
+
+def _policy(message: Message, utf8: bool) -> email.policy.Policy:
+    key = (message.policy, utf8)
+    policy = _POLICIES.get(key)
+    if policy is None:
+        if isinstance(message.policy, email.policy.EmailPolicy):
+            policy = message.policy.clone(linesep="\r\n", utf8=utf8)
+        else:  # compat32 cannot write UTF-8 headers: the SMTP policies can
+            policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+        if len(_POLICIES) >= _POLICIES_MAX:
+            _POLICIES.clear()
+        _POLICIES[key] = policy
+    return policy
 
 
 def _serialise(message: Message, utf8: bool) -> bytes:
     """The message without Bcc/Resent-Bcc, CRLF line ends, serialised once."""
-    # copy.copy shares the payload but not the header list: Message.__delitem__ rebuilds it,
-    # so the caller's message keeps its Bcc (as smtplib.send_message does).
-    stripped = copy.copy(message)
-    del stripped["Bcc"]
-    del stripped["Resent-Bcc"]
-    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
-    if isinstance(message.policy, email.policy.EmailPolicy):
-        policy = message.policy.clone(linesep="\r\n", utf8=utf8)
     buffer = BytesIO()
-    generator = BytesGenerator(buffer, mangle_from_=False, policy=policy)
-    generator.flatten(stripped, linesep="\r\n")  # type: ignore[arg-type]  # any Message works
+    policy = _policy(message, utf8)
+    if _needs_copy(message):
+        # copy.copy shares the payload but not the header list: Message.__delitem__ rebuilds
+        # it, so the caller's message keeps its Bcc (as smtplib.send_message does).
+        stripped = copy.copy(message)
+        del stripped["Bcc"]
+        del stripped["Resent-Bcc"]
+        plain = BytesGenerator(buffer, mangle_from_=False, policy=policy)
+        plain.flatten(stripped, linesep="\r\n")
+    else:
+        generator = _Generator(buffer, mangle_from_=False, policy=policy)
+        generator._strip_hidden = True
+        # No linesep=: the policy's is already CRLF, and passing one clones the policy again.
+        generator.flatten(message)
     return buffer.getvalue()
+
+
+def _needs_copy(message: Message) -> bool:
+    """True when generating would change the caller's message itself.
+
+    Generator._handle_multipart sets a boundary on a multipart message that has none: only
+    a copy may be changed.  A message that writes its own headers is not filtered either.
+    """
+    if hasattr(message, "_write_headers"):
+        return True
+    return message.is_multipart() and message.get_boundary() is None
