@@ -13,6 +13,8 @@ from email.generator import BytesGenerator
 from email.message import EmailMessage, Message
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trio_smtp._errors import SmtpError, SmtpStatusCode
 from trio_smtp._message import check_against_server, prepare_message
@@ -261,6 +263,13 @@ def _corpus() -> list[tuple[str, Message]]:
     plain["Message-ID"] = "<1@example.org>"
     plain.set_content("Hello.\n" * 20)
     out.append(("plain", plain))
+    # Headers whose written form is not their decoded value: quotes, comments, no value.
+    odd = _email(From='"Ann" <a@example.org> (Ann A.)', To="b@example.net (Bob),  c@example.net")
+    odd["X-Empty"] = ""
+    odd["Date"] = "Mon, 1 Jan 2024 10:00:00 +0000"
+    odd["X-Injected"] = email.policy.default.header_factory("X-Injected", "a\r\nBcc: x@y")
+    odd.set_content("x\n")
+    out.append(("quotes, comments, an empty field, CRLF in a header object", odd))
     several = (
         b"From: a@example.org\r\nBcc: h1@example.net\r\nTo: b@example.net\r\n"
         b"BCC: Hidden Two <h2@example.net>\r\nbcc: h3@example.net\r\n\r\nx\r\n"
@@ -363,3 +372,44 @@ def test_data_and_envelope_match_the_straightforward_serialisation(
     inspector.feed(expected)
     assert prepared.body_kind is inspector.kind
     assert prepared.has_nul == (b"\0" in expected)
+
+
+#: Header text built from pieces that exercise quoting, comments, groups, encoded words,
+#: non-ASCII and (with long runs) folding.
+_HEADER_TEXT = st.lists(
+    st.sampled_from(
+        [*'abcXYZ019 .,;:<>@"()\\_-éüß漢', "=?utf-8?q?", "=C3=A9", "?=", "word ", "x@example.net"]
+    ),
+    max_size=40,
+).map("".join)
+
+
+#: Address lists: display names from the same pieces, quoted or encoded by formataddr.
+_ADDRESS_LIST = st.lists(
+    st.tuples(_HEADER_TEXT, st.sampled_from(["b@example.net", "long.name@sub.example.net"])),
+    min_size=1,
+    max_size=6,
+).map(lambda pairs: ", ".join(email.utils.formataddr(pair) for pair in pairs))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    to=_ADDRESS_LIST, subject=_HEADER_TEXT, other=_HEADER_TEXT, limit=st.sampled_from([0, 40, 78])
+)
+def test_any_header_text_serialises_as_the_straightforward_way(
+    to: str, subject: str, other: str, limit: int
+) -> None:
+    msg = _email(From="a@example.org", Bcc="hidden@example.net")
+    msg.set_content("x\n")
+    msg.policy = email.policy.default.clone(max_line_length=limit)  # 0: no limit (headers)
+    try:
+        msg["To"] = to
+        msg["Subject"] = subject
+        msg["X-Other"] = other
+    except ValueError:  # what the header registry refuses never reaches prepare_message
+        return
+    try:
+        prepared = prepare_message(msg, "a@example.org", ["b@example.net"])
+    except ValueError:  # a non-ASCII address is refused the same way either way
+        return
+    assert prepared.data == _reference_data(msg, prepared.smtputf8_required)
