@@ -92,7 +92,8 @@ async def test_send_async_cancel_in_every_session_phase_reports_once_and_reconne
         )
         await trio.testing.wait_all_tasks_blocked()
         client.send_async_cancel()
-        event = await client.completed.receive()
+        with trio.fail_after(30):
+            event = await client.completed.receive()
         assert event == SendCompleted(phase, None, True, None)
         await _no_more_events(client)
         assert not client.statistics().send_in_flight
@@ -119,7 +120,8 @@ async def test_send_async_cancel_while_connecting_reports_once(make_message: Mak
         client.send_async(make_message(), user_token="connect")
         await connecting.wait()
         client.send_async_cancel()
-        event = await client.completed.receive()
+        with trio.fail_after(30):
+            event = await client.completed.receive()
         assert event == SendCompleted("connect", None, True, None)
         await _no_more_events(client)
     assert client.statistics().messages_failed == 0
