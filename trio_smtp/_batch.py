@@ -25,7 +25,14 @@ CHUNKING and PIPELINING that is already one write and one round trip per small m
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from email.message import EmailMessage, Message
 
 from ._errors import (
@@ -52,7 +59,7 @@ from ._transaction import (
 from ._transport import _DATA_CHUNK, UNKNOWN, Transport
 from .protocol import Data, Reply, Rset, State
 
-__all__ = ["Outcome", "Outcomes", "OutgoingMessage", "Source", "send_pipelined"]
+__all__ = ["Outcome", "Outcomes", "OutgoingMessage", "Source", "send_batch", "send_pipelined"]
 
 #: What a message in a batch came to: its result, or the exception ``send`` would raise.
 Outcome = SendResult | Exception
@@ -203,6 +210,72 @@ def _unknown(error: SmtpError) -> SmtpDeliveryUnknownError:
         unknown = SmtpDeliveryUnknownError(UNKNOWN)
     unknown.__cause__ = error
     return unknown
+
+
+async def send_batch(
+    items: AsyncIterator[object],
+    counters: Counters,
+    deliver_one: Callable[[PreparedMessage], Awaitable[SendResult]],
+    connection: Callable[[], Awaitable[Transport]] | None,
+    drop_connection: Callable[[], Awaitable[None]],
+) -> list[Outcome]:
+    """The body of :meth:`SmtpClient.send_many <trio_smtp.SmtpClient.send_many>`: one
+    outcome per item, in order.
+
+    The client lends its ways to the server: ``deliver_one`` sends one message as ``send``
+    does, ``connection`` returns its reusable session (opening one if needed; ``None`` for
+    a pickup directory), ``drop_connection`` discards a session that is no longer usable.
+    """
+    outcomes = Outcomes(counters)
+    source = Source(items, outcomes)
+    pending = await source.next()  # no connection for an empty batch
+    while pending is not None:
+        if connection is None:  # a pickup directory: one file per message
+            await _send_one(deliver_one, pending, outcomes)
+            pending = await source.next()
+            continue
+        try:
+            transport = await connection()
+        except SmtpError as exc:
+            await _fail_the_rest(source, outcomes, pending, exc)
+            break
+        retry: Pending | None = None
+        try:
+            extensions = transport.conn.extensions
+            if extensions.pipelining and not extensions.chunking:
+                retry = await send_pipelined(transport, source, outcomes, pending)
+            else:
+                await _send_one(deliver_one, pending, outcomes)
+        finally:
+            if not transport.reusable:
+                await drop_connection()
+        pending = retry or await source.next()
+    return outcomes.result()
+
+
+async def _send_one(
+    deliver_one: Callable[[PreparedMessage], Awaitable[SendResult]],
+    pending: Pending,
+    outcomes: Outcomes,
+) -> None:
+    """Without PIPELINING, or with CHUNKING (where ``send`` already puts a small
+    message and its envelope in one write): one message as ``send`` sends it."""
+    size = pending.prepared.size
+    try:
+        result = await deliver_one(pending.prepared)
+    except (SmtpError, OSError) as exc:
+        outcomes.set(pending.slot, exc, size)
+    else:
+        outcomes.set(pending.slot, result, size)
+
+
+async def _fail_the_rest(
+    source: Source, outcomes: Outcomes, pending: Pending | None, error: SmtpError
+) -> None:
+    """No connection could be opened: every message left gets that error (not sent)."""
+    while pending is not None:
+        outcomes.set(pending.slot, error, pending.prepared.size)
+        pending = await source.next()
 
 
 async def send_pipelined(

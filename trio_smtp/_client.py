@@ -23,7 +23,6 @@ import os
 import ssl
 from collections.abc import (
     AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -37,10 +36,10 @@ from typing import Any
 
 import trio
 
-from ._batch import BatchItem, Outcomes, Pending, Source, check_batch_source, send_pipelined
+from ._batch import BatchItem, check_batch_source, send_batch
 from ._batch import OutgoingMessage as OutgoingMessage
 from ._config import DeliveryMethod, Security, Timeouts
-from ._errors import SmtpError, SmtpFailedRecipientsError
+from ._errors import SmtpFailedRecipientsError
 from ._message import PreparedMessage, prepare_message
 from ._options import NO_OPTIONS, DeliveryNotification, DsnReturn, delivery_options
 from ._pickup import deliver_to_pickup
@@ -296,47 +295,16 @@ class SmtpClient:
         items = check_batch_source(messages)
         self._claim()
         try:
-            return await self._send_many(items)
+            pickup = self._delivery_method is DeliveryMethod.PICKUP_DIRECTORY
+            return await send_batch(
+                items,
+                self._counters,
+                self._deliver_once,
+                None if pickup else self._connection,
+                functools.partial(self._drop_transport, polite=False),
+            )
         finally:
             self._release()
-
-    async def _send_many(self, items: AsyncIterator[object]) -> list[SendResult | Exception]:
-        outcomes = Outcomes(self._counters)
-        source = Source(items, outcomes)
-        pending = await source.next()  # no connection for an empty batch
-        while pending is not None:
-            if self._delivery_method is DeliveryMethod.PICKUP_DIRECTORY:
-                await self._send_one_of_many(pending, outcomes)
-                pending = await source.next()
-                continue
-            try:
-                transport = await self._connection()
-            except SmtpError as exc:
-                await _fail_the_rest(source, outcomes, pending, exc)
-                break
-            retry: Pending | None = None
-            try:
-                extensions = transport.conn.extensions
-                if extensions.pipelining and not extensions.chunking:
-                    retry = await send_pipelined(transport, source, outcomes, pending)
-                else:
-                    await self._send_one_of_many(pending, outcomes)
-            finally:
-                if not transport.reusable:
-                    await self._drop_transport(polite=False)
-            pending = retry or await source.next()
-        return outcomes.result()
-
-    async def _send_one_of_many(self, pending: Pending, outcomes: Outcomes) -> None:
-        """Without PIPELINING, or with CHUNKING (where ``send`` already puts a small
-        message and its envelope in one write): one message as ``send`` sends it."""
-        size = pending.prepared.size
-        try:
-            result = await self._deliver_once(pending.prepared)
-        except (SmtpError, OSError) as exc:
-            outcomes.set(pending.slot, exc, size)
-        else:
-            outcomes.set(pending.slot, result, size)
 
     def send_async(
         self,
@@ -491,12 +459,3 @@ def _prepare(
     if options is NO_OPTIONS:
         return prepared
     return dataclasses.replace(prepared, options=options)
-
-
-async def _fail_the_rest(
-    source: Source, outcomes: Outcomes, pending: Pending | None, error: SmtpError
-) -> None:
-    """No connection could be opened: every message left gets that error (not sent)."""
-    while pending is not None:
-        outcomes.set(pending.slot, error, pending.prepared.size)
-        pending = await source.next()
