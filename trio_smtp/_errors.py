@@ -164,7 +164,7 @@ class SmtpDeliveryTimeoutError(SmtpDeliveryUnknownError, SmtpTimeoutError):
 
     Both a :class:`SmtpDeliveryUnknownError` -- so ``except SmtpDeliveryUnknownError``
     catches every "maybe delivered" outcome -- and a :class:`SmtpTimeoutError` (hence a
-    ``TimeoutError``).  :attr:`is_transient` is False, as for every "maybe delivered"
+    ``TimeoutError``).  :attr:`~SmtpError.is_transient` is False, as for every "maybe delivered"
     error: retrying could deliver the message twice, so it is never retried silently.
     The connection is closed."""
 
