@@ -249,12 +249,12 @@ def run_rounds(args: argparse.Namespace, srv: Servers) -> dict[str, dict[str, Ce
                     result = measure(client, sc, args, srv)
                 except RuntimeError as exc:
                     cell.error = str(exc)
-                    print(f"  round {rnd + 1} {name:12} {client:11} ERROR {exc}", flush=True)
+                    print(f"  round {rnd + 1} {name:12} {client:14} ERROR {exc}", flush=True)
                     continue
                 cell.raw.append(result)
                 cell.values.append(sc.metric(result))
                 print(
-                    f"  round {rnd + 1} {name:12} {client:11} {cell.values[-1]:10.1f} {sc.unit}",
+                    f"  round {rnd + 1} {name:12} {client:14} {cell.values[-1]:10.1f} {sc.unit}",
                     flush=True,
                 )
     return cells
@@ -332,7 +332,7 @@ def main(argv: list[str]) -> int:
     if args.rst is not None:
         args.rst.write_text(report.rst_results(data))
         print(f"tables written to {args.rst}")
-    if args.check and any(t["status"] != "PASS" for t in targets):
+    if args.check and report.failed(targets):
         return 1
     return 0
 
