@@ -229,6 +229,7 @@ class SmtpServer:
             faults=self._faults,
             tls=self._tls,
             on_message=self._record_message,
+            on_record=self._notify,
         )
         try:
             await session.run()
@@ -302,7 +303,8 @@ class SmtpServer:
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` is true; it is re-checked whenever the server records
-        something (a connection, a message, a close, a crash).  Raises
+        something (a connection, each command, each reply, TLS, a message, a close, a
+        crash), never by polling.  Raises
         :class:`ServerCrashError` if a handler crashes meanwhile.  Use a cancel scope (or
         ``trio.fail_after``) to bound the wait."""
         while True:

@@ -78,6 +78,7 @@ class Session:
         faults: FaultTable,
         tls: TlsMaterial | None,
         on_message: Callable[[Message], None],
+        on_record: Callable[[], None] = lambda: None,
     ) -> None:
         self.io = ServerIO(stream, read_timeout=config.idle_seconds)
         self.record = record
@@ -85,6 +86,9 @@ class Session:
         self.faults = faults
         self._tls = tls
         self.on_message = on_message
+        #: Called after each change to ``record`` (a command, a reply, TLS): it wakes the
+        #: server's ``wait_for`` waiters, which re-check their predicate.
+        self.on_record = on_record
         self.tls_active = False
         self.tls_pending = False  # inside a TLS handshake: no reply can be written
         self.esmtp = False
@@ -165,6 +169,7 @@ class Session:
     def _start_command(self, raw: bytes, verb: str, argument: str) -> CommandRecord:
         self.current = CommandRecord(raw=raw, verb=verb, argument=argument)
         self.record.commands.append(self.current)
+        self.on_record()
         return self.current
 
     async def _dispatch(self, verb: str, argument: str) -> None:
@@ -290,6 +295,7 @@ class Session:
             self.current.reply = reply
         elif self.current is None:
             self.record.unsolicited.append(reply)
+        self.on_record()  # also covers what a handler recorded before replying (HELO, AUTH)
         await self._write(raw)
 
     async def _write(self, raw: bytes) -> None:
@@ -387,6 +393,7 @@ class Session:
         self.record.tls_version = stream.version()
         cipher = stream.cipher()
         self.record.tls_cipher = cipher[0] if cipher else None
+        self.on_record()
 
     async def _rset(self, argument: str) -> None:
         if argument:
