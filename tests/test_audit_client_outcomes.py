@@ -215,14 +215,6 @@ class _FailsOnTerminator(trio.abc.Stream):
         await self.inner.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a write that fails before the terminator is out is reported as "
-    "SmtpDeliveryUnknownError ('may have been delivered') though the message certainly was "
-    "not (Transport.send_message maps every SmtpConnectError of the data+terminator write, and "
-    "_finish_data every writer SmtpConnectError once terminator_started, to delivery unknown); "
-    "a user told 'never retry' loses the message",
-)
 @pytest.mark.parametrize("size", [100, 1_000_000], ids=["one-write", "streamed"])
 async def test_terminator_write_that_fails_is_not_delivery_unknown(size: int) -> None:
     streams: list[_FailsOnTerminator] = []

@@ -14,9 +14,11 @@ terminator alone (RFC 2920 §3.1), and its reply is read and ignored.
 
 Each message gets exactly one outcome, in order: a :class:`SendResult`, or the exception a
 :meth:`SmtpClient.send <trio_smtp.SmtpClient.send>` would have raised.  When the connection
-breaks, the message whose terminator was written and whose reply was not read is
-:class:`SmtpDeliveryUnknownError`; the message whose envelope was in the same write is
-*not delivered* (:class:`SmtpConnectError`); the client reconnects for the rest.
+breaks, the message whose terminator's write completed and whose reply was not read is
+:class:`SmtpDeliveryUnknownError` (if that write itself failed, the terminator never wholly
+left: that message is not delivered, with the write's error); the message whose envelope was
+in the same write is *not delivered* (:class:`SmtpConnectError`); the client reconnects for
+the rest.
 
 With CHUNKING (or without PIPELINING) each message goes as :func:`deliver` sends it: with
 CHUNKING and PIPELINING that is already one write and one round trip per small message.
@@ -404,7 +406,7 @@ class _PipelinedSender:
         try:
             await transport.write(data, "the message data", transport.timeouts.data_block)
         except SmtpError as exc:
-            self._lost(exc)
+            self._lost(exc, written=False)
             raise
 
     async def _read_awaiting(self) -> None:
@@ -433,17 +435,22 @@ class _PipelinedSender:
         try:
             return await self.transport.read_reply(what, limit, maybe_delivered=maybe_delivered)
         except SmtpError as exc:
-            self._lost(exc)
+            self._lost(exc, written=True)
             raise
 
-    def _lost(self, error: SmtpError) -> None:
-        """The connection broke with the tail written (or being written): its message, if
-        any, may have been delivered (RFC 5321 §4.1.1.4)."""
+    def _lost(self, error: SmtpError, *, written: bool) -> None:
+        """The connection broke with the tail being written or written.
+
+        ``written``: the write carrying the tail completed, so its message, if any, may
+        have been delivered (RFC 5321 §4.1.1.4).  Otherwise the write failed: its last
+        octets -- the terminator's end -- never left, the server cannot have accepted the
+        message, and its outcome is the write's error (as ``send`` would raise it)."""
         self.transport.mark_broken()
         awaiting, self.awaiting = self.awaiting, None
         if awaiting is not None and awaiting.final is not None:
             pending = awaiting.final[0]
-            self.outcomes.set(pending.slot, _unknown(error), pending.prepared.size)
+            outcome = _unknown(error) if written else error
+            self.outcomes.set(pending.slot, outcome, pending.prepared.size)
 
     def _set_final(
         self, pending: Pending, final: Reply, accepted: list[str], rejected: dict[str, Reply]

@@ -6,8 +6,9 @@ normalisation may add joins it.  With PIPELINING, one chunk's reply may be outst
 the next is written (RFC 3030 §4.2 allows pipelining BDAT): memory stays at about two chunks
 and a refusal is seen after at most one more chunk.  A refused chunk stops the transfer (no
 more chunks, never LAST; the server has dropped the transaction, RFC 3030 §2) and is raised
-with its code; the caller then sends RSET.  A connection lost after ``BDAT n LAST`` was
-written and before its reply is :class:`~trio_smtp.SmtpDeliveryUnknownError`.
+with its code; the caller then sends RSET.  A connection lost once the write of ``BDAT n
+LAST`` completed and before its reply is :class:`~trio_smtp.SmtpDeliveryUnknownError`; a
+failed write of it is not (its last octets never left, so the message is incomplete).
 """
 
 from __future__ import annotations
@@ -58,21 +59,25 @@ class _ChunkSender:
     async def send_last(self, chunk: bytes) -> Reply:
         transport = self.transport
         data = transport.conn.send(Bdat(chunk, last=True))
-        await transport.write(data, "the end of data (BDAT LAST)", transport.timeouts.data_block)
+        # A write that fails is not "maybe delivered": LAST's octets never all left.
+        await transport.write_end_of_data(
+            data, "the end of data (BDAT LAST)", transport.timeouts.data_block
+        )
         self.outstanding += 1  # LAST's reply: read below, or drained after a refusal
-        while self.outstanding > 1:
-            await self._read_chunk_reply()
-        self.outstanding = 0
         try:
-            return await transport.read_reply(
-                "BDAT LAST", transport.timeouts.data_termination, maybe_delivered=True
-            )
+            while self.outstanding > 1:
+                # The previous chunk's reply, now with LAST out: a loss is "maybe delivered".
+                await self._read_chunk_reply(maybe_delivered=True)
         except (SmtpConnectError, SmtpTlsError) as exc:
             raise SmtpDeliveryUnknownError(UNKNOWN) from exc
+        self.outstanding = 0
+        return await transport.end_of_data_reply("BDAT LAST")
 
-    async def _read_chunk_reply(self) -> None:
+    async def _read_chunk_reply(self, *, maybe_delivered: bool = False) -> None:
         transport = self.transport
-        reply = await transport.read_reply("BDAT", transport.timeouts.data_block)
+        reply = await transport.read_reply(
+            "BDAT", transport.timeouts.data_block, maybe_delivered=maybe_delivered
+        )
         self.outstanding -= 1
         if reply.code // 100 == 2:
             return

@@ -266,6 +266,12 @@ class Transport:
         self.loopback = peer_is_loopback(stream)
         #: Transactions completed on this connection (a reused connection has > 0).
         self.transactions = 0
+        #: True from the moment the write carrying the end of data (the terminator, or
+        #: ``BDAT n LAST``) completed until its reply is read: a loss or a cancellation
+        #: then leaves the message possibly delivered (RFC 5321 §4.1.1.4).  A write that
+        #: failed never sets it: its last octets never reached the kernel, so the server
+        #: cannot have seen a complete end of data.
+        self.end_of_data_unanswered = False
         self._broken = False
         self._phases: Phases | None = None
 
@@ -387,7 +393,9 @@ class Transport:
         read as the final one.  A larger message is written while the server is watched
         (see :meth:`send_stream`).  A connection lost between the terminator and its reply
         is SmtpDeliveryUnknownError (RFC 5321 §4.1.1.4: the message may have been
-        accepted).
+        accepted).  A write that fails is not: ``send_all`` raising means its last octets
+        -- the end of the terminator -- never left, so the server cannot have accepted the
+        message (SmtpConnectError, or SmtpTimeoutError).
         """
         if len(data) > _DATA_CHUNK:
             return await self.send_stream(_slices(data))
@@ -395,13 +403,10 @@ class Transport:
             self._check_nothing_buffered()
             payload = self.conn.send_data(data) + self.conn.end_data()
             await self._send_data_block(payload)
-        except (SmtpConnectError, SmtpTlsError) as exc:
-            self.mark_broken()
-            raise SmtpDeliveryUnknownError(UNKNOWN) from exc  # part of the terminator may be out
         except BaseException:
             self.mark_broken()
             raise
-        return await self._end_of_data_reply()
+        return await self.end_of_data_reply("the end of data")
 
     async def send_stream(self, chunks: AsyncIterator[bytes]) -> Reply:
         """After 354: the chunks, dot-stuffed, the terminator, and its reply.
@@ -426,13 +431,27 @@ class Transport:
         finally:
             self._phases = phases
 
-    async def _end_of_data_reply(self) -> Reply:
+    async def write_end_of_data(self, data: bytes, what: str, limit: float | None) -> None:
+        """:meth:`write` the octets that end the data (``BDAT n LAST``, alone or in a
+        pipelined group); once written, the outcome is unknown until the reply is read."""
+        await self.write(data, what, limit)
+        self.end_of_data_unanswered = True
+
+    async def end_of_data_reply(self, what: str, limit: float | None = None) -> Reply:
+        """The reply to the end of data, once it was completely written.
+
+        A lost connection is SmtpDeliveryUnknownError and a timeout SmtpDeliveryTimeoutError
+        (RFC 5321 §4.1.1.4: the server has the whole message).  ``limit`` defaults to
+        :attr:`Timeouts.data_termination <trio_smtp.Timeouts.data_termination>`."""
+        self.end_of_data_unanswered = True
+        if limit is None:
+            limit = self.timeouts.data_termination
         try:
-            return await self.read_reply(
-                "the end of data", self.timeouts.data_termination, maybe_delivered=True
-            )
+            reply = await self.read_reply(what, limit, maybe_delivered=True)
         except (SmtpConnectError, SmtpTlsError) as exc:
             raise SmtpDeliveryUnknownError(UNKNOWN) from exc
+        self.end_of_data_unanswered = False
+        return reply
 
     def _check_nothing_buffered(self) -> None:
         """A reply that came in the same read as the 354 is an early reply too."""
@@ -498,20 +517,20 @@ class Transport:
         payload = (pending or b"") + self.conn.end_data()
         watcher.terminator_started = True
         await self._send_data_block(payload)
+        self.end_of_data_unanswered = True  # only now can the server have it all
 
     async def _finish_data(self, watcher: _Watcher, error: BaseException | None) -> Reply:
         if isinstance(error, _SourceFailed):
             raise error.error
-        if not watcher.terminator_started:
+        if not self.end_of_data_unanswered:
+            # The write carrying the terminator never completed (or never started): its
+            # last octets never left, so the message cannot have been accepted.  What the
+            # server said meanwhile is an early reply (a refusal, or 421).
             if watcher.data:
                 raise await self._early_reply(watcher.data)
             if error is not None:
                 raise error
             raise SmtpConnectError("the server closed the connection during the message data")
-        if error is not None and not watcher.data:
-            if isinstance(error, SmtpConnectError):
-                raise SmtpDeliveryUnknownError(UNKNOWN) from error
-            raise error
         if not watcher.arrived.is_set():
             raise _timeout(
                 SmtpDeliveryTimeoutError,
@@ -521,7 +540,7 @@ class Transport:
         if not watcher.data:
             raise SmtpDeliveryUnknownError(UNKNOWN) from watcher.error
         self.conn.receive_data(watcher.data)
-        return await self._end_of_data_reply()
+        return await self.end_of_data_reply("the end of data")
 
     async def _early_reply(self, data: bytes) -> SmtpError:
         """Parse what the server said before the terminator (with a short grace for the rest

@@ -1,0 +1,94 @@
+"""Where "may have been delivered" starts: only once the write carrying the end of the data
+(the terminator, or ``BDAT n LAST``) has completed.  A write of it that fails is "not
+delivered"; a cancellation after it is not reported as a clean cancel.  Real servers on
+loopback; what the server stored is checked, not only what the client said."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from trio_smtp import (
+    OutgoingMessage,
+    Security,
+    SendResult,
+    SmtpClient,
+    SmtpConnectError,
+    SmtpDeliveryUnknownError,
+)
+from trio_smtp.testing import SmtpServer
+
+FROM = "a@example.org"
+TO = ["b@example.net"]
+
+
+class _FailsOnceOn(trio.abc.Stream):
+    """A TCP stream whose ``send_all`` fails, writing nothing, for the first write holding
+    ``marker``: what that write carried provably never left this machine."""
+
+    def __init__(self, inner: trio.SocketStream, marker: bytes) -> None:
+        self.inner = inner
+        self.marker = marker
+        self.failed_writes = 0
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if not self.failed_writes and self.marker in bytes(data):
+            self.failed_writes += 1
+            await trio.lowlevel.checkpoint()
+            raise trio.BrokenResourceError("connection reset before the write")
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _client(server: SmtpServer, marker: bytes, streams: list[_FailsOnceOn]) -> SmtpClient:
+    async def factory() -> trio.abc.Stream:
+        stream = _FailsOnceOn(await trio.open_tcp_stream(server.host, server.port), marker)
+        if streams:  # only the first connection fails
+            stream.failed_writes = 1
+        streams.append(stream)
+        return stream
+
+    return SmtpClient(server.host, security=Security.NONE, stream_factory=factory)
+
+
+def _body(i: int) -> bytes:
+    return b"Subject: %d\r\n\r\nmessage %d\r\n" % (i, i)
+
+
+async def test_send_many_terminator_write_that_fails_is_not_delivered() -> None:
+    streams: list[_FailsOnceOn] = []
+    async with SmtpServer(tls="none", disable={"CHUNKING"}) as server:
+        batch = [OutgoingMessage(_body(i), sender=FROM, recipients=TO) for i in range(3)]
+        async with _client(server, b"\r\n.\r\n", streams) as client:
+            outcomes = await client.send_many(batch)
+        first, second, third = outcomes
+        # Message 0's data and terminator (with message 1's envelope) never left.
+        assert isinstance(first, SmtpConnectError)
+        assert not isinstance(first, SmtpDeliveryUnknownError)
+        assert isinstance(second, SmtpConnectError)
+        assert isinstance(third, SendResult)
+        assert streams[0].failed_writes == 1
+        assert [m.data for m in server.messages] == [_body(2)]
+        assert [m.connection for m in server.messages] == [server.connections[1]]
+
+
+async def test_bdat_last_write_that_fails_is_not_delivery_unknown() -> None:
+    # A body larger than one chunk: BDAT chunks, then "BDAT n LAST" in a write of its own.
+    streams: list[_FailsOnceOn] = []
+    body = b"Subject: big\r\n\r\n" + b"y" * 3_000_000 + b"\r\n"
+    async with SmtpServer(tls="none") as server:
+        async with _client(server, b" LAST\r\n", streams) as client:
+            with pytest.raises(SmtpConnectError) as info:
+                await client.send(body, sender=FROM, recipients=TO)
+            assert not isinstance(info.value, SmtpDeliveryUnknownError)
+            await client.send(_body(1), sender=FROM, recipients=TO)  # a new connection
+        assert streams[0].failed_writes == 1
+        assert [m.data for m in server.messages if m.accepted] == [_body(1)]
