@@ -253,13 +253,6 @@ async def bdat_server() -> AsyncIterator[SmtpServer]:
         yield server
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: MAIL, RCPT and BDAT n LAST go in one write; a connection lost before MAIL's "
-    "reply on a REUSED connection is taken as stale (ConnectionStaleError) and the message is "
-    "silently sent again on a new connection, although the server may already have delivered "
-    "it (RFC 2920 §3.1; _group_reply itself says so for timeouts) -> possible duplicate",
-)
 async def test_bdat_group_lost_before_any_reply_on_reused_connection_is_not_resent(
     bdat_server: SmtpServer,
 ) -> None:
@@ -272,12 +265,6 @@ async def test_bdat_group_lost_before_any_reply_on_reused_connection_is_not_rese
     assert mails == 2  # the second message was offered once, never again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with BDAT n LAST in the envelope's write, a connection lost before MAIL's "
-    "reply is a plain SmtpConnectError on a fresh connection, yet a timeout at the same point "
-    "is SmtpDeliveryTimeoutError: the server may have delivered (RFC 2920 §3.1)",
-)
 async def test_bdat_group_lost_before_any_reply_on_fresh_connection_is_unknown(
     bdat_server: SmtpServer,
 ) -> None:

@@ -5,6 +5,8 @@ loopback; what the server stored is checked, not only what the client said."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 import trio
 
@@ -16,7 +18,7 @@ from trio_smtp import (
     SmtpConnectError,
     SmtpDeliveryUnknownError,
 )
-from trio_smtp.testing import SmtpServer
+from trio_smtp.testing import Shutdown, SmtpServer
 
 FROM = "a@example.org"
 TO = ["b@example.net"]
@@ -92,3 +94,37 @@ async def test_bdat_last_write_that_fails_is_not_delivery_unknown() -> None:
             await client.send(_body(1), sender=FROM, recipients=TO)  # a new connection
         assert streams[0].failed_writes == 1
         assert [m.data for m in server.messages if m.accepted] == [_body(1)]
+
+
+@pytest.fixture
+async def bdat_server() -> AsyncIterator[SmtpServer]:
+    async with SmtpServer(tls="none") as server:  # PIPELINING + CHUNKING
+        yield server
+
+
+async def test_bdat_group_write_that_fails_on_reused_connection_is_sent_again(
+    bdat_server: SmtpServer,
+) -> None:
+    # MAIL, RCPT and BDAT n LAST in one write that fails: nothing complete left, so the
+    # reused connection is stale and the message goes (once) on a new one.
+    streams: list[_FailsOnceOn] = []
+    async with _client(bdat_server, b"Subject: 2", streams) as client:
+        await client.send(_body(1), sender=FROM, recipients=TO)
+        await client.send(_body(2), sender=FROM, recipients=TO)
+    assert streams[0].failed_writes == 1
+    assert [m.data for m in bdat_server.messages if m.accepted] == [_body(1), _body(2)]
+    assert len(bdat_server.connections) == 2
+    assert sum(c.verbs.count("MAIL") for c in bdat_server.connections) == 2
+
+
+async def test_bdat_group_421_to_mail_on_reused_connection_is_sent_again(
+    bdat_server: SmtpServer,
+) -> None:
+    # 421 to MAIL (an idle session the server is closing): MAIL was refused, so the BDAT
+    # LAST behind it was too -- nothing accepted, safe to send again, once.
+    async with SmtpClient(bdat_server.host, bdat_server.port, security=Security.NONE) as client:
+        await client.send(_body(1), sender=FROM, recipients=TO)
+        bdat_server.on("MAIL", Shutdown(), times=1)
+        await client.send(_body(2), sender=FROM, recipients=TO)
+    assert [m.data for m in bdat_server.messages if m.accepted] == [_body(1), _body(2)]
+    assert len(bdat_server.connections) == 2

@@ -11,6 +11,17 @@ every reply is read and matched in order; without it, one command at a time.  Th
   who got it (the seed's behaviour).
 * After a failed transaction the server is told RSET (RFC 5321 §4.1.1.5); a 421 anywhere
   closes the connection (RFC 5321 §3.8) so the next send reconnects.
+
+"May have been delivered" (SmtpDeliveryUnknownError, never retried) starts when the write
+carrying the end of the data -- the terminator, or ``BDAT n LAST`` -- has completed, and
+ends when its reply is read.  A write that fails is not it (its last octets never left).
+With CHUNKING and PIPELINING a small message goes with its envelope in one write, so that
+point is the envelope's write: a loss after it, even before MAIL's reply and even on a
+reused connection, is unknown (RFC 2920 §3.1: the server may process the whole group before
+replying).  A reused connection found dead is sent again on a new one (ConnectionStaleError)
+only when nothing complete can have been accepted: before any data was written (MAIL's
+reply lost or 421 in the DATA path), or, for the one-write BDAT group, when the write itself
+failed or MAIL got 421.
 """
 
 from __future__ import annotations
@@ -177,8 +188,8 @@ async def _transaction_bdat(
     if prepared.body is None and data is None:
         data = normalize_line_endings(prepared.data)
     if conn.extensions.pipelining and data is not None and len(data) <= CHUNK_SIZE:
-        mail_reply, rcpt_replies, final = await _envelope_pipelined(
-            transport, plan.mail, rcpts, Bdat(data, last=True), unknown_after_mail=True
+        mail_reply, rcpt_replies, final = await _envelope_with_last(
+            transport, plan.mail, rcpts, Bdat(data, last=True)
         )
         accepted, rejected = _sort(recipients, rcpt_replies)
         _check_envelope(mail_reply, accepted, rejected)
@@ -230,9 +241,12 @@ def _sort(recipients: tuple[str, ...], replies: list[Reply]) -> tuple[list[str],
     return accepted, rejected
 
 
+_SENDER_REFUSED = "the server refused the sender (MAIL)"
+
+
 def _check_envelope(mail_reply: Reply, accepted: list[str], rejected: dict[str, Reply]) -> None:
     if mail_reply.code != 250:
-        raise SmtpResponseError("the server refused the sender (MAIL)", reply=mail_reply)
+        raise SmtpResponseError(_SENDER_REFUSED, reply=mail_reply)
     if not accepted:
         raise SmtpFailedRecipientsError(_failures(rejected))
 
@@ -259,19 +273,15 @@ def _check_421(reply: Reply) -> Reply:
     return reply
 
 
-async def _mail_reply(
-    transport: Transport, mail: Mail, group: bytes | None = None, *, with_last: bool = False
-) -> Reply:
+async def _mail_reply(transport: Transport, mail: Mail, group: bytes | None = None) -> Reply:
     """The MAIL reply; a reused connection that is already dead becomes ConnectionStale.
 
     ``group``: the pipelined group, written here under MAIL's budget with its reply read (as
-    :meth:`Transport.command` does for MAIL alone).  ``with_last``: BDAT LAST went in the
-    same write (see :func:`_envelope_pipelined`)."""
+    :meth:`Transport.command` does for MAIL alone).  Never for a group carrying BDAT LAST
+    (see :func:`_envelope_with_last`)."""
     limit = transport.timeouts.mail
     try:
-        if with_last:
-            reply = await _group_reply(transport, "MAIL", limit)
-        elif group is not None:
+        if group is not None:
             reply = await transport.exchange(group, "MAIL", limit)
         elif transport.conn.extensions.pipelining:
             reply = await transport.read_reply("MAIL", limit)
@@ -287,50 +297,63 @@ async def _mail_reply(
 
 
 async def _envelope_pipelined(
-    transport: Transport,
-    mail: Mail,
-    rcpts: list[Rcpt],
-    last: Data | Bdat | None,
-    *,
-    unknown_after_mail: bool = False,
+    transport: Transport, mail: Mail, rcpts: list[Rcpt], last: Data | None
 ) -> tuple[Reply, list[Reply], Reply]:
-    """MAIL, every RCPT and ``last`` (DATA, ``BDAT n LAST`` or nothing) in one write, then
-    every reply.  With BDAT LAST in the write, a connection lost once MAIL's reply is in
-    may have delivered the message (SmtpDeliveryUnknownError)."""
+    """MAIL, every RCPT and ``last`` (DATA or nothing) in one write, then every reply."""
     conn = transport.conn
     group = [conn.send(mail), *(conn.send(rcpt) for rcpt in rcpts)]
     if last is not None:
         group.append(conn.send(last))
-    data = b"".join(group)  # one write
-    if unknown_after_mail:
-        await transport.write(data, "MAIL", transport.timeouts.mail)
-        mail_reply = await _mail_reply(transport, mail, with_last=True)
-    else:
-        mail_reply = await _mail_reply(transport, mail, data)
+    mail_reply = await _mail_reply(transport, mail, b"".join(group))  # one write
+    rcpt_replies = [
+        _check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt)) for _ in rcpts
+    ]
+    if last is None:
+        return mail_reply, rcpt_replies, mail_reply
+    last_reply = await transport.read_reply("DATA", transport.timeouts.data_initiation)
+    return mail_reply, rcpt_replies, _check_421(last_reply)
+
+
+async def _envelope_with_last(
+    transport: Transport, mail: Mail, rcpts: list[Rcpt], bdat: Bdat
+) -> tuple[Reply, list[Reply], Reply]:
+    """MAIL, every RCPT and ``BDAT n LAST`` with the octets in ONE write, then every reply.
+
+    The rule (RFC 2920 §3.1, RFC 3030 §2, RFC 5321 §4.1.1.4): a server may process the whole
+    group -- and deliver -- before it sends any reply, so once this write has completed, a
+    connection lost before the final reply is SmtpDeliveryUnknownError, even before MAIL's
+    reply and even on a reused connection: never sent again.  A reused connection is taken
+    as stale (sent again on a new one) only when nothing complete can have been accepted:
+    the write itself failed (its last octets, the end of the data, never left), or MAIL got
+    421 (RFC 5321 §3.8: refused, the server closes; BDAT is then refused too)."""
+    conn = transport.conn
+    data = b"".join([conn.send(mail), *(conn.send(rcpt) for rcpt in rcpts), conn.send(bdat)])
     try:
-        if unknown_after_mail:
-            rcpt_replies = [
-                _check_421(await _group_reply(transport, "RCPT", transport.timeouts.rcpt))
-                for _ in rcpts
-            ]
-        else:
-            rcpt_replies = [
-                _check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt))
-                for _ in rcpts
-            ]
-        if last is None:
-            return mail_reply, rcpt_replies, mail_reply
-        if isinstance(last, Data):
-            last_reply = await transport.read_reply("DATA", transport.timeouts.data_initiation)
-            return mail_reply, rcpt_replies, _check_421(last_reply)
-        final = await transport.read_reply(
-            "the end of data", transport.timeouts.data_termination, maybe_delivered=True
-        )
-        return mail_reply, rcpt_replies, final
-    except (SmtpConnectError, SmtpTlsError) as exc:
-        if unknown_after_mail:  # RFC 3030 §2 + RFC 5321 §4.1.1.4: it may be delivered
-            raise SmtpDeliveryUnknownError(UNKNOWN) from exc
+        await transport.write_end_of_data(data, "MAIL", transport.timeouts.mail)
+    except SmtpConnectError as exc:
+        if transport.transactions:
+            raise ConnectionStaleError(f"the reused connection was closed: {exc}") from exc
         raise
+    try:
+        mail_reply = await _group_reply(transport, "MAIL", transport.timeouts.mail)
+    except (SmtpConnectError, SmtpTlsError) as exc:
+        raise SmtpDeliveryUnknownError(UNKNOWN) from exc
+    if mail_reply.code == 421 and transport.transactions:
+        raise ConnectionStaleError("the reused connection was closed", reply=mail_reply)
+    _check_421(mail_reply)
+    try:
+        rcpt_replies = [
+            _check_421(await _group_reply(transport, "RCPT", transport.timeouts.rcpt))
+            for _ in rcpts
+        ]
+        final = await transport.end_of_data_reply("the end of data")
+    except (SmtpConnectError, SmtpTlsError, SmtpDeliveryUnknownError) as exc:
+        if mail_reply.code != 250:  # the transaction never started: refused, not unknown
+            raise SmtpResponseError(_SENDER_REFUSED, reply=mail_reply) from exc
+        if isinstance(exc, SmtpDeliveryUnknownError):
+            raise
+        raise SmtpDeliveryUnknownError(UNKNOWN) from exc
+    return mail_reply, rcpt_replies, final
 
 
 async def _group_reply(transport: Transport, what: str, limit: float | None) -> Reply:
