@@ -9,16 +9,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
+import trio.testing
 
 from trio_smtp import (
     OutgoingMessage,
     Security,
+    SendCompleted,
     SendResult,
     SmtpClient,
     SmtpConnectError,
     SmtpDeliveryUnknownError,
 )
-from trio_smtp.testing import Shutdown, SmtpServer
+from trio_smtp.testing import Delay, Shutdown, SmtpServer
 
 FROM = "a@example.org"
 TO = ["b@example.net"]
@@ -128,3 +130,87 @@ async def test_bdat_group_421_to_mail_on_reused_connection_is_sent_again(
         await client.send(_body(2), sender=FROM, recipients=TO)
     assert [m.data for m in bdat_server.messages if m.accepted] == [_body(1), _body(2)]
     assert len(bdat_server.connections) == 2
+
+
+# -- a cancel after the end of data cannot stop the delivery: never reported as a cancel --------
+
+
+async def _wait_for_end_of_data(server: SmtpServer) -> None:
+    # The server holds its reply to the end of data (Delay): wait until it has the data and
+    # every task -- the client's included -- is blocked waiting.
+    with trio.fail_after(20):
+        while not any(("DATA" in c.verbs or "BDAT" in c.verbs) for c in server.connections):  # noqa: ASYNC110
+            await trio.sleep(0.005)
+    await trio.testing.wait_all_tasks_blocked()
+
+
+@pytest.mark.parametrize("disable", [{"CHUNKING"}, set()], ids=["data", "bdat"])
+async def test_send_async_cancel_after_end_of_data_is_delivery_unknown(
+    disable: set[str],
+) -> None:
+    async with SmtpServer(tls="none", disable=disable) as server:
+        server.on("END_OF_DATA", Delay(3600), times=1)
+        async with SmtpClient(server.host, server.port, security=Security.NONE) as client:
+            client.send_async(_body(1), "late", sender=FROM, recipients=TO)
+            await _wait_for_end_of_data(server)
+            client.send_async_cancel()
+            with trio.fail_after(20):
+                event = await client.completed.receive()
+            assert isinstance(event.error, SmtpDeliveryUnknownError)
+            assert "cancelled" in str(event.error)
+            assert (event.user_token, event.cancelled, event.result) == ("late", False, None)
+            assert client.statistics().messages_failed == 1
+            await client.send(_body(2), sender=FROM, recipients=TO)  # a new connection
+    # The server did take the first message (recorded when its delayed reply is abandoned
+    # at shutdown): "cancelled" would have been a lie.
+    assert sorted(m.data for m in server.messages) == [_body(1), _body(2)]
+    assert len(server.connections) == 2
+
+
+async def test_send_async_cancel_before_end_of_data_is_still_a_cancel() -> None:
+    async with SmtpServer(tls="none", disable={"CHUNKING"}) as server:
+        server.on("DATA", Delay(3600), times=1)
+        async with SmtpClient(server.host, server.port, security=Security.NONE) as client:
+            client.send_async(_body(1), "early", sender=FROM, recipients=TO)
+            await _wait_for_end_of_data(server)
+            client.send_async_cancel()
+            with trio.fail_after(20):
+                event = await client.completed.receive()
+        assert event == SendCompleted("early", None, True, None)
+        assert server.messages == []
+
+
+async def test_outer_cancel_after_end_of_data_propagates_and_event_says_unknown() -> None:
+    async with SmtpServer(tls="none", disable={"CHUNKING"}) as server:
+        server.on("END_OF_DATA", Delay(3600), times=1)
+        client = SmtpClient(server.host, server.port, security=Security.NONE)
+        with trio.CancelScope() as outer:
+            async with client:
+                client.send_async(_body(1), "outer", sender=FROM, recipients=TO)
+                await _wait_for_end_of_data(server)
+                outer.cancel()
+                await trio.sleep_forever()
+        assert outer.cancelled_caught  # Cancelled went through, as Trio requires
+        events = [event async for event in client.completed]
+        assert len(events) == 1
+        assert isinstance(events[0].error, SmtpDeliveryUnknownError)
+        assert not events[0].cancelled
+
+
+async def test_send_cancelled_after_end_of_data_raises_cancelled() -> None:
+    # send() in the caller's task: Cancelled propagates (the docstring warns the message
+    # may have been delivered -- here it was).
+    async with SmtpServer(tls="none", disable={"CHUNKING"}) as server:
+        server.on("END_OF_DATA", Delay(3600), times=1)
+        async with SmtpClient(server.host, server.port, security=Security.NONE) as client:
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+
+                    async def cancel_at_end_of_data() -> None:
+                        await _wait_for_end_of_data(server)
+                        scope.cancel()
+
+                    nursery.start_soon(cancel_at_end_of_data)
+                    await client.send(_body(1), sender=FROM, recipients=TO)
+            assert scope.cancelled_caught
+    assert [m.data for m in server.messages] == [_body(1)]

@@ -39,7 +39,7 @@ import trio
 from ._batch import BatchItem, check_batch_source, send_batch
 from ._batch import OutgoingMessage as OutgoingMessage
 from ._config import DeliveryMethod, Security, Timeouts
-from ._errors import SmtpFailedRecipientsError
+from ._errors import SmtpDeliveryUnknownError, SmtpFailedRecipientsError
 from ._message import PreparedMessage, prepare_message
 from ._options import NO_OPTIONS, DeliveryNotification, DsnReturn, delivery_options
 from ._pickup import deliver_to_pickup
@@ -153,6 +153,9 @@ class SmtpClient:
         self._busy = False
         self._idle = trio.Event()
         self._send_scope: trio.CancelScope | None = None
+        #: Set when a send was cancelled after the end of its data was written (see
+        #: :meth:`_run_send_async`): too late to stop the delivery.
+        self._cancelled_after_end_of_data = False
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> SmtpClient:
@@ -249,6 +252,11 @@ class SmtpClient:
         Raises ``TypeError``/``ValueError`` for bad input, ``trio.BusyResourceError`` while
         another send is in flight, ``trio.ClosedResourceError`` after the client is closed,
         and an :class:`~trio_smtp.SmtpError` subclass for every delivery failure.
+
+        Cancelled (by the caller's cancel scope), it closes the connection and lets
+        ``Cancelled`` propagate, as Trio requires.  Before the end of the data is written,
+        nothing is delivered; after it (while the final reply is awaited) the server may
+        have accepted the message: a cancellation cannot take it back.
         """
         self._check_open()
         prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
@@ -338,6 +346,15 @@ class SmtpClient:
 
         The connection is closed (a half-spoken session is never reused); cancelled during
         the message data, the terminator is never sent, so the server discards the message.
+
+        A cancel that comes too late -- once the end of the data (the terminator, or ``BDAT
+        n LAST``) has been written, while its reply is awaited -- cannot stop the delivery:
+        the server may have accepted the message.  The event then does not claim a cancel:
+        it is ``SendCompleted(user_token, SmtpDeliveryUnknownError(...), False, None)``.
+        With CHUNKING and PIPELINING a small message's ``BDAT n LAST`` goes in the same write
+        as MAIL, so from that write on a cancel is already too late.
+        Once the reply is in, the send's own outcome is reported (a delivered message is
+        never reported as cancelled).
         """
         if self._send_scope is not None:
             self._send_scope.cancel()
@@ -348,6 +365,7 @@ class SmtpClient:
         error: BaseException | None = None
         result: SendResult | None = None
         cancelled_from_outside = False
+        self._cancelled_after_end_of_data = False
         try:
             with scope:
                 result = await self._deliver(prepared)
@@ -364,7 +382,11 @@ class SmtpClient:
             cancelled = cancelled_from_outside or (
                 scope.cancel_called and (result is None or scope.cancelled_caught)
             )
-            if cancelled:
+            if cancelled and self._cancelled_after_end_of_data:
+                # Too late to stop the delivery (outer cancels included): say so.
+                error, result, cancelled = _late_cancel(), None, False
+                self._counters.failed(error, prepared.size)
+            elif cancelled:
                 error, result = None, None
             self._send_scope = None
             self._release()
@@ -387,6 +409,10 @@ class SmtpClient:
                 return await deliver(transport, prepared)
             except ConnectionStaleError:
                 continue  # only on a reused connection: the next one is fresh
+            except trio.Cancelled:
+                # After the end of data, before its reply: the message may be delivered.
+                self._cancelled_after_end_of_data = transport.end_of_data_unanswered
+                raise
             finally:
                 if not transport.reusable:
                     await self._drop_transport(polite=False)
@@ -435,6 +461,12 @@ class SmtpClient:
     def _release(self) -> None:
         self._busy = False
         self._idle.set()
+
+
+def _late_cancel() -> SmtpDeliveryUnknownError:
+    return SmtpDeliveryUnknownError(
+        "cancelled after the end of data: the message may have been delivered"
+    )
 
 
 def _prepare(

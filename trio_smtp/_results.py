@@ -34,6 +34,12 @@ class SendCompleted:
     None); ``error`` is the exception the send raised, if any; ``result`` is what was
     delivered -- set on success, and also when some recipients were refused (``error`` is then
     the :class:`~trio_smtp.SmtpFailedRecipientsError` and the others got the message).
+
+    ``cancelled=True`` means the send was stopped in time: nothing was delivered.  A cancel
+    that came after the end of the data was written (the server may already have accepted
+    the message) is not reported as a cancel: ``error`` is then a
+    :class:`~trio_smtp.SmtpDeliveryUnknownError` and ``cancelled`` is False -- also when the
+    client's nursery was cancelled from outside.
     """
 
     user_token: object
