@@ -6,6 +6,7 @@ loopback; what the server stored is checked, not only what the client said."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -20,6 +21,7 @@ from trio_smtp import (
     SmtpConnectError,
     SmtpDeliveryUnknownError,
 )
+from trio_smtp._sources import StreamedBody
 from trio_smtp.testing import Delay, Shutdown, SmtpServer
 
 FROM = "a@example.org"
@@ -214,3 +216,36 @@ async def test_send_cancelled_after_end_of_data_raises_cancelled() -> None:
                     await client.send(_body(1), sender=FROM, recipients=TO)
             assert scope.cancelled_caught
     assert [m.data for m in server.messages] == [_body(1)]
+
+
+# -- a cancel during the final cleanup never drops a delivered result ---------------------------
+
+
+async def test_cancel_while_closing_the_file_keeps_the_delivered_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closing = trio.Event()
+    closed: list[bool] = []
+    original = StreamedBody.aclose
+
+    async def slow_aclose(self: StreamedBody) -> None:
+        # A close that takes a while (a network file system, say) and checkpoints.
+        closing.set()
+        await trio.sleep(0.2)
+        await original(self)
+        closed.append(True)
+
+    monkeypatch.setattr(StreamedBody, "aclose", slow_aclose)
+    path = tmp_path / "message.eml"
+    path.write_bytes(_body(1))
+    async with SmtpServer(tls="none", disable={"CHUNKING"}) as server:
+        async with SmtpClient(server.host, server.port, security=Security.NONE) as client:
+            client.send_async(path, "file", sender=FROM, recipients=TO)
+            await closing.wait()
+            client.send_async_cancel()  # the message is delivered: too late to cancel
+            with trio.fail_after(20):
+                event = await client.completed.receive()
+        assert event.error is None and not event.cancelled
+        assert event.result is not None and event.result.accepted == tuple(TO)
+        assert closed == [True]  # the file was still closed
+        assert [m.data for m in server.messages] == [_body(1)]
