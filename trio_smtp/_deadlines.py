@@ -1,0 +1,190 @@
+"""Per-phase deadlines and the one mapping of errors into SmtpErrors, for the driver.
+
+Theory of operation: RFC 5321 §4.5.3.2 gives each phase of a session its own time limit,
+covering the whole reply rather than each read.  Outside a transaction each read or write is
+wrapped in a :class:`deadline` (one ``trio.CancelScope``); inside a transaction of in-memory
+data one :class:`Phases` scope is entered once and its deadline moved at each phase, which
+costs a third of entering a scope per phase.  Only these scopes' own deadlines are caught:
+a user's cancel scope, and ``send_async_cancel``, pass through untouched.  :class:`map_errors`
+is the single place where Trio, ``ssl`` and protocol-core errors become the library's.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._errors import (
+    SmtpConnectError,
+    SmtpDeliveryUnknownError,
+    SmtpError,
+    SmtpProtocolError,
+    SmtpTimeoutError,
+    SmtpTlsError,
+)
+from .protocol import RemoteProtocolError
+
+if TYPE_CHECKING:
+    from ._transport import Transport
+
+__all__ = ["ARMED", "Armed", "Phases", "deadline", "map_errors", "timeout_error"]
+
+
+def timeout_error(
+    error: type[SmtpTimeoutError], seconds: float | None, what: str
+) -> SmtpTimeoutError:
+    text = f"timed out after {seconds} s waiting for {what}"
+    if issubclass(error, SmtpDeliveryUnknownError):
+        text += "; the message may have been delivered"
+    return error(text)
+
+
+class deadline:
+    """``with deadline(seconds, what):`` fails with :class:`SmtpTimeoutError` (or ``error``)
+    when ``what`` takes longer than ``seconds`` (None: no limit).
+
+    A plain class over one ``trio.CancelScope`` rather than ``@contextmanager`` around
+    ``trio.fail_after``: it is entered for every read and write outside a transaction (see
+    :class:`Phases` for the transaction itself).
+    """
+
+    __slots__ = ("_error", "_scope", "_seconds", "_what")
+
+    def __init__(
+        self, seconds: float | None, what: str, error: type[SmtpTimeoutError] = SmtpTimeoutError
+    ) -> None:
+        self._seconds = seconds
+        self._what = what
+        self._error = error
+        self._scope: trio.CancelScope | None = None
+
+    def __enter__(self) -> None:
+        limit = math.inf if self._seconds is None else trio.current_time() + self._seconds
+        self._scope = trio.CancelScope(deadline=limit)
+        self._scope.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._scope is not None
+        # The scope swallows only its own Cancelled, which is exactly the timeout.
+        self._scope.__exit__(exc_type, exc, tb)
+        if self._scope.cancelled_caught:
+            raise timeout_error(self._error, self._seconds, self._what) from None
+
+
+class Armed:
+    """What :meth:`Transport._limit` returns once :class:`Phases` holds the deadline."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+ARMED = Armed()
+
+
+class Phases:
+    """``with transport.phases():`` one cancel scope for a whole transaction, whose deadline
+    is moved at each phase instead of a scope per read and write.
+
+    Each phase (a write, or a reply that is not already buffered) still gets its own budget
+    from :class:`~trio_smtp.Timeouts`, covering the whole write or reply (RFC 5321
+    §4.5.3.2): :meth:`arm` sets ``deadline = now + budget`` and records what is awaited, so
+    an expiry is reported as the same :class:`SmtpTimeoutError` a per-phase scope would
+    raise (``SmtpDeliveryTimeoutError`` for the reply to the end of data).  Entering and
+    leaving a ``trio.CancelScope`` costs about three times as much as moving a deadline, and
+    a small message has four phases.
+
+    Only this scope's own deadline can cancel it, so a user's cancel scope and
+    ``send_async_cancel`` behave exactly as before: their Cancelled passes through.  One
+    difference from a scope per phase is handled in :meth:`arm`: a deadline that expired just
+    as its phase completed (the reply and the expiry in the same scheduler tick) leaves this
+    scope cancelled; the next phase then reports the previous one as timed out instead of
+    failing later under the wrong name.  Streamed bodies do not use it (their source's reads
+    are not phases): :meth:`Transport.send_stream` suspends it.
+    """
+
+    __slots__ = ("_error", "_scope", "_seconds", "_transport", "_what")
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._scope = trio.CancelScope()
+        self._seconds: float | None = None
+        self._what = "the transaction"
+        self._error: type[SmtpTimeoutError] = SmtpTimeoutError
+
+    def __enter__(self) -> Phases:
+        self._scope.__enter__()
+        self._transport._phases = self
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._transport._phases = None
+        self._scope.__exit__(exc_type, exc, tb)  # swallows only its own Cancelled
+        if self._scope.cancelled_caught:
+            raise timeout_error(self._error, self._seconds, self._what) from None
+
+    def arm(self, seconds: float | None, what: str, error: type[SmtpTimeoutError]) -> None:
+        """Start a phase: ``what`` must complete within ``seconds`` (None: no limit)."""
+        scope = self._scope
+        if scope.cancel_called:  # the previous phase's deadline passed as it completed
+            raise timeout_error(self._error, self._seconds, self._what)
+        self._seconds, self._what, self._error = seconds, what, error
+        scope.deadline = math.inf if seconds is None else trio.current_time() + seconds
+
+
+class map_errors:
+    """The one place where Trio, ssl and protocol-core errors become SmtpErrors.
+
+    ``tls`` is True during STARTTLS and the handshake: then a broken connection or a
+    protocol violation (bytes injected after the 220, RFC 3207 §5) is an SmtpTlsError.
+    """
+
+    __slots__ = ("_tls", "_what")
+
+    def __init__(self, what: str, *, tls: bool = False) -> None:
+        self._what = what
+        self._tls = tls
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, SmtpError):
+            return
+        what, tls = self._what, self._tls
+        if isinstance(exc, RemoteProtocolError):
+            error_class = SmtpTlsError if tls else SmtpProtocolError
+            raise error_class(f"the server broke the protocol during {what}: {exc}") from exc
+        if isinstance(exc, ssl.SSLError):  # before OSError: SSLError is one
+            raise SmtpTlsError(f"TLS failed during {what}: {exc}") from exc
+        if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
+            # Trio wraps ssl errors in BrokenResourceError.  Outside the handshake they mean
+            # a lost connection (a ragged EOF, a reset), not a failure of TLS itself.
+            if tls:
+                raise SmtpTlsError(f"TLS failed during {what}: {exc.__cause__ or exc}") from exc
+            raise SmtpConnectError(
+                f"connection lost during {what}: {exc or type(exc).__name__}"
+            ) from exc
