@@ -33,10 +33,12 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
+    Iterator,
     Sequence,
 )
 from email.message import EmailMessage, Message
 
+from ._deadlines import Phases
 from ._errors import (
     SmtpConnectError,
     SmtpDeliveryTimeoutError,
@@ -106,13 +108,30 @@ def check_batch_source(messages: object) -> AsyncIterator[object]:
     if isinstance(messages, AsyncIterable):
         return aiter(messages)
     if isinstance(messages, Iterable):
-        return _from_sync(messages)
+        return _SyncItems(messages)
     raise TypeError(f"send_many takes an iterable of messages, not {type(messages).__name__}")
 
 
-async def _from_sync(messages: Iterable[object]) -> AsyncIterator[object]:
-    for message in messages:
-        yield message
+class _SyncItems:
+    """A sync iterable's items as an async iterator.  Getting one never awaits anything,
+    so no deadline can fire while it is read (see :meth:`_PipelinedSender.run`)."""
+
+    __slots__ = ("_items", "_iterator")
+
+    def __init__(self, items: Iterable[object]) -> None:
+        self._items = items
+        self._iterator: Iterator[object] | None = None
+
+    def __aiter__(self) -> _SyncItems:
+        return self
+
+    async def __anext__(self) -> object:
+        if self._iterator is None:
+            self._iterator = iter(self._items)  # lazily, as a generator would
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            raise StopAsyncIteration from None
 
 
 class Outcomes:
@@ -158,6 +177,8 @@ class Source:
         self._outcomes = outcomes
         self._back: Pending | None = None
         self.exhausted = False
+        #: False for a sync iterable: reading it cannot wait on anything.
+        self.may_block = not isinstance(items, _SyncItems)
 
     def push_back(self, pending: Pending) -> None:
         self._back = pending
@@ -285,22 +306,21 @@ async def send_pipelined(
 ) -> Pending | None:
     """Send messages from ``source`` on ``transport`` (PIPELINING, no CHUNKING) until the
     source ends or the connection breaks; return a message that must go first on the next
-    connection (``ConnectionStaleError``), if any."""
+    connection (``ConnectionStaleError``), if any.
+
+    One :class:`~trio_smtp._deadlines.Phases` scope covers the whole connection, its
+    deadline moved at each write and read (entering a scope per write and per read was a
+    tenth of the client's time per message); it is disarmed while the source is read, so
+    a slow source is never timed.  A phase that times out unwinds to that scope as
+    Cancelled and comes out as the same SmtpTimeoutError a per-phase scope raises; the
+    sender then gives the messages involved the outcomes that error gets anywhere else."""
     sender = _PipelinedSender(transport, outcomes)
-    pending: Pending | None = first
-    while pending is not None:
-        try:
-            retry = await sender.send(pending)
-        except SmtpError:
-            return None  # the connection broke: every message involved has its outcome
-        if retry:
-            return pending
-        pending = await source.next()
     try:
-        await sender.flush()
-    except SmtpError:
-        pass  # the last message's outcome is set
-    return None
+        with transport.phases() as phases:
+            return await sender.run(source, first, phases)
+    except SmtpError as exc:  # only a phase's deadline: every other error is handled inside
+        sender.timed_out(exc)
+        return None
 
 
 class _PipelinedSender:
@@ -309,6 +329,38 @@ class _PipelinedSender:
         self.outcomes = outcomes
         self.tail = b""  # goes first in the next write: data + terminator, or RSET
         self.awaiting: _Awaiting | None = None
+        # Where a timeout of the connection's Phases scope finds us: the message whose
+        # envelope is in the write being made or answered (not delivered if it fails),
+        # and whether that write (carrying the tail) completed.
+        self._in_flight: Pending | None = None
+        self._written = False
+
+    async def run(self, source: Source, first: Pending, phases: Phases) -> Pending | None:
+        """The loop of :func:`send_pipelined`, inside its Phases scope."""
+        pending: Pending | None = first
+        while pending is not None:
+            try:
+                retry = await self.send(pending)
+            except SmtpError:
+                return None  # the connection broke: every message involved has its outcome
+            if retry:
+                return pending
+            if source.may_block:  # nothing in flight: an async source is not a phase
+                phases.arm(None, "the next message", SmtpTimeoutError)
+            pending = await source.next()
+        try:
+            await self.flush()
+        except SmtpError:
+            pass  # the last message's outcome is set
+        return None
+
+    def timed_out(self, error: SmtpError) -> None:
+        """A phase's deadline passed (see :func:`send_pipelined`): the outcomes a failed
+        write or read would have given at that point."""
+        self._lost(error, written=self._written)
+        pending, self._in_flight = self._in_flight, None
+        if pending is not None:
+            self.outcomes.set(pending.slot, _not_delivered(error), pending.prepared.size)
 
     async def send(self, pending: Pending) -> bool:
         """Write the tail and ``pending``'s envelope in one write, read the tail's reply and
@@ -324,11 +376,13 @@ class _PipelinedSender:
         conn = transport.conn
         group = [conn.send(plan.mail), *(conn.send(rcpt) for rcpt in rcpts), conn.send(Data())]
         envelope = b"".join(group)
+        self._in_flight, self._written = pending, False
         try:
             await self._write(self.tail + envelope)
-            self.tail = b""
+            self.tail, self._written = b"", True
             await self._read_awaiting()
         except SmtpError as exc:
+            self._in_flight = None
             self.outcomes.set(pending.slot, _not_delivered(exc), pending.prepared.size)
             raise
         try:
@@ -341,10 +395,13 @@ class _PipelinedSender:
                 await transport.read_reply("DATA", transport.timeouts.data_initiation)
             )
         except ConnectionStaleError:
+            self._in_flight = None
             return True  # RFC 5321 §4.1.1.4 aside, nothing of it was accepted: send again
         except SmtpError as exc:
+            self._in_flight = None
             self.outcomes.set(pending.slot, _not_delivered(exc), pending.prepared.size)
             raise
+        self._in_flight, self._written = None, False
         await self._after_envelope(pending, plan, mail_reply, rcpt_replies, data_reply)
         return False
 
@@ -399,6 +456,7 @@ class _PipelinedSender:
         if self.tail:
             await self._write(self.tail)
             self.tail = b""
+        self._written = True
         await self._read_awaiting()
 
     async def _write(self, data: bytes) -> None:
