@@ -53,6 +53,8 @@ class ClientConnection:
         # Commands awaiting replies, oldest first; None stands for the greeting.
         self._queue: deque[Command | None] = deque([None])
         self._extensions = Extensions()
+        # extensions.pipelining, asked before every pipelined command: kept with them.
+        self._pipelining = False
         self._encoder: DataEncoder | None = None
         self._smtputf8 = False  # the current transaction's MAIL carried SMTPUTF8
         self._binarymime = False  # ... and BODY=BINARYMIME (then DATA is forbidden)
@@ -202,7 +204,7 @@ class ClientConnection:
         if self._parser.buffered:
             self._fail()
             raise RemoteProtocolError("bytes received before the TLS handshake (injection)")
-        self._extensions = Extensions()
+        self._set_extensions(Extensions())
 
     # ---- internals ----
 
@@ -215,7 +217,7 @@ class ClientConnection:
             # PIPELINING, may a command go out before the previous replies are in.
             if last.ends_group:
                 raise LocalProtocolError(f"cannot send {name} before the reply to {last.verb}")
-            if not self._extensions.pipelining:
+            if not self._pipelining:
                 raise LocalProtocolError(f"cannot send {name}: replies pending, no PIPELINING")
         self._session.check_send(name)
 
@@ -258,30 +260,38 @@ class ClientConnection:
     def _learn(self, command: Command | None, reply: Reply) -> None:
         """Side effects of a reply beyond the state: extensions, STARTTLS safety."""
         if self._session.state is State.STARTTLS:
-            self._extensions = Extensions()
+            self._set_extensions(Extensions())
             # RFC 3207 §5 / CVE-2011-0411: anything after the 220 was sent in plaintext
             # and would be read as if it came through TLS.
             if self._parser.buffered:
                 raise RemoteProtocolError("bytes received after STARTTLS 220 (injection)")
         elif reply.code == 250 and command is not None and command.verb == "EHLO":
-            self._extensions = Extensions.from_ehlo_reply(reply)
+            self._set_extensions(Extensions.from_ehlo_reply(reply))
         elif reply.code // 100 == 2 and command is not None and command.verb in ("EHLO", "HELO"):
-            self._extensions = Extensions()
+            self._set_extensions(Extensions())
+
+    def _set_extensions(self, extensions: Extensions) -> None:
+        self._extensions = extensions
+        self._pipelining = extensions.pipelining
 
 
 def _check_extensions(command: Command, ext: Extensions) -> None:
     """RFC 5321 §4.1.1.11: no extension the server did not advertise."""
-    needed = []
-    if isinstance(command, StartTls):
-        needed.append("STARTTLS")
+    # Cheapest first: MAIL and RCPT go with every message, usually without parameters.
+    if isinstance(command, Mail):
+        needed = _mail_extensions(command)
+    elif isinstance(command, Rcpt):
+        if command.notify is None and command.orcpt is None:
+            return
+        needed = ["DSN"]
+    elif isinstance(command, StartTls):
+        needed = ["STARTTLS"]
     elif isinstance(command, Auth):
-        needed.append("AUTH")
+        needed = ["AUTH"]
     elif isinstance(command, Bdat):
-        needed.append("CHUNKING")
-    elif isinstance(command, Mail):
-        needed += _mail_extensions(command)
-    elif isinstance(command, Rcpt) and (command.notify is not None or command.orcpt is not None):
-        needed.append("DSN")
+        needed = ["CHUNKING"]
+    else:
+        return
     missing = [keyword for keyword in needed if keyword not in ext]
     if missing:
         raise LocalProtocolError(f"{command.verb} needs {', '.join(missing)}, not advertised")
