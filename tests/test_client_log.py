@@ -219,3 +219,27 @@ def test_challenge_alone_redacts_the_answer(
     log.log_received(Reply(334, ("UGFzc3dvcmQ6",)))
     log.log_sent(base64.b64encode(PASSWORD.encode()) + b"\r\n")
     assert logged(caplog) == ["S: 334 UGFzc3dvcmQ6", "C: <redacted>"]
+
+
+@pytest.mark.smtp_server(auth_mechanisms=("PLAIN",), credentials={"user": PASSWORD})
+async def test_log_switched_on_mid_session(
+    smtp_server: SmtpServer,
+    smtp_client_factory: ClientFactory,
+    make_message: MakeMessage,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    async with smtp_client_factory(credentials=("user", PASSWORD)) as client:
+        await client.send(make_message(body=BODY))
+        caplog.set_level(logging.DEBUG, logger=LOGGER)
+        # The first send may be shown only as octet counts (the log resynchronises at the
+        # first reply with nothing pending); the second is logged in full.
+        await client.send(make_message(body=BODY))
+        await client.send(make_message(body=BODY))
+    text = "\n".join(logged(caplog))
+    assert "C: MAIL FROM:<sender@example.org>" in text
+    assert "C: <message data" in text and "C: QUIT" in text
+    assert "launch codes" not in text and "Subject: test" not in text
+    for secret in secrets_of("user", PASSWORD):
+        assert secret not in text
+    assert len(smtp_server.messages) == 3

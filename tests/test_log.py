@@ -216,3 +216,66 @@ def test_disabled_log_does_no_formatting(
     log = ProtocolLog("peer")
     log.log_sent(b"EHLO x\r\nAUTH PLAIN abc\r\nMAIL FROM:<a@b.c>\r\n")
     log.log_received(Reply(250, ("ok",)))
+
+
+# -- a driver with at_boundary: no bookkeeping while off, safe when switched on ------------
+
+
+def test_switched_on_mid_data_hides_data_until_a_boundary(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = ProtocolLog("mx.example.net:25")
+    boundary = [False]
+    log.at_boundary = lambda: boundary[0]
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
+    log.log_sent(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
+    log.log_received(Reply(354, ("go ahead",)))
+    caplog.set_level(logging.DEBUG, logger=LOGGER_NAME)  # on, in the middle of the data
+    data = b"MAIL FROM:<looks-like-a-command>\r\n" + BODY
+    log.log_sent(data)
+    log.log_sent(b".\r\n")
+    boundary[0] = True
+    log.log_received(Reply(250, ("queued",)))
+    log.log_sent(b"QUIT\r\n")
+    assert messages(caplog) == [
+        f"mx.example.net:25 C: <{len(data)} octets not shown: log resynchronising>",
+        "mx.example.net:25 C: <3 octets not shown: log resynchronising>",
+        "mx.example.net:25 S: 250 queued",
+        "mx.example.net:25 C: QUIT",
+    ]
+
+
+def test_switched_on_mid_auth_redacts_the_next_response(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = ProtocolLog("mx.example.net:25")
+    log.at_boundary = lambda: True
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
+    log.log_sent(b"AUTH LOGIN\r\n")
+    caplog.set_level(logging.DEBUG, logger=LOGGER_NAME)
+    log.log_received(Reply(334, ("VXNlcm5hbWU6",)))  # a boundary: the 334 sets the state
+    log.log_sent(SECRET_B64 + b"\r\n")
+    log.log_received(Reply(235, ("ok",)))
+    log.log_sent(b"MAIL FROM:<a@example.org>\r\n")
+    assert messages(caplog) == [
+        "mx.example.net:25 S: 334 VXNlcm5hbWU6",
+        "mx.example.net:25 C: <redacted>",
+        "mx.example.net:25 S: 235 ok",
+        "mx.example.net:25 C: MAIL FROM:<a@example.org>",
+    ]
+
+
+def test_switched_on_before_a_pending_reply_shows_no_sent_bytes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = ProtocolLog("mx.example.net:25")
+    log.at_boundary = lambda: False  # e.g. BDAT chunks still unanswered
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
+    log.log_sent(b"BDAT 100\r\n")
+    caplog.set_level(logging.DEBUG, logger=LOGGER_NAME)
+    log.log_received(Reply(250, ("ok",)))
+    log.log_sent(b"AUTH PLAIN " + SECRET_B64 + b"\r\n")
+    assert messages(caplog) == [
+        "mx.example.net:25 S: 250 ok",
+        f"mx.example.net:25 C: <{13 + len(SECRET_B64)} octets not shown: log resynchronising>",
+    ]

@@ -21,15 +21,19 @@ data seen ends the data phase (logged as ``<message data, not shown>``), and BDA
 bookkeeping resets once every command has its reply.  A 334 reply alone puts the log in
 AUTH mode, so a secret is redacted even when the AUTH line itself was never seen.
 
-That bookkeeping is a few byte comparisons per write and always runs, so enabling the log
-mid-session is safe; decoding and formatting happen only when the logger is enabled for
-DEBUG (one ``isEnabledFor`` check per write or reply).  Use one
-:class:`ProtocolLog` per connection.
+Decoding and formatting happen only when the logger is enabled for DEBUG (one
+``isEnabledFor`` check per write or reply).  Without ``at_boundary`` the bookkeeping always
+runs, so enabling the log mid-session is safe.  A driver that can tell when every command
+has its reply sets ``at_boundary`` (the transport does): the bookkeeping then stops while
+the logger is off, and a log switched on mid-session is *out of sync*: it shows only how
+many octets each write held until a reply arrives at a boundary, where the state is known
+again from that reply alone.  Use one :class:`ProtocolLog` per connection.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from .protocol import Reply
 
@@ -66,6 +70,10 @@ class ProtocolLog:
         # Command lines (and terminators) written and not yet answered (RFC 2920: replies
         # come in order).  At zero every BDAT chunk has been received by the server.
         self._unanswered = 0
+        #: Set by a driver: True when every command written has its reply and no message
+        #: data or BDAT chunk can follow without a new reply (see the module docstring).
+        self.at_boundary: Callable[[], bool] | None = None
+        self._synced = True
 
     def _debug(self, direction: str, text: str) -> None:
         self._logger.debug("%s%s: %s", self._prefix, direction, text)
@@ -78,8 +86,14 @@ class ProtocolLog:
     def log_sent(self, data: bytes | bytearray | memoryview) -> None:
         """Record bytes written to the server: command lines, pipelined groups, message
         data, BDAT chunks, AUTH responses, in any mix and split."""
-        data = bytes(data)
         enabled = self._logger.isEnabledFor(logging.DEBUG)
+        if not self._synced or (not enabled and self.at_boundary is not None):
+            self._synced = False  # skip the bookkeeping; resync at a boundary reply
+            if enabled:
+                # Could be a secret or message data: show nothing but its size.
+                self._debug("C", f"<{len(data)} octets not shown: log resynchronising>")
+            return
+        data = bytes(data)
         position = 0
         while position < len(data):
             if self._in_data:
@@ -92,6 +106,9 @@ class ProtocolLog:
     def log_received(self, reply: Reply) -> None:
         """Record one complete reply from the server."""
         enabled = self._logger.isEnabledFor(logging.DEBUG)
+        if not self._synced or (not enabled and self.at_boundary is not None):
+            self._resync(reply, enabled)
+            return
         self._unanswered = max(self._unanswered - 1, 0)
         if self._in_data and not self._data_seen:
             # The driver wrote the data without showing it to us: this is the reply to the
@@ -116,11 +133,30 @@ class ProtocolLog:
             self._data_seen = 0
             self._data_tail = b"\r\n"  # the DATA line's end starts the terminator
         if enabled:
-            last = len(reply.lines) - 1
-            for index, line in enumerate(reply.lines):
-                separator = "-" if index < last else " "
-                text = f"{reply.code}{separator}{line}".rstrip(" ")
-                self._debug("S", text.translate(_ESCAPES))
+            self._log_reply(reply)
+
+    def _resync(self, reply: Reply, enabled: bool) -> None:
+        self._synced = False
+        if not enabled:
+            return
+        self._log_reply(reply)
+        if self.at_boundary is not None and self.at_boundary():
+            # Nothing unanswered, no data or chunk in progress: the reply alone sets the
+            # state (RFC 4954 §4: 334 continues an AUTH exchange; RFC 5321 §4.1.1.4: 354
+            # starts message data).
+            self._synced = True
+            self._unanswered = self._bdat_remaining = self._data_octets = 0
+            self._in_auth = reply.code == 334
+            self._in_data = reply.code == 354
+            self._data_seen = 0
+            self._data_tail = b"\r\n"
+
+    def _log_reply(self, reply: Reply) -> None:
+        last = len(reply.lines) - 1
+        for index, line in enumerate(reply.lines):
+            separator = "-" if index < last else " "
+            text = f"{reply.code}{separator}{line}".rstrip(" ")
+            self._debug("S", text.translate(_ESCAPES))
 
     # -- the parts of log_sent
 

@@ -55,6 +55,8 @@ RECEIVE_SIZE = 65536
 
 #: Message data per write: large enough to amortise the syscall, small enough to bound memory.
 _DATA_CHUNK = 256 * 1024
+# Message data may be written in these states with no reply in between.
+_DATA_STATES = frozenset({State.DATA, State.BDAT})
 
 #: How long to wait for the rest of an early reply, or for the reason a write failed.
 _EARLY_GRACE = 5.0
@@ -106,6 +108,8 @@ class Transport:
         #: The protocol log of this connection (logger ``trio_smtp.protocol``, DEBUG): every
         #: write and every reply goes through it; it hides AUTH secrets and message data.
         self.log = log if log is not None else ProtocolLog(host)
+        # Lets the log skip its bookkeeping while the logger is off (see ProtocolLog).
+        self.log.at_boundary = self._at_boundary
         #: True once the stream is TLS (implicit, or after STARTTLS).
         self.tls = isinstance(stream, trio.SSLStream)
         #: True when credentials may be sent in clear (see :func:`peer_is_loopback`).
@@ -145,6 +149,11 @@ class Transport:
     def reusable(self) -> bool:
         """Not broken, and between transactions: safe for the next message."""
         return not self._broken and self.conn.state is State.READY
+
+    def _at_boundary(self) -> bool:
+        # Every command (and end of data) answered, and not inside DATA or BDAT, where
+        # message data may follow without a new reply.
+        return not self.conn.pending and self.conn.state not in _DATA_STATES
 
     def mark_broken(self) -> None:
         """Never use this connection again (a write or read failed or was cancelled)."""
