@@ -84,50 +84,53 @@ class Extensions:
         """Upper-cased SASL mechanisms from ``AUTH`` and the old ``AUTH=`` form."""
         return frozenset(mech.upper() for mech in self.params("AUTH"))
 
+    # The flags below look the upper-cased key up directly: the same answer as ``in self``
+    # without its isinstance and upper() (they are read for every message sent).
+
     @property
     def pipelining(self) -> bool:
         """RFC 2920 PIPELINING."""
-        return "PIPELINING" in self
+        return "PIPELINING" in self.keywords
 
     @property
     def starttls(self) -> bool:
         """RFC 3207 STARTTLS."""
-        return "STARTTLS" in self
+        return "STARTTLS" in self.keywords
 
     @property
     def eightbitmime(self) -> bool:
         """RFC 6152 8BITMIME."""
-        return "8BITMIME" in self
+        return "8BITMIME" in self.keywords
 
     @property
     def smtputf8(self) -> bool:
         """RFC 6531 SMTPUTF8."""
-        return "SMTPUTF8" in self
+        return "SMTPUTF8" in self.keywords
 
     @property
     def dsn(self) -> bool:
         """RFC 3461 DSN."""
-        return "DSN" in self
+        return "DSN" in self.keywords
 
     @property
     def chunking(self) -> bool:
         """RFC 3030 CHUNKING (BDAT)."""
-        return "CHUNKING" in self
+        return "CHUNKING" in self.keywords
 
     @property
     def binarymime(self) -> bool:
         """RFC 3030 BINARYMIME."""
-        return "BINARYMIME" in self
+        return "BINARYMIME" in self.keywords
 
     @property
     def enhancedstatuscodes(self) -> bool:
         """RFC 2034 ENHANCEDSTATUSCODES."""
-        return "ENHANCEDSTATUSCODES" in self
+        return "ENHANCEDSTATUSCODES" in self.keywords
 
     @property
     def requiretls(self) -> bool:
         """RFC 8689 REQUIRETLS."""
-        return "REQUIRETLS" in self
+        return "REQUIRETLS" in self.keywords
 
 
 #: Largest SIZE taken at face value (2**63 - 1 octets); anything above means "no limit".
