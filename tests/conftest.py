@@ -1,5 +1,6 @@
-"""Shared fixtures (kept minimal).  The ``smtp_server`` / ``smtp_client_factory`` fixtures
-come from the trio_smtp.testing pytest plugin."""
+"""Shared fixtures and helpers (kept minimal).  The ``smtp_server`` / ``smtp_client_factory``
+fixtures come from the trio_smtp.testing pytest plugin; test modules in this directory import
+the helpers below with ``from conftest import ...`` (tests/ is on sys.path: no __init__.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from collections.abc import Callable
 from email.message import EmailMessage
 
 import pytest
+import trio
+
+from trio_smtp import Security, SmtpClient
+from trio_smtp.testing import SmtpServer
 
 
 def build_message(
@@ -29,3 +34,38 @@ def make_message() -> Callable[..., EmailMessage]:
     """``make_message(to=..., body=..., **headers)`` -> a small EmailMessage (see
     :func:`build_message`)."""
     return build_message
+
+
+class CountingStream(trio.abc.Stream):
+    """A TCP stream that records every write the client makes (to check one write per
+    pipelined group)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.writes: list[bytes] = []
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def client_for(server: SmtpServer, streams: list[CountingStream] | None = None) -> SmtpClient:
+    """A plain-text client for ``server`` whose connections are CountingStreams, appended
+    to ``streams`` as they open."""
+
+    async def factory() -> trio.abc.Stream:
+        stream = CountingStream(await trio.open_tcp_stream(server.host, server.port))
+        if streams is not None:
+            streams.append(stream)
+        return stream
+
+    return SmtpClient(server.host, server.port, security=Security.NONE, stream_factory=factory)

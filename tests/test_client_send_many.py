@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
+from conftest import CountingStream, client_for
 
 from trio_smtp import (
     OutgoingMessage,
@@ -21,37 +22,6 @@ from trio_smtp import (
 from trio_smtp.testing import Delay, Hangup, Respond, Shutdown, SmtpServer
 
 FROM = "from@example.org"
-
-
-class CountingStream(trio.abc.Stream):
-    """A TCP stream that records the writes the client makes."""
-
-    def __init__(self, inner: trio.abc.Stream) -> None:
-        self.inner = inner
-        self.writes: list[bytes] = []
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-def client_for(server: SmtpServer, streams: list[CountingStream] | None = None) -> SmtpClient:
-    async def factory() -> trio.abc.Stream:
-        stream = CountingStream(await trio.open_tcp_stream(server.host, server.port))
-        if streams is not None:
-            streams.append(stream)
-        return stream
-
-    return SmtpClient(server.host, server.port, security=Security.NONE, stream_factory=factory)
 
 
 def message(i: int, *recipients: str) -> OutgoingMessage:
