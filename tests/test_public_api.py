@@ -176,3 +176,16 @@ async def test_python_m_trio_smtp_help() -> None:
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     out = done.stdout.decode()
     assert out.startswith("usage: trio-smtp")
+
+
+def test_smtp_error_takes_the_contracts_status_code_and_reply_form() -> None:
+    # DESIGN.md: SmtpError(status_code: SmtpStatusCode, reply: Reply | None).
+    reply = trio_smtp.Reply(450, ("4.2.1 mailbox busy",), "4.2.1")
+    error = trio_smtp.SmtpError(trio_smtp.SmtpStatusCode.MAILBOX_BUSY, reply)
+    assert error.status_code is trio_smtp.SmtpStatusCode.MAILBOX_BUSY
+    assert error.reply is reply
+    assert error.is_transient
+    assert "mailbox busy" in str(error)
+    bare = trio_smtp.SmtpError(trio_smtp.SmtpStatusCode.GENERAL_FAILURE, None)
+    assert bare.status_code is trio_smtp.SmtpStatusCode.GENERAL_FAILURE
+    assert bare.reply is None and not bare.is_transient

@@ -86,11 +86,16 @@ class SmtpError(Exception):
 
     def __init__(
         self,
-        message: str,
-        *,
+        message: str | SmtpStatusCode,
         reply: Reply | None = None,
+        *,
         status_code: SmtpStatusCode | None = None,
     ) -> None:
+        # DESIGN.md's form, SmtpError(status_code, reply), is accepted as well as a message:
+        # like .NET's SmtpException(SmtpStatusCode), the message is then derived.
+        if isinstance(message, SmtpStatusCode):
+            status_code = message if status_code is None else status_code
+            message = message.name.replace("_", " ").lower()
         super().__init__(message)
         self.message = message
         self.reply = reply
