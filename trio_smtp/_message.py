@@ -14,7 +14,6 @@ what a server offers is :func:`check_against_server`.
 from __future__ import annotations
 
 import email.utils
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import Message
@@ -41,8 +40,6 @@ _ADDRESS_FIELDS = (
     "resent-cc",
     "resent-bcc",
 )
-#: The end of the header section (RFC 5322 §2.1), whatever the line ends.
-_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +207,7 @@ def _prepare_bytes(
     data: bytes, sender: str | None, recipients: Sequence[str] | str | None
 ) -> PreparedMessage:
     envelope, utf8 = _explicit_envelope("a bytes message", sender, recipients)
-    blank_line = _BLANK_LINE.search(data)
-    headers = data[: blank_line.start()] if blank_line else data
+    headers = data[: _header_end(data)]
     return PreparedMessage(
         envelope=envelope,
         data=data,
@@ -223,6 +219,23 @@ def _prepare_bytes(
         message_id=_raw_message_id(headers),
         has_nul=b"\0" in data,
     )
+
+
+def _header_end(data: bytes) -> int:
+    """The end of the header section (RFC 5322 §2.1), whatever the line ends: where the
+    regex ``\\r?\\n\\r?\\n`` first matches in ``data`` (``len(data)`` if nowhere).
+
+    Two C-level ``find`` calls instead of that regex (1.6 -> ~0.3 us per 1 KiB message, a
+    fifth of what send_many spends preparing one): a match begins at its first LF, or at
+    the CR just before it, and the earliest such LF gives the earliest match."""
+    lf = data.find(b"\n\r\n")
+    # Only a "\n\n" before that one matters: bound the scan (a CRLF message has none).
+    bare = data.find(b"\n\n", 0, len(data) if lf < 0 else lf + 1)
+    if bare >= 0:
+        lf = bare
+    if lf < 0:
+        return len(data)
+    return lf - 1 if lf and data[lf - 1] == 0x0D else lf
 
 
 def _raw_message_id(headers: bytes) -> str | None:
