@@ -36,16 +36,14 @@ def make_message() -> Callable[..., EmailMessage]:
     return build_message
 
 
-class CountingStream(trio.abc.Stream):
-    """A TCP stream that records every write the client makes (to check one write per
-    pipelined group)."""
+class ForwardingStream(trio.abc.Stream):
+    """A stream that hands everything to ``inner``: subclass it and override the one method
+    a test needs to watch or break."""
 
     def __init__(self, inner: trio.abc.Stream) -> None:
         self.inner = inner
-        self.writes: list[bytes] = []
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
         await self.inner.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -56,6 +54,19 @@ class CountingStream(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class CountingStream(ForwardingStream):
+    """A TCP stream that records every write the client makes (to check one write per
+    pipelined group)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        super().__init__(inner)
+        self.writes: list[bytes] = []
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+        await self.inner.send_all(data)
 
 
 def client_for(server: SmtpServer, streams: list[CountingStream] | None = None) -> SmtpClient:

@@ -13,6 +13,7 @@ from email.message import EmailMessage
 import pytest
 import trio
 import trio.testing
+from conftest import ForwardingStream
 
 from trio_smtp import (
     Security,
@@ -195,12 +196,12 @@ async def test_session_phase_deadline_is_a_timeout_and_nothing_is_reused(
 # -- SmtpDeliveryUnknownError exactly after the end of data -------------------------------------
 
 
-class _FailsOnTerminator(trio.abc.Stream):
+class _FailsOnTerminator(ForwardingStream):
     """A TCP stream whose ``send_all`` fails, writing nothing, for the write that would carry
     the DATA terminator: the terminator provably never left this machine."""
 
     def __init__(self, inner: trio.SocketStream) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.failed_writes = 0
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -209,15 +210,6 @@ class _FailsOnTerminator(trio.abc.Stream):
             await trio.lowlevel.checkpoint()
             raise trio.BrokenResourceError("connection reset before the write")
         await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 @pytest.mark.parametrize("size", [100, 1_000_000], ids=["one-write", "streamed"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from conftest import ForwardingStream
 
 from trio_smtp import (
     OutgoingMessage,
@@ -28,12 +29,12 @@ FROM = "a@example.org"
 TO = ["b@example.net"]
 
 
-class _FailsOnceOn(trio.abc.Stream):
+class _FailsOnceOn(ForwardingStream):
     """A TCP stream whose ``send_all`` fails, writing nothing, for the first write holding
     ``marker``: what that write carried provably never left this machine."""
 
     def __init__(self, inner: trio.SocketStream, marker: bytes) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.marker = marker
         self.failed_writes = 0
 
@@ -43,15 +44,6 @@ class _FailsOnceOn(trio.abc.Stream):
             await trio.lowlevel.checkpoint()
             raise trio.BrokenResourceError("connection reset before the write")
         await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 def _client(server: SmtpServer, marker: bytes, streams: list[_FailsOnceOn]) -> SmtpClient:
