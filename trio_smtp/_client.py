@@ -39,6 +39,7 @@ import trio
 from ._batch import BatchItem, check_batch_source, send_batch
 from ._batch import OutgoingMessage as OutgoingMessage
 from ._config import DeliveryMethod, Security, Timeouts
+from ._deadlines import Watchdog
 from ._errors import SmtpDeliveryUnknownError, SmtpFailedRecipientsError
 from ._message import PreparedMessage, prepare_message
 from ._options import NO_OPTIONS, DeliveryNotification, DsnReturn, delivery_options
@@ -150,6 +151,8 @@ class SmtpClient:
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
         self._transport: Transport | None = None
+        #: Enforces the phase deadlines of this client's transactions (see Watchdog).
+        self._watchdog = Watchdog()
         self._busy = False
         self._idle = trio.Event()
         self._send_scope: trio.CancelScope | None = None
@@ -180,6 +183,7 @@ class SmtpClient:
         manager = trio.open_nursery()
         self._nursery = await manager.__aenter__()
         self._nursery_manager = manager
+        self._nursery.start_soon(self._watchdog.run)
         self._state = "open"
         return self
 
@@ -196,6 +200,9 @@ class SmtpClient:
             while self._busy:
                 await self._idle.wait()
         finally:
+            # Its task ends now; a send still running (this wait was cancelled) falls back
+            # to deadlines of its own.
+            self._watchdog.close()
             try:
                 # No exception of ours goes in: the user's exception (if any) propagates
                 # unchanged and is never wrapped in an ExceptionGroup.
@@ -436,6 +443,7 @@ class SmtpClient:
         await self._drop_transport(polite=False)
         self._counters.connections_opened += 1
         self._transport = await open_session(self._config)
+        self._transport.watchdog = self._watchdog
         return self._transport
 
     async def _drop_transport(self, *, polite: bool) -> None:

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import trio
 
 from ._config import Security, Timeouts
-from ._deadlines import ARMED, Armed, Phases, deadline, map_errors, timeout_error
+from ._deadlines import ARMED, Armed, Phases, Watchdog, deadline, map_errors, timeout_error
 from ._errors import (
     SmtpConnectError,
     SmtpDeliveryTimeoutError,
@@ -124,6 +124,9 @@ class Transport:
         self.end_of_data_unanswered = False
         self._broken = False
         self._phases: Phases | None = None
+        #: The client's :class:`Watchdog`, which enforces :class:`Phases` deadlines without
+        #: moving them; None (a transport used on its own): Phases move their deadlines.
+        self.watchdog: Watchdog | None = None
 
     def phases(self) -> Phases:
         """One deadline scope for a transaction of in-memory data (see :class:`Phases`)."""
