@@ -184,19 +184,19 @@ class Transport:
 
         ``maybe_delivered``: the reply to the end of data (or BDAT LAST); a timeout is then
         :class:`SmtpDeliveryTimeoutError`."""
-        if self.conn.buffered:
-            # Pipelined replies usually arrive together: a reply already received needs no
-            # deadline and no error mapping, only the parser (the common, fast case).
-            try:
-                event = self.conn.next_event()
-            except RemoteProtocolError as exc:
-                self.mark_broken()
-                raise SmtpProtocolError(
-                    f"the server broke the protocol during {what}: {exc}"
-                ) from exc
-            if isinstance(event, Reply):
-                self.log.log_received(event)
-                return event
+        # Pipelined replies usually arrive together: a reply already received needs no
+        # deadline and no error mapping, only the parser (the common, fast case).
+        try:
+            event = self.conn.next_event()
+        except RemoteProtocolError as exc:
+            self.mark_broken()
+            raise SmtpProtocolError(f"the server broke the protocol during {what}: {exc}") from exc
+        if type(event) is Reply:
+            self.log.log_received(event)
+            return event
+        if isinstance(event, ConnectionClosed):
+            self.mark_broken()
+            raise SmtpConnectError(f"the server closed the connection during {what}")
         error = SmtpDeliveryTimeoutError if maybe_delivered else SmtpTimeoutError
         try:
             with map_errors(what), self._limit(limit, what, error):

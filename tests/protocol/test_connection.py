@@ -576,3 +576,48 @@ def test_custom_limits_apply() -> None:
     conn.receive_data(b"220 " + b"x" * 20 + b"\r\n")
     with pytest.raises(RemoteProtocolError):
         conn.next_event()
+
+
+# -- encoded commands are kept for equal commands ------------------------------------------
+
+
+def test_equal_commands_on_many_connections_encode_alike() -> None:
+    # The second connection gets the kept bytes; they must be what a fresh encode gives,
+    # whatever SMTPUTF8 state each transaction is in.
+    for _ in range(2):
+        conn = ready("PIPELINING", "SMTPUTF8", "SIZE")
+        assert conn.send(Mail("a@example.org", size=10)) == (
+            b"MAIL FROM:<a@example.org> SIZE=10\r\n"
+        )
+        assert conn.send(Rcpt("b@example.net")) == b"RCPT TO:<b@example.net>\r\n"
+
+
+def test_an_invalid_command_is_refused_every_time() -> None:
+    conn = ready("PIPELINING")
+    for _ in range(3):
+        with pytest.raises(LocalProtocolError):
+            conn.send(Mail("bad address@example.org"))
+    assert conn.pending == 0
+
+
+def test_a_non_ascii_recipient_needs_smtputf8_in_each_transaction() -> None:
+    # Kept bytes depend on the transaction's SMTPUTF8 state, not only on the command.
+    conn = ready("SMTPUTF8")
+    conn.send(Mail("a@example.org", smtputf8=True))
+    one_reply(conn, b"250 ok\r\n")
+    assert conn.send(Rcpt("jöran@example.net")) == "RCPT TO:<jöran@example.net>\r\n".encode()
+    one_reply(conn, b"250 ok\r\n")
+    conn.send(Rset())
+    one_reply(conn, b"250 ok\r\n")
+    conn.send(Mail("a@example.org"))
+    one_reply(conn, b"250 ok\r\n")
+    with pytest.raises(LocalProtocolError):
+        conn.send(Rcpt("jöran@example.net"))
+
+
+def test_unhashable_parameters_still_encode() -> None:
+    conn = ready("DSN")
+    conn.send(Mail("a@example.org"))
+    one_reply(conn, b"250 ok\r\n")
+    rcpt = Rcpt("b@example.net", notify=["SUCCESS", "FAILURE"])  # type: ignore[arg-type]
+    assert conn.send(rcpt) == b"RCPT TO:<b@example.net> NOTIFY=SUCCESS,FAILURE\r\n"

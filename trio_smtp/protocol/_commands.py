@@ -71,6 +71,9 @@ class Command:
 
     verb: ClassVar[str] = ""
     ends_group: ClassVar[bool] = True
+    #: Whether the connection may keep this command's encoded bytes for an equal command
+    #: sent later (False for commands that carry secrets or message data).
+    cacheable: ClassVar[bool] = True
 
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
         """Validate and serialise, CRLF included.  ``smtputf8`` says whether the session
@@ -121,6 +124,7 @@ class Auth(Command):
     mechanism: str
     initial_response: bytes | None = None
     verb: ClassVar[str] = "AUTH"
+    cacheable: ClassVar[bool] = False
 
     def _render(self, smtputf8: bool) -> str:
         # RFC 4422 §3.1: 1-20 of upper-case letters, digits, "-" and "_".
@@ -142,6 +146,7 @@ class AuthResponse(Command):
     data: bytes = b""
     cancel: bool = False
     verb: ClassVar[str] = ""
+    cacheable: ClassVar[bool] = False
 
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
         """``*`` (cancel, RFC 4954 §4) or the base64 line, at most 12288 octets."""
@@ -264,6 +269,7 @@ class Bdat(Command):
     chunk: bytes | memoryview = b""
     last: bool = False
     verb: ClassVar[str] = "BDAT"
+    cacheable: ClassVar[bool] = False
     ends_group: ClassVar[bool] = False
 
     def __post_init__(self) -> None:

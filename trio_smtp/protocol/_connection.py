@@ -129,9 +129,10 @@ class ClientConnection:
         _check_extensions(command, self._extensions)
         if isinstance(command, Data) and self._binarymime:
             raise LocalProtocolError("BODY=BINARYMIME needs BDAT, not DATA (RFC 3030 §3)")
-        data = command.to_bytes(smtputf8=self._smtputf8 and isinstance(command, Rcpt))
         if isinstance(command, Bdat):
-            data += command.chunk
+            data = command.to_bytes() + command.chunk
+        else:
+            data = _encoded(command, self._smtputf8 and isinstance(command, Rcpt))
         # Nothing below can fail: the command is committed.
         self._session.sent(name)
         self._queue.append(command)
@@ -273,6 +274,31 @@ class ClientConnection:
     def _set_extensions(self, extensions: Extensions) -> None:
         self._extensions = extensions
         self._pipelining = extensions.pipelining
+
+
+# A command's bytes are a pure function of its (frozen) fields and whether SMTPUTF8 is in
+# use, and validating them is most of what sending one costs: the MAIL and RCPT of a sender
+# writing to the same people, message after message, are encoded once.  Bounded like re's
+# pattern cache (emptied when full); commands carrying data (AUTH responses, BDAT chunks)
+# are never kept.
+_ENCODED: dict[tuple[Command, bool], bytes] = {}
+_ENCODED_MAX = 256
+
+
+def _encoded(command: Command, smtputf8: bool) -> bytes:
+    if not command.cacheable:
+        return command.to_bytes(smtputf8=smtputf8)
+    key = (command, smtputf8)
+    try:
+        data = _ENCODED.get(key)
+    except TypeError:  # a field given as a list (unhashable): encode it every time
+        return command.to_bytes(smtputf8=smtputf8)
+    if data is None:
+        data = command.to_bytes(smtputf8=smtputf8)  # raises before anything is kept
+        if len(_ENCODED) >= _ENCODED_MAX:
+            _ENCODED.clear()
+        _ENCODED[key] = data
+    return data
 
 
 def _check_extensions(command: Command, ext: Extensions) -> None:
