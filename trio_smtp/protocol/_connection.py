@@ -24,7 +24,7 @@ from ._data import DataEncoder
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._extensions import Extensions
 from ._replies import Reply, ReplyLimits, ReplyParser
-from ._state import SessionState, State, event_name, reply_outcome
+from ._state import _EVENT_NAMES, SessionState, State, event_name
 
 __all__ = ["NEED_DATA", "ClientConnection", "ConnectionClosed", "NeedData"]
 
@@ -124,19 +124,23 @@ class ClientConnection:
         arguments are allowed only after a MAIL with ``smtputf8=True`` in the current
         transaction.  For :class:`Bdat` the bytes are the command line and the chunk.
         """
-        name = event_name(command)
+        name = _EVENT_NAMES.get(type(command)) or event_name(command)
         self._check_may_send(name)
-        _check_extensions(command, self._extensions)
-        if isinstance(command, Data) and self._binarymime:
-            raise LocalProtocolError("BODY=BINARYMIME needs BDAT, not DATA (RFC 3030 §3)")
-        if isinstance(command, Bdat):
-            data = command.to_bytes() + command.chunk
+        if not command.cacheable:
+            _check_extensions(command, self._extensions)
+            data = command.to_bytes()
+            if isinstance(command, Bdat):
+                data += command.chunk
         else:
-            data = _encoded(command, self._smtputf8 and isinstance(command, Rcpt))
+            data, needs = _encoded(command, self._smtputf8 and type(command) is Rcpt)
+            if needs:
+                _check_advertised(command, needs, self._extensions)
+            if self._binarymime and type(command) is Data:
+                raise LocalProtocolError("BODY=BINARYMIME needs BDAT, not DATA (RFC 3030 §3)")
         # Nothing below can fail: the command is committed.
         self._session.sent(name)
         self._queue.append(command)
-        if isinstance(command, Mail):
+        if type(command) is Mail:
             self._smtputf8 = command.smtputf8
             self._binarymime = command.body == "BINARYMIME"
         return data
@@ -189,7 +193,16 @@ class ClientConnection:
         if state is State.CLOSED:
             return ConnectionClosed()
         try:
-            return self._next_event(state)
+            if state is State.STARTTLS and self._parser.buffered:
+                raise RemoteProtocolError("bytes received before the TLS handshake (injection)")
+            reply = self._parser.next_reply()
+            if reply is None:
+                if not self._eof:
+                    return NEED_DATA
+                self._session.eof()
+                self._queue.clear()
+                return ConnectionClosed()
+            return self._dispatch(reply)
         except RemoteProtocolError:
             self._fail()
             raise
@@ -232,28 +245,18 @@ class ClientConnection:
         self._queue.clear()
         self._encoder = None
 
-    def _next_event(self, state: State) -> Reply | NeedData | ConnectionClosed:
-        if state is State.STARTTLS and self._parser.buffered:
-            raise RemoteProtocolError("bytes received before the TLS handshake (injection)")
-        reply = self._parser.next_reply()
-        if reply is None:
-            if not self._eof:
-                return NEED_DATA
-            self._session.eof()
-            self._queue.clear()
-            return ConnectionClosed()
-        return self._dispatch(reply)
-
     def _dispatch(self, reply: Reply) -> Reply:
-        outcome = reply_outcome(reply.code)
-        if not self._queue and outcome != "closing":
+        code = reply.code
+        outcome = "closing" if code == 421 else _OUTCOMES.get(code // 100, "fail")
+        queue = self._queue
+        if not queue and outcome != "closing":
             # RFC 5321 §3.8 allows only an unsolicited 421.
-            raise RemoteProtocolError(f"unexpected reply {reply.code}: no command pending")
-        command = self._queue.popleft() if self._queue else None
+            raise RemoteProtocolError(f"unexpected reply {code}: no command pending")
+        command = queue.popleft() if queue else None
         self._session.replied(outcome)
         if outcome == "closing":
-            self._queue.clear()
-        else:
+            queue.clear()
+        elif command is None or command.verb in _LEARNS_FROM:
             self._learn(command, reply)
         # The constructor, not dataclasses.replace: this runs for every reply (4x faster).
         return Reply(reply.code, reply.lines, reply.enhanced_status, command)
@@ -277,50 +280,62 @@ class ClientConnection:
 
 
 # A command's bytes are a pure function of its (frozen) fields and whether SMTPUTF8 is in
-# use, and validating them is most of what sending one costs: the MAIL and RCPT of a sender
-# writing to the same people, message after message, are encoded once.  Bounded like re's
-# pattern cache (emptied when full); commands carrying data (AUTH responses, BDAT chunks)
-# are never kept.
-_ENCODED: dict[tuple[Command, bool], bytes] = {}
+# use, and so are the extensions it needs; validating and encoding them was most of what
+# sending MAIL and RCPT cost.  So the MAIL and RCPT of a sender writing to the same people,
+# message after message, are encoded once.  Bounded like re's pattern cache (emptied when
+# full); commands carrying secrets or data (AUTH, AUTH responses, BDAT) are never kept.
+_ENCODED: dict[tuple[Command, bool], tuple[bytes, tuple[str, ...]]] = {}
 _ENCODED_MAX = 256
 
 
-def _encoded(command: Command, smtputf8: bool) -> bytes:
-    if not command.cacheable:
-        return command.to_bytes(smtputf8=smtputf8)
+def _encoded(command: Command, smtputf8: bool) -> tuple[bytes, tuple[str, ...]]:
+    """``command``'s bytes and the extension keywords it needs (validated: raises
+    LocalProtocolError for an invalid argument)."""
     key = (command, smtputf8)
     try:
-        data = _ENCODED.get(key)
+        known = _ENCODED.get(key)
     except TypeError:  # a field given as a list (unhashable): encode it every time
-        return command.to_bytes(smtputf8=smtputf8)
-    if data is None:
-        data = command.to_bytes(smtputf8=smtputf8)  # raises before anything is kept
+        return command.to_bytes(smtputf8=smtputf8), _needed_extensions(command)
+    if known is None:
+        # Extensions first, as for commands that are not kept: the same error either way.
+        known = (command.to_bytes(smtputf8=smtputf8), _needed_extensions(command))
         if len(_ENCODED) >= _ENCODED_MAX:
             _ENCODED.clear()
-        _ENCODED[key] = data
-    return data
+        _ENCODED[key] = known
+    return known
+
+
+#: reply_outcome() for the codes that are not 421 (inlined: it runs for every reply).
+_OUTCOMES = {2: "ok", 3: "more"}
+#: The commands whose replies teach the connection something (see ``_learn``).
+_LEARNS_FROM = frozenset({"EHLO", "HELO", "STARTTLS"})
 
 
 def _check_extensions(command: Command, ext: Extensions) -> None:
     """RFC 5321 §4.1.1.11: no extension the server did not advertise."""
-    # Cheapest first: MAIL and RCPT go with every message, usually without parameters.
-    if isinstance(command, Mail):
-        needed = _mail_extensions(command)
-    elif isinstance(command, Rcpt):
-        if command.notify is None and command.orcpt is None:
-            return
-        needed = ["DSN"]
-    elif isinstance(command, StartTls):
-        needed = ["STARTTLS"]
-    elif isinstance(command, Auth):
-        needed = ["AUTH"]
-    elif isinstance(command, Bdat):
-        needed = ["CHUNKING"]
-    else:
-        return
-    missing = [keyword for keyword in needed if keyword not in ext]
+    needs = _needed_extensions(command)
+    if needs:
+        _check_advertised(command, needs, ext)
+
+
+def _check_advertised(command: Command, needs: tuple[str, ...], ext: Extensions) -> None:
+    missing = [keyword for keyword in needs if keyword not in ext]
     if missing:
         raise LocalProtocolError(f"{command.verb} needs {', '.join(missing)}, not advertised")
+
+
+def _needed_extensions(command: Command) -> tuple[str, ...]:
+    if isinstance(command, Mail):
+        return tuple(_mail_extensions(command))
+    if isinstance(command, Rcpt):
+        return () if command.notify is None and command.orcpt is None else ("DSN",)
+    if isinstance(command, StartTls):
+        return ("STARTTLS",)
+    if isinstance(command, Auth):
+        return ("AUTH",)
+    if isinstance(command, Bdat):
+        return ("CHUNKING",)
+    return ()
 
 
 def _mail_extensions(mail: Mail) -> list[str]:

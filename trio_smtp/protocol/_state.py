@@ -167,6 +167,20 @@ leave self-loops out.
 #: Every event name that occurs in :data:`TRANSITIONS`, sorted.
 EVENTS: tuple[str, ...] = tuple(sorted({event for _, event in TRANSITIONS}))
 
+# TRANSITIONS split by kind and keyed by the parts of the event, for the lookups made on
+# every command and reply (no event string to build each time).  Derived, never edited:
+# TRANSITIONS stays the one table.
+_SEND: dict[tuple[State, str], State] = {
+    (state, event[len("send:") :]): target
+    for (state, event), target in TRANSITIONS.items()
+    if event.startswith("send:")
+}
+_REPLY: dict[tuple[State, str, str], State] = {
+    (state, *event[len("reply:") :].rsplit(":", 1)): target  # type: ignore[misc]
+    for (state, event), target in TRANSITIONS.items()
+    if event.startswith("reply:") and event != "reply:closing"
+}
+
 _EVENT_NAMES: dict[type[Command], str] = {
     Ehlo: "EHLO",
     Helo: "HELO",
@@ -215,12 +229,12 @@ class SessionState:
 
     def check_send(self, name: str) -> None:
         """Raise LocalProtocolError unless command NAME may be sent now."""
-        if (self.expected, f"send:{name}") not in TRANSITIONS:
+        if (self.expected, name) not in _SEND:
             raise LocalProtocolError(f"cannot send {name} in state {self.expected.name}")
 
     def sent(self, name: str, *, awaits_reply: bool = True) -> None:
         """Command NAME was sent (after :meth:`check_send`)."""
-        self.expected = TRANSITIONS[(self.expected, f"send:{name}")]
+        self.expected = _SEND[(self.expected, name)]
         if awaits_reply:
             self._pending.append(name)
 
@@ -230,11 +244,15 @@ class SessionState:
             self._apply("reply:closing")
             return
         name = self._pending.popleft() if self._pending else "nothing"
-        state = TRANSITIONS.get((self.state, f"reply:{name}:{outcome}"))
+        before = self.state
+        state = _REPLY.get((before, name, outcome))
         if state is None:
             raise RemoteProtocolError(f"unexpected {outcome!r} reply to {name}")
         self.state = state
-        self._reproject()
+        # ``expected`` assumed this command would take ``before`` where its send goes: if
+        # it did, replaying the commands still pending gives the same state again.
+        if _SEND.get((before, name)) is not state:
+            self._reproject()
 
     def start_tls(self) -> None:
         """The TLS handshake after STARTTLS is done."""
@@ -259,5 +277,5 @@ class SessionState:
     def _reproject(self) -> None:
         expected = self.state
         for name in self._pending:
-            expected = TRANSITIONS.get((expected, f"send:{name}"), expected)
+            expected = _SEND.get((expected, name), expected)
         self.expected = expected
