@@ -54,6 +54,7 @@ from ._transaction import (
     ConnectionStaleError,
     _check_421,
     _check_envelope,
+    _check_mail_421,
     _mail_reply,
     _outcome,
     _Plan,
@@ -61,7 +62,7 @@ from ._transaction import (
     _sort,
 )
 from ._transport import _DATA_CHUNK, UNKNOWN, Transport
-from .protocol import Data, Reply, Rset, State
+from .protocol import Data, Rcpt, Reply, Rset, State
 
 __all__ = ["Outcome", "Outcomes", "OutgoingMessage", "Source", "send_batch", "send_pipelined"]
 
@@ -202,6 +203,7 @@ class Source:
 
 
 _END = object()
+_DATA = Data()
 
 
 @dataclasses.dataclass(slots=True)
@@ -334,6 +336,9 @@ class _PipelinedSender:
         # and whether that write (carrying the tail) completed.
         self._in_flight: Pending | None = None
         self._written = False
+        # The commands of the last message, for the next one if it needs the same.
+        self._last_key: tuple[object, ...] = ()
+        self._last: tuple[_Plan, list[Rcpt]] | None = None
 
     async def run(self, source: Source, first: Pending, phases: Phases) -> Pending | None:
         """The loop of :func:`send_pipelined`, inside its Phases scope."""
@@ -366,44 +371,77 @@ class _PipelinedSender:
         """Write the tail and ``pending``'s envelope in one write, read the tail's reply and
         the envelope's; True when ``pending`` must be retried on a new connection."""
         transport, prepared = self.transport, pending.prepared
-        try:
-            check_against_server(prepared, transport.conn.extensions)  # before MAIL
-            plan = _plan(prepared, transport.conn.extensions)
-        except SmtpError as exc:
-            self.outcomes.set(pending.slot, exc, pending.prepared.size)
-            return False
-        rcpts = [prepared.options.rcpt(r) for r in prepared.envelope.recipients]
         conn = transport.conn
-        group = [conn.send(plan.mail), *(conn.send(rcpt) for rcpt in rcpts), conn.send(Data())]
-        envelope = b"".join(group)
+        try:
+            check_against_server(prepared, conn.extensions)  # before MAIL
+            plan, rcpts = self._commands(prepared)
+        except SmtpError as exc:
+            self.outcomes.set(pending.slot, exc, prepared.size)
+            return False
+        envelope = conn.send(plan.mail)
+        for rcpt in rcpts:
+            envelope += conn.send(rcpt)
+        envelope += conn.send(_DATA)
         self._in_flight, self._written = pending, False
         try:
             await self._write(self.tail + envelope)
             self.tail, self._written = b"", True
-            await self._read_awaiting()
+            if self.awaiting is not None:
+                await self._read_awaiting()
         except SmtpError as exc:
             self._in_flight = None
-            self.outcomes.set(pending.slot, _not_delivered(exc), pending.prepared.size)
+            self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
             raise
         try:
-            mail_reply = await _mail_reply(transport, plan.mail)
-            rcpt_replies = [
-                _check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt))
-                for _ in rcpts
-            ]
+            # The envelope's replies usually came with the one just read: no await then.
+            mail_reply = transport.buffered_reply("MAIL")
+            if mail_reply is None:
+                mail_reply = await _mail_reply(transport, plan.mail)
+            else:
+                _check_mail_421(transport, mail_reply)
+            rcpt_replies = []
+            for _ in rcpts:
+                reply = transport.buffered_reply("RCPT") or await transport.read_reply(
+                    "RCPT", transport.timeouts.rcpt
+                )
+                rcpt_replies.append(_check_421(reply))
             data_reply = _check_421(
-                await transport.read_reply("DATA", transport.timeouts.data_initiation)
+                transport.buffered_reply("DATA")
+                or await transport.read_reply("DATA", transport.timeouts.data_initiation)
             )
         except ConnectionStaleError:
             self._in_flight = None
             return True  # RFC 5321 §4.1.1.4 aside, nothing of it was accepted: send again
         except SmtpError as exc:
             self._in_flight = None
-            self.outcomes.set(pending.slot, _not_delivered(exc), pending.prepared.size)
+            self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
             raise
         self._in_flight, self._written = None, False
         await self._after_envelope(pending, plan, mail_reply, rcpt_replies, data_reply)
         return False
+
+    def _commands(self, prepared: PreparedMessage) -> tuple[_Plan, list[Rcpt]]:
+        """The plan (MAIL) and the RCPTs for ``prepared``: those of the message before
+        when everything they depend on is the same object or value (a batch to the same
+        people, the usual case), built afresh otherwise."""
+        extensions = self.transport.conn.extensions
+        key = (
+            prepared.envelope,
+            prepared.options,
+            prepared.body_kind,
+            prepared.has_nul,
+            prepared.smtputf8_required,
+            prepared.smtputf8_wanted,
+            prepared.size if "SIZE" in extensions.keywords else None,
+            extensions,
+        )
+        if key == self._last_key and self._last is not None:
+            return self._last
+        plan = _plan(prepared, extensions)
+        options = prepared.options
+        commands = plan, [options.rcpt(r) for r in prepared.envelope.recipients]
+        self._last_key, self._last = key, commands
+        return commands
 
     async def _after_envelope(
         self,

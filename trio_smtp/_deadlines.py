@@ -31,7 +31,16 @@ from .protocol import RemoteProtocolError
 if TYPE_CHECKING:
     from ._transport import Transport
 
-__all__ = ["ARMED", "Armed", "Phases", "Watchdog", "deadline", "map_errors", "timeout_error"]
+__all__ = [
+    "ARMED",
+    "Armed",
+    "Phases",
+    "Watchdog",
+    "deadline",
+    "map_errors",
+    "mapped_error",
+    "timeout_error",
+]
 
 
 def timeout_error(
@@ -253,19 +262,28 @@ class map_errors:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None or isinstance(exc, SmtpError):
+        if exc is None:
             return
-        what, tls = self._what, self._tls
-        if isinstance(exc, RemoteProtocolError):
-            error_class = SmtpTlsError if tls else SmtpProtocolError
-            raise error_class(f"the server broke the protocol during {what}: {exc}") from exc
-        if isinstance(exc, ssl.SSLError):  # before OSError: SSLError is one
-            raise SmtpTlsError(f"TLS failed during {what}: {exc}") from exc
-        if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
-            # Trio wraps ssl errors in BrokenResourceError.  Outside the handshake they mean
-            # a lost connection (a ragged EOF, a reset), not a failure of TLS itself.
-            if tls:
-                raise SmtpTlsError(f"TLS failed during {what}: {exc.__cause__ or exc}") from exc
-            raise SmtpConnectError(
-                f"connection lost during {what}: {exc or type(exc).__name__}"
-            ) from exc
+        error = mapped_error(exc, self._what, tls=self._tls)
+        if error is not None:
+            raise error from exc
+
+
+def mapped_error(exc: BaseException, what: str, *, tls: bool = False) -> SmtpError | None:
+    """The SmtpError that ``exc`` becomes (see :class:`map_errors`), or None when it stays
+    as it is (already an SmtpError, Cancelled, a bug).  For hot paths that catch instead of
+    entering a context manager."""
+    if isinstance(exc, SmtpError):
+        return None
+    if isinstance(exc, RemoteProtocolError):
+        error_class = SmtpTlsError if tls else SmtpProtocolError
+        return error_class(f"the server broke the protocol during {what}: {exc}")
+    if isinstance(exc, ssl.SSLError):  # before OSError: SSLError is one
+        return SmtpTlsError(f"TLS failed during {what}: {exc}")
+    if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
+        # Trio wraps ssl errors in BrokenResourceError.  Outside the handshake they mean
+        # a lost connection (a ragged EOF, a reset), not a failure of TLS itself.
+        if tls:
+            return SmtpTlsError(f"TLS failed during {what}: {exc.__cause__ or exc}")
+        return SmtpConnectError(f"connection lost during {what}: {exc or type(exc).__name__}")
+    return None

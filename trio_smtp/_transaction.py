@@ -291,6 +291,11 @@ async def _mail_reply(transport: Transport, mail: Mail, group: bytes | None = No
         if transport.transactions:
             raise ConnectionStaleError(f"the reused connection was closed: {exc}") from exc
         raise
+    return _check_mail_421(transport, reply)
+
+
+def _check_mail_421(transport: Transport, reply: Reply) -> Reply:
+    """421 to MAIL: on a reused connection, the server had already given up on it."""
     if reply.code == 421 and transport.transactions:
         raise ConnectionStaleError("the reused connection was closed", reply=reply)
     return _check_421(reply)

@@ -24,7 +24,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import trio
 
 from ._config import Security, Timeouts
-from ._deadlines import ARMED, Armed, Phases, Watchdog, deadline, map_errors, timeout_error
+from ._deadlines import (
+    ARMED,
+    Armed,
+    Phases,
+    Watchdog,
+    deadline,
+    map_errors,
+    mapped_error,
+    timeout_error,
+)
 from ._errors import (
     SmtpConnectError,
     SmtpDeliveryTimeoutError,
@@ -170,22 +179,24 @@ class Transport:
     async def write(self, data: bytes, what: str, limit: float | None) -> None:
         """Write ``data`` in one ``send_all`` under ``limit`` seconds."""
         self.log.log_sent(data)
+        phases = self._phases
         try:
-            with map_errors(what), self._limit(limit, what):
+            if phases is not None:
+                phases.arm(limit, what, SmtpTimeoutError)
                 await self.stream.send_all(data)
-        except BaseException:
+            else:
+                with deadline(limit, what):
+                    await self.stream.send_all(data)
+        except BaseException as exc:
             self.mark_broken()
-            raise
+            error = mapped_error(exc, what)  # as map_errors, without a context manager
+            if error is None:
+                raise
+            raise error from exc
 
-    async def read_reply(
-        self, what: str, limit: float | None, *, maybe_delivered: bool = False
-    ) -> Reply:
-        """The next reply, under one deadline for the whole reply.
-
-        ``maybe_delivered``: the reply to the end of data (or BDAT LAST); a timeout is then
-        :class:`SmtpDeliveryTimeoutError`."""
-        # Pipelined replies usually arrive together: a reply already received needs no
-        # deadline and no error mapping, only the parser (the common, fast case).
+    def buffered_reply(self, what: str) -> Reply | None:
+        """The next reply if it was already received (pipelined replies usually arrive
+        together), else None; no await, so no deadline is needed."""
         try:
             event = self.conn.next_event()
         except RemoteProtocolError as exc:
@@ -197,13 +208,33 @@ class Transport:
         if isinstance(event, ConnectionClosed):
             self.mark_broken()
             raise SmtpConnectError(f"the server closed the connection during {what}")
-        error = SmtpDeliveryTimeoutError if maybe_delivered else SmtpTimeoutError
+        return None
+
+    async def read_reply(
+        self, what: str, limit: float | None, *, maybe_delivered: bool = False
+    ) -> Reply:
+        """The next reply, under one deadline for the whole reply.
+
+        ``maybe_delivered``: the reply to the end of data (or BDAT LAST); a timeout is then
+        :class:`SmtpDeliveryTimeoutError`."""
+        # A reply already received needs no deadline and no error mapping.
+        reply = self.buffered_reply(what)
+        if reply is not None:
+            return reply
+        timeout = SmtpDeliveryTimeoutError if maybe_delivered else SmtpTimeoutError
+        phases = self._phases
         try:
-            with map_errors(what), self._limit(limit, what, error):
+            if phases is not None:
+                phases.arm(limit, what, timeout)
                 return await self._next_reply(what)
-        except BaseException:
+            with deadline(limit, what, timeout):
+                return await self._next_reply(what)
+        except BaseException as exc:
             self.mark_broken()
-            raise
+            error = mapped_error(exc, what)
+            if error is None:
+                raise
+            raise error from exc
 
     async def _next_reply(self, what: str) -> Reply:
         # httpcore's _receive_event: next_event(); on NEED_DATA read and feed.
