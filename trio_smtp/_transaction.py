@@ -310,12 +310,19 @@ async def _envelope_pipelined(
     if last is not None:
         group.append(conn.send(last))
     mail_reply = await _mail_reply(transport, mail, b"".join(group))  # one write
+    # The other replies usually came with MAIL's: taken without an await when they did.
     rcpt_replies = [
-        _check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt)) for _ in rcpts
+        _check_421(
+            transport.buffered_reply("RCPT")
+            or await transport.read_reply("RCPT", transport.timeouts.rcpt)
+        )
+        for _ in rcpts
     ]
     if last is None:
         return mail_reply, rcpt_replies, mail_reply
-    last_reply = await transport.read_reply("DATA", transport.timeouts.data_initiation)
+    last_reply = transport.buffered_reply("DATA") or await transport.read_reply(
+        "DATA", transport.timeouts.data_initiation
+    )
     return mail_reply, rcpt_replies, _check_421(last_reply)
 
 

@@ -266,13 +266,21 @@ class Transport:
         """Write ``data`` (a pipelined group, already through ``conn.send``) and read the
         first reply, both under one deadline (as :meth:`command`)."""
         self.log.log_sent(data)
+        phases = self._phases
         try:
-            with map_errors(what), self._limit(limit, what):
+            if phases is not None:
+                phases.arm(limit, what, SmtpTimeoutError)
                 await self.stream.send_all(data)
                 return await self._next_reply(what)
-        except BaseException:
+            with deadline(limit, what):
+                await self.stream.send_all(data)
+                return await self._next_reply(what)
+        except BaseException as exc:
             self.mark_broken()
-            raise
+            error = mapped_error(exc, what)
+            if error is None:
+                raise
+            raise error from exc
 
     async def send_message(self, data: bytes) -> Reply:
         """After 354: the message data, the terminator, and the reply to the terminator.
@@ -356,9 +364,14 @@ class Transport:
 
     async def _send_data_block(self, payload: bytes | memoryview) -> None:
         # Message data is never logged (only its size is worth knowing).
+        what, phases = "the message data to be written", self._phases
         try:
-            with self._limit(self.timeouts.data_block, "the message data to be written"):
+            if phases is not None:
+                phases.arm(self.timeouts.data_block, what, SmtpTimeoutError)
                 await self.stream.send_all(payload)
+            else:
+                with deadline(self.timeouts.data_block, what):
+                    await self.stream.send_all(payload)
         except SmtpTimeoutError:
             raise  # a TimeoutError, so an OSError: not a lost connection
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

@@ -101,7 +101,7 @@ class ClientConnection:
         """
         if self._session.state is not State.DATA:
             raise LocalProtocolError("early_reply() is only meaningful in DATA")
-        if any(isinstance(command, EndOfData) for command in self._queue):
+        if self._queue:  # in DATA only the terminator can be awaiting its reply
             raise LocalProtocolError("early_reply() after end_data()")
         try:
             reply = self._parser.next_reply()
