@@ -2,7 +2,8 @@
 
 :class:`SmtpServer` speaks SMTP over Trio on loopback TCP (or on any ``trio.abc.Stream``):
 EHLO/HELO, STARTTLS and implicit TLS (certificates made on the fly with trustme), AUTH
-PLAIN/LOGIN/CRAM-MD5/XOAUTH2/SCRAM-SHA-256, PIPELINING, SIZE, 8BITMIME, SMTPUTF8, DSN,
+PLAIN/LOGIN/CRAM-MD5/XOAUTH2/SCRAM-SHA-256 (and, when asked for through ``auth_mechanisms``,
+SCRAM-SHA-1 and OAUTHBEARER: see :data:`ALL_MECHANISMS`), PIPELINING, SIZE, 8BITMIME, SMTPUTF8, DSN,
 CHUNKING/BDAT, ENHANCEDSTATUSCODES.  It records every command and message, lets a test wait
 for the n-th message, and misbehaves on request (:meth:`SmtpServer.on` with the actions below).
 
@@ -10,6 +11,8 @@ The pytest plugin (registered through the ``pytest11`` entry point) provides the
 ``smtp_client_factory`` fixtures.  See the how-to "Testing code that sends mail".
 """
 
+from ._config import ALL_MECHANISMS as ALL_MECHANISMS
+from ._config import DEFAULT_MECHANISMS as DEFAULT_MECHANISMS
 from ._config import TlsMode as TlsMode
 from ._faults import Action as Action
 from ._faults import Delay as Delay
@@ -29,6 +32,8 @@ from ._server import ServerCrashError as ServerCrashError
 from ._server import SmtpServer as SmtpServer
 
 __all__ = [
+    "ALL_MECHANISMS",
+    "DEFAULT_MECHANISMS",
     "Action",
     "CommandRecord",
     "ConnectionRecord",

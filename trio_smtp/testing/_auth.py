@@ -3,8 +3,8 @@
 The session feeds each client response (already base64-decoded; ``None`` when AUTH came
 without an initial response) to :meth:`ServerMechanism.step` and gets back a
 :class:`Challenge` (send ``334 base64``), :class:`Success` (``235``) or :class:`Failure`
-(``535``).  Credentials are a plain ``{user: password}`` table; for XOAUTH2 the "password" is
-the bearer token.
+(``535``).  Credentials are a plain ``{user: password}`` table; for XOAUTH2 and OAUTHBEARER
+the "password" is the bearer token.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from ._oauthbearer import KVSEP, MalformedRequest, parse_request
 
 __all__ = ["MECHANISMS", "Challenge", "Failure", "ServerMechanism", "Success", "make_mechanism"]
 
@@ -132,10 +134,9 @@ class CramMd5(ServerMechanism):
         return Failure(f"bad CRAM-MD5 digest for {user!r}")
 
 
-class XOAuth2(ServerMechanism):
-    """Google's XOAUTH2: ``user=U^Aauth=Bearer T^A^A``; errors go out as a JSON challenge."""
-
-    name = "XOAUTH2"
+class _OAuthMechanism(ServerMechanism):
+    """Shared by the OAuth 2.0 mechanisms: a failure is not a 535 at once but a 334 with a
+    JSON error, and the 535 comes after the client acknowledges it."""
 
     def __init__(self, credentials: Mapping[str, str], hostname: str) -> None:
         super().__init__(credentials, hostname)
@@ -143,10 +144,30 @@ class XOAuth2(ServerMechanism):
 
     def _step(self, round_: int, response: bytes | None) -> Step:
         if self._failed is not None:
-            # The client acknowledged the error challenge (with an empty response).
-            return Failure(self._failed)
+            return self._acknowledged(response or b"")
         if response is None:
-            return Challenge(b"")
+            return Challenge(b"")  # RFC 4422 §5: ask for the initial response
+        return self._authenticate(response)
+
+    def _authenticate(self, response: bytes) -> Step:
+        raise NotImplementedError
+
+    def _acknowledged(self, response: bytes) -> Step:
+        """The client answered the error challenge: the exchange fails whatever it says."""
+        assert self._failed is not None
+        return Failure(self._failed)
+
+    def _fail_with(self, reason: str, error: bytes) -> Challenge:
+        self._failed = reason
+        return Challenge(error)
+
+
+class XOAuth2(_OAuthMechanism):
+    """Google's XOAUTH2: ``user=U^Aauth=Bearer T^A^A``; errors go out as a JSON challenge."""
+
+    name = "XOAUTH2"
+
+    def _authenticate(self, response: bytes) -> Step:
         fields = dict(
             part.split("=", 1) for part in (_text(response) or "").split("\x01") if "=" in part
         )
@@ -154,15 +175,61 @@ class XOAuth2(ServerMechanism):
         result = self._check(user, auth.removeprefix("Bearer "))
         if isinstance(result, Success):
             return result
-        self._failed = f"bad token for {user!r}"
         error = {"status": "401", "schemes": "bearer", "scope": "https://mail.example/"}
-        return Challenge(json.dumps(error).encode())
+        return self._fail_with(f"bad token for {user!r}", json.dumps(error).encode())
 
 
-class ScramSha256(ServerMechanism):
-    """RFC 5802 / RFC 7677 through scramp's server; the server-final message is a 334."""
+class OAuthBearer(_OAuthMechanism):
+    """OAUTHBEARER (RFC 7628): ``gs2-header ^A host=H^A port=P^A auth=Bearer T^A ^A``.
 
-    name = "SCRAM-SHA-256"
+    The token is checked against ``credentials[authzid]``; without an authzid (it is
+    optional, RFC 7628 §3.1) the token alone names the user.  Any failure is an RFC 7628
+    §3.2.2 error challenge (``invalid_token``, or ``invalid_request`` for a malformed
+    message) that the client must answer with a lone ``^A`` (§3.2.3) before the 535.
+    """
+
+    name = "OAUTHBEARER"
+
+    def _authenticate(self, response: bytes) -> Step:
+        try:
+            request = parse_request(response)
+        except MalformedRequest as exc:
+            return self._fail_with(str(exc), self._error("invalid_request"))
+        user = self._user_for(request.authzid, request.token)
+        if user is None:
+            return self._fail_with(
+                f"bad token for {request.authzid!r}", self._error("invalid_token")
+            )
+        return Success(user)
+
+    def _acknowledged(self, response: bytes) -> Step:
+        if response != KVSEP:
+            # RFC 7628 §3.2.3: the only valid answer is a single kvsep; fail all the same.
+            return Failure(f"{self._failed}; then {response[:20]!r} instead of a kvsep")
+        return super()._acknowledged(response)
+
+    def _user_for(self, authzid: str | None, token: str) -> str | None:
+        if authzid is not None:
+            return authzid if isinstance(self._check(authzid, token), Success) else None
+        # compare_digest with every token, so the time taken does not say which was close.
+        matches = [
+            user for user in self._credentials if isinstance(self._check(user, token), Success)
+        ]
+        return matches[0] if len(matches) == 1 else None
+
+    def _error(self, status: str) -> bytes:
+        # RFC 7628 §3.2.2: "status" is required; "scope" and "openid-configuration" optional.
+        error = {
+            "status": status,
+            "scope": "https://mail.example/",
+            "openid-configuration": f"https://{self._hostname}/.well-known/openid-configuration",
+        }
+        return json.dumps(error, separators=(",", ":")).encode()
+
+
+class _Scram(ServerMechanism):
+    """RFC 5802 SCRAM through scramp's server, for the mechanism :attr:`name` names; the
+    server-final message is a 334."""
 
     def __init__(self, credentials: Mapping[str, str], hostname: str) -> None:
         super().__init__(credentials, hostname)
@@ -201,8 +268,20 @@ class ScramSha256(ServerMechanism):
         return Challenge(final)
 
 
+class ScramSha256(_Scram):
+    """SCRAM-SHA-256 (RFC 7677)."""
+
+    name = "SCRAM-SHA-256"
+
+
+class ScramSha1(_Scram):
+    """SCRAM-SHA-1 (RFC 5802)."""
+
+    name = "SCRAM-SHA-1"
+
+
 MECHANISMS: dict[str, type[ServerMechanism]] = {
-    cls.name: cls for cls in (Plain, Login, CramMd5, XOAuth2, ScramSha256)
+    cls.name: cls for cls in (Plain, Login, CramMd5, XOAuth2, OAuthBearer, ScramSha256, ScramSha1)
 }
 
 

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["ALL_EXTENSIONS", "ServerConfig", "TlsMode"]
+__all__ = ["ALL_EXTENSIONS", "ALL_MECHANISMS", "DEFAULT_MECHANISMS", "ServerConfig", "TlsMode"]
 
 #: Every extension the server can advertise, each of which can be switched off.
 ALL_EXTENSIONS = frozenset(
@@ -27,7 +27,21 @@ ALL_EXTENSIONS = frozenset(
 )
 
 #: SASL mechanisms the server implements, in the order advertised.
-ALL_MECHANISMS = ("SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN", "XOAUTH2")
+ALL_MECHANISMS = (
+    "SCRAM-SHA-256",  # RFC 7677
+    "SCRAM-SHA-1",  # RFC 5802
+    "CRAM-MD5",  # RFC 2195
+    "PLAIN",  # RFC 4616
+    "LOGIN",  # draft-murchison-sasl-login
+    "OAUTHBEARER",  # RFC 7628
+    "XOAUTH2",  # Google, Microsoft
+)
+
+#: The mechanisms offered unless ``auth_mechanisms`` says otherwise: the ones the server
+#: offered before SCRAM-SHA-1 and OAUTHBEARER were added, so that the EHLO reply, and the
+#: mechanism a client picks from it (OAUTHBEARER before XOAUTH2 for a token), stay as they
+#: were for existing tests.  Pass ``auth_mechanisms=ALL_MECHANISMS`` to offer every one.
+DEFAULT_MECHANISMS = ("SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN", "XOAUTH2")
 
 
 class TlsMode(enum.Enum):
@@ -47,9 +61,9 @@ class ServerConfig:
 
     hostname: str = "localhost"
     tls: TlsMode = TlsMode.STARTTLS
-    #: ``{user: password}``; for XOAUTH2 the password is the bearer token.
+    #: ``{user: password}``; for XOAUTH2 and OAUTHBEARER the password is the bearer token.
     credentials: Mapping[str, str] = field(default_factory=dict)
-    auth_mechanisms: tuple[str, ...] = ALL_MECHANISMS
+    auth_mechanisms: tuple[str, ...] = DEFAULT_MECHANISMS
     #: Refuse MAIL (and AUTH) before TLS is up.
     require_tls: bool = False
     #: Refuse MAIL before a successful AUTH.

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from ._config import ALL_MECHANISMS, ServerConfig, TlsMode
+from ._config import DEFAULT_MECHANISMS, ServerConfig, TlsMode
 from ._faults import Action, Fault, FaultTable, Matcher
 from ._io import PeerClosed
 from ._records import ConnectionRecord, Message
@@ -48,7 +48,10 @@ class SmtpServer:
 
     or ``await nursery.start(server.serve)``.  ``tls`` is ``"starttls"`` (default),
     ``"implicit"`` or ``"none"``; ``disable`` names extensions not to offer (for example
-    ``{"PIPELINING", "CHUNKING"}``); ``idle_timeout`` is how long a silent client is
+    ``{"PIPELINING", "CHUNKING"}``); ``auth_mechanisms`` are the SASL mechanisms offered,
+    in order (:data:`DEFAULT_MECHANISMS` unless given; any of :data:`ALL_MECHANISMS`, for
+    which ``credentials`` maps each user to a password or, for XOAUTH2 and OAUTHBEARER, to
+    a bearer token); ``idle_timeout`` is how long a silent client is
     waited for (a whole command line, or any byte of TLS handshake, DATA or BDAT) before a
     421 and close, RFC 5321 §4.5.3.2.7's 5 minutes by default; ``faults`` are
     :class:`Fault` objects to start with (more with :meth:`on`).
@@ -62,7 +65,7 @@ class SmtpServer:
         hostname: str = "localhost",
         tls: TlsMode | str = TlsMode.STARTTLS,
         credentials: Mapping[str, str] | None = None,
-        auth_mechanisms: Iterable[str] = ALL_MECHANISMS,
+        auth_mechanisms: Iterable[str] = DEFAULT_MECHANISMS,
         require_tls: bool = False,
         require_auth: bool = False,
         disable: Collection[str] = (),
