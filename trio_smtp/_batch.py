@@ -14,11 +14,11 @@ terminator alone (RFC 2920 §3.1), and its reply is read and ignored.
 
 Each message gets exactly one outcome, in order: a :class:`SendResult`, or the exception a
 :meth:`SmtpClient.send <trio_smtp.SmtpClient.send>` would have raised.  When the connection
-breaks, the message whose terminator's write completed and whose reply was not read is
-:class:`SmtpDeliveryUnknownError` (if that write itself failed, the terminator never wholly
-left: that message is not delivered, with the write's error); the message whose envelope was
-in the same write is *not delivered* (:class:`SmtpConnectError`); the client reconnects for
-the rest.
+breaks (or a reply is malformed), the message whose terminator's write completed and whose
+reply was not read is :class:`SmtpDeliveryUnknownError` (if that write itself failed, the
+terminator never wholly left: that message is not delivered, with the write's error); the
+message whose envelope was in the same write is *not delivered* (:class:`SmtpConnectError`);
+the client reconnects for the rest.
 
 With CHUNKING (or without PIPELINING) each message goes as :func:`deliver` sends it: with
 CHUNKING and PIPELINING that is already one write and one round trip per small message.
@@ -61,7 +61,7 @@ from ._transaction import (
     _plan,
     _sort,
 )
-from ._transport import _DATA_CHUNK, UNKNOWN, Transport
+from ._transport import _DATA_CHUNK, Transport, delivery_unknown
 from .protocol import Data, Rcpt, Reply, Rset, State
 
 __all__ = ["Outcome", "Outcomes", "OutgoingMessage", "Source", "send_batch", "send_pipelined"]
@@ -228,13 +228,11 @@ def _not_delivered(error: SmtpError) -> SmtpConnectError:
 def _unknown(error: SmtpError) -> SmtpDeliveryUnknownError:
     if isinstance(error, SmtpDeliveryUnknownError):
         return error
-    unknown: SmtpDeliveryUnknownError
     if isinstance(error, SmtpTimeoutError):
         unknown = SmtpDeliveryTimeoutError(f"{error}; the message may have been delivered")
-    else:
-        unknown = SmtpDeliveryUnknownError(UNKNOWN)
-    unknown.__cause__ = error
-    return unknown
+        unknown.__cause__ = error
+        return unknown
+    return delivery_unknown(error)  # a lost connection, or a malformed reply
 
 
 async def send_batch(

@@ -14,7 +14,9 @@ every reply is read and matched in order; without it, one command at a time.  Th
 
 "May have been delivered" (SmtpDeliveryUnknownError, never retried) starts when the write
 carrying the end of the data -- the terminator, or ``BDAT n LAST`` -- has completed, and
-ends when its reply is read.  A write that fails is not it (its last octets never left).
+ends when its reply is read: a lost connection, a timeout or a malformed reply (which is no
+refusal: the server has the whole message) in between leaves the outcome unknown.  A write
+that fails is not it (its last octets never left).
 With CHUNKING and PIPELINING a small message goes with its envelope in one write, so that
 point is the envelope's write: a loss after it, even before MAIL's reply and even on a
 reused connection, is unknown (RFC 2920 §3.1: the server may process the whole group before
@@ -37,6 +39,7 @@ from ._errors import (
     SmtpError,
     SmtpFailedRecipientError,
     SmtpFailedRecipientsError,
+    SmtpProtocolError,
     SmtpResponseError,
     SmtpStatusCode,
     SmtpTlsError,
@@ -44,7 +47,7 @@ from ._errors import (
 from ._message import PreparedMessage, check_against_server
 from ._results import SendResult
 from ._sources import CHUNK_SIZE
-from ._transport import UNKNOWN, Transport
+from ._transport import Transport, delivery_unknown
 from .protocol import (
     Bdat,
     BodyKind,
@@ -207,7 +210,14 @@ async def _transaction_bdat(
     else:
         assert prepared.body is not None
         chunks = _no_nul(prepared.body.chunks())
-    final = await send_bdat(transport, chunks, normalise=data is None)
+    try:
+        final = await send_bdat(transport, chunks, normalise=data is None)
+    except SmtpProtocolError as exc:
+        # A malformed reply to a chunk read once BDAT LAST was written (the chunk before
+        # it, with PIPELINING): the server may have the whole message.
+        if transport.end_of_data_unanswered:
+            raise delivery_unknown(exc) from exc
+        raise
     return _outcome(prepared, final, accepted, rejected)
 
 
@@ -326,6 +336,11 @@ async def _envelope_pipelined(
     return mail_reply, rcpt_replies, _check_421(last_reply)
 
 
+#: Once the end of data was written, these leave the message possibly delivered: a lost
+#: connection, or a reply we cannot parse (which is no refusal).  RFC 5321 §4.1.1.4.
+_LOST_OR_GARBLED = (SmtpConnectError, SmtpTlsError, SmtpProtocolError)
+
+
 async def _envelope_with_last(
     transport: Transport, mail: Mail, rcpts: list[Rcpt], bdat: Bdat
 ) -> tuple[Reply, list[Reply], Reply]:
@@ -333,8 +348,9 @@ async def _envelope_with_last(
 
     The rule (RFC 2920 §3.1, RFC 3030 §2, RFC 5321 §4.1.1.4): a server may process the whole
     group -- and deliver -- before it sends any reply, so once this write has completed, a
-    connection lost before the final reply is SmtpDeliveryUnknownError, even before MAIL's
-    reply and even on a reused connection: never sent again.  A reused connection is taken
+    connection lost (or a reply malformed) before the final reply is
+    SmtpDeliveryUnknownError, even before MAIL's reply and even on a reused connection:
+    never sent again.  A reused connection is taken
     as stale (sent again on a new one) only when nothing complete can have been accepted:
     the write itself failed (its last octets, the end of the data, never left), or MAIL got
     421 (RFC 5321 §3.8: refused, the server closes; BDAT is then refused too)."""
@@ -348,8 +364,8 @@ async def _envelope_with_last(
         raise
     try:
         mail_reply = await _group_reply(transport, "MAIL", transport.timeouts.mail)
-    except (SmtpConnectError, SmtpTlsError) as exc:
-        raise SmtpDeliveryUnknownError(UNKNOWN) from exc
+    except _LOST_OR_GARBLED as exc:
+        raise delivery_unknown(exc) from exc
     if mail_reply.code == 421 and transport.transactions:
         raise ConnectionStaleError("the reused connection was closed", reply=mail_reply)
     _check_421(mail_reply)
@@ -359,12 +375,12 @@ async def _envelope_with_last(
             for _ in rcpts
         ]
         final = await transport.end_of_data_reply("the end of data")
-    except (SmtpConnectError, SmtpTlsError, SmtpDeliveryUnknownError) as exc:
+    except (*_LOST_OR_GARBLED, SmtpDeliveryUnknownError) as exc:
         if mail_reply.code != 250:  # the transaction never started: refused, not unknown
             raise SmtpResponseError(_SENDER_REFUSED, reply=mail_reply) from exc
         if isinstance(exc, SmtpDeliveryUnknownError):
             raise
-        raise SmtpDeliveryUnknownError(UNKNOWN) from exc
+        raise delivery_unknown(exc) from exc
     return mail_reply, rcpt_replies, final
 
 

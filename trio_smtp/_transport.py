@@ -75,6 +75,23 @@ UNKNOWN = (
     "the message may have been delivered"
 )
 
+
+def delivery_unknown(error: SmtpError) -> SmtpDeliveryUnknownError:
+    """What ``error`` becomes once the write carrying the end of data has completed: the
+    server has the whole message (RFC 5321 §4.1.1.4), so a lost connection and a reply we
+    cannot parse alike leave it possibly delivered.  ``error`` is kept as ``__cause__``."""
+    if isinstance(error, SmtpProtocolError):
+        text = (
+            f"the reply to the end of data broke the protocol ({error}): "
+            "the message may have been delivered"
+        )
+    else:
+        text = UNKNOWN
+    unknown = SmtpDeliveryUnknownError(text)
+    unknown.__cause__ = error
+    return unknown
+
+
 #: A user-supplied way to open the connection (instead of TCP to host:port).
 StreamFactory = Callable[[], Awaitable[trio.abc.Stream]]
 
@@ -337,16 +354,18 @@ class Transport:
     async def end_of_data_reply(self, what: str, limit: float | None = None) -> Reply:
         """The reply to the end of data, once it was completely written.
 
-        A lost connection is SmtpDeliveryUnknownError and a timeout SmtpDeliveryTimeoutError
-        (RFC 5321 §4.1.1.4: the server has the whole message).  ``limit`` defaults to
+        A lost connection or a malformed reply (garbage, a line over the limit, a bad code)
+        is SmtpDeliveryUnknownError, and a timeout SmtpDeliveryTimeoutError (RFC 5321
+        §4.1.1.4: the server has the whole message; a reply we cannot read is no refusal).
+        The connection is broken either way, never reused.  ``limit`` defaults to
         :attr:`Timeouts.data_termination <trio_smtp.Timeouts.data_termination>`."""
         self.end_of_data_unanswered = True
         if limit is None:
             limit = self.timeouts.data_termination
         try:
             reply = await self.read_reply(what, limit, maybe_delivered=True)
-        except (SmtpConnectError, SmtpTlsError) as exc:
-            raise SmtpDeliveryUnknownError(UNKNOWN) from exc
+        except (SmtpConnectError, SmtpTlsError, SmtpProtocolError) as exc:
+            raise delivery_unknown(exc) from exc
         self.end_of_data_unanswered = False
         return reply
 
@@ -442,6 +461,7 @@ class Transport:
         if not watcher.data:
             raise SmtpDeliveryUnknownError(UNKNOWN) from watcher.error
         self.conn.receive_data(watcher.data)
+        # end_of_data_reply parses it: malformed, it is "maybe delivered" as for DATA in memory.
         return await self.end_of_data_reply("the end of data")
 
     async def _early_reply(self, data: bytes) -> SmtpError:
