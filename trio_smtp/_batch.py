@@ -34,6 +34,7 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
+    Mapping,
     Sequence,
 )
 from email.message import EmailMessage, Message
@@ -48,6 +49,7 @@ from ._errors import (
     SmtpTimeoutError,
 )
 from ._message import PreparedMessage, check_against_server, prepare_message
+from ._options import NO_OPTIONS, DeliveryNotification, DsnReturn, delivery_options
 from ._results import SendResult
 from ._stats import Counters
 from ._transaction import (
@@ -75,11 +77,23 @@ class OutgoingMessage:
     """One message of :meth:`SmtpClient.send_many <trio_smtp.SmtpClient.send_many>` with its
     own envelope: ``message`` (an :class:`~email.message.EmailMessage` or ``bytes``),
     ``sender`` and ``recipients`` (required for bytes; for an ``EmailMessage`` they
-    override its headers, as with :meth:`~trio_smtp.SmtpClient.send`)."""
+    override its headers, as with :meth:`~trio_smtp.SmtpClient.send`).
+
+    The keyword-only options are those of :meth:`~trio_smtp.SmtpClient.send`: DSN
+    (RFC 3461) ``notify``, ``ret``, ``envid``, ``orcpt``, and ``requiretls`` (RFC 8689).
+    They are validated when the item is sent: a bad one is that item's outcome
+    (``TypeError``/``ValueError``, nothing of it written), and so is an option the server
+    cannot honour (the :class:`~trio_smtp.SmtpError` ``send`` raises, before its MAIL)."""
 
     message: EmailMessage | bytes
     sender: str | None = None
     recipients: Sequence[str] | None = None
+    _: dataclasses.KW_ONLY
+    notify: DeliveryNotification | Mapping[str, DeliveryNotification] | None = None
+    ret: DsnReturn | None = None
+    envid: str | None = None
+    orcpt: Mapping[str, str] | None = None
+    requiretls: bool = False
 
 
 #: What ``send_many`` takes: items of a (sync or async) iterable.
@@ -98,7 +112,35 @@ def prepare_item(item: object) -> PreparedMessage:
             "send_many takes EmailMessage, bytes or OutgoingMessage items, not "
             f"{type(message).__name__} (stream large bodies with send())"
         )
-    return prepare_message(message, sender, recipients)
+    prepared = prepare_message(message, sender, recipients)
+    if isinstance(item, OutgoingMessage) and _has_options(item):
+        return _with_options(prepared, item)
+    return prepared  # NO_OPTIONS: no more work per message
+
+
+def _has_options(item: OutgoingMessage) -> bool:
+    return not (
+        item.notify is None
+        and item.ret is None
+        and item.envid is None
+        and item.orcpt is None
+        and item.requiretls is False
+    )
+
+
+def _with_options(prepared: PreparedMessage, item: OutgoingMessage) -> PreparedMessage:
+    """``prepared`` with ``item``'s DSN/REQUIRETLS options, validated as ``send`` does."""
+    options = delivery_options(
+        prepared.envelope.recipients,
+        notify=item.notify,
+        ret=item.ret,
+        envid=item.envid,
+        orcpt=item.orcpt,
+        requiretls=item.requiretls,
+    )
+    if options is NO_OPTIONS:  # e.g. notify=DeliveryNotification.NONE
+        return prepared
+    return dataclasses.replace(prepared, options=options)
 
 
 def check_batch_source(messages: object) -> AsyncIterator[object]:
@@ -372,6 +414,8 @@ class _PipelinedSender:
         conn = transport.conn
         try:
             check_against_server(prepared, conn.extensions)  # before MAIL
+            if prepared.options is not NO_OPTIONS:  # RFC 3461, RFC 8689: as deliver() does
+                prepared.options.check_server(conn.extensions, tls=transport.tls)
             plan, rcpts = self._commands(prepared)
         except SmtpError as exc:
             self.outcomes.set(pending.slot, exc, prepared.size)
