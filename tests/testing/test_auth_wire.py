@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from pathlib import Path
 
 import pytest
 from scramp import ScramClient
@@ -261,3 +263,13 @@ def test_parse_minimal_request() -> None:
 def test_parse_refuses_malformed(message: bytes) -> None:
     with pytest.raises(MalformedRequest):
         parse_request(message)
+
+
+def test_documented_mechanism_lists_match_the_code() -> None:
+    # docs/testing.rst spells both tuples out; keep them from drifting apart.
+    docs = (Path(__file__).parents[2] / "docs" / "testing.rst").read_text(encoding="utf-8")
+    values = re.findall(r"py:data:: trio_smtp\.testing\.(\w+)\n\s+:value: (.+)", docs)
+    assert dict(values) == {
+        "ALL_MECHANISMS": repr(ALL_MECHANISMS).replace("'", '"'),
+        "DEFAULT_MECHANISMS": repr(DEFAULT_MECHANISMS).replace("'", '"'),
+    }

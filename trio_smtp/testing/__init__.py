@@ -3,9 +3,10 @@
 :class:`SmtpServer` speaks SMTP over Trio on loopback TCP (or on any ``trio.abc.Stream``):
 EHLO/HELO, STARTTLS and implicit TLS (certificates made on the fly with trustme), AUTH
 PLAIN/LOGIN/CRAM-MD5/XOAUTH2/SCRAM-SHA-256 (and, when asked for through ``auth_mechanisms``,
-SCRAM-SHA-1 and OAUTHBEARER: see :data:`ALL_MECHANISMS`), PIPELINING, SIZE, 8BITMIME, SMTPUTF8, DSN,
-CHUNKING/BDAT, ENHANCEDSTATUSCODES.  It records every command and message, lets a test wait
-for the n-th message, and misbehaves on request (:meth:`SmtpServer.on` with the actions below).
+SCRAM-SHA-1 and OAUTHBEARER: see :data:`ALL_MECHANISMS`), PIPELINING, SIZE, 8BITMIME,
+SMTPUTF8, DSN, CHUNKING/BDAT, ENHANCEDSTATUSCODES.  It records every command and message,
+lets a test wait for the n-th message, and misbehaves on request (:meth:`SmtpServer.on` with
+the actions below).
 
 The pytest plugin (registered through the ``pytest11`` entry point) provides the ``smtp_server`` and
 ``smtp_client_factory`` fixtures.  See the how-to "Testing code that sends mail".

@@ -48,13 +48,13 @@ class SmtpServer:
 
     or ``await nursery.start(server.serve)``.  ``tls`` is ``"starttls"`` (default),
     ``"implicit"`` or ``"none"``; ``disable`` names extensions not to offer (for example
-    ``{"PIPELINING", "CHUNKING"}``); ``auth_mechanisms`` are the SASL mechanisms offered,
-    in order (:data:`DEFAULT_MECHANISMS` unless given; any of :data:`ALL_MECHANISMS`, for
-    which ``credentials`` maps each user to a password or, for XOAUTH2 and OAUTHBEARER, to
-    a bearer token); ``idle_timeout`` is how long a silent client is
-    waited for (a whole command line, or any byte of TLS handshake, DATA or BDAT) before a
-    421 and close, RFC 5321 §4.5.3.2.7's 5 minutes by default; ``faults`` are
-    :class:`Fault` objects to start with (more with :meth:`on`).
+    ``{"PIPELINING", "CHUNKING"}``); ``auth_mechanisms`` are the SASL mechanisms offered, in
+    order (:data:`~trio_smtp.testing.DEFAULT_MECHANISMS` unless given; any of
+    :data:`~trio_smtp.testing.ALL_MECHANISMS`), and ``credentials`` maps each user to a
+    password or, for XOAUTH2 and OAUTHBEARER, to a bearer token; ``idle_timeout`` is how
+    long a silent client is waited for (a whole command line, or any byte of TLS handshake,
+    DATA or BDAT) before a 421 and close, RFC 5321 §4.5.3.2.7's 5 minutes by default;
+    ``faults`` are :class:`Fault` objects to start with (more with :meth:`on`).
     """
 
     def __init__(
