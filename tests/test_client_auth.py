@@ -77,8 +77,8 @@ async def finish_session(reader: LineReader, received: list[bytes]) -> None:
 async def test_password_credentials_prefer_scram_sha_256(
     smtp_server: SmtpServer, smtp_client_factory: ClientFactory, make_message: MakeMessage
 ) -> None:
-    # The testing server offers SCRAM-SHA-256, CRAM-MD5, PLAIN, LOGIN and XOAUTH2, and
-    # checks the client's proof; the client checks the server's signature.
+    # The testing server offers SCRAM-SHA-256, CRAM-MD5, PLAIN, LOGIN and XOAUTH2 by default
+    # and checks the client's proof; the client checks the server's signature.
     async with smtp_client_factory(credentials=("user", "password")) as client:
         await client.send(make_message())
     conn = smtp_server.connections[0]
@@ -100,9 +100,10 @@ async def test_scram_with_a_wrong_password_fails(
 def scram_server(
     name: str, password: str, *, forge_signature: bool = False
 ) -> tuple[Callable[[trio.abc.Stream, bytes], Awaitable[None]], dict[str, object]]:
-    """A Handover handler speaking SCRAM ``name`` through scramp (the testing server only
-    speaks SCRAM-SHA-256), optionally with a forged server signature, then a tiny SMTP
-    server for the rest of the session."""
+    """A Handover handler speaking SCRAM ``name`` through scramp, optionally with a forged
+    server signature (which the testing server never sends), then a tiny SMTP server for
+    the rest of the session.  tests/testing/test_auth_client.py drives both SCRAM mechanisms
+    against the testing server itself."""
     state: dict[str, object] = {"received": []}
 
     async def handler(stream: trio.abc.Stream, pending: bytes) -> None:
@@ -258,7 +259,8 @@ async def test_token_never_offered_to_a_password_mechanism(
 async def test_oauthbearer_preferred_with_host_and_port(
     smtp_server: SmtpServer, make_message: MakeMessage
 ) -> None:
-    # The testing server does not speak OAUTHBEARER: advertise it, then take over AUTH.
+    # Checks the exact bytes of the client's message (host and port fields) on a hand-made
+    # server; tests/testing/test_auth_client.py runs OAUTHBEARER against the testing server.
     smtp_server.on("EHLO", Respond(250, ["localhost", "AUTH XOAUTH2 OAUTHBEARER"]))
     seen: dict[str, object] = {"received": []}
 
