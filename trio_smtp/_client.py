@@ -16,7 +16,6 @@ the nursery reaches the user.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -36,13 +35,14 @@ from typing import Any
 
 import trio
 
-from ._batch import BatchItem, check_batch_source, send_batch
-from ._batch import OutgoingMessage as OutgoingMessage
+from ._batch import send_batch
+from ._batch_items import BatchItem, check_batch_source
+from ._batch_items import OutgoingMessage as OutgoingMessage
 from ._config import DeliveryMethod, Security, Timeouts
 from ._deadlines import Watchdog
 from ._errors import SmtpDeliveryUnknownError, SmtpFailedRecipientsError
-from ._message import PreparedMessage, prepare_message
-from ._options import NO_OPTIONS, DeliveryNotification, DsnReturn, delivery_options
+from ._message import PreparedMessage, prepare_message, with_delivery_options
+from ._options import DeliveryNotification, DsnReturn
 from ._pickup import deliver_to_pickup
 from ._results import SendCompleted as SendCompleted
 from ._results import SendResult as SendResult
@@ -280,8 +280,9 @@ class SmtpClient:
 
         ``messages`` is an iterable or async iterable of :class:`~email.message.EmailMessage`,
         ``bytes`` in an :class:`OutgoingMessage` (which carries its own ``sender`` and
-        ``recipients``), or ``OutgoingMessage`` wrapping either.  Items are read and
-        validated one at a time, just before they are sent.
+        ``recipients``, and the DSN/REQUIRETLS options :meth:`send` takes: ``notify``,
+        ``ret``, ``envid``, ``orcpt``, ``requiretls``), or ``OutgoingMessage`` wrapping
+        either.  Items are read and validated one at a time, just before they are sent.
 
         Returns a list in the order given: for each message its :class:`SendResult`, or
         the exception :meth:`send` would have raised for it (``TypeError``/``ValueError``
@@ -495,14 +496,6 @@ def _prepare(
     requiretls: bool,
 ) -> PreparedMessage:
     prepared = prepare_message(message, sender, recipients)
-    options = delivery_options(
-        prepared.envelope.recipients,
-        notify=notify,
-        ret=ret,
-        envid=envid,
-        orcpt=orcpt,
-        requiretls=requiretls,
+    return with_delivery_options(
+        prepared, notify=notify, ret=ret, envid=envid, orcpt=orcpt, requiretls=requiretls
     )
-    if options is NO_OPTIONS:
-        return prepared
-    return dataclasses.replace(prepared, options=options)

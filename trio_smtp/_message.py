@@ -14,12 +14,18 @@ what a server offers is :func:`check_against_server`.
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from email.message import Message
 
 from ._errors import SmtpError, SmtpStatusCode
-from ._options import NO_OPTIONS, DeliveryOptions
+from ._options import (
+    NO_OPTIONS,
+    DeliveryNotification,
+    DeliveryOptions,
+    DsnReturn,
+    delivery_options,
+)
 from ._serialise import serialise
 from ._sources import StreamedBody, streamed_body
 from .protocol import BodyInspector, BodyKind, Extensions, validate_address
@@ -105,6 +111,30 @@ def prepare_message(
         "message must be an email.message.EmailMessage, bytes, a binary file, a path or an "
         f"async iterable of bytes, not {type(message).__name__}"
     )
+
+
+def with_delivery_options(
+    prepared: PreparedMessage,
+    *,
+    notify: DeliveryNotification | Mapping[str, DeliveryNotification] | None,
+    ret: DsnReturn | None,
+    envid: str | None,
+    orcpt: Mapping[str, str] | None,
+    requiretls: bool,
+) -> PreparedMessage:
+    """``prepared`` with ``send``'s DSN/REQUIRETLS options, validated (``TypeError``,
+    ``ValueError``); the same object when they ask for nothing."""
+    options = delivery_options(
+        prepared.envelope.recipients,
+        notify=notify,
+        ret=ret,
+        envid=envid,
+        orcpt=orcpt,
+        requiretls=requiretls,
+    )
+    if options is NO_OPTIONS:  # e.g. notify=DeliveryNotification.NONE
+        return prepared
+    return replace(prepared, options=options)
 
 
 def check_against_server(prepared: PreparedMessage, extensions: Extensions) -> None:
