@@ -366,6 +366,16 @@ def add_serve_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPa
         metavar="USER:PASSWORD",
         help="accept these credentials (repeatable); AUTH is offered only then",
     )
+    parser.add_argument(
+        "--auth-mechanism",
+        dest="auth_mechanisms",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="offer this SASL mechanism (repeatable; 'all' for every one the server speaks: "
+        "SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, PLAIN, LOGIN, OAUTHBEARER, XOAUTH2); "
+        "default: all but SCRAM-SHA-1 and OAUTHBEARER",
+    )
     parser.add_argument("--require-auth", action="store_true", help="refuse MAIL before AUTH")
     parser.add_argument(
         "--maildir", type=Path, metavar="DIR", help="also store each message as DIR/<time>-<n>.eml"
@@ -401,6 +411,11 @@ def run_serve(args: argparse.Namespace) -> int:
             return 2
         credentials[user] = password
     try:
+        _auth_mechanisms(args.auth_mechanisms)  # checked before anything listens
+    except ValueError as exc:
+        print(f"trio-smtp serve: {exc}", file=sys.stderr)
+        return 2
+    try:
         error = trio.run(_serve_until_signalled, args, credentials)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the handler was installed
         error = None
@@ -409,6 +424,24 @@ def run_serve(args: argparse.Namespace) -> int:
         return 1
     print("stopped", file=sys.stderr)
     return 0
+
+
+def _auth_mechanisms(names: list[str]) -> tuple[str, ...] | None:
+    """``--auth-mechanism`` values, checked; None when none was given (the default set)."""
+    from .testing import ALL_MECHANISMS
+
+    chosen: list[str] = []
+    for name in names:
+        upper = name.upper()
+        if upper == "ALL":
+            chosen.extend(ALL_MECHANISMS)
+        elif upper in ALL_MECHANISMS:
+            chosen.append(upper)
+        else:
+            raise ValueError(
+                f"unknown --auth-mechanism {name!r} (one of {', '.join(ALL_MECHANISMS)}, or all)"
+            )
+    return tuple(dict.fromkeys(chosen)) or None
 
 
 async def _serve_until_signalled(
@@ -446,7 +479,7 @@ async def serve(
     task_status: trio.TaskStatus[SmtpServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve and print messages forever; ``task_status.started`` gets the server."""
-    from .testing import SmtpServer
+    from .testing import DEFAULT_MECHANISMS, SmtpServer
 
     out = out or sys.stdout
     server = SmtpServer(
@@ -455,6 +488,7 @@ async def serve(
         tls=args.tls,
         credentials=credentials,
         require_auth=args.require_auth,
+        auth_mechanisms=_auth_mechanisms(args.auth_mechanisms) or DEFAULT_MECHANISMS,
     )
     async with server:
         print(f"listening on {server.host}:{server.port} (tls: {args.tls})", file=out, flush=True)

@@ -115,3 +115,36 @@ async def test_python_dash_m_serves_until_interrupted(tmp_path: Path, signum: in
                 output += await process.stdout.receive_some(1000)
         process.send_signal(signum)  # Ctrl-C, or a service manager stopping it
         assert await process.wait() == 0
+
+
+async def test_serve_offers_the_auth_mechanisms_asked_for() -> None:
+    from trio_smtp import Security, SmtpClient
+    from trio_smtp.sasl import OAuthBearer
+
+    args = build_parser().parse_args(
+        ["serve", "--port", "0", "--auth-mechanism", "oauthbearer", "--auth-mechanism", "PLAIN"]
+    )
+    out = _Capture("message 1")
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(functools.partial(serve, args, {"alice": "tok"}, out=out))
+        # The mechanism asked for is offered and works end to end; the default set is not.
+        async with SmtpClient(
+            server.host,
+            server.port,
+            security=Security.NONE,
+            credentials=OAuthBearer("alice", "tok"),
+        ) as client:
+            await client.send(
+                b"Subject: hi\r\n\r\nbody\r\n", sender="a@example.org", recipients=["b@example.net"]
+            )
+        nursery.cancel_scope.cancel()
+    (connection,) = server.connections
+    assert (connection.auth_identity, connection.auth_mechanism) == ("alice", "OAUTHBEARER")
+    ehlo = connection.commands[0]
+    assert ehlo.verb == "EHLO" and ehlo.reply is not None
+    assert "AUTH OAUTHBEARER PLAIN" in ehlo.reply.lines
+
+
+def test_serve_rejects_an_unknown_auth_mechanism(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--auth-mechanism", "GSSAPI"]) == 2
+    assert "unknown --auth-mechanism 'GSSAPI'" in capsys.readouterr().err
