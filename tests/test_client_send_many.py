@@ -194,3 +194,19 @@ async def test_cancelled_batch_closes_the_connection(
     assert result.reply is not None and result.reply.code == 250
     assert len(server.connections) == 2  # the half-spoken session was never reused
     assert len([m for m in server.messages if m.accepted]) <= 4
+
+
+async def test_a_reused_connection_refusing_mail_with_421_sends_the_message_again(
+    server: SmtpServer,
+) -> None:
+    # RFC 5321 §3.8: the server gave up on the idle connection; nothing of the message was
+    # accepted, so it goes again on a new connection instead of failing.
+    async with client_for(server) as client:
+        await client.send_many([message(0)])
+        server.on("MAIL", Respond(421, "4.4.2 idle too long, closing"), times=1)
+        outcomes = await client.send_many([message(1), message(2)])
+    assert all(isinstance(o, SendResult) for o in outcomes), outcomes
+    assert len(server.connections) == 2
+    assert [m.recipients for m in server.messages if m.accepted] == [
+        [f"to{i}@example.net"] for i in range(3)
+    ]

@@ -51,7 +51,6 @@ from ._transaction import (
     ConnectionStaleError,
     _check_421,
     _check_envelope,
-    _check_mail_421,
     _mail_reply,
     _outcome,
     _Plan,
@@ -253,21 +252,13 @@ class _PipelinedSender:
             self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
             raise
         try:
-            # The envelope's replies usually came with the one just read: no await then.
-            mail_reply = transport.buffered_reply("MAIL")
-            if mail_reply is None:
-                mail_reply = await _mail_reply(transport, plan.mail)
-            else:
-                _check_mail_421(transport, mail_reply)
-            rcpt_replies = []
-            for _ in rcpts:
-                reply = transport.buffered_reply("RCPT") or await transport.read_reply(
-                    "RCPT", transport.timeouts.rcpt
-                )
-                rcpt_replies.append(_check_421(reply))
+            mail_reply = await _mail_reply(transport, plan.mail)
+            rcpt_replies = [
+                _check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt))
+                for _ in rcpts
+            ]
             data_reply = _check_421(
-                transport.buffered_reply("DATA")
-                or await transport.read_reply("DATA", transport.timeouts.data_initiation)
+                await transport.read_reply("DATA", transport.timeouts.data_initiation)
             )
         except ConnectionStaleError:
             self._in_flight = None

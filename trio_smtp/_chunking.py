@@ -6,17 +6,18 @@ normalisation may add joins it.  With PIPELINING, one chunk's reply may be outst
 the next is written (RFC 3030 §4.2 allows pipelining BDAT): memory stays at about two chunks
 and a refusal is seen after at most one more chunk.  A refused chunk stops the transfer (no
 more chunks, never LAST; the server has dropped the transaction, RFC 3030 §2) and is raised
-with its code; the caller then sends RSET.  A connection lost once the write of ``BDAT n
-LAST`` completed and before its reply is :class:`~trio_smtp.SmtpDeliveryUnknownError`; a
-failed write of it is not (its last octets never left, so the message is incomplete).
+with its code; the caller then sends RSET.  A connection lost (or a reply that cannot be
+parsed) once the write of ``BDAT n LAST`` completed and before its reply is
+:class:`~trio_smtp.SmtpDeliveryUnknownError`; a failed write of it is not (its last octets
+never left, so the message is incomplete).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from ._errors import SmtpConnectError, SmtpDeliveryUnknownError, SmtpResponseError, SmtpTlsError
-from ._transport import UNKNOWN, Transport
+from ._errors import SmtpResponseError
+from ._transport import LOST_OR_GARBLED, Transport, delivery_unknown
 from .protocol import Bdat, LineEndingNormalizer, Reply
 
 __all__ = ["send_bdat"]
@@ -66,10 +67,11 @@ class _ChunkSender:
         self.outstanding += 1  # LAST's reply: read below, or drained after a refusal
         try:
             while self.outstanding > 1:
-                # The previous chunk's reply, now with LAST out: a loss is "maybe delivered".
+                # The previous chunk's reply, now with LAST out: a loss, or a reply we
+                # cannot parse, is "maybe delivered".
                 await self._read_chunk_reply(maybe_delivered=True)
-        except (SmtpConnectError, SmtpTlsError) as exc:
-            raise SmtpDeliveryUnknownError(UNKNOWN) from exc
+        except LOST_OR_GARBLED as exc:
+            raise delivery_unknown(exc) from exc
         self.outstanding = 0
         return await transport.end_of_data_reply("BDAT LAST")
 

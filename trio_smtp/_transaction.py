@@ -39,15 +39,13 @@ from ._errors import (
     SmtpError,
     SmtpFailedRecipientError,
     SmtpFailedRecipientsError,
-    SmtpProtocolError,
     SmtpResponseError,
     SmtpStatusCode,
-    SmtpTlsError,
 )
 from ._message import PreparedMessage, check_against_server
 from ._results import SendResult
 from ._sources import CHUNK_SIZE
-from ._transport import Transport, delivery_unknown
+from ._transport import LOST_OR_GARBLED, Transport, delivery_unknown
 from .protocol import (
     Bdat,
     BodyKind,
@@ -210,14 +208,7 @@ async def _transaction_bdat(
     else:
         assert prepared.body is not None
         chunks = _no_nul(prepared.body.chunks())
-    try:
-        final = await send_bdat(transport, chunks, normalise=data is None)
-    except SmtpProtocolError as exc:
-        # A malformed reply to a chunk read once BDAT LAST was written (the chunk before
-        # it, with PIPELINING): the server may have the whole message.
-        if transport.end_of_data_unanswered:
-            raise delivery_unknown(exc) from exc
-        raise
+    final = await send_bdat(transport, chunks, normalise=data is None)
     return _outcome(prepared, final, accepted, rejected)
 
 
@@ -301,11 +292,6 @@ async def _mail_reply(transport: Transport, mail: Mail, group: bytes | None = No
         if transport.transactions:
             raise ConnectionStaleError(f"the reused connection was closed: {exc}") from exc
         raise
-    return _check_mail_421(transport, reply)
-
-
-def _check_mail_421(transport: Transport, reply: Reply) -> Reply:
-    """421 to MAIL: on a reused connection, the server had already given up on it."""
     if reply.code == 421 and transport.transactions:
         raise ConnectionStaleError("the reused connection was closed", reply=reply)
     return _check_421(reply)
@@ -320,25 +306,13 @@ async def _envelope_pipelined(
     if last is not None:
         group.append(conn.send(last))
     mail_reply = await _mail_reply(transport, mail, b"".join(group))  # one write
-    # The other replies usually came with MAIL's: taken without an await when they did.
     rcpt_replies = [
-        _check_421(
-            transport.buffered_reply("RCPT")
-            or await transport.read_reply("RCPT", transport.timeouts.rcpt)
-        )
-        for _ in rcpts
+        _check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt)) for _ in rcpts
     ]
     if last is None:
         return mail_reply, rcpt_replies, mail_reply
-    last_reply = transport.buffered_reply("DATA") or await transport.read_reply(
-        "DATA", transport.timeouts.data_initiation
-    )
+    last_reply = await transport.read_reply("DATA", transport.timeouts.data_initiation)
     return mail_reply, rcpt_replies, _check_421(last_reply)
-
-
-#: Once the end of data was written, these leave the message possibly delivered: a lost
-#: connection, or a reply we cannot parse (which is no refusal).  RFC 5321 §4.1.1.4.
-_LOST_OR_GARBLED = (SmtpConnectError, SmtpTlsError, SmtpProtocolError)
 
 
 async def _envelope_with_last(
@@ -364,7 +338,7 @@ async def _envelope_with_last(
         raise
     try:
         mail_reply = await _group_reply(transport, "MAIL", transport.timeouts.mail)
-    except _LOST_OR_GARBLED as exc:
+    except LOST_OR_GARBLED as exc:
         raise delivery_unknown(exc) from exc
     if mail_reply.code == 421 and transport.transactions:
         raise ConnectionStaleError("the reused connection was closed", reply=mail_reply)
@@ -375,7 +349,7 @@ async def _envelope_with_last(
             for _ in rcpts
         ]
         final = await transport.end_of_data_reply("the end of data")
-    except (*_LOST_OR_GARBLED, SmtpDeliveryUnknownError) as exc:
+    except (*LOST_OR_GARBLED, SmtpDeliveryUnknownError) as exc:
         if mail_reply.code != 250:  # the transaction never started: refused, not unknown
             raise SmtpResponseError(_SENDER_REFUSED, reply=mail_reply) from exc
         if isinstance(exc, SmtpDeliveryUnknownError):

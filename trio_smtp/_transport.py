@@ -76,6 +76,11 @@ UNKNOWN = (
 )
 
 
+#: Once the end of data was written, these leave the message possibly delivered: a lost
+#: connection, or a reply we cannot parse (which is no refusal).  RFC 5321 §4.1.1.4.
+LOST_OR_GARBLED = (SmtpConnectError, SmtpTlsError, SmtpProtocolError)
+
+
 def delivery_unknown(error: SmtpError) -> SmtpDeliveryUnknownError:
     """What ``error`` becomes once the write carrying the end of data has completed: the
     server has the whole message (RFC 5321 §4.1.1.4), so a lost connection and a reply we
@@ -193,25 +198,27 @@ class Transport:
             except ProtocolError:
                 pass
 
+    def _failed(self, exc: BaseException, what: str, *, tls: bool = False) -> BaseException:
+        """A read or write failed or was cancelled: never reuse the connection; return what
+        to raise (``exc`` as :class:`map_errors` maps it, caught instead of entering a
+        context manager for every step)."""
+        self.mark_broken()
+        error = mapped_error(exc, what, tls=tls)
+        if error is None:
+            return exc
+        error.__cause__ = exc
+        return error
+
     async def write(self, data: bytes, what: str, limit: float | None) -> None:
         """Write ``data`` in one ``send_all`` under ``limit`` seconds."""
         self.log.log_sent(data)
-        phases = self._phases
         try:
-            if phases is not None:
-                phases.arm(limit, what, SmtpTimeoutError)
+            with self._limit(limit, what):
                 await self.stream.send_all(data)
-            else:
-                with deadline(limit, what):
-                    await self.stream.send_all(data)
         except BaseException as exc:
-            self.mark_broken()
-            error = mapped_error(exc, what)  # as map_errors, without a context manager
-            if error is None:
-                raise
-            raise error from exc
+            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
 
-    def buffered_reply(self, what: str) -> Reply | None:
+    def _buffered_reply(self, what: str) -> Reply | None:
         """The next reply if it was already received (pipelined replies usually arrive
         together), else None; no await, so no deadline is needed."""
         try:
@@ -235,26 +242,21 @@ class Transport:
         ``maybe_delivered``: the reply to the end of data (or BDAT LAST); a timeout is then
         :class:`SmtpDeliveryTimeoutError`."""
         # A reply already received needs no deadline and no error mapping.
-        reply = self.buffered_reply(what)
+        reply = self._buffered_reply(what)
         if reply is not None:
             return reply
         timeout = SmtpDeliveryTimeoutError if maybe_delivered else SmtpTimeoutError
-        phases = self._phases
         try:
-            if phases is not None:
-                phases.arm(limit, what, timeout)
-                return await self._next_reply(what)
-            with deadline(limit, what, timeout):
-                return await self._next_reply(what)
+            with self._limit(limit, what, timeout):
+                # Nothing complete is buffered (just asked): read before parsing again.
+                return await self._next_reply(what, receive_first=True)
         except BaseException as exc:
-            self.mark_broken()
-            error = mapped_error(exc, what)
-            if error is None:
-                raise
-            raise error from exc
+            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
 
-    async def _next_reply(self, what: str) -> Reply:
+    async def _next_reply(self, what: str, *, receive_first: bool = False) -> Reply:
         # httpcore's _receive_event: next_event(); on NEED_DATA read and feed.
+        if receive_first:
+            self.conn.receive_data(bytes(await self.stream.receive_some(RECEIVE_SIZE)))
         while True:
             event = self.conn.next_event()
             if isinstance(event, Reply):
@@ -272,32 +274,22 @@ class Transport:
         data = self.conn.send(command)  # LocalProtocolError here: nothing was written
         self.log.log_sent(data)
         try:
-            with map_errors(what, tls=tls), self._limit(limit, what):
+            with self._limit(limit, what):
                 await self.stream.send_all(data)
                 return await self._next_reply(what)
-        except BaseException:
-            self.mark_broken()
-            raise
+        except BaseException as exc:
+            raise self._failed(exc, what, tls=tls)  # noqa: B904 -- _failed sets the cause
 
     async def exchange(self, data: bytes, what: str, limit: float | None) -> Reply:
         """Write ``data`` (a pipelined group, already through ``conn.send``) and read the
         first reply, both under one deadline (as :meth:`command`)."""
         self.log.log_sent(data)
-        phases = self._phases
         try:
-            if phases is not None:
-                phases.arm(limit, what, SmtpTimeoutError)
-                await self.stream.send_all(data)
-                return await self._next_reply(what)
-            with deadline(limit, what):
+            with self._limit(limit, what):
                 await self.stream.send_all(data)
                 return await self._next_reply(what)
         except BaseException as exc:
-            self.mark_broken()
-            error = mapped_error(exc, what)
-            if error is None:
-                raise
-            raise error from exc
+            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
 
     async def send_message(self, data: bytes) -> Reply:
         """After 354: the message data, the terminator, and the reply to the terminator.
@@ -364,7 +356,7 @@ class Transport:
             limit = self.timeouts.data_termination
         try:
             reply = await self.read_reply(what, limit, maybe_delivered=True)
-        except (SmtpConnectError, SmtpTlsError, SmtpProtocolError) as exc:
+        except LOST_OR_GARBLED as exc:
             raise delivery_unknown(exc) from exc
         self.end_of_data_unanswered = False
         return reply
@@ -383,14 +375,9 @@ class Transport:
 
     async def _send_data_block(self, payload: bytes | memoryview) -> None:
         # Message data is never logged (only its size is worth knowing).
-        what, phases = "the message data to be written", self._phases
         try:
-            if phases is not None:
-                phases.arm(self.timeouts.data_block, what, SmtpTimeoutError)
+            with self._limit(self.timeouts.data_block, "the message data to be written"):
                 await self.stream.send_all(payload)
-            else:
-                with deadline(self.timeouts.data_block, what):
-                    await self.stream.send_all(payload)
         except SmtpTimeoutError:
             raise  # a TimeoutError, so an OSError: not a lost connection
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
