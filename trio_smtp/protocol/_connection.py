@@ -24,7 +24,7 @@ from ._data import DataEncoder
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._extensions import Extensions
 from ._replies import Reply, ReplyLimits, ReplyParser
-from ._state import _EVENT_NAMES, SessionState, State, event_name
+from ._state import SessionState, State, event_name
 
 __all__ = ["NEED_DATA", "ClientConnection", "ConnectionClosed", "NeedData"]
 
@@ -124,7 +124,7 @@ class ClientConnection:
         arguments are allowed only after a MAIL with ``smtputf8=True`` in the current
         transaction.  For :class:`Bdat` the bytes are the command line and the chunk.
         """
-        name = _EVENT_NAMES.get(type(command)) or event_name(command)
+        name = event_name(command)
         self._check_may_send(name)
         if not command.cacheable:
             _check_extensions(command, self._extensions)

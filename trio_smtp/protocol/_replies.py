@@ -158,17 +158,6 @@ class ReceiveBuffer:
             self._compact()
         return line
 
-    def consume(self, end: int) -> None:
-        """Drop everything before offset ``end`` of the underlying buffer (a line that was
-        found and used without :meth:`next_line`)."""
-        self._scanned = 0
-        if end == len(self._data):
-            self._data.clear()
-            self._start = 0
-        else:
-            self._start = end
-            self._compact()
-
     def take_all(self) -> bytes:
         """Remove and return everything buffered."""
         out = bytes(self._data[self._start :])
@@ -201,7 +190,8 @@ class ReplyParser:
         self._lines: list[str] = []
         self._size = 0  # octets of the lines assembled so far
         self._broken: RemoteProtocolError | None = None
-        # A line this long or shorter is within every limit as a one-line reply.
+        # A line this long or shorter is within every limit as a one-line reply (and short
+        # enough to be in _ONE_LINE_REPLIES).
         limits = self._limits
         self._cached_limit = (
             min(_CACHED_LINE_LENGTH, limits.max_line_length, limits.max_reply_size)
@@ -221,22 +211,6 @@ class ReplyParser:
         """
         if self._broken is not None:
             raise RemoteProtocolError(f"reply parser is broken: {self._broken}")
-        if not self._code:
-            # The common case, without the general loop: the next line is a one-line reply
-            # seen before (see _ONE_LINE_REPLIES), or nothing complete has arrived.
-            buffer = self._buffer
-            data, start = buffer._data, buffer._start
-            limit = self._cached_limit
-            end = data.find(b"\n", start + buffer._scanned, start + limit)
-            if end >= 0:
-                reply = _ONE_LINE_REPLIES.get(bytes(data[start : end + 1]))
-                if reply is not None:
-                    buffer.consume(end + 1)
-                    return reply
-            elif len(data) - start < limit:
-                # No line end at all: nothing to parse yet (a longer line is checked below).
-                buffer._scanned = len(data) - start
-                return None
         try:
             return self._next_reply()
         except RemoteProtocolError as exc:
@@ -254,7 +228,7 @@ class ReplyParser:
             raw = self._buffer.next_line(limits.max_line_length)
             if raw is None:
                 return None
-            if not self._code and len(raw) <= limits.max_reply_size and limits.max_lines:
+            if not self._code and len(raw) <= self._cached_limit:
                 # A one-line reply within every limit: if seen before, it is parsed already.
                 reply = _ONE_LINE_REPLIES.get(raw)
                 if reply is not None:

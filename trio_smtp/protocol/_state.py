@@ -176,9 +176,10 @@ _SEND: dict[tuple[State, str], State] = {
     if event.startswith("send:")
 }
 _REPLY: dict[tuple[State, str, str], State] = {
-    (state, *event[len("reply:") :].rsplit(":", 1)): target  # type: ignore[misc]
+    (state, name, outcome): target
     for (state, event), target in TRANSITIONS.items()
     if event.startswith("reply:") and event != "reply:closing"
+    for name, outcome in [event[len("reply:") :].rsplit(":", 1)]
 }
 
 _EVENT_NAMES: dict[type[Command], str] = {
@@ -200,12 +201,12 @@ _EVENT_NAMES: dict[type[Command], str] = {
 
 def event_name(command: Command) -> str:
     """The NAME used for ``command`` in :data:`TRANSITIONS` events."""
+    name = _EVENT_NAMES.get(type(command))  # every command sent has one: the common case first
+    if name is not None:
+        return name
     if isinstance(command, Bdat):
         return "BDAT_LAST" if command.last else "BDAT"
-    try:
-        return _EVENT_NAMES[type(command)]
-    except KeyError:
-        raise LocalProtocolError(f"unknown command type {type(command).__name__}") from None
+    raise LocalProtocolError(f"unknown command type {type(command).__name__}")
 
 
 def reply_outcome(code: int) -> str:
