@@ -24,7 +24,7 @@ from ._data import DataEncoder
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._extensions import Extensions
 from ._replies import Reply, ReplyLimits, ReplyParser
-from ._state import SessionState, State, event_name
+from ._state import SessionState, State, event_name, reply_outcome
 
 __all__ = ["NEED_DATA", "ClientConnection", "ConnectionClosed", "NeedData"]
 
@@ -126,21 +126,21 @@ class ClientConnection:
         """
         name = event_name(command)
         self._check_may_send(name)
-        if not command.cacheable:
-            _check_extensions(command, self._extensions)
-            data = command.to_bytes()
-            if isinstance(command, Bdat):
-                data += command.chunk
-        else:
-            data, needs = _encoded(command, self._smtputf8 and type(command) is Rcpt)
-            if needs:
-                _check_advertised(command, needs, self._extensions)
-            if self._binarymime and type(command) is Data:
-                raise LocalProtocolError("BODY=BINARYMIME needs BDAT, not DATA (RFC 3030 §3)")
+        data, needs = _encoded(command, self._smtputf8 and isinstance(command, Rcpt))
+        if needs:  # RFC 5321 §4.1.1.11: no extension the server did not advertise
+            missing = [keyword for keyword in needs if keyword not in self._extensions]
+            if missing:
+                raise LocalProtocolError(
+                    f"{command.verb} needs {', '.join(missing)}, not advertised"
+                )
+        if self._binarymime and isinstance(command, Data):
+            raise LocalProtocolError("BODY=BINARYMIME needs BDAT, not DATA (RFC 3030 §3)")
+        if isinstance(command, Bdat):
+            data += command.chunk
         # Nothing below can fail: the command is committed.
         self._session.sent(name)
         self._queue.append(command)
-        if type(command) is Mail:
+        if isinstance(command, Mail):
             self._smtputf8 = command.smtputf8
             self._binarymime = command.body == "BINARYMIME"
         return data
@@ -246,12 +246,11 @@ class ClientConnection:
         self._encoder = None
 
     def _dispatch(self, reply: Reply) -> Reply:
-        code = reply.code
-        outcome = "closing" if code == 421 else _OUTCOMES.get(code // 100, "fail")
+        outcome = reply_outcome(reply.code)
         queue = self._queue
         if not queue and outcome != "closing":
             # RFC 5321 §3.8 allows only an unsolicited 421.
-            raise RemoteProtocolError(f"unexpected reply {code}: no command pending")
+            raise RemoteProtocolError(f"unexpected reply {reply.code}: no command pending")
         command = queue.popleft() if queue else None
         self._session.replied(outcome)
         if outcome == "closing":
@@ -289,15 +288,16 @@ _ENCODED_MAX = 256
 
 
 def _encoded(command: Command, smtputf8: bool) -> tuple[bytes, tuple[str, ...]]:
-    """``command``'s bytes and the extension keywords it needs (validated: raises
-    LocalProtocolError for an invalid argument)."""
+    """``command``'s bytes (for BDAT: its command line) and the extension keywords it
+    needs; raises LocalProtocolError for an invalid argument."""
+    if not command.cacheable:
+        return command.to_bytes(smtputf8=smtputf8), _needed_extensions(command)
     key = (command, smtputf8)
     try:
         known = _ENCODED.get(key)
     except TypeError:  # a field given as a list (unhashable): encode it every time
         return command.to_bytes(smtputf8=smtputf8), _needed_extensions(command)
     if known is None:
-        # Extensions first, as for commands that are not kept: the same error either way.
         known = (command.to_bytes(smtputf8=smtputf8), _needed_extensions(command))
         if len(_ENCODED) >= _ENCODED_MAX:
             _ENCODED.clear()
@@ -305,23 +305,8 @@ def _encoded(command: Command, smtputf8: bool) -> tuple[bytes, tuple[str, ...]]:
     return known
 
 
-#: reply_outcome() for the codes that are not 421 (inlined: it runs for every reply).
-_OUTCOMES = {2: "ok", 3: "more"}
 #: The commands whose replies teach the connection something (see ``_learn``).
 _LEARNS_FROM = frozenset({"EHLO", "HELO", "STARTTLS"})
-
-
-def _check_extensions(command: Command, ext: Extensions) -> None:
-    """RFC 5321 §4.1.1.11: no extension the server did not advertise."""
-    needs = _needed_extensions(command)
-    if needs:
-        _check_advertised(command, needs, ext)
-
-
-def _check_advertised(command: Command, needs: tuple[str, ...], ext: Extensions) -> None:
-    missing = [keyword for keyword in needs if keyword not in ext]
-    if missing:
-        raise LocalProtocolError(f"{command.verb} needs {', '.join(missing)}, not advertised")
 
 
 def _needed_extensions(command: Command) -> tuple[str, ...]:
