@@ -77,25 +77,15 @@ def prepare_item(item: object) -> PreparedMessage:
             f"{type(message).__name__} (stream large bodies with send())"
         )
     prepared = prepare_message(message, sender, recipients)
-    if isinstance(item, OutgoingMessage) and _has_options(item):
-        return with_delivery_options(
-            prepared,
-            notify=item.notify,
-            ret=item.ret,
-            envid=item.envid,
-            orcpt=item.orcpt,
-            requiretls=item.requiretls,
-        )
-    return prepared  # NO_OPTIONS: no more work per message
-
-
-def _has_options(item: OutgoingMessage) -> bool:
-    return not (
-        item.notify is None
-        and item.ret is None
-        and item.envid is None
-        and item.orcpt is None
-        and item.requiretls is False
+    if not isinstance(item, OutgoingMessage):
+        return prepared
+    return with_delivery_options(  # the same object when no option is given
+        prepared,
+        notify=item.notify,
+        ret=item.ret,
+        envid=item.envid,
+        orcpt=item.orcpt,
+        requiretls=item.requiretls,
     )
 
 
