@@ -7,6 +7,8 @@ import base64
 
 import pytest
 import scramp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trio_smtp._sasl import (
     CramMd5,
@@ -284,3 +286,82 @@ def test_custom_mechanism_subclass() -> None:
     assert mech.auth_command().to_bytes() == b"AUTH EXTERNAL =\r\n"
     with pytest.raises(SaslError):
         mech.respond(b"unexpected")
+
+
+# ---------------------------------------------------------------- hostile challenges
+
+
+#: One of each client mechanism, as the client would run it.
+def _every_mechanism() -> list[Mechanism]:
+    return [
+        Plain("user", "pencil"),
+        Login("user", "pencil"),
+        CramMd5("user", "pencil"),
+        XOAuth2("user", "token"),
+        OAuthBearer("user", "token", "mx.example.net", 587),
+        ScramSha256("user", "pencil", nonce="abc"),
+        ScramSha1("user", "pencil", nonce="abc"),
+        Mechanism("user"),
+    ]
+
+
+def _answer_or_sasl_error(mech: Mechanism, challenges: list[bytes]) -> None:
+    """Drive ``mech`` with ``challenges``: each answer is bytes, or the exchange ends with a
+    SaslError (which the client turns into SmtpAuthenticationError); nothing else escapes."""
+    mech.auth_command()
+    try:
+        for challenge in challenges:
+            assert isinstance(mech.respond(challenge), bytes)
+        mech.complete()
+    except SaslError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(challenges=st.lists(st.binary(max_size=200), max_size=5))
+def test_every_mechanism_answers_arbitrary_challenges_or_raises_sasl_error(
+    challenges: list[bytes],
+) -> None:
+    for mech in _every_mechanism():
+        _answer_or_sasl_error(mech, challenges)
+        mech.auth_command()
+        try:  # step() too, called directly as a subclass's caller would
+            assert isinstance(mech.step(challenges[0] if challenges else b""), bytes)
+        except SaslError:
+            pass
+
+
+#: Server-first messages shaped like the real thing, with hostile values: Unicode digits,
+#: signs, huge counts, broken base64, missing or repeated attributes.
+_SCRAM_VALUE = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["4096", "²", "٣", "\u0661\u0660", "+4096", "-1", " 4096", "0", "9" * 30, ""]),
+)
+_SERVER_FIRST = st.lists(
+    st.tuples(st.sampled_from(["r", "s", "i", "m", "e", "x", "i"]), _SCRAM_VALUE).map(
+        lambda pair: f"{pair[0]}={'abc' + pair[1] if pair[0] == 'r' else pair[1]}"
+    ),
+    max_size=5,
+).map(",".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(server_first=_SERVER_FIRST, server_final=st.binary(max_size=60))
+@pytest.mark.parametrize("cls", [ScramSha256, ScramSha1])
+def test_scram_hostile_server_first_is_a_sasl_error(
+    cls: type[ScramSha256 | ScramSha1], server_first: str, server_final: bytes
+) -> None:
+    _answer_or_sasl_error(
+        cls("user", "pencil", max_iterations=4096, nonce="abc"),
+        [server_first.encode("utf-8"), server_final],
+    )
+
+
+@pytest.mark.parametrize(
+    "count", ["²", "٣", "\u0661\u0660", "\U0001d7d7", "+4096", " 4096", "", "4_096"]
+)
+def test_scram_iteration_count_must_be_ascii_digits(count: str) -> None:
+    mech = ScramSha256("user", "pencil", nonce="abc")
+    mech.auth_command()
+    with pytest.raises(SaslError, match="iteration count"):
+        mech.respond(f"r=abcdef,s=QSXCR+Q6sek8bf92,i={count}".encode())

@@ -339,7 +339,10 @@ class _Scram(Mechanism):
         for attribute in server_first.split(","):
             if attribute.startswith("i="):
                 count = attribute[2:]
-                if not count.isdigit() or int(count) > self._max_iterations:
+                # RFC 5802 §7: posit-number is ASCII digits; str.isdigit() also admits "²"
+                # and "٣", which int() refuses or reads as a number the server never wrote.
+                ascii_digits = count.isascii() and count.isdigit()
+                if not ascii_digits or int(count) > self._max_iterations:
                     raise SaslError(f"{self.name}: iteration count {count[:12]!r} refused")
 
     def complete(self) -> None:
