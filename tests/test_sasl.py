@@ -99,6 +99,38 @@ def test_login_never_sends_the_password_to_an_unknown_challenge() -> None:
         mech.respond(b"Tell me your secrets:")
 
 
+#: Prompts real servers send: the draft's "Username:"/"Password:", aiosmtpd's "User Name\0"
+#: and "Password\0", lower-case and colon-less forms.
+LOGIN_PROMPTS = [
+    (b"Username:", b"Password:"),
+    (b"User Name\0", b"Password\0"),
+    (b"User Name", b"Password"),
+    (b"username", b"password"),
+    (b"USERNAME:", b"PASSWORD:"),
+    (b" user name: \0", b"password:\0"),
+]
+
+
+@pytest.mark.parametrize(("user_prompt", "password_prompt"), LOGIN_PROMPTS)
+def test_login_accepts_the_prompt_forms_servers_send(
+    user_prompt: bytes, password_prompt: bytes
+) -> None:
+    mech = Login("alice", "s3cret")
+    mech.auth_command()
+    assert mech.respond(user_prompt) == b"alice"
+    assert mech.respond(password_prompt) == b"s3cret"
+
+
+@pytest.mark.parametrize(
+    "prompt", [b"", b"\0", b"Passwort:", b"Password please:", b"User:", b"Pass word", b"Name:"]
+)
+def test_login_refuses_an_unrecognised_prompt_clearly(prompt: bytes) -> None:
+    mech = Login("alice", "s3cret")
+    mech.auth_command()
+    with pytest.raises(SaslError, match="unrecognised prompt"):
+        mech.respond(prompt)
+
+
 def test_cram_md5_rfc_2195_example() -> None:
     mech = CramMd5("tim", "tanstaaftanstaaf")
     assert mech.auth_command() == Auth("CRAM-MD5")
