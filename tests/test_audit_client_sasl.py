@@ -90,3 +90,47 @@ async def test_xoauth2_token_callable_end_to_end_without_token_in_log(
     assert base64.b64encode(f"user=user\x01auth=Bearer {token}\x01\x01".encode()).decode() not in (
         caplog.text
     )
+
+
+#: LOGIN prompts servers really send (user name, password): the draft's, aiosmtpd's with a
+#: NUL, and lower-case or colon-less ones.
+LOGIN_PROMPTS = [
+    (b"Username:", b"Password:"),
+    (b"User Name\0", b"Password\0"),
+    (b"username", b"password"),
+    (b"User Name:", b"PASSWORD"),
+]
+
+
+@pytest.mark.parametrize(("user_prompt", "password_prompt"), LOGIN_PROMPTS)
+async def test_login_with_each_prompt_form_servers_send(
+    make_message: MakeMessage, user_prompt: bytes, password_prompt: bytes
+) -> None:
+    async with SmtpServer(
+        credentials={"user": PASSWORD},
+        auth_mechanisms=("LOGIN",),
+        login_prompts=(user_prompt, password_prompt),
+    ) as server:
+        async with _client(server, ("user", PASSWORD)) as client:
+            await client.send(make_message())
+        conn = server.connections[0]
+        assert conn.auth_mechanism == "LOGIN" and conn.auth_identity == "user"
+        assert server.messages[0].accepted
+
+
+@pytest.mark.parametrize("user_prompt", [b"Login name:", b""])
+async def test_login_unrecognised_prompt_cancels_without_sending_anything(
+    make_message: MakeMessage, user_prompt: bytes
+) -> None:
+    async with SmtpServer(
+        credentials={"user": PASSWORD},
+        auth_mechanisms=("LOGIN",),
+        login_prompts=(user_prompt, b"Password:"),
+    ) as server:
+        async with _client(server, ("user", PASSWORD)) as client:
+            with pytest.raises(SmtpAuthenticationError, match="unrecognised prompt"):
+                await client.send(make_message())
+        commands = [c.raw for c in server.connections[0].commands]
+        # RFC 4954 §4: the exchange is cancelled with "*"; neither user nor password went out.
+        assert commands[-2:] == [b"AUTH LOGIN\r\n", b"*\r\n"]
+        assert server.messages == []

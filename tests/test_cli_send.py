@@ -211,6 +211,25 @@ async def test_untrusted_certificate_exits_4_before_credentials(
         (["missing.eml", "--server", "smtp://{host}"], "missing.eml"),
         (["--server", "ftp://{host}", "--from", "a@x.org", "--to", "b@y.org"], "scheme"),
         (["--server", "smtp://{host}?tls=none", "--from", "a@x.org"], "recipients"),
+        # Each option names itself and the part that is not an address (DESIGN rule 13).
+        (
+            ["--server", "smtp://{host}", "--from", "a@x.org", "--to", "ok@y.org;x@y.org"],
+            "--to 'ok@y.org;x@y.org' holds 'ok@y.org;x@y.org'",
+        ),
+        (
+            ["--server", "smtp://{host}", "--from", "a@x.org", "--to", "b@@y.org, ok@y.org"],
+            "--to 'b@@y.org, ok@y.org' holds 'b@@y.org'",
+        ),
+        (
+            ["--server", "smtp://{host}", "--from", "a@x.org", "--to", "ok@y.org", "--to", "foo"],
+            "--to 'foo' holds 'foo'",
+        ),
+        (
+            ["--server", "smtp://{host}", "--from", "a@x.org", "--to", "b@y.org", "--cc", "c@"],
+            "--cc 'c@'",
+        ),
+        (["--server", "smtp://{host}", "--from", "a@x.org;", "--to", "b@y.org"], "--from"),
+        (["--server", "smtp://{host}", "--from", "a@x.org", "--to", ""], "--to '' holds no"),
     ],
 )
 async def test_usage_errors_exit_2_without_sending(

@@ -303,3 +303,29 @@ async def test_smtputf8_refused_locally_when_not_offered(
         with pytest.raises(SmtpError, match="SMTPUTF8"):
             await client.send(make_message("jösé@example.net"))
     assert "MAIL" not in smtp_server.connections[0].verbs
+
+
+@pytest.mark.parametrize(
+    ("to", "part"),
+    [
+        ("ok@example.net;x@example.net", "ok@example.net;x@example.net"),
+        ("b@@example.net, ok@example.net", "b@@example.net"),
+        ("foo, ok@example.net", "foo"),
+    ],
+)
+async def test_recipient_list_that_does_not_all_parse_sends_to_nobody(
+    smtp_server: SmtpServer, smtp_client_factory: ClientFactory, to: str, part: str
+) -> None:
+    # The stdlib yields only ok@example.net and records a defect: sending would reach a
+    # subset of the list in silence (DESIGN rule 13).
+    message = EmailMessage()
+    message["From"] = "a@example.org"
+    message["To"] = to
+    message.set_content("x\n")
+    async with smtp_client_factory() as client:
+        with pytest.raises(ValueError, match="To") as info:
+            await client.send(message)
+        with pytest.raises(ValueError):
+            await client.send(b"x\r\n", sender="a@example.org", recipients=[*to.split(", "), ""])
+    assert repr(part) in str(info.value)
+    assert smtp_server.connections == []  # nothing was written, not even EHLO

@@ -302,3 +302,39 @@ def test_oauth2_checks_its_arguments() -> None:
         OAuth2("me@example.org", 42)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         OAuth2("", "tok")
+
+
+# -- hostile challenges ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", ["²", "٣", "4096x"])
+async def test_scram_unicode_digit_iteration_count_is_an_authentication_error(
+    make_message: MakeMessage, count: str
+) -> None:
+    # str.isdigit() admits "²"; int() then raised a bare ValueError out of send().
+    first = f"r=abcdef,s=QSXCR+Q6sek8bf92,i={count}".encode()
+    answers: list[bytes] = []
+
+    async def hostile(stream: trio.abc.Stream, pending: bytes) -> None:
+        reader = LineReader(stream, pending)
+        await stream.send_all(b"334 " + base64.b64encode(first) + b"\r\n")
+        answers.append(await reader.line())
+        await stream.send_all(b"501 5.7.0 cancelled\r\n")
+        await finish_session(reader, [])
+
+    async with SmtpServer(
+        credentials={"user": "pencil"}, auth_mechanisms=("SCRAM-SHA-256",)
+    ) as server:
+        server.on("AUTH", Handover(hostile))
+        client = SmtpClient(
+            server.host,
+            server.port,
+            security=Security.STARTTLS,
+            ssl_context=server.ssl_context,
+            credentials=("user", "pencil"),
+        )
+        async with client:
+            with pytest.raises(SmtpAuthenticationError, match="iteration count") as info:
+                await client.send(make_message())
+    assert answers == [b"*"]  # RFC 4954 §4: the exchange is cancelled, no proof is sent
+    assert info.value.reply is not None and info.value.reply.code == 501

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from email.message import EmailMessage
 
 import pytest
 import trio
@@ -210,3 +211,17 @@ async def test_a_reused_connection_refusing_mail_with_421_sends_the_message_agai
     assert [m.recipients for m in server.messages if m.accepted] == [
         [f"to{i}@example.net"] for i in range(3)
     ]
+
+
+async def test_item_whose_to_header_does_not_all_parse_is_its_own_value_error(
+    server: SmtpServer,
+) -> None:
+    bad = EmailMessage()
+    bad["From"] = FROM
+    bad["To"] = "ok@example.net;x@example.net"
+    bad.set_content("x\n")
+    async with client_for(server) as client:
+        outcomes = await client.send_many([message(0), bad, message(2)])
+    assert isinstance(outcomes[0], SendResult) and isinstance(outcomes[2], SendResult)
+    assert isinstance(outcomes[1], ValueError) and "To" in str(outcomes[1])
+    assert [m.recipients for m in server.messages] == [["to0@example.net"], ["to2@example.net"]]

@@ -7,6 +7,8 @@ import base64
 
 import pytest
 import scramp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trio_smtp._sasl import (
     CramMd5,
@@ -95,6 +97,38 @@ def test_login_never_sends_the_password_to_an_unknown_challenge() -> None:
     mech.auth_command()
     with pytest.raises(SaslError):
         mech.respond(b"Tell me your secrets:")
+
+
+#: Prompts real servers send: the draft's "Username:"/"Password:", aiosmtpd's "User Name\0"
+#: and "Password\0", lower-case and colon-less forms.
+LOGIN_PROMPTS = [
+    (b"Username:", b"Password:"),
+    (b"User Name\0", b"Password\0"),
+    (b"User Name", b"Password"),
+    (b"username", b"password"),
+    (b"USERNAME:", b"PASSWORD:"),
+    (b" user name: \0", b"password:\0"),
+]
+
+
+@pytest.mark.parametrize(("user_prompt", "password_prompt"), LOGIN_PROMPTS)
+def test_login_accepts_the_prompt_forms_servers_send(
+    user_prompt: bytes, password_prompt: bytes
+) -> None:
+    mech = Login("alice", "s3cret")
+    mech.auth_command()
+    assert mech.respond(user_prompt) == b"alice"
+    assert mech.respond(password_prompt) == b"s3cret"
+
+
+@pytest.mark.parametrize(
+    "prompt", [b"", b"\0", b"Passwort:", b"Password please:", b"User:", b"Pass word", b"Name:"]
+)
+def test_login_refuses_an_unrecognised_prompt_clearly(prompt: bytes) -> None:
+    mech = Login("alice", "s3cret")
+    mech.auth_command()
+    with pytest.raises(SaslError, match="unrecognised prompt"):
+        mech.respond(prompt)
 
 
 def test_cram_md5_rfc_2195_example() -> None:
@@ -284,3 +318,92 @@ def test_custom_mechanism_subclass() -> None:
     assert mech.auth_command().to_bytes() == b"AUTH EXTERNAL =\r\n"
     with pytest.raises(SaslError):
         mech.respond(b"unexpected")
+
+
+# ---------------------------------------------------------------- hostile challenges
+
+
+#: One of each client mechanism, as the client would run it.
+def _every_mechanism() -> list[Mechanism]:
+    return [
+        Plain("user", "pencil"),
+        Login("user", "pencil"),
+        CramMd5("user", "pencil"),
+        XOAuth2("user", "token"),
+        OAuthBearer("user", "token", "mx.example.net", 587),
+        ScramSha256("user", "pencil", nonce="abc"),
+        ScramSha1("user", "pencil", nonce="abc"),
+        Mechanism("user"),
+    ]
+
+
+def _answer_or_sasl_error(mech: Mechanism, challenges: list[bytes]) -> None:
+    """Drive ``mech`` with ``challenges``: each answer is bytes, or the exchange ends with a
+    SaslError (which the client turns into SmtpAuthenticationError); nothing else escapes."""
+    mech.auth_command()
+    try:
+        for challenge in challenges:
+            assert isinstance(mech.respond(challenge), bytes)
+        mech.complete()
+    except SaslError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(challenges=st.lists(st.binary(max_size=200), max_size=5))
+def test_every_mechanism_answers_arbitrary_challenges_or_raises_sasl_error(
+    challenges: list[bytes],
+) -> None:
+    for mech in _every_mechanism():
+        _answer_or_sasl_error(mech, challenges)
+        mech.auth_command()
+        try:  # step() too, called directly as a subclass's caller would
+            assert isinstance(mech.step(challenges[0] if challenges else b""), bytes)
+        except SaslError:
+            pass
+
+
+#: Server-first messages shaped like the real thing, with hostile values: Unicode digits,
+#: signs, huge counts, broken base64, missing or repeated attributes.
+_SCRAM_VALUE = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["4096", "²", "٣", "\u0661\u0660", "+4096", "-1", " 4096", "0", "9" * 30, ""]),
+)
+_SERVER_FIRST = st.lists(
+    st.tuples(st.sampled_from(["r", "s", "i", "m", "e", "x", "i"]), _SCRAM_VALUE).map(
+        lambda pair: f"{pair[0]}={'abc' + pair[1] if pair[0] == 'r' else pair[1]}"
+    ),
+    max_size=5,
+).map(",".join)
+
+
+#: A well-formed server-first (for the nonce "abc"), so that hostile server-final messages
+#: reach scramp's signature check.
+_GOOD_FIRST = "r=abcdef,s=QSXCR+Q6sek8bf92,i=4096"
+_SERVER_FINAL = st.one_of(
+    st.binary(max_size=60),
+    st.text(max_size=50).map(lambda text: ("v=" + text).encode()),
+    st.sampled_from([b"v=", b"v=====", b"e=invalid-proof", b"v=AAAA,e=x", b"\xff"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(server_first=_SERVER_FIRST | st.just(_GOOD_FIRST), server_final=_SERVER_FINAL)
+@pytest.mark.parametrize("cls", [ScramSha256, ScramSha1])
+def test_scram_hostile_server_first_is_a_sasl_error(
+    cls: type[ScramSha256 | ScramSha1], server_first: str, server_final: bytes
+) -> None:
+    _answer_or_sasl_error(
+        cls("user", "pencil", max_iterations=4096, nonce="abc"),
+        [server_first.encode("utf-8"), server_final],
+    )
+
+
+@pytest.mark.parametrize(
+    "count", ["²", "٣", "\u0661\u0660", "\U0001d7d7", "+4096", " 4096", "", "4_096"]
+)
+def test_scram_iteration_count_must_be_ascii_digits(count: str) -> None:
+    mech = ScramSha256("user", "pencil", nonce="abc")
+    mech.auth_command()
+    with pytest.raises(SaslError, match="iteration count"):
+        mech.respond(f"r=abcdef,s=QSXCR+Q6sek8bf92,i={count}".encode())

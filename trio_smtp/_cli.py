@@ -38,6 +38,7 @@ from ._errors import (
     SmtpTimeoutError,
     SmtpTlsError,
 )
+from ._message import parse_address_list
 from ._options import DeliveryNotification, DsnReturn
 from ._probe import (
     EXIT_CONNECTION,
@@ -225,6 +226,7 @@ def compose_message(args: argparse.Namespace) -> EmailMessage:
     """A text message with attachments, from --from/--to/--subject/--body/--attach."""
     if not args.sender:
         raise UsageError("give a .eml file, or --from (and --to) to compose a message")
+    _check_addresses(args)
     message = EmailMessage()
     message["From"] = args.sender
     for header, values in (("To", args.to), ("Cc", args.cc), ("Bcc", args.bcc)):
@@ -239,6 +241,20 @@ def compose_message(args: argparse.Namespace) -> EmailMessage:
     for path in args.attach:
         attach_file(message, path)
     return message
+
+
+def _check_addresses(args: argparse.Namespace) -> None:
+    """Each --from/--to/--cc/--bcc value must be addresses through and through: one the
+    header parser cannot read would otherwise be dropped and the rest of the list used."""
+    options = [("--from", [args.sender]), ("--to", args.to), ("--cc", args.cc)]
+    for option, values in [*options, ("--bcc", args.bcc)]:
+        for value in values:
+            try:
+                found = parse_address_list(value, f"{option} {value!r}")
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            if not found:
+                raise UsageError(f"{option} {value!r} holds no address")
 
 
 def _body_text(args: argparse.Namespace) -> str:

@@ -3,9 +3,14 @@
 Theory of operation: :func:`prepare_message` runs synchronously, before anything is written to
 the wire, and is the only place where the caller's input is validated (``TypeError`` for
 something that is not a message, ``ValueError`` for a missing sender, no recipients or an
-invalid address).  An :class:`~email.message.EmailMessage` is serialised exactly once, with
-CRLF line ends and without its Bcc fields, by :mod:`trio_smtp._serialise` (the caller's
-object is never mutated).  What the server must support is decided here too: SMTPUTF8
+invalid address).  Nothing is sent to a subset in silence (DESIGN rule 13): when a header
+field the envelope is read from holds a part that is not an address (``a@x;b@y``,
+``b@@x``, ``foo``), the stdlib records a defect and yields the other addresses; that defect
+is a ``ValueError`` naming the field and the part, as is an empty or unparsable ``sender=``
+or ``recipients=`` entry.  Fields the envelope is not read from are not parsed for this.
+An :class:`~email.message.EmailMessage` is serialised exactly once, with CRLF line ends
+and without its Bcc fields, by :mod:`trio_smtp._serialise` (the caller's object is never
+mutated).  What the server must support is decided here too: SMTPUTF8
 when an address is non-ASCII (RFC 6531), and the body's
 :class:`~trio_smtp.protocol.BodyKind` for BODY=8BITMIME (RFC 6152).  Matching that against
 what a server offers is :func:`check_against_server`.
@@ -13,10 +18,13 @@ what a server offers is :func:`check_against_server`.
 
 from __future__ import annotations
 
+import email.errors
+import email.policy
 import email.utils
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from email.message import Message
+from typing import Any
 
 from ._errors import SmtpError, SmtpStatusCode
 from ._options import (
@@ -30,7 +38,13 @@ from ._serialise import serialise
 from ._sources import StreamedBody, streamed_body
 from .protocol import BodyInspector, BodyKind, Extensions, validate_address
 
-__all__ = ["Envelope", "PreparedMessage", "check_against_server", "prepare_message"]
+__all__ = [
+    "Envelope",
+    "PreparedMessage",
+    "check_against_server",
+    "parse_address_list",
+    "prepare_message",
+]
 
 #: The header fields whose values are addresses (RFC 5322 §3.6.2, §3.6.3, §3.6.6).
 _ADDRESS_FIELDS = (
@@ -196,7 +210,10 @@ def _envelope(sender: str, recipients: list[str]) -> tuple[Envelope, bool]:
 
 
 def _validated_envelope(sender: str, recipients: list[str]) -> tuple[Envelope, bool]:
-    unique = tuple(dict.fromkeys(r.strip() for r in recipients if r.strip()))
+    stripped = [r.strip() for r in recipients]
+    if not all(stripped):  # header fields never yield an empty address: this is recipients=
+        raise ValueError("recipients= holds an empty address; nothing is sent to the others")
+    unique = tuple(dict.fromkeys(stripped))
     if not unique:
         raise ValueError("the message has no recipients (To, Cc, Bcc or recipients=)")
     utf8 = not all(a.isascii() for a in (sender, *unique))
@@ -304,12 +321,12 @@ class _Headers:
     def _value(self, index: int) -> object:
         if index not in self._fetched:
             _, name, raw = self._fields[index]
-            self._fetched[index] = self._policy.header_fetch_parse(name, raw)
+            self._fetched[index] = _fetch(self._policy, name, raw)
         return self._fetched[index]
 
-    def get_all(self, key: str) -> list[object]:
-        """Every value of the field ``key`` (lower case), as ``message.get_all``."""
-        return [self._value(i) for i, field in enumerate(self._fields) if field[0] == key]
+    def indices(self, key: str) -> list[int]:
+        """Where the fields named ``key`` (lower case) are, in header order."""
+        return [i for i, field in enumerate(self._fields) if field[0] == key]
 
     def first(self, key: str) -> object | None:
         """The first value of ``key``, as ``message.get``; None when absent."""
@@ -318,14 +335,26 @@ class _Headers:
                 return self._value(i)
         return None
 
-    def last_resent_block(self) -> dict[str, list[str]] | None:
-        """The most recent Resent-* block, as field name (lower case) -> values; or None.
+    def addresses(self, indices: Iterable[int]) -> list[str]:
+        """The addr-specs of the address fields at ``indices``, in order; ValueError naming
+        the field and the part when any part of one is not an address (rule 13)."""
+        found: list[str] = []
+        for i in indices:
+            value = self._value(i)
+            if not hasattr(value, "addresses"):  # compat32: a string; read it the same way
+                value = _fetch(email.policy.default, self._fields[i][1], str(value))
+            found.extend(_every_address(value))
+        return found
+
+    def last_resent_block(self) -> dict[str, list[int]] | None:
+        """The most recent Resent-* block, as field name (lower case) -> the indices of its
+        fields; or None.
 
         RFC 5322 §3.6.6: each resending prepends a new block, so the most recent block is the
         first in the header.  A block ends at the first field that is not Resent-* or that
         repeats a field already in the block.
         """
-        block: dict[str, list[str]] = {}
+        block: dict[str, list[int]] = {}
         for i, (key, _, _) in enumerate(self._fields):
             if not key.startswith("resent-"):
                 if block:
@@ -333,7 +362,7 @@ class _Headers:
                 continue
             if key in block:
                 break
-            block[key] = [str(self._value(i))]
+            block[key] = [i]
         return block or None
 
     def need_utf8(self) -> bool:
@@ -348,6 +377,50 @@ class _Headers:
             if not all(a.isascii() for a in _addresses([self._value(i)])):
                 return True
         return False
+
+
+def parse_address_list(text: str, where: str) -> list[str]:
+    """The addr-specs of the address list ``text`` (RFC 5322 §3.4), read as a To field
+    is; ValueError naming ``where`` (``"--to"``) and the first part that is not an address."""
+    return _every_address(_fetch(email.policy.default, "To", text, where), where)
+
+
+def _fetch(policy: Any, name: str, raw: object, where: str | None = None) -> object:
+    """``policy.header_fetch_parse(name, raw)``; ValueError when the stdlib's parser fails
+    on the value (it raises AttributeError for ``To: a@b, x@[1.2.3.4``, a parsed message's
+    field being parsed only when it is read)."""
+    try:
+        return policy.header_fetch_parse(name, raw)
+    except Exception as exc:  # whatever the parser's bug raises: the input is at fault
+        where = where or f"the {name} header"
+        raise ValueError(f"{where} cannot be parsed: {str(raw)[:80]!r}") from exc
+
+
+def _every_address(header: Any, where: str | None = None) -> list[str]:
+    """The addr-specs of an address header object; ValueError when a part of it is not an
+    address: the stdlib then records an InvalidHeaderDefect and yields only the others."""
+    specs = [address.addr_spec for address in header.addresses]
+    invalid = email.errors.InvalidHeaderDefect
+    if any(isinstance(defect, invalid) for defect in header.defects) or not all(
+        spec and spec != "<>" for spec in specs
+    ):
+        where = where or f"the {header.name} header"
+        raise ValueError(
+            f"{where} holds {_unparsable_part(header)!r}, which is not an address: nothing "
+            "is sent to the rest of its list"
+        )
+    return specs
+
+
+def _unparsable_part(header: Any) -> str:
+    """The first part of ``header`` the parser could not read as an address: CPython's
+    header objects keep their parse tree, whose bad parts are "invalid-mailbox" tokens; the
+    whole value without it."""
+    tree = getattr(header, "_parse_tree", None)
+    for mailbox in getattr(tree, "all_mailboxes", ()):
+        if getattr(mailbox, "token_type", None) == "invalid-mailbox":
+            return str(mailbox).strip()
+    return str(header)
 
 
 def _prepare_email(
@@ -391,22 +464,22 @@ def _addresses(values: Sequence[object]) -> list[str]:
     return found
 
 
-def _sender_from_headers(headers: _Headers, resent: dict[str, list[str]] | None) -> str:
-    values: Sequence[object]
+def _sender_from_headers(headers: _Headers, resent: dict[str, list[int]] | None) -> str:
     if resent is not None:
-        values = resent.get("resent-sender") or resent.get("resent-from") or []
+        fields = resent.get("resent-sender") or resent.get("resent-from") or []
         where = "Resent-Sender or Resent-From"
     else:
-        values = headers.get_all("sender") or headers.get_all("from")
+        fields = headers.indices("sender") or headers.indices("from")
         where = "Sender or From"
-    addresses = _addresses(values)
+    addresses = headers.addresses(fields)
     if not addresses:
         raise ValueError(f"the message has no sender ({where} header, or sender=)")
     return addresses[0]
 
 
-def _recipients_from_headers(headers: _Headers, resent: dict[str, list[str]] | None) -> list[str]:
+def _recipients_from_headers(headers: _Headers, resent: dict[str, list[int]] | None) -> list[str]:
     if resent is not None:
-        fields = ("resent-to", "resent-cc", "resent-bcc")
-        return _addresses([v for f in fields for v in resent.get(f, [])])
-    return _addresses([v for f in ("to", "cc", "bcc") for v in headers.get_all(f)])
+        fields = [i for f in ("resent-to", "resent-cc", "resent-bcc") for i in resent.get(f, [])]
+    else:
+        fields = [i for f in ("to", "cc", "bcc") for i in headers.indices(f)]
+    return headers.addresses(fields)

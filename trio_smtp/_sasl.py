@@ -172,11 +172,27 @@ class Plain(Mechanism):
         return self._message
 
 
-class Login(Mechanism):
-    """LOGIN (draft-murchison-sasl-login): answers "Username:" then "Password:".
+#: The LOGIN prompts real servers send, normalised by :func:`_login_prompt`: the draft's
+#: "Username:" / "Password:", aiosmtpd's "User Name\\0" / "Password\\0", and the same in
+#: any case, with or without the colon.
+_LOGIN_USER_PROMPTS = frozenset({b"username", b"user name"})
+_LOGIN_PASSWORD_PROMPTS = frozenset({b"password"})
 
-    The challenges are matched case-insensitively; any other challenge is a SaslError, so
-    the password is never sent in answer to something else.
+
+def _login_prompt(challenge: bytes) -> bytes:
+    """``challenge`` without the decoration servers vary: surrounding spaces and NULs, one
+    trailing colon, and case."""
+    text = challenge.strip(b" \t\0").lower()
+    return text[:-1].rstrip(b" \t") if text.endswith(b":") else text
+
+
+class Login(Mechanism):
+    """LOGIN (draft-murchison-sasl-login): answers a user-name prompt, then a password prompt.
+
+    The draft says "User Name" and "Password"; servers send "Username:", "User Name\\0"
+    (aiosmtpd), "username" and the like, so case, a trailing colon, spaces and NULs around
+    the prompt are ignored.  Any other prompt is a SaslError, so the password is never sent
+    in answer to something else.
     """
 
     name: ClassVar[str] = "LOGIN"
@@ -184,16 +200,19 @@ class Login(Mechanism):
 
     def __init__(self, username: str, password: str) -> None:
         super().__init__(username)
-        self._answers = {
-            b"username:": _check_field(username, "username", "\0\r\n"),
-            b"password:": _check_field(password, "password", "\0\r\n"),
-        }
+        self._username = _check_field(username, "username", "\0\r\n")
+        self._password = _check_field(password, "password", "\0\r\n")
 
     def step(self, challenge: bytes) -> bytes:
-        try:
-            return self._answers[challenge.strip().lower()]
-        except KeyError:
-            raise SaslError(f"LOGIN: unexpected challenge {challenge[:40]!r}") from None
+        prompt = _login_prompt(challenge)
+        if prompt in _LOGIN_USER_PROMPTS:
+            return self._username
+        if prompt in _LOGIN_PASSWORD_PROMPTS:
+            return self._password
+        raise SaslError(
+            f"LOGIN: unrecognised prompt {challenge[:40]!r} (neither a user name nor a "
+            "password prompt)"
+        )
 
 
 class CramMd5(Mechanism):
@@ -339,7 +358,10 @@ class _Scram(Mechanism):
         for attribute in server_first.split(","):
             if attribute.startswith("i="):
                 count = attribute[2:]
-                if not count.isdigit() or int(count) > self._max_iterations:
+                # RFC 5802 §7: posit-number is ASCII digits; str.isdigit() also admits "²"
+                # and "٣", which int() refuses or reads as a number the server never wrote.
+                ascii_digits = count.isascii() and count.isdigit()
+                if not ascii_digits or int(count) > self._max_iterations:
                     raise SaslError(f"{self.name}: iteration count {count[:12]!r} refused")
 
     def complete(self) -> None:

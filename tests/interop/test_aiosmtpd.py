@@ -125,6 +125,45 @@ async def test_plain_send_with_auth_on_loopback(
     assert second[0] == "<>"  # aiosmtpd keeps the null reverse-path as written
 
 
+@pytest.fixture
+def aiosmtpd_login_only() -> Iterator[tuple[Controller, Recorder]]:
+    handler = Recorder()
+    # aiosmtpd offers LOGIN and PLAIN; without PLAIN the client has to use LOGIN, whose
+    # prompts here are "User Name\\0" and "Password\\0", not the draft's "Username:".
+    controller = _start(handler, authenticator=_authenticator, auth_exclude_mechanism=["PLAIN"])
+    try:
+        yield controller, handler
+    finally:
+        controller.stop()
+
+
+async def test_auth_login_with_aiosmtpd_prompts(
+    aiosmtpd_login_only: tuple[Controller, Recorder], make_message: MakeMessage
+) -> None:
+    controller, handler = aiosmtpd_login_only
+    client = SmtpClient(
+        "127.0.0.1", _port(controller), security=Security.NONE, credentials=("user", "password")
+    )
+    async with client:
+        result = await client.send(make_message("a@example.net"))
+    assert result.accepted == ("a@example.net",)
+    assert len(handler.envelopes) == 1
+
+
+async def test_auth_login_wrong_password_with_aiosmtpd_is_its_535(
+    aiosmtpd_login_only: tuple[Controller, Recorder], make_message: MakeMessage
+) -> None:
+    controller, handler = aiosmtpd_login_only
+    client = SmtpClient(
+        "127.0.0.1", _port(controller), security=Security.NONE, credentials=("user", "nope")
+    )
+    async with client:
+        with pytest.raises(SmtpAuthenticationError) as info:
+            await client.send(make_message())
+    assert info.value.reply is not None and info.value.reply.code == 535
+    assert handler.envelopes == []
+
+
 async def test_wrong_password(
     aiosmtpd_server: tuple[Controller, Recorder], make_message: MakeMessage
 ) -> None:

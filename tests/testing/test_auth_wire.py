@@ -273,3 +273,35 @@ def test_documented_mechanism_lists_match_the_code() -> None:
         "ALL_MECHANISMS": repr(ALL_MECHANISMS).replace("'", '"'),
         "DEFAULT_MECHANISMS": repr(DEFAULT_MECHANISMS).replace("'", '"'),
     }
+
+
+# -- LOGIN prompts --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompts", "expected"),
+    [
+        (None, (b"Username:", b"Password:")),  # the draft's examples, by default
+        ((b"User Name\0", b"Password\0"), (b"User Name\0", b"Password\0")),  # aiosmtpd's
+        ((b"username", b"password"), (b"username", b"password")),
+    ],
+)
+async def test_login_prompts_are_sent_as_configured(
+    prompts: tuple[bytes, bytes] | None, expected: tuple[bytes, bytes]
+) -> None:
+    options = {} if prompts is None else {"login_prompts": prompts}
+    server = SmtpServer(tls="none", credentials={"alice": "s3cret"}, **options)  # type: ignore[arg-type]
+    async with server:
+        client = await _session(server)
+        first = await client.command(b"AUTH LOGIN\r\n")
+        second = await client.command(_b64(b"alice") + b"\r\n")
+        final = await client.command(_b64(b"s3cret") + b"\r\n")
+        await client.aclose()
+    assert (first.code, second.code, final.code) == (334, 334, 235)
+    assert (base64.b64decode(first.text), base64.b64decode(second.text)) == expected
+
+
+@pytest.mark.parametrize("prompts", [(b"Username:",), ("Username:", "Password:")])
+def test_login_prompts_must_be_two_bytes_prompts(prompts: tuple[object, ...]) -> None:
+    with pytest.raises(ValueError, match="login_prompts"):
+        SmtpServer(credentials=CREDENTIALS, login_prompts=prompts)  # type: ignore[arg-type]

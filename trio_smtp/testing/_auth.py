@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ._config import LOGIN_PROMPTS
 from ._oauthbearer import KVSEP, MalformedRequest, parse_request
 
 __all__ = ["MECHANISMS", "Challenge", "Failure", "ServerMechanism", "Success", "make_mechanism"]
@@ -94,20 +95,28 @@ class Plain(ServerMechanism):
 
 
 class Login(ServerMechanism):
-    """The de-facto LOGIN mechanism: user name, then password, each prompted."""
+    """The de-facto LOGIN mechanism: user name, then password, each prompted with
+    ``prompts`` (the draft's "Username:" and "Password:" unless the server is configured
+    with the forms other servers send, such as aiosmtpd's "User Name\\0")."""
 
     name = "LOGIN"
 
-    def __init__(self, credentials: Mapping[str, str], hostname: str) -> None:
+    def __init__(
+        self,
+        credentials: Mapping[str, str],
+        hostname: str,
+        prompts: tuple[bytes, bytes] = LOGIN_PROMPTS,
+    ) -> None:
         super().__init__(credentials, hostname)
+        self._prompts = prompts
         self._user: str | None = None
 
     def _step(self, round_: int, response: bytes | None) -> Step:
         if response is None:
-            return Challenge(b"Username:")
+            return Challenge(self._prompts[0])
         if self._user is None:
             self._user = _text(response) or ""
-            return Challenge(b"Password:")
+            return Challenge(self._prompts[1])
         return self._check(self._user, _text(response) or "")
 
 
@@ -286,8 +295,15 @@ MECHANISMS: dict[str, type[ServerMechanism]] = {
 
 
 def make_mechanism(
-    name: str, credentials: Mapping[str, str], hostname: str
+    name: str,
+    credentials: Mapping[str, str],
+    hostname: str,
+    *,
+    login_prompts: tuple[bytes, bytes] = LOGIN_PROMPTS,
 ) -> ServerMechanism | None:
-    """A fresh mechanism object for ``name`` (upper-cased), or ``None`` if unknown."""
+    """A fresh mechanism object for ``name`` (upper-cased), or ``None`` if unknown;
+    ``login_prompts`` are LOGIN's (user name, password) prompts."""
     cls = MECHANISMS.get(name.upper())
+    if cls is Login:
+        return Login(credentials, hostname, login_prompts)
     return None if cls is None else cls(credentials, hostname)

@@ -7,7 +7,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["ALL_EXTENSIONS", "ALL_MECHANISMS", "DEFAULT_MECHANISMS", "ServerConfig", "TlsMode"]
+__all__ = [
+    "ALL_EXTENSIONS",
+    "ALL_MECHANISMS",
+    "DEFAULT_MECHANISMS",
+    "LOGIN_PROMPTS",
+    "ServerConfig",
+    "TlsMode",
+]
 
 #: Every extension the server can advertise, each of which can be switched off.
 ALL_EXTENSIONS = frozenset(
@@ -43,6 +50,11 @@ ALL_MECHANISMS = (
 #: were for existing tests.  Pass ``auth_mechanisms=ALL_MECHANISMS`` to offer every one.
 DEFAULT_MECHANISMS = ("SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN", "XOAUTH2")
 
+#: The LOGIN prompts of draft-murchison-sasl-login's examples (user name, then password).
+#: Servers vary them: aiosmtpd sends ``(b"User Name\0", b"Password\0")``, others lower
+#: case or no colon; ``login_prompts`` makes the server send such a pair instead.
+LOGIN_PROMPTS = (b"Username:", b"Password:")
+
 
 class TlsMode(enum.Enum):
     """How the server offers TLS."""
@@ -64,6 +76,8 @@ class ServerConfig:
     #: ``{user: password}``; for XOAUTH2 and OAUTHBEARER the password is the bearer token.
     credentials: Mapping[str, str] = field(default_factory=dict)
     auth_mechanisms: tuple[str, ...] = DEFAULT_MECHANISMS
+    #: The LOGIN mechanism's (user name, password) prompts, sent as they are.
+    login_prompts: tuple[bytes, bytes] = LOGIN_PROMPTS
     #: Refuse MAIL (and AUTH) before TLS is up.
     require_tls: bool = False
     #: Refuse MAIL before a successful AUTH.
@@ -97,6 +111,10 @@ class ServerConfig:
         bad = set(self.auth_mechanisms) - set(ALL_MECHANISMS)
         if bad:
             raise ValueError(f"unsupported SASL mechanisms: {sorted(bad)}")
+        if len(self.login_prompts) != 2 or not all(
+            isinstance(prompt, bytes) for prompt in self.login_prompts
+        ):
+            raise ValueError("login_prompts must be two bytes prompts: user name, password")
         if self.max_message_size < 1:
             raise ValueError("max_message_size must be positive")
         if self.idle_timeout is not None and not self.idle_timeout > 0:

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from ._config import DEFAULT_MECHANISMS, ServerConfig, TlsMode
+from ._config import DEFAULT_MECHANISMS, LOGIN_PROMPTS, ServerConfig, TlsMode
 from ._faults import Action, Fault, FaultTable, Matcher
 from ._io import PeerClosed
 from ._records import ConnectionRecord, Message
@@ -51,7 +51,9 @@ class SmtpServer:
     ``{"PIPELINING", "CHUNKING"}``); ``auth_mechanisms`` are the SASL mechanisms offered, in
     order (:data:`~trio_smtp.testing.DEFAULT_MECHANISMS` unless given; any of
     :data:`~trio_smtp.testing.ALL_MECHANISMS`), and ``credentials`` maps each user to a
-    password or, for XOAUTH2 and OAUTHBEARER, to a bearer token; ``idle_timeout`` is how
+    password or, for XOAUTH2 and OAUTHBEARER, to a bearer token; ``login_prompts`` are the
+    (user name, password) prompts LOGIN sends, ``(b"Username:", b"Password:")`` unless given
+    (``(b"User Name\\0", b"Password\\0")`` is aiosmtpd's); ``idle_timeout`` is how
     long a silent client is waited for (a whole command line, or any byte of TLS handshake,
     DATA or BDAT) before a 421 and close, RFC 5321 §4.5.3.2.7's 5 minutes by default;
     ``faults`` are :class:`Fault` objects to start with (more with :meth:`on`).
@@ -66,6 +68,7 @@ class SmtpServer:
         tls: TlsMode | str = TlsMode.STARTTLS,
         credentials: Mapping[str, str] | None = None,
         auth_mechanisms: Iterable[str] = DEFAULT_MECHANISMS,
+        login_prompts: tuple[bytes, bytes] = LOGIN_PROMPTS,
         require_tls: bool = False,
         require_auth: bool = False,
         disable: Collection[str] = (),
@@ -79,6 +82,7 @@ class SmtpServer:
             tls=TlsMode(tls),
             credentials=dict(credentials or {}),
             auth_mechanisms=tuple(name.upper() for name in auth_mechanisms),
+            login_prompts=login_prompts,
             require_tls=require_tls,
             require_auth=require_auth,
             disabled=frozenset(name.upper() for name in disable),

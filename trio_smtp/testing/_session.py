@@ -427,7 +427,10 @@ class Session:
         if name.upper() not in self.config.auth_mechanisms:
             await self.reply(504, "5.5.4", "Error: unsupported authentication mechanism")
             return
-        mechanism = sasl.make_mechanism(name, self.config.credentials, self.config.hostname)
+        config = self.config
+        mechanism = sasl.make_mechanism(
+            name, config.credentials, config.hostname, login_prompts=config.login_prompts
+        )
         assert mechanism is not None
         response: bytes | None = None
         if initial_text:
