@@ -48,7 +48,6 @@ async def _exchange(server: SmtpServer, lines: list[bytes]) -> None:
     client_stream, server_stream = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.serve_stream, server_stream)  # re-raises a crash
-        client = RawClient(client_stream)
 
         async def drain() -> None:
             while await client_stream.receive_some(65536):

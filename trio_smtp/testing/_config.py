@@ -133,4 +133,3 @@ class ServerConfig:
     def offers(self, extension: str) -> bool:
         """Whether ``extension`` is switched on (TLS and AUTH state aside)."""
         return extension not in self.disabled
-

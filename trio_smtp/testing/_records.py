@@ -10,8 +10,8 @@ import email
 import email.policy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from email.message import EmailMessage
+from typing import Any
 
 __all__ = [
     "CommandRecord",

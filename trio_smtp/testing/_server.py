@@ -21,7 +21,7 @@ import ssl
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -34,6 +34,8 @@ from ._session import Session
 __all__ = ["ServerCrashError", "SmtpServer"]
 
 logger = logging.getLogger("trio_smtp.testing")
+
+_R = TypeVar("_R")
 
 # accept() failures that mean "out of resources for now", as in trio.serve_listeners: pause
 # and retry rather than end the accept loop (and with it the server).
@@ -434,7 +436,7 @@ class SmtpServer:
         return _kept(self.connections, n, total["connections"], "connection")
 
 
-def _kept(records: list[Any], n: int, total: int, what: str) -> Any:
+def _kept(records: list[_R], n: int, total: int, what: str) -> _R:
     """The ``n``-th of ``total`` records (from 1) when ``records`` holds the last ones."""
     index = n - 1 - (total - len(records))
     if index < 0:

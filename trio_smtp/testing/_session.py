@@ -35,7 +35,7 @@ from ._faults import (
     Shutdown,
 )
 from ._io import ClientTimeout, ServerIO
-from ._records import CommandRecord, ConnectionRecord, Message, ServerReply
+from ._records import CommandRecord, ConnectionRecord, Message, ServerReply, trim
 
 if TYPE_CHECKING:
     from ._tls import TlsMaterial
@@ -169,6 +169,7 @@ class Session:
     def _start_command(self, raw: bytes, verb: str, argument: str) -> CommandRecord:
         self.current = CommandRecord(raw=raw, verb=verb, argument=argument)
         self.record.commands.append(self.current)
+        trim(self.record.commands, self.config.max_kept_commands)
         self.on_record()
         return self.current
 
