@@ -122,6 +122,35 @@ async def test_records_kept_are_the_most_recent_and_statistics_count_all() -> No
     assert stats.open_connections == 0
 
 
+async def test_a_client_pipelining_for_long_leaves_bounded_records_behind() -> None:
+    # One connection, 3,000 messages pipelined in large writes while its replies are
+    # drained: what stays in memory afterwards does not grow with the session's length.
+    transaction = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
+    transaction += b"Subject: t\r\n\r\n" + b"x" * 200 + b"\r\n.\r\n"
+    server = SmtpServer(tls="none", max_kept_messages=10, max_kept_commands=10)
+
+    async def session() -> None:
+        client = await RawClient.connect(server.host, server.port)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.read_until_closed)
+            await client.send(b"EHLO client.test\r\n")
+            for _ in range(100):
+                await client.send(transaction * 30)
+            await client.send(b"QUIT\r\n")
+        await server.wait_for_connection_closed(1)
+
+    async with server:
+        tracemalloc.start()
+        try:
+            await session()
+            kept = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        assert server.statistics().messages == 3000
+    assert len(server.messages) == 10 and len(server.connections[0].commands) == 10
+    assert kept < 1024 * 1024, kept  # 0.2 MB; without the limits 7.5 MB, growing for ever
+
+
 def test_limits_must_be_positive_or_none() -> None:
     for name in ("max_connections", "max_kept_messages", "max_kept_connections"):
         with pytest.raises(ValueError, match=name):
