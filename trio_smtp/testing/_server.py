@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import trio
 
 from ._config import DEFAULT_MECHANISMS, ServerConfig, TlsMode
-from ._faults import Action, Fault, FaultTable, Matcher
+from ._faults import Action, Fault, FaultNotFiredError, FaultTable, Matcher
 from ._io import PeerClosed
 from ._records import ConnectionRecord, Message, ServerStatistics, trim
 from ._session import Session
@@ -79,7 +79,8 @@ class SmtpServer:
     ``max_kept_messages``, ``max_kept_connections`` and ``max_kept_commands`` (1000 each)
     records kept, the most recent ones (:meth:`statistics` counts everything).
     ``fail_on_crash=False`` makes a handler crash a logged, counted event only, as for a
-    long-running ``trio-smtp serve``.
+    long-running ``trio-smtp serve``.  ``require_faults_fired=True`` makes every fault
+    ``required`` (see :meth:`on`).
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class SmtpServer:
         max_kept_connections: int | None = 1000,
         max_kept_commands: int | None = 1000,
         fail_on_crash: bool = True,
+        require_faults_fired: bool = False,
     ) -> None:
         self.config = ServerConfig(
             hostname=hostname,
@@ -123,6 +125,8 @@ class SmtpServer:
         #: Whether a handler crash fails the test (see :meth:`check`); else it is only
         #: logged and counted.
         self.fail_on_crash = fail_on_crash
+        #: Whether every fault must fire at least once (see :meth:`check_faults_fired`).
+        self.require_faults_fired = require_faults_fired
         self._requested = (host, port)
         self._address: tuple[str, int] | None = None
         self._faults = FaultTable()
@@ -191,15 +195,25 @@ class SmtpServer:
     # -- faults ----------------------------------------------------------------------------
 
     def on(
-        self, trigger: str, action: Action, *, match: Matcher = None, times: int | None = None
+        self,
+        trigger: str,
+        action: Action,
+        *,
+        match: Matcher = None,
+        times: int | None = None,
+        required: bool = False,
     ) -> Fault:
         """Script a fault: when ``trigger`` happens (and ``match`` agrees), do ``action``.
 
-        See :mod:`trio_smtp.testing` for the triggers and actions.  Faults are consulted in
-        the order they were added; the first that matches fires.  Returns the
-        :class:`Fault`, whose ``hits`` counts how often it fired.
+        See :mod:`trio_smtp.testing` for the triggers and actions (``"START_OF_DATA"`` and
+        ``"END_OF_DATA"`` cover DATA and BDAT alike; ``match`` predicates get the parsed
+        address for MAIL and RCPT).  Faults are consulted in the order they were added; the
+        first that matches fires.  Returns the :class:`Fault`, whose ``hits`` counts how
+        often it fired.  ``required=True``: if it never fired, the ``async with`` block
+        raises :class:`FaultNotFiredError` at its end (see :meth:`check_faults_fired`).
         """
-        return self._faults.add(Fault(trigger, action, match=match, times=times))
+        fault = Fault(trigger, action, match=match, times=times, required=required)
+        return self._faults.add(fault)
 
     def remove_fault(self, fault: Fault) -> None:
         """Stop a fault from firing."""
@@ -372,6 +386,7 @@ class SmtpServer:
         await self._context_nursery.__aexit__(None, None, None)
         if exc is None:
             self.check()
+            self.check_faults_fired()
 
     # -- records and waiting ---------------------------------------------------------------
 
@@ -388,6 +403,14 @@ class SmtpServer:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+    def check_faults_fired(self) -> None:
+        """Raise :class:`FaultNotFiredError` if a required fault (``required=True``, or any
+        with ``require_faults_fired=True``) never fired.  Called when the ``async with``
+        block ends without an exception (so also by the ``smtp_server`` fixture)."""
+        unfired = self._faults.unfired(all_required=self.require_faults_fired)
+        if unfired:
+            raise FaultNotFiredError(unfired)
 
     def check(self) -> None:
         """Raise :class:`ServerCrashError` if a connection handler crashed (never with

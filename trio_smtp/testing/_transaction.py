@@ -213,7 +213,7 @@ class Transaction:
         )
         self.reset()
         s.last_reply = None
-        action = s.faults.take("END_OF_DATA", "")
+        action = s.faults.take("END_OF_DATA")
         self.finished += 1
         number = self.finished
 
