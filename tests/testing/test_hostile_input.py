@@ -43,6 +43,17 @@ _VERBS = [b"EHLO", b"HELO", b"MAIL FROM:", b"RCPT TO:", b"DATA", b"BDAT", b"RSET
 _VERBS += [b"VRFY", b"QUIT", b"STARTTLS", b"AUTH", b"XYZZY", b""]
 
 
+async def _hostile_then_clean(server: SmtpServer, lines: list[bytes]) -> None:
+    """Play ``lines`` to one session, then check the server still serves a clean one."""
+    with trio.fail_after(30):
+        await _exchange(server, lines)
+        clean = [b"EHLO clean.test\r\n", b"MAIL FROM:<a@example.org>\r\n"]
+        clean += [b"RCPT TO:<b@example.org>\r\n", b"DATA\r\n", b"Subject: ok\r\n\r\n.\r\n"]
+        await _exchange(server, clean)
+    assert server.crashes == []
+    assert server.messages[-1].accepted and server.messages[-1].data == b"Subject: ok\r\n\r\n"
+
+
 async def _exchange(server: SmtpServer, lines: list[bytes]) -> None:
     """Play ``lines`` to a fresh session (reading every reply), then QUIT."""
     client_stream, server_stream = trio.testing.memory_stream_pair()
@@ -81,9 +92,7 @@ async def test_arbitrary_bytes_in_any_command_never_crash_the_server(
     lines: list[bytes], start: int
 ) -> None:
     server = SmtpServer(tls="none", credentials=CREDENTIALS, auth_mechanisms=ALL_MECHANISMS)
-    with trio.fail_after(30):
-        await _exchange(server, _prefix[:start] + lines)
-    assert server.crashes == []
+    await _hostile_then_clean(server, _prefix[:start] + lines)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -100,9 +109,7 @@ async def test_arbitrary_auth_exchanges_never_crash_the_server(
     if initial is not None:
         command += b" " + (base64.b64encode(initial) or b"=")
     lines = [b"EHLO fuzz.test\r\n", command + b"\r\n", *(r + b"\r\n" for r in responses)]
-    with trio.fail_after(30):
-        await _exchange(server, lines)
-    assert server.crashes == []
+    await _hostile_then_clean(server, lines)
 
 
 @settings(max_examples=300, deadline=None)

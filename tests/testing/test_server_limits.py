@@ -226,6 +226,7 @@ async def test_serve_survives_running_out_of_file_descriptors() -> None:
         await trio.to_thread.run_sync(client)  # served again once the flood ended
         with trio.fail_after(30):
             await _read_until(process.stdout, b"Subject: after", out)
+            await _read_until(process.stderr, b"accepting again after", err)
         assert process.returncode is None
         process.terminate()
         assert await process.wait() == 0

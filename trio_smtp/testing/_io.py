@@ -2,9 +2,12 @@
 
 Input goes into one bytearray; commands are taken line by line from it, so a pipelined batch
 (RFC 2920) is answered in order.  Replies are queued and written together just before the
-server has to wait for more input: one write per batch.  Every read is bounded — an over-long
-line is discarded up to its end, message data past the limit is dropped while the end of
-data is still looked for — so a client cannot make the server hold unbounded memory.
+server has to wait for more input: one write per batch, so the replies queued are at most
+those to one read's worth of commands (and the junk-command limit keeps long replies such as
+EHLO's few).  Every read is bounded — the server reads only when it needs more, at most
+``RECEIVE_SIZE`` at a time, an over-long line is discarded up to its end, message data
+past the limit is dropped while the end of data is still looked for — so a client cannot make
+the server hold unbounded memory, however much it pipelines.
 """
 
 from __future__ import annotations

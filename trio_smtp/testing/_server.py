@@ -271,18 +271,22 @@ class SmtpServer:
         """``listener.accept()``, pausing while the process is out of descriptors or memory
         (as :func:`trio.serve_listeners` does) instead of failing: the server serves again
         once connections have ended."""
-        paused = False
+        failures = 0
         while True:
             try:
-                return await listener.accept()
+                stream = await listener.accept()
             except OSError as exc:
                 if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                     raise
                 self._counts["accept_errors"] += 1
-                if not paused:
+                if not failures:
                     logger.warning("accept() failed (%s); pausing until it succeeds", exc)
-                    paused = True
+                failures += 1
                 await trio.sleep(_ACCEPT_PAUSE)
+                continue
+            if failures:
+                logger.warning("accepting again after %d failed attempts", failures)
+            return stream
 
     async def _handle_connection(
         self, stream: trio.SocketStream, slots: trio.Semaphore | None
