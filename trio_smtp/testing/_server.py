@@ -318,7 +318,6 @@ class SmtpServer:
         record = ConnectionRecord(number=self._counts["connections"], peer=peer)
         self.connections.append(record)
         trim(self.connections, self.config.max_kept_connections)
-        self._open += 1
         self._notify()
         session = Session(
             stream,
@@ -329,6 +328,7 @@ class SmtpServer:
             on_message=self._record_message,
             on_record=self._notify,
         )
+        self._open += 1
         try:
             await session.run()
             record.close_reason = session.close_reason
