@@ -401,7 +401,57 @@ def add_serve_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPa
         action="store_true",
         help="allow listening on an address other than loopback",
     )
+    _add_serve_limits(parser)
     parser.set_defaults(handler=run_serve)  # fmt: skip
+
+
+def _add_serve_limits(parser: argparse.ArgumentParser) -> None:
+    """``serve``'s bounds on what the server holds (SmtpServer's options of the same names)."""
+    limits = parser.add_argument_group("limits, so that a long serve stays bounded (0: none)")
+    limits.add_argument(
+        "--max-connections",
+        type=_count,
+        default=100,
+        metavar="N",
+        help="sessions at once; then new clients wait (default 100)",
+    )
+    limits.add_argument(
+        "--max-message-size",
+        type=_size,
+        default=10 * 1024 * 1024,
+        metavar="OCTETS",
+        help="largest message, advertised with SIZE and "
+        "enforced while reading DATA and BDAT: 552 (default 10485760)",
+    )
+    limits.add_argument(
+        "--max-kept-messages",
+        type=_count,
+        default=1000,
+        metavar="N",
+        help="messages kept in memory, the most recent (default 1000)",
+    )
+    limits.add_argument(
+        "--max-kept-connections",
+        type=_count,
+        default=1000,
+        metavar="N",
+        help="connection records kept, the most recent (default 1000)",
+    )
+
+
+def _count(text: str) -> int | None:
+    """A limit given on the command line: a whole number, 0 for no limit (None)."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(text) or None
+
+
+def _size(text: str) -> int:
+    """``--max-message-size``: a whole number of octets, at least 1."""
+    size = _count(text)
+    if size is None:
+        raise argparse.ArgumentTypeError("the message size limit must be at least 1")
+    return size
 
 
 def _is_loopback(host: str) -> bool:
@@ -505,6 +555,11 @@ async def serve(
         credentials=credentials,
         require_auth=args.require_auth,
         auth_mechanisms=_auth_mechanisms(args.auth_mechanisms) or DEFAULT_MECHANISMS,
+        max_connections=args.max_connections,
+        max_message_size=args.max_message_size,
+        max_kept_messages=args.max_kept_messages,
+        max_kept_connections=args.max_kept_connections,
+        fail_on_crash=False,  # a crashed session is logged to stderr; the server goes on
     )
     async with server:
         print(f"listening on {server.host}:{server.port} (tls: {args.tls})", file=out, flush=True)
@@ -515,7 +570,11 @@ async def serve(
         number = 0
         while True:
             number += 1
-            message = await server.wait_for_message(number)
+            try:
+                message = await server.wait_for_message(number)
+            except LookupError:  # more than --max-kept-messages arrived while printing
+                print(f"=== message {number}: no longer kept", file=out, flush=True)
+                continue
             print(describe_message(number, message), file=out, flush=True)
             if args.maildir is not None:
                 path = await trio.to_thread.run_sync(store_message, args.maildir, number, message)

@@ -116,3 +116,23 @@ async def test_plugin_loads_without_trustme(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(blocker))
     result = await trio.to_thread.run_sync(_run_pytest, tmp_path, NO_TRUSTME_TESTS, env)
     assert "2 passed" in result.stdout, result.stdout + result.stderr
+
+
+UNFIRED_TESTS = """
+import pytest
+from trio_smtp.testing import Delay
+
+@pytest.mark.smtp_server(tls="none", require_faults_fired=True)
+async def test_a_fault_that_never_fires(smtp_server, smtp_client_factory):
+    smtp_server.on("DATA", Delay(5))   # the client will use BDAT
+    async with smtp_client_factory() as client:
+        await client.send(b"Subject: x\\r\\n\\r\\nhi\\r\\n", sender="a@example.org",
+                          recipients=["b@example.org"])
+"""
+
+
+async def test_a_fault_that_never_fired_fails_the_test_at_teardown(tmp_path: Path) -> None:
+    result = await trio.to_thread.run_sync(_run_pytest, tmp_path, UNFIRED_TESTS, dict(os.environ))
+    assert "1 failed" in result.stdout, result.stdout  # pytest-trio: teardown fails the test
+    assert "FaultNotFiredError" in result.stdout
+    assert "START_OF_DATA covers both" in result.stdout

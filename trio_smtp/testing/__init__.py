@@ -20,6 +20,7 @@ from ._faults import Delay as Delay
 from ._faults import Drip as Drip
 from ._faults import EarlyReply as EarlyReply
 from ._faults import Fault as Fault
+from ._faults import FaultNotFiredError as FaultNotFiredError
 from ._faults import Handover as Handover
 from ._faults import Hangup as Hangup
 from ._faults import Inject as Inject
@@ -29,6 +30,7 @@ from ._records import CommandRecord as CommandRecord
 from ._records import ConnectionRecord as ConnectionRecord
 from ._records import Message as Message
 from ._records import ServerReply as ServerReply
+from ._records import ServerStatistics as ServerStatistics
 from ._server import ServerCrashError as ServerCrashError
 from ._server import SmtpServer as SmtpServer
 
@@ -42,6 +44,7 @@ __all__ = [
     "Drip",
     "EarlyReply",
     "Fault",
+    "FaultNotFiredError",
     "Handover",
     "Hangup",
     "Inject",
@@ -49,6 +52,7 @@ __all__ = [
     "Respond",
     "ServerCrashError",
     "ServerReply",
+    "ServerStatistics",
     "Shutdown",
     "SmtpServer",
     "TlsMode",

@@ -138,7 +138,9 @@ class CramMd5(ServerMechanism):
         if password is None:
             return Failure(f"unknown user {user!r}")
         expected = hmac.new(password.encode(), self._nonce, hashlib.md5).hexdigest()
-        if hmac.compare_digest(expected, digest.lower()):
+        # As bytes: compare_digest refuses str with non-ASCII characters (TypeError), and a
+        # client's digest may hold any.
+        if hmac.compare_digest(expected.encode(), digest.lower().encode()):
             return Success(user)
         return Failure(f"bad CRAM-MD5 digest for {user!r}")
 

@@ -103,6 +103,18 @@ class ServerConfig:
     #: waits for ever (the server's shutdown still ends the connection).
     idle_timeout: float | None = 300.0
     greeting: str = "ESMTP trio_smtp.testing ready"
+    # What a long-running server may hold (issue 10 item 12); ``None`` means no limit.
+    #: Sessions served at once; at the limit the server stops accepting (new clients wait
+    #: in the kernel's listen backlog) until one ends.
+    max_connections: int | None = 100
+    #: Messages kept in :attr:`SmtpServer.messages` (and in each connection's record): the
+    #: most recent ones; older ones are dropped (``statistics().messages`` still counts them).
+    max_kept_messages: int | None = 1000
+    #: Connection records kept in :attr:`SmtpServer.connections` (and crashes in
+    #: :attr:`SmtpServer.crashes`): the most recent ones.
+    max_kept_connections: int | None = 1000
+    #: Command records kept in each connection's record: the most recent ones.
+    max_kept_commands: int | None = 1000
 
     def __post_init__(self) -> None:
         unknown = set(self.disabled) - ALL_EXTENSIONS
@@ -119,6 +131,11 @@ class ServerConfig:
             raise ValueError("max_message_size must be positive")
         if self.idle_timeout is not None and not self.idle_timeout > 0:
             raise ValueError("idle_timeout must be positive (or None)")
+        limits = ("max_connections", "max_kept_messages", "max_kept_connections")
+        for name in (*limits, "max_kept_commands"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or None for no limit)")
 
     @property
     def idle_seconds(self) -> float:

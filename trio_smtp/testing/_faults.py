@@ -1,14 +1,24 @@
 """Fault injection: what the testing server does instead of (or besides) the right thing.
 
 A :class:`Fault` ties an *action* to a *trigger* — a command verb (``"MAIL"``, ``"RCPT"``,
-``"STARTTLS"``, ...), ``"GREETING"`` (the connection's first reply) or ``"END_OF_DATA"`` (the
-reply to a message's data: after the DATA terminator, or to the last BDAT chunk) — optionally
-narrowed by ``match`` (a case-insensitive substring of the command's argument, or a predicate
-on it), for at most ``times`` uses.  Register them with :meth:`SmtpServer.on`::
+``"STARTTLS"``, ...), ``"GREETING"`` (the connection's first reply), or one of the two phases
+of a message's data that cover both ways of sending it: ``"START_OF_DATA"`` (the DATA
+command, or the first BDAT command of a message) and ``"END_OF_DATA"`` (the reply to a
+message's data: after the DATA terminator, or to the last BDAT chunk).  The verbs ``"DATA"``
+and ``"BDAT"`` fire only for their own command: a client that uses CHUNKING never sends DATA.
+
+``match`` narrows a fault: a string is looked for, case-insensitively, in the command's
+argument; a predicate is called with the parsed address for MAIL and RCPT (``"a@b.org"``,
+without brackets or parameters; ``""`` for the null sender; a line that does not parse
+matches no predicate) and with the argument for every other trigger.  ``times`` limits how
+often it fires; ``required=True`` (or ``SmtpServer(require_faults_fired=True)`` for every
+fault) makes a fault that never fired fail the test when the server's ``async with`` block
+ends (:class:`FaultNotFiredError`).  Register them with :meth:`SmtpServer.on`::
 
     server.on("RCPT", Respond(550, "5.1.1 No such user"), match="bad@example.org")
+    server.on("RCPT", Respond(450, "4.2.1 Later"), match=lambda a: a.startswith("user13@"))
     server.on("STARTTLS", Inject(b"250 injected\\r\\n"))
-    server.on("END_OF_DATA", Delay(600))               # with autojump_clock: instant
+    server.on("END_OF_DATA", Delay(600), required=True)  # with autojump_clock: instant
 
 Actions:
 
@@ -43,6 +53,7 @@ __all__ = [
     "Drip",
     "EarlyReply",
     "Fault",
+    "FaultNotFiredError",
     "Handover",
     "Hangup",
     "Inject",
@@ -51,7 +62,9 @@ __all__ = [
 ]
 
 #: Triggers that are not command verbs.
-SPECIAL_TRIGGERS = frozenset({"GREETING", "END_OF_DATA"})
+SPECIAL_TRIGGERS = frozenset({"GREETING", "START_OF_DATA", "END_OF_DATA"})
+#: Triggers whose ``match`` predicate gets the parsed address rather than the argument.
+ADDRESS_TRIGGERS = frozenset({"MAIL", "RCPT"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +171,8 @@ class Fault:
     #: Fire at most this many times (``None``: every time).
     times: int | None = None
     hits: int = field(default=0)
+    #: Fail the test at the server's exit if the fault never fired (:class:`FaultNotFiredError`).
+    required: bool = False
 
     def __post_init__(self) -> None:
         self.trigger = self.trigger.upper()
@@ -171,15 +186,41 @@ class Fault:
         """True once the fault has fired ``times`` times."""
         return self.times is not None and self.hits >= self.times
 
-    def matches(self, trigger: str, argument: str) -> bool:
-        """Whether this fault applies to ``trigger`` with this ``argument``."""
+    def matches(self, trigger: str, argument: str, *, address: str | None = None) -> bool:
+        """Whether this fault applies to ``trigger`` with this ``argument`` (and, for MAIL
+        and RCPT, this parsed ``address``: ``None`` when the argument does not parse)."""
         if self.exhausted or trigger != self.trigger:
             return False
         if self.match is None:
             return True
         if isinstance(self.match, str):
             return self.match.lower() in argument.lower()
+        if trigger in ADDRESS_TRIGGERS:
+            return address is not None and bool(self.match(address))
         return bool(self.match(argument))
+
+    def describe(self) -> str:
+        """``on("DATA", Delay(seconds=5))``-style, for error messages."""
+        match = "" if self.match is None else f", match={self.match!r}"
+        return f"on({self.trigger!r}, {self.action!r}{match})"
+
+
+class FaultNotFiredError(AssertionError):
+    """Faults that had to fire (``required=True``, or ``require_faults_fired=True`` on the
+    server) never did; ``faults`` lists them.  An AssertionError, so it fails a test."""
+
+    def __init__(self, faults: Sequence[Fault]) -> None:
+        self.faults = list(faults)
+        lines = [f"{len(self.faults)} fault(s) never fired:"]
+        for fault in self.faults:
+            lines.append(f"  {fault.describe()}{_HINTS.get(fault.trigger, '')}")
+        super().__init__("\n".join(lines))
+
+
+_HINTS = {
+    "DATA": " (a client using CHUNKING sends BDAT, never DATA: START_OF_DATA covers both)",
+    "BDAT": " (a client without CHUNKING sends DATA, never BDAT: START_OF_DATA covers both)",
+}
 
 
 class FaultTable:
@@ -199,10 +240,15 @@ class FaultTable:
     def clear(self) -> None:
         self.faults.clear()
 
-    def take(self, trigger: str, argument: str = "") -> Action | None:
-        """The action of the first fault matching, counting the hit; ``None`` if none does."""
+    def take(self, *triggers: str, argument: str = "", address: str | None = None) -> Action | None:
+        """The action of the first fault (in order of registration) matching any of
+        ``triggers``, counting the hit; ``None`` if none does."""
         for fault in self.faults:
-            if fault.matches(trigger, argument):
+            if any(fault.matches(t, argument, address=address) for t in triggers):
                 fault.hits += 1
                 return fault.action
         return None
+
+    def unfired(self, *, all_required: bool) -> list[Fault]:
+        """Faults that are required (each, or all with ``all_required``) and never fired."""
+        return [f for f in self.faults if f.hits == 0 and (f.required or all_required)]

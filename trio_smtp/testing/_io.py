@@ -2,9 +2,12 @@
 
 Input goes into one bytearray; commands are taken line by line from it, so a pipelined batch
 (RFC 2920) is answered in order.  Replies are queued and written together just before the
-server has to wait for more input: one write per batch.  Every read is bounded — an over-long
-line is discarded up to its end, message data past the limit is dropped while the end of
-data is still looked for — so a client cannot make the server hold unbounded memory.
+server has to wait for more input: one write per batch, so the replies queued are at most
+those to one read's worth of commands (and the junk-command limit keeps long replies such as
+EHLO's few).  Every read is bounded — the server reads only when it needs more, at most
+``RECEIVE_SIZE`` at a time, an over-long line is discarded up to its end, message data
+past the limit is dropped while the end of data is still looked for — so a client cannot make
+the server hold unbounded memory, however much it pipelines.
 """
 
 from __future__ import annotations
@@ -134,13 +137,20 @@ class ServerIO:
         return bytes(kept)
 
     async def read_data(self, limit: int) -> DataResult:
-        """Read DATA up to the end-of-data line, keeping at most ``limit`` octets."""
+        """Read DATA up to the end-of-data line, keeping at most ``limit`` octets of message.
+
+        The limit is on the message as it will be recorded, dot-un-stuffed (RFC 5321
+        §4.5.2): the raw window, which still holds the stuffed dots, is at most a third
+        larger (a line of "." is "..\r\n" on the wire).  Past the limit the data is dropped
+        as it arrives while the terminator is still looked for.
+        """
         # The window starts with a virtual LF so that an empty message (".\r\n" at once)
         # matches the same pattern as a terminator after a line.
         window = bytearray(b"\n")
         overflow = False
         received = 0
         scanned = 0
+        dots = 0  # lines in the window that start with ".", each carrying one stuffed dot
         while True:
             if not self._in:
                 await self._fill()
@@ -153,7 +163,9 @@ class ServerIO:
                 received -= len(window) - found.end()
                 body = None if overflow else bytes(window[1 : found.start() + 1])
                 return DataResult(body, bytes(window[found.start() + 1 : found.end()]), received)
-            if len(window) > limit:
+            # A "\n." that starts at scanned - 1 was split across reads: not counted yet.
+            dots += window.count(b"\n.", max(0, scanned - 1))
+            if overflow or len(window) - 1 - dots > limit:
                 # Keep only what a terminator split across reads could start with.
                 overflow = True
                 del window[:-3]

@@ -10,7 +10,8 @@ Fixtures (for pytest-trio tests):
         @pytest.mark.smtp_server(require_auth=True, disable={"PIPELINING"})
         async def test_x(smtp_server): ...
 
-    A crash in a connection handler fails the test at teardown.
+    A crash in a connection handler fails the test at teardown, and so does a fault marked
+    ``required`` (or any, with ``require_faults_fired=True``) that never fired.
 
 ``smtp_client_factory``
     ``smtp_client_factory(**kwargs)`` returns a :class:`trio_smtp.SmtpClient` pointed at

@@ -11,8 +11,16 @@ import email.policy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from typing import Any
 
-__all__ = ["CommandRecord", "ConnectionRecord", "Message", "ServerReply"]
+__all__ = [
+    "CommandRecord",
+    "ConnectionRecord",
+    "Message",
+    "ServerReply",
+    "ServerStatistics",
+    "trim",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +139,29 @@ class ConnectionRecord:
     def verbs(self) -> list[str]:
         """The verbs received, in order (handy for assertions on command order)."""
         return [command.verb for command in self.commands]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatistics:
+    """Counters since the server started (:meth:`SmtpServer.statistics`).
+
+    They count everything, also what is no longer kept in the records.
+    """
+
+    #: Connections accepted (and streams served), in total.
+    connections: int
+    #: Sessions running now.
+    open_connections: int
+    #: Messages whose data was received in full, accepted or not.
+    messages: int
+    #: Connection handlers that failed with an unexpected exception.
+    crashes: int
+    #: Times ``accept`` failed for lack of resources (EMFILE, ENFILE, ENOMEM, ENOBUFS), each
+    #: followed by a short pause before accepting again.
+    accept_errors: int
+
+
+def trim(records: list[Any], keep: int | None) -> None:
+    """Drop the oldest entries of ``records`` beyond the last ``keep`` (``None``: keep all)."""
+    if keep is not None and len(records) > keep:
+        del records[: len(records) - keep]

@@ -35,7 +35,7 @@ from ._faults import (
     Shutdown,
 )
 from ._io import ClientTimeout, ServerIO
-from ._records import CommandRecord, ConnectionRecord, Message, ServerReply
+from ._records import CommandRecord, ConnectionRecord, Message, ServerReply, trim
 
 if TYPE_CHECKING:
     from ._tls import TlsMaterial
@@ -159,16 +159,30 @@ class Session:
             self.junk += 1
             if self.junk > self.config.max_junk_commands:
                 self.errors += 1  # the reply below says 421 once max_errors is reached
-        action = self.faults.take(command.verb, command.argument)
+        action = self._take_fault(command.verb, command.argument)
         if command.verb == "BDAT":
             # RFC 3030 §2: the chunk is read whatever the reply; the handler applies faults.
             await self.transaction.bdat(command.argument, action)
             return
         await self.apply(action, lambda: self._dispatch(command.verb, command.argument))
 
+    def _take_fault(self, verb: str, argument: str) -> Action | None:
+        """The fault for this command: its verb, START_OF_DATA for the command that starts a
+        message's data (DATA, or a message's first BDAT), and for MAIL and RCPT the parsed
+        address for ``match`` predicates."""
+        triggers = [verb]
+        if verb == "DATA" or (verb == "BDAT" and self.transaction.chunks is None):
+            triggers.append("START_OF_DATA")
+        address = None
+        if verb in ("MAIL", "RCPT"):
+            path = _grammar.parse_path(argument, "FROM" if verb == "MAIL" else "TO")
+            address = path.address if path.error is None else None
+        return self.faults.take(*triggers, argument=argument, address=address)
+
     def _start_command(self, raw: bytes, verb: str, argument: str) -> CommandRecord:
         self.current = CommandRecord(raw=raw, verb=verb, argument=argument)
         self.record.commands.append(self.current)
+        trim(self.record.commands, self.config.max_kept_commands)
         self.on_record()
         return self.current
 

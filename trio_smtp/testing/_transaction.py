@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ..protocol import ProtocolError, decode_data, validate_address
 from . import _grammar
 from ._faults import Action, EarlyReply
-from ._records import Message
+from ._records import Message, trim
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -32,6 +32,8 @@ class Transaction:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        #: Messages finished in this session (the records may keep fewer).
+        self.finished = 0
         self.reset()
 
     def reset(self) -> None:
@@ -164,8 +166,7 @@ class Transaction:
             await s.io.read_exact(early.after, keep=False)
             await s.reply_raw(early.code, early.text)
             await s.hold_and_close(early.hold)
-        limit = 2 * s.config.max_message_size + 8  # dot-stuffing at most doubles the size
-        result = await s.io.read_data(limit)
+        result = await s.io.read_data(s.config.max_message_size)
         problem = None
         data = b""
         if result.body is None:
@@ -212,8 +213,9 @@ class Transaction:
         )
         self.reset()
         s.last_reply = None
-        action = s.faults.take("END_OF_DATA", "")
-        number = len(s.record.messages) + 1
+        action = s.faults.take("END_OF_DATA")
+        self.finished += 1
+        number = self.finished
 
         async def normal() -> None:
             if problem is not None:
@@ -226,6 +228,7 @@ class Transaction:
         finally:
             message.reply = s.last_reply
             s.record.messages.append(message)
+            trim(s.record.messages, s.config.max_kept_messages)
             s.on_message(message)
 
     # -- BDAT (RFC 3030 §2) ----------------------------------------------------------------
@@ -271,8 +274,9 @@ class Transaction:
         if not s.config.offers("CHUNKING") or not self.active or not self.recipients or not kept:
             await self._bdat_chunk(chunk, kept, last=False)
             return
-        data = bytes((self.chunks or bytearray()) + chunk)
-        await self._finish("BDAT", data, None)
+        chunks = self.chunks if self.chunks is not None else bytearray()
+        chunks += chunk  # in place: one copy of the message for the record, not two
+        await self._finish("BDAT", bytes(chunks), None)
 
 
 def _is_number(text: str) -> bool:
