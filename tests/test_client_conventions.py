@@ -21,7 +21,7 @@ from trio_smtp import (
     SmtpDeliveryUnknownError,
     SmtpResponseError,
 )
-from trio_smtp.testing import Delay, Respond, SmtpServer
+from trio_smtp.testing import Delay, Handover, Respond, SmtpServer
 
 MakeMessage = Callable[..., EmailMessage]
 
@@ -51,7 +51,8 @@ async def test_exception_in_block_cancels_the_send_in_flight(
     with pytest.raises(KeyError, match="mine"):
         async with client_for(server) as client:
             client.send_async(make_message(), user_token="in flight")
-            await trio.sleep(1)  # the send is now waiting for the (slow) server
+            # The send is now waiting for the (slow) server's reply.
+            await server.wait_for(lambda: any(phase in c.verbs for c in server.connections))
             raise KeyError("mine")
     # The user's exception arrived at once, not after the server's hour (or a deadline).
     assert trio.current_time() - started < 10
@@ -66,12 +67,18 @@ async def test_exception_after_end_of_data_reports_maybe_delivered(
     autojump_clock: trio.testing.MockClock, server: SmtpServer, make_message: MakeMessage
 ) -> None:
     # Too late to stop: the end of data is written.  The event says so (never "cancelled").
-    server.on("END_OF_DATA", Delay(3600), times=1)
+    end_of_data = trio.Event()
+
+    async def never_reply(stream: trio.abc.Stream, pending: bytes) -> None:
+        end_of_data.set()
+        await trio.sleep_forever()
+
+    server.on("END_OF_DATA", Handover(never_reply), times=1)
     started = trio.current_time()
     with pytest.raises(KeyError):
         async with client_for(server) as client:
             client.send_async(make_message(), user_token="late")
-            await trio.sleep(1)
+            await end_of_data.wait()
             raise KeyError("mine")
     assert trio.current_time() - started < 10
     event = client.completed.receive_nowait()
@@ -88,8 +95,9 @@ async def test_exception_with_nothing_in_flight_leaves_queued_events(
             event = await client.completed.receive()
             assert event.error is None
             client.send_async(make_message(), user_token="queued")
-            while client.statistics().send_in_flight:
-                await trio.sleep(0.01)
+            await server.wait_for_message(2)
+            await trio.testing.wait_all_tasks_blocked()  # its event is on the channel
+            assert not client.statistics().send_in_flight
             raise KeyError("mine")
     assert client.completed.receive_nowait().user_token == "queued"
     assert len(server.messages) == 2
@@ -216,6 +224,6 @@ async def test_send_one_call_to_a_pickup_directory(
         delivery_method=DeliveryMethod.PICKUP_DIRECTORY,
         pickup_directory=tmp_path,
     )
-    [written] = tmp_path.glob("*.eml")
+    [written] = await trio.Path(tmp_path).glob("*.eml")
     pickup = await trio_smtp.read_pickup_file(written)
     assert pickup.recipients == ["rcpt@example.net"]
