@@ -113,6 +113,12 @@ class SmtpClient:
     names the server for TLS).  ``local_hostname`` is the EHLO name; by default the
     machine's FQDN, looked up in a worker thread (never blocking the event loop), or the
     connection's address literal.
+
+    Leaving ``async with`` normally waits for a ``send_async`` in flight, then says QUIT;
+    leaving it with an exception first cancels that send, as a nursery cancels its children
+    when its body raises (its :class:`SendCompleted` is still delivered).  ``repr()`` shows
+    the server, the security and the state (``new``, ``idle``, ``connected``, ``sending``,
+    ``closing``, ``closed``).
     """
 
     def __init__(
