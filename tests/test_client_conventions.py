@@ -227,3 +227,34 @@ async def test_send_one_call_to_a_pickup_directory(
     [written] = await trio.Path(tmp_path).glob("*.eml")
     pickup = await trio_smtp.read_pickup_file(written)
     assert pickup.recipients == ["rcpt@example.net"]
+
+
+# -- the window in which a cancel stops a send (docs/quickstart.rst) ---------------------------
+
+
+async def test_with_pipelining_and_chunking_a_small_message_is_past_cancelling_at_mail(
+    autojump_clock: trio.testing.MockClock, make_message: MakeMessage
+) -> None:
+    # MAIL, RCPT and "BDAT n LAST" with the whole message leave in one write: once MAIL is
+    # on the wire, so is the end of the data, and a cancel can no longer claim to stop it.
+    async with SmtpServer(tls="none") as server, client_for(server) as client:
+        server.on("MAIL", Delay(3600), times=1)
+        client.send_async(make_message(), user_token="small")
+        await server.wait_for(lambda: any("MAIL" in c.verbs for c in server.connections))
+        client.send_async_cancel()
+        event = await client.completed.receive()
+    assert isinstance(event.error, SmtpDeliveryUnknownError)
+    assert (event.cancelled, event.result) == (False, None)
+
+
+async def test_before_the_first_write_a_cancel_stops_the_send(
+    autojump_clock: trio.testing.MockClock, make_message: MakeMessage
+) -> None:
+    async with SmtpServer(tls="none") as server, client_for(server) as client:
+        server.on("EHLO", Delay(3600), times=1)  # still setting up the connection
+        client.send_async(make_message(), user_token="early")
+        await server.wait_for(lambda: any("EHLO" in c.verbs for c in server.connections))
+        client.send_async_cancel()
+        event = await client.completed.receive()
+    assert event == SendCompleted("early", None, True, None)
+    assert server.messages == []
