@@ -67,4 +67,6 @@ nitpick_ignore_regex = [
     # Structural types of the message sources SmtpClient.send accepts (anything with
     # .read(n) -> bytes, sync or async): described in send()'s docstring, not importable API.
     (r"py:class", r"trio_smtp\._sources\.Supports(Async)?Read"),
+    # The type variable of SendCompleted[T] (the token's type): not a documented object.
+    (r"py:(class|obj)", r"trio_smtp\._results\.T"),
 ]

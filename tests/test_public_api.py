@@ -55,6 +55,7 @@ EXPORTS = REQUIRED | {"SmtpResponseError", "OAuth2", "ClientStatistics"}
 EXPORTS |= {"DeliveryNotification", "DsnReturn"}
 EXPORTS |= {"SmtpDeliveryTimeoutError"}
 EXPORTS |= {"OutgoingMessage"}
+EXPORTS |= {"PickupFile", "parse_pickup_file", "read_pickup_file", "send"}
 
 #: Public subpackages (other public names that are modules must be one of these).
 SUBPACKAGES = frozenset({"protocol", "sasl", "testing"})
@@ -66,20 +67,59 @@ def public_names(module: types.ModuleType) -> set[str]:
     return {name for name in dir(module) if name.isidentifier() and not name.startswith("_")}
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    name = test.attr if isinstance(test, ast.Attribute) else getattr(test, "id", None)
+    return name == "TYPE_CHECKING"
+
+
+def _reexport_nodes(init: Path) -> list[ast.ImportFrom]:
+    """The ``from ... import`` statements of ``init``, at top level or (for the lazily
+    loading ``trio_smtp/__init__.py``) in its ``if TYPE_CHECKING:`` block."""
+    tree = ast.parse(init.read_text(encoding="utf-8"))
+    nodes: list[ast.stmt] = []
+    for node in tree.body:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            nodes.extend(node.body)
+        else:
+            nodes.append(node)
+    return [n for n in nodes if isinstance(n, ast.ImportFrom) and n.module != "__future__"]
+
+
 def reexports(init: Path) -> dict[str, str | None]:
     """``name -> asname`` for every ``from ... import name [as asname]`` in ``init``."""
-    tree = ast.parse(init.read_text(encoding="utf-8"))
-    found: dict[str, str | None] = {}
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module != "__future__":
-            for alias in node.names:
-                found[alias.name] = alias.asname
-    return found
+    return {alias.name: alias.asname for node in _reexport_nodes(init) for alias in node.names}
 
 
 @pytest.mark.parametrize("name", sorted(REQUIRED))
 def test_contract_names_are_exported(name: str) -> None:
-    assert name in vars(trio_smtp), f"trio_smtp.{name} is part of the API contract"
+    assert name in trio_smtp.__all__, f"trio_smtp.{name} is part of the API contract"
+    assert getattr(trio_smtp, name) is not None
+
+
+def test_all_is_the_public_api() -> None:
+    # __all__ (what `from trio_smtp import *` and the docs promise) is exactly EXPORTS.
+    assert sorted(trio_smtp.__all__) == sorted(EXPORTS)
+    assert {name for name in public_names(trio_smtp) if name not in SUBPACKAGES} == EXPORTS
+
+
+def test_all_is_what_api_rst_documents_for_trio_smtp() -> None:
+    # The names documented in docs/api.rst's `trio_smtp` section, and no other, are exported.
+    api = (ROOT / "docs" / "api.rst").read_text(encoding="utf-8")
+    section = api.split(".. module:: trio_smtp\n", 1)[1].split("``trio_smtp.protocol``", 1)[0]
+    documented = set(re.findall(r"^\.\. [a-z:]+:: (\w+)", section, re.MULTILINE))
+    assert documented == set(trio_smtp.__all__)
+
+
+def test_lazy_table_matches_type_checking_imports() -> None:
+    # trio_smtp/__init__.py says twice where each name lives: for type checkers (the
+    # TYPE_CHECKING imports) and at run time (_EXPORTS).  They must agree.
+    init = ROOT / "trio_smtp" / "__init__.py"
+    seen = {
+        alias.name: "." * node.level + (node.module or "")
+        for node in _reexport_nodes(init)
+        for alias in node.names
+    }
+    assert seen == trio_smtp._EXPORTS
 
 
 def test_nothing_private_leaks() -> None:

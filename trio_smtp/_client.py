@@ -113,6 +113,12 @@ class SmtpClient:
     names the server for TLS).  ``local_hostname`` is the EHLO name; by default the
     machine's FQDN, looked up in a worker thread (never blocking the event loop), or the
     connection's address literal.
+
+    Leaving ``async with`` normally waits for a ``send_async`` in flight, then says QUIT;
+    leaving it with an exception first cancels that send, as a nursery cancels its children
+    when its body raises (its :class:`SendCompleted` is still delivered).  ``repr()`` shows
+    the server, the security and the state (``new``, ``idle``, ``connected``, ``sending``,
+    ``closing``, ``closed``).
     """
 
     def __init__(
@@ -146,7 +152,7 @@ class SmtpClient:
         self._counters = Counters()
         self._delivery_method = delivery_method
         self._pickup_directory = pickup_directory
-        self._send_channel, self._completed = trio.open_memory_channel[SendCompleted](math.inf)
+        self._send_channel, self._completed = trio.open_memory_channel[SendCompleted[Any]](math.inf)
         self._state = "new"  # -> "open" -> "closing" -> "closed"
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
@@ -159,6 +165,27 @@ class SmtpClient:
         #: Set when a send was cancelled after the end of its data was written (see
         #: :meth:`_run_send_async`): too late to stop the delivery.
         self._cancelled_after_end_of_data = False
+
+    def __repr__(self) -> str:
+        config = self._config
+        if self._delivery_method is DeliveryMethod.PICKUP_DIRECTORY:
+            where = f"pickup_directory={os.fspath(self._pickup_directory or '')!r}"
+        elif config.unix_socket is not None:
+            where = f"unix_socket={config.unix_socket!r}"
+        else:
+            where = f"host={config.host!r} port={config.port}"
+        return (
+            f"<SmtpClient {where} security={config.security.name} state={self._describe_state()}>"
+        )
+
+    def _describe_state(self) -> str:
+        """``new`` (not entered yet), ``idle`` (no connection), ``connected``, ``sending``,
+        ``closing`` or ``closed``."""
+        if self._state != "open":
+            return self._state
+        if self._busy:
+            return "sending"
+        return "connected" if self._transport is not None else "idle"
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> SmtpClient:
@@ -193,9 +220,16 @@ class SmtpClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Wait for a send in flight (cancelling nothing), then QUIT (shielded, short)."""
+        """Leaving normally: wait for a send in flight (cancelling nothing), then QUIT
+        (shielded, short).  Leaving with an exception: first cancel the ``send_async`` in
+        flight, as a nursery cancels its children when its body raises, so the exception
+        reaches the caller without waiting for the server; that send still reports its one
+        outcome on :attr:`completed` (``cancelled=True``, or ``SmtpDeliveryUnknownError``
+        when its end of data was already written)."""
         self._state = "closing"
         assert self._nursery_manager is not None
+        if exc is not None:
+            self.send_async_cancel()
         try:
             while self._busy:
                 await self._idle.wait()
@@ -213,7 +247,7 @@ class SmtpClient:
                 await self._drop_transport(polite=True)
 
     @property
-    def completed(self) -> trio.MemoryReceiveChannel[SendCompleted]:
+    def completed(self) -> trio.MemoryReceiveChannel[SendCompleted[Any]]:
         """One :class:`SendCompleted` per :meth:`send_async`, never dropped.
 
         The buffer is unbounded (``math.inf``) on purpose: a send task must never block on

@@ -31,7 +31,7 @@ def _message() -> EmailMessage:
     return msg
 
 
-def _show_event(event: SendCompleted) -> None:
+def _show_event(event: SendCompleted[str]) -> None:
     print("SendCompleted event:")
     print(f"  user_token = {event.user_token!r}")
     print(f"  cancelled  = {event.cancelled}")

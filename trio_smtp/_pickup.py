@@ -296,9 +296,11 @@ def parse_pickup_file(raw: bytes) -> PickupFile:
 
 
 async def read_pickup_file(path: str | os.PathLike[str]) -> PickupFile:
-    """Read a pickup file written by :func:`deliver_to_pickup` (or .NET, or IIS tools).
+    """Read a pickup file: one written by :class:`~trio_smtp.SmtpClient` with
+    :attr:`~trio_smtp.DeliveryMethod.PICKUP_DIRECTORY` (or by .NET, or IIS tools).
 
-    Returns ``(sender, recipients, data)``; see :func:`parse_pickup_file`.
+    Returns a :class:`PickupFile`, ``(sender, recipients, data)``; see
+    :func:`parse_pickup_file`.  The file is read in a worker thread (``trio.Path``).
     """
     raw = await trio.Path(os.fspath(path)).read_bytes()
     return parse_pickup_file(raw)

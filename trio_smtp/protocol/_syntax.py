@@ -6,6 +6,7 @@ gets a :class:`~trio_smtp.protocol.LocalProtocolError`, never a quietly cleaned 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -42,14 +43,27 @@ def _local_part_re(extra: str) -> re.Pattern[str]:
 
 
 _LOCAL_ASCII = _local_part_re("")
-_LOCAL_UTF8 = _local_part_re(_NON_ASCII)
 
 # RFC 5321 §4.1.2 sub-domain (Let-dig [Ldh-str]).  "_" is admitted too: real host names
 # carry it, servers accept it, and it cannot break the command line.
 _LABEL_ASCII = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
-_LABEL_UTF8 = re.compile(
-    rf"[A-Za-z0-9_{_NON_ASCII}](?:[A-Za-z0-9_{_NON_ASCII}-]*[A-Za-z0-9_{_NON_ASCII}])?"
-)
+
+
+# The SMTPUTF8 forms are compiled on first use: their character classes span all of
+# Unicode, and compiling the two took ~15 ms of every ``import trio_smtp`` (most programs
+# never send an internationalised address).  The cache holds two immutable patterns.
+@functools.cache
+def _local_utf8() -> re.Pattern[str]:
+    return _local_part_re(_NON_ASCII)
+
+
+@functools.cache
+def _label_utf8() -> re.Pattern[str]:
+    return re.compile(
+        rf"[A-Za-z0-9_{_NON_ASCII}](?:[A-Za-z0-9_{_NON_ASCII}-]*[A-Za-z0-9_{_NON_ASCII}])?"
+    )
+
+
 # RFC 5321 §4.1.3 General-address-literal: Standardized-tag ":" 1*dcontent.
 _GENERAL_LITERAL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?:[\x21-\x5a\x5e-\x7e]+")
 _HEX = "0123456789ABCDEF"
@@ -101,7 +115,7 @@ def validate_domain(domain: str, *, smtputf8: bool = False, allow_literal: bool 
         raise LocalProtocolError("empty domain")
     if _octets(domain) > MAX_DOMAIN:
         raise LocalProtocolError(f"domain longer than {MAX_DOMAIN} octets")
-    label_re = _LABEL_UTF8 if smtputf8 else _LABEL_ASCII
+    label_re = _label_utf8() if smtputf8 else _LABEL_ASCII
     for label in domain.split("."):
         if not label_re.fullmatch(label) or label.isspace():
             raise LocalProtocolError(f"invalid domain {domain!r}")
@@ -157,7 +171,7 @@ def _validate_address(address: str, *, smtputf8: bool, allow_empty: bool) -> str
     local, at, domain = address.rpartition("@")
     if not at or not local:
         raise LocalProtocolError(f"address {address!r} has no local part and domain")
-    local_re = _LOCAL_UTF8 if smtputf8 else _LOCAL_ASCII
+    local_re = _local_utf8() if smtputf8 else _LOCAL_ASCII
     if not local_re.fullmatch(local):
         raise LocalProtocolError(f"invalid local part in {address!r}")
     if _octets(local) > MAX_LOCAL_PART:
