@@ -52,8 +52,7 @@ async def test_name_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(trio.socket, "getaddrinfo", no_such_name)
     error = await send_to("mail.example.invalid", 25)
     assert str(error) == (
-        "cannot connect to mail.example.invalid:25: host name not found "
-        "(Name or service not known)"
+        "cannot connect to mail.example.invalid:25: host name not found (Name or service not known)"
     )
 
 
