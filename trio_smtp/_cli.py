@@ -38,7 +38,7 @@ from ._errors import (
     SmtpTimeoutError,
     SmtpTlsError,
 )
-from ._options import DeliveryNotification, DsnReturn
+from ._options import DeliveryNotification, DsnReturn, delivery_options
 from ._probe import (
     EXIT_CONNECTION,
     EXIT_FAILED,
@@ -47,11 +47,17 @@ from ._probe import (
     EXIT_USAGE,
     UsageError,
     add_probe_parser,
+    add_timeout_option,
+    cli_timeouts,
+    failure_hint,
+    port_number,
+    server_address,
     split_user,
     tls_context,
+    url_argument,
 )
 from ._session import OAuth2
-from ._url import parse_smtp_url
+from ._url import SmtpUrlConfig, parse_smtp_url
 
 if TYPE_CHECKING:
     from .testing import Message, SmtpServer
@@ -61,7 +67,10 @@ __all__ = ["build_parser", "main", "serve"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``trio-smtp`` parser with every subcommand."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="trio-smtp", description="SMTP tools for Trio.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_send_parser(subcommands)
     add_probe_parser(subcommands)
@@ -110,7 +119,10 @@ def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPar
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("eml", nargs="?", metavar="EML", help=".eml file to send (- for stdin)")
-    parser.add_argument("--server", required=True, metavar="URL", help="smtps://user@host:465")
+    parser.add_argument(
+        "--server", required=True, metavar="URL", type=url_argument,
+        help="smtps://user@host:465 (see below)",
+    )  # fmt: skip
     parser.add_argument("--from", dest="sender", metavar="ADDR", help="From header")
     for flag, what in (("--to", "To"), ("--cc", "Cc"), ("--bcc", "Bcc (not in the data)")):
         parser.add_argument(flag, action="append", default=[], metavar="ADDR", help=what)
@@ -133,7 +145,9 @@ def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPar
         help="success,failure,delay (any of them, comma-separated) or never",
     )  # fmt: skip
     dsn.add_argument("--ret", choices=["full", "headers"], help="what a failure report returns")
-    dsn.add_argument("--envid", metavar="ID", help="identifier returned in every report")
+    dsn.add_argument(
+        "--envid", type=_envid, metavar="ID", help="identifier returned in every report"
+    )
     dsn.add_argument("--requiretls", action="store_true", help="TLS on every hop (RFC 8689)")
     parser.add_argument(
         "--password-env", default="TRIO_SMTP_PASSWORD", metavar="NAME",
@@ -144,15 +158,21 @@ def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPar
         help="the secret is an OAuth 2.0 access token (OAUTHBEARER or XOAUTH2), not a password",
     )  # fmt: skip
     parser.add_argument("--ca-file", type=Path, metavar="PEM", help="trust only this CA")
+    add_timeout_option(
+        parser, "connect, greeting, each reply, TLS, each write; the reply to the end of the "
+        "message waits at least 600 (RFC 5321)",
+    )  # fmt: skip
     parser.set_defaults(handler=run_send)
 
 
 def run_send(args: argparse.Namespace) -> int:
     """Run ``trio-smtp send``; returns one of the EXIT_* statuses."""
     try:
+        _check_recipients(args)
         message = read_message(args) if args.eml is not None else compose_message(args)
         user, url = split_user(args.server)
-        client = SmtpClient.from_url(url, **_client_options(args, url, user))
+        config = parse_smtp_url(url)
+        client = SmtpClient.from_url(url, **_client_options(args, config, user))
     except (UsageError, ValueError, TypeError, OSError) as exc:
         print(f"trio-smtp send: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -164,7 +184,7 @@ def run_send(args: argparse.Namespace) -> int:
         "envid": args.envid,
         "requiretls": args.requiretls,
     }
-    return trio.run(_send, client, message, options)
+    return trio.run(_send, client, message, options, config, args)
 
 
 def _notify(text: str) -> DeliveryNotification:
@@ -176,16 +196,31 @@ def _notify(text: str) -> DeliveryNotification:
         "never": DeliveryNotification.NEVER,
     }
     flag = DeliveryNotification.NONE
-    for word in text.lower().split(","):
-        if word.strip() not in names:
+    words = [word.strip() for word in text.lower().split(",")]
+    for word in words:
+        if word not in names:
             raise argparse.ArgumentTypeError(f"{word!r} is not one of {', '.join(names)}")
-        flag |= names[word.strip()]
+        flag |= names[word]
+    if "never" in words and len(set(words)) > 1:
+        raise argparse.ArgumentTypeError("never cannot be combined with success, failure or delay")
     return flag
 
 
-def _client_options(args: argparse.Namespace, url: str, user: str | None) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    if parse_smtp_url(url)["security"] is not Security.NONE:
+def _envid(text: str) -> str:
+    """``--envid``: checked as ``send(envid=)`` checks it, reported as this option."""
+    try:
+        delivery_options(("x@example.org",), envid=text)
+    except ValueError as exc:
+        detail = str(exc).removeprefix("invalid envid: ")
+        raise argparse.ArgumentTypeError(f"not a valid envelope identifier: {detail}") from None
+    return text
+
+
+def _client_options(
+    args: argparse.Namespace, config: SmtpUrlConfig, user: str | None
+) -> dict[str, Any]:
+    options: dict[str, Any] = {"timeouts": cli_timeouts(args.timeout)}
+    if config["security"] is not Security.NONE:
         options["ssl_context"] = tls_context(args.ca_file)
     if user is not None:
         secret = _password(args.password_env, user)
@@ -205,6 +240,28 @@ def _password(variable: str, user: str) -> str:
 
 
 _COMPOSING = ("sender", "to", "cc", "bcc", "subject", "body", "body_file", "attach")
+
+
+def _check_recipients(args: argparse.Namespace) -> None:
+    """A composed message needs a recipient: said in this command's options, before the
+    library would say it in ``send()``'s arguments."""
+    composed = args.eml is None and args.sender
+    if composed and not (args.to or args.cc or args.bcc or args.envelope_to):
+        raise UsageError("no recipients: give --to, --cc or --bcc (or --envelope-to)")
+
+
+#: The library's validation errors name ``send()``'s arguments; this command's options are
+#: their counterparts (``--envid`` and the others are checked when parsed).
+_OPTION_FOR_ARGUMENT = {"sender=": "--envelope-from", "recipients=": "--envelope-to"}
+
+
+def _in_cli_terms(error: Exception, args: argparse.Namespace) -> str:
+    text = str(error)
+    for argument, option in _OPTION_FOR_ARGUMENT.items():
+        text = text.replace(argument, option)
+    if args.eml is not None:
+        text = text.replace("the message has", f"the message in {args.eml} has")
+    return text
 
 
 def read_message(args: argparse.Namespace) -> EmailMessage:
@@ -261,7 +318,13 @@ def attach_file(message: EmailMessage, path: Path) -> None:
     )
 
 
-async def _send(client: SmtpClient, message: EmailMessage, options: dict[str, Any]) -> int:
+async def _send(
+    client: SmtpClient,
+    message: EmailMessage,
+    options: dict[str, Any],
+    config: SmtpUrlConfig,
+    args: argparse.Namespace,
+) -> int:
     try:
         async with client:
             result = await client.send(message, **options)
@@ -269,10 +332,14 @@ async def _send(client: SmtpClient, message: EmailMessage, options: dict[str, An
         _print_outcome(exc.result, exc.failures)
         return EXIT_FAILED
     except (ValueError, TypeError) as exc:  # the message or an address: nothing was sent
-        print(f"trio-smtp send: {exc}", file=sys.stderr)
+        print(f"trio-smtp send: {_in_cli_terms(exc, args)}", file=sys.stderr)
         return EXIT_USAGE
     except SmtpError as exc:
-        return _report_error(exc)
+        status = _report_error(exc)
+        hint = failure_hint(exc, config["security"], server_address(config))
+        if hint is not None:
+            print(f"hint: {hint}", file=sys.stderr)
+        return status
     _print_outcome(result, [])
     return EXIT_OK
 
@@ -322,7 +389,21 @@ def run_demo_command(args: argparse.Namespace) -> int:
     """Run ``trio-smtp demo``; 0 when the message was delivered."""
     from ._demo import run_demo
 
+    if not _have_trustme():
+        print("trio-smtp demo: the demo's server needs trustme (for its TLS certificate), "
+              "which comes with the test extra: pip install 'trio-smtp[test]'",
+              file=sys.stderr)  # fmt: skip
+        return 2
     return trio.run(run_demo)
+
+
+def _have_trustme() -> bool:
+    """True when trustme imports: the testing server makes its certificates with it."""
+    try:
+        import trustme  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 # -- serve ---------------------------------------------------------------------------------
@@ -337,7 +418,9 @@ def add_serve_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPa
         "received (envelope and headers).  Nothing is relayed anywhere.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8025, help="TCP port (0: any free port)")
+    parser.add_argument(
+        "--port", type=port_number, default=8025, help="TCP port (0: any free port)"
+    )
     tls = parser.add_mutually_exclusive_group()
     tls.add_argument(
         "--starttls",
@@ -414,6 +497,12 @@ def run_serve(args: argparse.Namespace) -> int:
         _auth_mechanisms(args.auth_mechanisms)  # checked before anything listens
     except ValueError as exc:
         print(f"trio-smtp serve: {exc}", file=sys.stderr)
+        return 2
+    if args.tls != "none" and not _have_trustme():
+        flag = "--tls" if args.tls == "implicit" else "--starttls"
+        print(f"trio-smtp serve: {flag} needs trustme (for a throw-away certificate), which "
+              "comes with the test extra: pip install 'trio-smtp[test]'; without "
+              f"{flag}, the server speaks plain text", file=sys.stderr)  # fmt: skip
         return 2
     try:
         error = trio.run(_serve_until_signalled, args, credentials)

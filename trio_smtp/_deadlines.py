@@ -39,8 +39,8 @@ __all__ = [
     "Armed",
     "Phases",
     "Watchdog",
-    "deadline",
     "connect_error",
+    "deadline",
     "map_errors",
     "mapped_error",
     "timeout_error",
@@ -50,7 +50,8 @@ __all__ = [
 def timeout_error(
     error: type[SmtpTimeoutError], seconds: float | None, what: str
 ) -> SmtpTimeoutError:
-    text = f"timed out after {seconds} s waiting for {what}"
+    limit = "?" if seconds is None else f"{seconds:g}"  # 30 s, not 30.0 s
+    text = f"timed out after {limit} s waiting for {what}"
     if issubclass(error, SmtpDeliveryUnknownError):
         text += "; the message may have been delivered"
     return error(text)
