@@ -65,7 +65,7 @@ async def test_starttls_url_against_an_implicit_tls_port_says_try_smtps(
 async def test_smtps_url_against_a_plain_text_port_says_try_smtp(
     command: str, tls: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async with SmtpServer(tls=tls) as server:  # type: ignore[arg-type]
+    async with SmtpServer(tls=tls) as server:
         url = f"smtps://{where(server)}"
         argv = ["--server", url, "--from", "a@example.org", "--to", "b@example.net"]
         if command == "probe":
@@ -216,3 +216,37 @@ def test_without_trustme_says_what_to_install(argv: list[str], complaint: str) -
     assert proc.returncode == 2
     assert proc.stderr == complaint  # no traceback
     assert proc.stdout == ""
+
+
+# -- serve and files --------------------------------------------------------------------------
+
+
+async def test_serve_on_a_port_in_use_says_so() -> None:
+    # A real process: serve receives its signals in the main thread.
+    async with SmtpServer() as taken:
+        argv = ["serve", "--host", taken.host, "--port", str(taken.port)]
+        with trio.fail_after(60):
+            proc = await trio.run_process(
+                [sys.executable, "-m", "trio_smtp", *argv], capture_stdout=True,
+                capture_stderr=True, check=False,
+            )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == (
+        f"trio-smtp serve: cannot listen on {taken.host}:{taken.port}: the port is in use "
+        "(choose another --port, or --port 0 for any free one)\n"
+    )
+
+
+@pytest.mark.parametrize("option", ["EML", "--body-file", "--attach"])
+def test_a_missing_file_is_named(
+    option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.txt"
+    argv = ["send", "--server", "smtp://127.0.0.1:1"]
+    if option == "EML":
+        argv.append(str(missing))
+    else:
+        argv += ["--from", "a@b.c", "--to", "d@e.f", option, str(missing)]
+    assert run_main(*argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"trio-smtp send: cannot read {missing}: No such file or directory\n"

@@ -12,6 +12,7 @@ import argparse
 import email
 import email.policy
 import email.utils
+import errno
 import getpass
 import ipaddress
 import mimetypes
@@ -173,7 +174,10 @@ def run_send(args: argparse.Namespace) -> int:
         user, url = split_user(args.server)
         config = parse_smtp_url(url)
         client = SmtpClient.from_url(url, **_client_options(args, config, user))
-    except (UsageError, ValueError, TypeError, OSError) as exc:
+    except OSError as exc:  # the .eml, --body-file or an --attach file
+        print(f"trio-smtp send: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    except (UsageError, ValueError, TypeError) as exc:
         print(f"trio-smtp send: {exc}", file=sys.stderr)
         return EXIT_USAGE
     options = {
@@ -535,23 +539,43 @@ def _auth_mechanisms(names: list[str]) -> tuple[str, ...] | None:
 
 async def _serve_until_signalled(
     args: argparse.Namespace, credentials: dict[str, str]
-) -> OSError | RuntimeError | None:
+) -> str | None:
     """Serve until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly.
 
     The signals are received as events (trio.open_signal_receiver) rather than as a
     KeyboardInterrupt raised wherever the main task happens to be, so the server's nursery
     always closes in order and the exit status does not depend on timing.
     """
-    error: OSError | RuntimeError | None = None
+    error: str | None = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_first_signal, signals, nursery.cancel_scope)
             try:
                 await serve(args, credentials)
-            except (OSError, RuntimeError) as exc:  # e.g. the port is taken
-                error = exc
+            except Exception as exc:  # e.g. the port is taken (inside the server's nursery)
+                error = _listen_error(args, exc)
             nursery.cancel_scope.cancel()
     return error
+
+
+def _listen_error(args: argparse.Namespace, exc: Exception) -> str:
+    """The one error inside ``exc`` (the server's nursery may wrap it in a group), said in
+    this command's options; anything else is a bug and is raised."""
+    leaf: BaseException = exc
+    while len(getattr(leaf, "exceptions", ())) == 1:
+        leaf = leaf.exceptions[0]  # type: ignore[attr-defined]
+    if not isinstance(leaf, (OSError, RuntimeError)):
+        raise exc
+    if isinstance(leaf, OSError) and leaf.errno in _LISTEN_REASONS:
+        return f"cannot listen on {args.host}:{args.port}: {_LISTEN_REASONS[leaf.errno]}"
+    return str(leaf)
+
+
+_LISTEN_REASONS = {
+    errno.EADDRINUSE: "the port is in use (choose another --port, or --port 0 for any free one)",
+    errno.EACCES: "permission denied (ports below 1024 need privileges: choose another --port)",
+    errno.EADDRNOTAVAIL: "no such address on this machine (choose another --host)",
+}
 
 
 async def _cancel_on_first_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
