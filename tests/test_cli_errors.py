@@ -250,3 +250,23 @@ def test_a_missing_file_is_named(
     assert run_main(*argv) == 2
     err = capsys.readouterr().err
     assert err == f"trio-smtp send: cannot read {missing}: No such file or directory\n"
+
+
+# -- pickup:// ----------------------------------------------------------------------------------
+
+
+def test_send_to_a_pickup_url_writes_the_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["send", "--server", f"pickup://{tmp_path}", "--from", "a@example.org"]
+    assert run_main(*argv, "--to", "b@example.net", "--subject", "picked") == 0
+    (written,) = tmp_path.glob("*.eml")
+    assert b"Subject: picked" in written.read_bytes()
+    assert capsys.readouterr().out == (
+        f"accepted: b@example.net\nwritten:  into the pickup directory {tmp_path}\n"
+    )
+
+
+def test_probe_refuses_a_pickup_url(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main("probe", "pickup:///tmp") == 2
+    assert "probe needs a server" in capsys.readouterr().err

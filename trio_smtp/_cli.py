@@ -93,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 _SEND_EPILOG = """\
 The server URL is smtps://[user@]host[:port] (implicit TLS, port 465),
 smtp://[user@]host[:port][?tls=opportunistic|none] (STARTTLS required unless tls=
-says otherwise, port 587) or smtp+unix://[user@]/path/to/socket (a local socket).
+says otherwise, port 587), smtp+unix://[user@]/path/to/socket (a local socket) or
+pickup:///path/to/dir (write the message as an .eml file into that directory).
 With a user name, the password comes from the environment variable named by
 --password-env, or is asked for when standard input is a terminal; it is never
 taken from the command line or the URL.
@@ -345,6 +346,8 @@ async def _send(
             print(f"hint: {hint}", file=sys.stderr)
         return status
     _print_outcome(result, [])
+    if "pickup_directory" in config:
+        print(f"written:  into the pickup directory {config['pickup_directory']}")
     return EXIT_OK
 
 

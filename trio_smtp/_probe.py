@@ -559,6 +559,8 @@ def run_probe(args: argparse.Namespace) -> int:
     try:
         _, url = split_user(args.url, allow_password=True)
         config = parse_smtp_url(url)
+        if "pickup_directory" in config:
+            raise UsageError("probe needs a server: a pickup:// URL names a directory")
         context = None
         if config["security"] is not Security.NONE:
             context = tls_context(args.ca_file, insecure=args.insecure)
