@@ -186,6 +186,10 @@ class SmtpFailedRecipientError(SmtpError):
         self.recipient = recipient
 
 
+#: At most this many refused recipients are named in the message (``failures`` has them all).
+_SHOWN = 20
+
+
 class SmtpFailedRecipientsError(SmtpError):
     """Some or all recipients were refused.
 
@@ -195,24 +199,21 @@ class SmtpFailedRecipientsError(SmtpError):
     :class:`~trio_smtp.SendResult` when the message was delivered to the others, or
     ``None`` when every recipient was refused (nothing was delivered).
 
-    ``reply`` and ``status_code`` are those of the first refusal.  :attr:`is_transient` is
+    ``reply`` and ``status_code`` are those of the first refusal.  ``is_transient`` is
     True only when *every* refusal is transient (4xx): sending the same message again later
     may then reach them all.  When refusals are mixed (one 450, one 550) it is False, since
     retrying as is would fail again; retry only the failures whose own ``is_transient`` is
     True.
     """
 
-    #: At most this many recipients are named in the message; ``failures`` has them all.
-    SHOWN = 20
-
     def __init__(
         self,
         failures: list[SmtpFailedRecipientError],
         result: SendResult | None = None,
     ) -> None:
-        each = [f"{f.recipient}: {f.reply}" for f in failures[: self.SHOWN]]
-        if len(failures) > self.SHOWN:
-            each.append(f"and {len(failures) - self.SHOWN} more")
+        each = [f"{f.recipient}: {f.reply}" for f in failures[:_SHOWN]]
+        if len(failures) > _SHOWN:
+            each.append(f"and {len(failures) - _SHOWN} more")
         what = "some recipients refused" if result is not None else "all recipients refused"
         super().__init__(
             f"{what}: {'; '.join(each)}", reply=failures[0].reply if failures else None
