@@ -6,6 +6,7 @@ server runs in the test's event loop (as in test_cli_send.py).
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import trio
 
 import trio_smtp
 from trio_smtp._cli import main
-from trio_smtp.testing import SmtpServer
+from trio_smtp.testing import Delay, SmtpServer
 
 
 async def run_cli(*argv: str) -> int:
@@ -270,3 +271,44 @@ def test_send_to_a_pickup_url_writes_the_message(
 def test_probe_refuses_a_pickup_url(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_main("probe", "pickup:///tmp") == 2
     assert "probe needs a server" in capsys.readouterr().err
+
+
+# -- more error paths ---------------------------------------------------------------------------
+
+
+def test_serve_ca_file_without_tls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main("serve", "--port", "0", "--ca-file", str(tmp_path / "ca.pem")) == 2
+    assert capsys.readouterr().err == (
+        "trio-smtp serve: --ca-file needs --tls or --starttls (a plain-text server has no "
+        "certificate)\n"
+    )
+
+
+async def test_starttls_required_but_not_offered_names_the_url_parameter(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with SmtpServer(tls="none") as server:
+        url = f"smtp://{where(server)}"
+        status = await run_cli("send", "--server", url, "--from", "a@b.c", "--to", "d@e.f")
+    err = capsys.readouterr().err
+    assert status == 4
+    assert "STARTTLS is required but the server did not advertise it" in err
+    assert f"hint: the server offers no STARTTLS: {url}?tls=opportunistic (or ?tls=none)" in err
+
+
+async def test_ctrl_c_prints_no_traceback() -> None:
+    async with SmtpServer() as server:
+        server.on("GREETING", Delay(3600))  # the send waits for the greeting
+        argv = ["send", "--server", f"smtp://{where(server)}?tls=none", "--from", "a@b.c"]
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "trio_smtp", *argv, "--to", "d@e.f"], stderr=subprocess.PIPE
+        )
+        with trio.fail_after(60):
+            while not server.connections:
+                await trio.sleep(0.05)
+            process.send_signal(signal.SIGINT)
+            status = await process.wait()
+            assert process.stderr is not None
+            err = (await process.stderr.receive_some(65536)).decode()
+    assert status == 130
+    assert err == "\ntrio-smtp send: interrupted\n"

@@ -83,8 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``trio-smtp`` and ``python -m trio_smtp``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    result: int = args.handler(args)
+    try:
+        result: int = args.handler(args)
+    except KeyboardInterrupt:  # Ctrl-C: no traceback (serve handles its own)
+        print(f"\ntrio-smtp {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return result
+
+
+#: Ctrl-C, as shells report a SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 
 
 # -- send and probe ----------------------------------------------------------------------
@@ -106,6 +114,7 @@ exit status:
   3  the connection broke, or the reply timed out, after the message was sent: it
      MAY have been delivered (check before sending it again)
   4  connection, TLS, authentication or timeout failure; nothing was delivered
+  130  interrupted (Ctrl-C); after the message was sent, it MAY have been delivered
 """
 
 
@@ -504,6 +513,10 @@ def run_serve(args: argparse.Namespace) -> int:
         _auth_mechanisms(args.auth_mechanisms)  # checked before anything listens
     except ValueError as exc:
         print(f"trio-smtp serve: {exc}", file=sys.stderr)
+        return 2
+    if args.ca_file is not None and args.tls == "none":
+        print("trio-smtp serve: --ca-file needs --tls or --starttls (a plain-text server "
+              "has no certificate)", file=sys.stderr)  # fmt: skip
         return 2
     if args.tls != "none" and not _have_trustme():
         flag = "--tls" if args.tls == "implicit" else "--starttls"

@@ -384,6 +384,7 @@ exit status:
   1  it answered, but a client with this URL would refuse it (e.g. no STARTTLS)
   2  usage error
   4  connection, TLS (including certificate verification) or timeout failure
+  130  interrupted (Ctrl-C)
 """
 
 
@@ -522,6 +523,11 @@ def failure_hint(exc: SmtpError, security: Security, where: str) -> str | None:
         return (
             f"no greeting: {where} probably expects implicit TLS (the server waits for "
             f"the client to start TLS): try smtps://{where}"
+        )
+    if isinstance(exc, SmtpTlsError) and "did not advertise" in str(exc):
+        return (
+            f"the server offers no STARTTLS: smtp://{where}?tls=opportunistic (or ?tls=none) "
+            "sends in plain text, a password only to a loopback address"
         )
     if any(isinstance(c, ssl.SSLCertVerificationError) for c in causes):
         return "--ca-file to trust a private CA; probe --insecure to inspect it anyway"
