@@ -17,7 +17,7 @@ import trio
 
 import trio_smtp
 from trio_smtp._cli import main
-from trio_smtp.testing import Delay, SmtpServer
+from trio_smtp.testing import Handover, SmtpServer
 
 
 async def run_cli(*argv: str) -> int:
@@ -298,14 +298,19 @@ async def test_starttls_required_but_not_offered_names_the_url_parameter(
 
 async def test_ctrl_c_prints_no_traceback() -> None:
     async with SmtpServer() as server:
-        server.on("GREETING", Delay(3600))  # the send waits for the greeting
+        connected = trio.Event()
+
+        async def hold(stream: trio.abc.Stream, pending: bytes) -> None:
+            connected.set()  # the client is connected and waits for the greeting
+            await trio.sleep_forever()
+
+        server.on("GREETING", Handover(hold))
         argv = ["send", "--server", f"smtp://{where(server)}?tls=none", "--from", "a@b.c"]
         process = await trio.lowlevel.open_process(
             [sys.executable, "-m", "trio_smtp", *argv, "--to", "d@e.f"], stderr=subprocess.PIPE
         )
         with trio.fail_after(60):
-            while not server.connections:
-                await trio.sleep(0.05)
+            await connected.wait()
             process.send_signal(signal.SIGINT)
             status = await process.wait()
             assert process.stderr is not None

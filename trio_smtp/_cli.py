@@ -85,10 +85,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.handler(args)
-    except KeyboardInterrupt:  # Ctrl-C: no traceback (serve handles its own)
+    except BaseException as exc:  # Ctrl-C: no traceback (serve handles its own)
+        if not _interrupted(exc):
+            raise
         print(f"\ntrio-smtp {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return result
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """True for a KeyboardInterrupt, also when a nursery it crossed wrapped it in a group."""
+    group = getattr(exc, "exceptions", None)
+    if group:
+        return all(_interrupted(member) for member in group)
+    return isinstance(exc, KeyboardInterrupt)
 
 
 #: Ctrl-C, as shells report a SIGINT (128 + 2).
