@@ -1,12 +1,14 @@
-"""smtp://, smtps:// and smtp+unix:// URLs -> SmtpClient keyword arguments."""
+"""smtp://, smtps://, smtp+unix:// and pickup:// URLs -> SmtpClient keyword arguments."""
 
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
+import trio
 
-from trio_smtp import Security
+from trio_smtp import DeliveryMethod, Security
 from trio_smtp._client import SmtpClient
 from trio_smtp._url import parse_smtp_url
 
@@ -190,6 +192,7 @@ def test_keys_match_the_client_constructor() -> None:
     parameters = inspect.signature(SmtpClient.__init__).parameters
     assert set(parse_smtp_url("smtps://u:p@h")) <= set(parameters)
     assert set(parse_smtp_url("smtp+unix:///s")) <= set(parameters)
+    assert set(parse_smtp_url("pickup:///d")) <= set(parameters)
 
 
 def test_smtp_unix_is_a_socket_path_without_tls() -> None:
@@ -215,3 +218,41 @@ def test_smtp_unix_with_credentials_and_encoded_path() -> None:
 def test_from_url_builds_a_unix_socket_client() -> None:
     client = SmtpClient.from_url("smtp+unix://user:pw@/run/smtp.sock")
     assert client.statistics().connections_opened == 0  # nothing happens before a send
+
+
+def test_pickup_is_a_directory_without_a_server() -> None:
+    assert parse_smtp_url("pickup:///var/spool/my%20mail") == {
+        "host": "",
+        "port": None,
+        "security": Security.NONE,
+        "credentials": None,
+        "local_hostname": None,
+        "unix_socket": None,
+        "delivery_method": DeliveryMethod.PICKUP_DIRECTORY,
+        "pickup_directory": "/var/spool/my mail",
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("pickup://", "absolute path"),
+        ("pickup:///", "absolute path"),
+        ("pickup://host/dir", "not a user or host"),
+        ("pickup://u:p@/dir", "not a user or host"),
+        ("pickup:///dir?tls=none", "no parameters"),
+    ],
+)
+def test_bad_pickup_urls(url: str, complaint: str) -> None:
+    with pytest.raises(ValueError, match=complaint):
+        parse_smtp_url(url)
+
+
+async def test_from_url_pickup_writes_an_eml_file(tmp_path: Path) -> None:
+    async with SmtpClient.from_url(f"pickup://{tmp_path}") as client:
+        result = await client.send(
+            b"Subject: picked\r\n\r\nup\r\n", sender="a@example.org", recipients=["b@example.net"]
+        )
+    assert list(result.accepted) == ["b@example.net"]
+    (written,) = await trio.Path(tmp_path).glob("*.eml")
+    assert b"Subject: picked" in await written.read_bytes()

@@ -12,6 +12,7 @@ import argparse
 import email
 import email.policy
 import email.utils
+import errno
 import getpass
 import ipaddress
 import mimetypes
@@ -39,7 +40,7 @@ from ._errors import (
     SmtpTlsError,
 )
 from ._message import parse_address_list
-from ._options import DeliveryNotification, DsnReturn
+from ._options import DeliveryNotification, DsnReturn, delivery_options
 from ._probe import (
     EXIT_CONNECTION,
     EXIT_FAILED,
@@ -48,11 +49,17 @@ from ._probe import (
     EXIT_USAGE,
     UsageError,
     add_probe_parser,
+    add_timeout_option,
+    cli_timeouts,
+    failure_hint,
+    port_number,
+    server_address,
     split_user,
     tls_context,
+    url_argument,
 )
 from ._session import OAuth2
-from ._url import parse_smtp_url
+from ._url import SmtpUrlConfig, parse_smtp_url
 
 if TYPE_CHECKING:
     from .testing import Message, SmtpServer
@@ -62,7 +69,10 @@ __all__ = ["build_parser", "main", "serve"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``trio-smtp`` parser with every subcommand."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="trio-smtp", description="SMTP tools for Trio.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_send_parser(subcommands)
     add_probe_parser(subcommands)
@@ -74,8 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``trio-smtp`` and ``python -m trio_smtp``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    result: int = args.handler(args)
+    try:
+        result: int = args.handler(args)
+    except BaseException as exc:  # Ctrl-C: no traceback (serve handles its own)
+        if not _interrupted(exc):
+            raise
+        print(f"\ntrio-smtp {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return result
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """True for a KeyboardInterrupt, also when a nursery it crossed wrapped it in a group."""
+    group = getattr(exc, "exceptions", None)
+    if group:
+        return all(_interrupted(member) for member in group)
+    return isinstance(exc, KeyboardInterrupt)
+
+
+#: Ctrl-C, as shells report a SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 
 
 # -- send and probe ----------------------------------------------------------------------
@@ -84,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 _SEND_EPILOG = """\
 The server URL is smtps://[user@]host[:port] (implicit TLS, port 465),
 smtp://[user@]host[:port][?tls=opportunistic|none] (STARTTLS required unless tls=
-says otherwise, port 587) or smtp+unix://[user@]/path/to/socket (a local socket).
+says otherwise, port 587), smtp+unix://[user@]/path/to/socket (a local socket) or
+pickup:///path/to/dir (write the message as an .eml file into that directory).
 With a user name, the password comes from the environment variable named by
 --password-env, or is asked for when standard input is a terminal; it is never
 taken from the command line or the URL.
@@ -96,6 +125,7 @@ exit status:
   3  the connection broke, or the reply timed out, after the message was sent: it
      MAY have been delivered (check before sending it again)
   4  connection, TLS, authentication or timeout failure; nothing was delivered
+  130  interrupted (Ctrl-C); after the message was sent, it MAY have been delivered
 """
 
 
@@ -111,7 +141,10 @@ def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPar
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("eml", nargs="?", metavar="EML", help=".eml file to send (- for stdin)")
-    parser.add_argument("--server", required=True, metavar="URL", help="smtps://user@host:465")
+    parser.add_argument(
+        "--server", required=True, metavar="URL", type=url_argument,
+        help="smtps://user@host:465 (see below)",
+    )  # fmt: skip
     parser.add_argument("--from", dest="sender", metavar="ADDR", help="From header")
     for flag, what in (("--to", "To"), ("--cc", "Cc"), ("--bcc", "Bcc (not in the data)")):
         parser.add_argument(flag, action="append", default=[], metavar="ADDR", help=what)
@@ -134,7 +167,9 @@ def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPar
         help="success,failure,delay (any of them, comma-separated) or never",
     )  # fmt: skip
     dsn.add_argument("--ret", choices=["full", "headers"], help="what a failure report returns")
-    dsn.add_argument("--envid", metavar="ID", help="identifier returned in every report")
+    dsn.add_argument(
+        "--envid", type=_envid, metavar="ID", help="identifier returned in every report"
+    )
     dsn.add_argument("--requiretls", action="store_true", help="TLS on every hop (RFC 8689)")
     parser.add_argument(
         "--password-env", default="TRIO_SMTP_PASSWORD", metavar="NAME",
@@ -145,16 +180,25 @@ def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPar
         help="the secret is an OAuth 2.0 access token (OAUTHBEARER or XOAUTH2), not a password",
     )  # fmt: skip
     parser.add_argument("--ca-file", type=Path, metavar="PEM", help="trust only this CA")
+    add_timeout_option(
+        parser, "connect, greeting, each reply, TLS, each write; the reply to the end of the "
+        "message waits at least 600 (RFC 5321)",
+    )  # fmt: skip
     parser.set_defaults(handler=run_send)
 
 
 def run_send(args: argparse.Namespace) -> int:
     """Run ``trio-smtp send``; returns one of the EXIT_* statuses."""
     try:
+        _check_recipients(args)
         message = read_message(args) if args.eml is not None else compose_message(args)
         user, url = split_user(args.server)
-        client = SmtpClient.from_url(url, **_client_options(args, url, user))
-    except (UsageError, ValueError, TypeError, OSError) as exc:
+        config = parse_smtp_url(url)
+        client = SmtpClient.from_url(url, **_client_options(args, config, user))
+    except OSError as exc:  # the .eml, --body-file or an --attach file
+        print(f"trio-smtp send: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    except (UsageError, ValueError, TypeError) as exc:
         print(f"trio-smtp send: {exc}", file=sys.stderr)
         return EXIT_USAGE
     options = {
@@ -165,7 +209,7 @@ def run_send(args: argparse.Namespace) -> int:
         "envid": args.envid,
         "requiretls": args.requiretls,
     }
-    return trio.run(_send, client, message, options)
+    return trio.run(_send, client, message, options, config, args)
 
 
 def _notify(text: str) -> DeliveryNotification:
@@ -177,16 +221,31 @@ def _notify(text: str) -> DeliveryNotification:
         "never": DeliveryNotification.NEVER,
     }
     flag = DeliveryNotification.NONE
-    for word in text.lower().split(","):
-        if word.strip() not in names:
+    words = [word.strip() for word in text.lower().split(",")]
+    for word in words:
+        if word not in names:
             raise argparse.ArgumentTypeError(f"{word!r} is not one of {', '.join(names)}")
-        flag |= names[word.strip()]
+        flag |= names[word]
+    if "never" in words and len(set(words)) > 1:
+        raise argparse.ArgumentTypeError("never cannot be combined with success, failure or delay")
     return flag
 
 
-def _client_options(args: argparse.Namespace, url: str, user: str | None) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    if parse_smtp_url(url)["security"] is not Security.NONE:
+def _envid(text: str) -> str:
+    """``--envid``: checked as ``send(envid=)`` checks it, reported as this option."""
+    try:
+        delivery_options(("x@example.org",), envid=text)
+    except ValueError as exc:
+        detail = str(exc).removeprefix("invalid envid: ")
+        raise argparse.ArgumentTypeError(f"not a valid envelope identifier: {detail}") from None
+    return text
+
+
+def _client_options(
+    args: argparse.Namespace, config: SmtpUrlConfig, user: str | None
+) -> dict[str, Any]:
+    options: dict[str, Any] = {"timeouts": cli_timeouts(args.timeout)}
+    if config["security"] is not Security.NONE:
         options["ssl_context"] = tls_context(args.ca_file)
     if user is not None:
         secret = _password(args.password_env, user)
@@ -206,6 +265,28 @@ def _password(variable: str, user: str) -> str:
 
 
 _COMPOSING = ("sender", "to", "cc", "bcc", "subject", "body", "body_file", "attach")
+
+
+def _check_recipients(args: argparse.Namespace) -> None:
+    """A composed message needs a recipient: said in this command's options, before the
+    library would say it in ``send()``'s arguments."""
+    composed = args.eml is None and args.sender
+    if composed and not (args.to or args.cc or args.bcc or args.envelope_to):
+        raise UsageError("no recipients: give --to, --cc or --bcc (or --envelope-to)")
+
+
+#: The library's validation errors name ``send()``'s arguments; this command's options are
+#: their counterparts (``--envid`` and the others are checked when parsed).
+_OPTION_FOR_ARGUMENT = {"sender=": "--envelope-from", "recipients=": "--envelope-to"}
+
+
+def _in_cli_terms(error: Exception, args: argparse.Namespace) -> str:
+    text = str(error)
+    for argument, option in _OPTION_FOR_ARGUMENT.items():
+        text = text.replace(argument, option)
+    if args.eml is not None:
+        text = text.replace("the message has", f"the message in {args.eml} has")
+    return text
 
 
 def read_message(args: argparse.Namespace) -> EmailMessage:
@@ -277,7 +358,13 @@ def attach_file(message: EmailMessage, path: Path) -> None:
     )
 
 
-async def _send(client: SmtpClient, message: EmailMessage, options: dict[str, Any]) -> int:
+async def _send(
+    client: SmtpClient,
+    message: EmailMessage,
+    options: dict[str, Any],
+    config: SmtpUrlConfig,
+    args: argparse.Namespace,
+) -> int:
     try:
         async with client:
             result = await client.send(message, **options)
@@ -285,11 +372,17 @@ async def _send(client: SmtpClient, message: EmailMessage, options: dict[str, An
         _print_outcome(exc.result, exc.failures)
         return EXIT_FAILED
     except (ValueError, TypeError) as exc:  # the message or an address: nothing was sent
-        print(f"trio-smtp send: {exc}", file=sys.stderr)
+        print(f"trio-smtp send: {_in_cli_terms(exc, args)}", file=sys.stderr)
         return EXIT_USAGE
     except SmtpError as exc:
-        return _report_error(exc)
+        status = _report_error(exc)
+        hint = failure_hint(exc, config["security"], server_address(config))
+        if hint is not None:
+            print(f"hint: {hint}", file=sys.stderr)
+        return status
     _print_outcome(result, [])
+    if "pickup_directory" in config:
+        print(f"written:  into the pickup directory {config['pickup_directory']}")
     return EXIT_OK
 
 
@@ -338,7 +431,21 @@ def run_demo_command(args: argparse.Namespace) -> int:
     """Run ``trio-smtp demo``; 0 when the message was delivered."""
     from ._demo import run_demo
 
+    if not _have_trustme():
+        print("trio-smtp demo: the demo's server needs trustme (for its TLS certificate), "
+              "which comes with the test extra: pip install 'trio-smtp[test]'",
+              file=sys.stderr)  # fmt: skip
+        return 2
     return trio.run(run_demo)
+
+
+def _have_trustme() -> bool:
+    """True when trustme imports: the testing server makes its certificates with it."""
+    try:
+        import trustme  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 # -- serve ---------------------------------------------------------------------------------
@@ -353,7 +460,9 @@ def add_serve_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPa
         "received (envelope and headers).  Nothing is relayed anywhere.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8025, help="TCP port (0: any free port)")
+    parser.add_argument(
+        "--port", type=port_number, default=8025, help="TCP port (0: any free port)"
+    )
     tls = parser.add_mutually_exclusive_group()
     tls.add_argument(
         "--starttls",
@@ -481,6 +590,16 @@ def run_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"trio-smtp serve: {exc}", file=sys.stderr)
         return 2
+    if args.ca_file is not None and args.tls == "none":
+        print("trio-smtp serve: --ca-file needs --tls or --starttls (a plain-text server "
+              "has no certificate)", file=sys.stderr)  # fmt: skip
+        return 2
+    if args.tls != "none" and not _have_trustme():
+        flag = "--tls" if args.tls == "implicit" else "--starttls"
+        print(f"trio-smtp serve: {flag} needs trustme (for a throw-away certificate), which "
+              "comes with the test extra: pip install 'trio-smtp[test]'; without "
+              f"{flag}, the server speaks plain text", file=sys.stderr)  # fmt: skip
+        return 2
     try:
         error = trio.run(_serve_until_signalled, args, credentials)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the handler was installed
@@ -512,23 +631,43 @@ def _auth_mechanisms(names: list[str]) -> tuple[str, ...] | None:
 
 async def _serve_until_signalled(
     args: argparse.Namespace, credentials: dict[str, str]
-) -> OSError | RuntimeError | None:
+) -> str | None:
     """Serve until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly.
 
     The signals are received as events (trio.open_signal_receiver) rather than as a
     KeyboardInterrupt raised wherever the main task happens to be, so the server's nursery
     always closes in order and the exit status does not depend on timing.
     """
-    error: OSError | RuntimeError | None = None
+    error: str | None = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_first_signal, signals, nursery.cancel_scope)
             try:
                 await serve(args, credentials)
-            except (OSError, RuntimeError) as exc:  # e.g. the port is taken
-                error = exc
+            except Exception as exc:  # e.g. the port is taken (inside the server's nursery)
+                error = _listen_error(args, exc)
             nursery.cancel_scope.cancel()
     return error
+
+
+def _listen_error(args: argparse.Namespace, exc: Exception) -> str:
+    """The one error inside ``exc`` (the server's nursery may wrap it in a group), said in
+    this command's options; anything else is a bug and is raised."""
+    leaf: BaseException = exc
+    while len(getattr(leaf, "exceptions", ())) == 1:
+        leaf = leaf.exceptions[0]  # type: ignore[attr-defined]
+    if not isinstance(leaf, (OSError, RuntimeError)):
+        raise exc
+    if isinstance(leaf, OSError) and leaf.errno in _LISTEN_REASONS:
+        return f"cannot listen on {args.host}:{args.port}: {_LISTEN_REASONS[leaf.errno]}"
+    return str(leaf)
+
+
+_LISTEN_REASONS = {
+    errno.EADDRINUSE: "the port is in use (choose another --port, or --port 0 for any free one)",
+    errno.EACCES: "permission denied (ports below 1024 need privileges: choose another --port)",
+    errno.EADDRNOTAVAIL: "no such address on this machine (choose another --host)",
+}
 
 
 async def _cancel_on_first_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:

@@ -191,7 +191,8 @@ class SmtpClient:
     def from_url(cls, url: str, **kwargs: Any) -> SmtpClient:
         """``smtps://user:pw@host[:port]`` (implicit TLS), ``smtp://...`` (STARTTLS required,
         ``?tls=opportunistic|none``), ``smtp+unix:///path/to/socket`` (a Unix socket, no
-        TLS); user and password are percent-decoded.  Keyword arguments add to or override
+        TLS), ``pickup:///path/to/dir`` (``.eml`` files into a pickup directory); user and
+        password are percent-decoded.  Keyword arguments add to or override
         the URL's.  Every problem with the URL is a ``ValueError`` that never quotes the
         password."""
         return cls(**{**parse_smtp_url(url), **kwargs})

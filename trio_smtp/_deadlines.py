@@ -11,7 +11,10 @@ is the single place where Trio, ``ssl`` and protocol-core errors become the libr
 
 from __future__ import annotations
 
+import errno
 import math
+import re
+import socket
 import ssl
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -36,6 +39,7 @@ __all__ = [
     "Armed",
     "Phases",
     "Watchdog",
+    "connect_error",
     "deadline",
     "map_errors",
     "mapped_error",
@@ -46,7 +50,8 @@ __all__ = [
 def timeout_error(
     error: type[SmtpTimeoutError], seconds: float | None, what: str
 ) -> SmtpTimeoutError:
-    text = f"timed out after {seconds} s waiting for {what}"
+    limit = "?" if seconds is None else f"{seconds:g}"  # 30 s, not 30.0 s
+    text = f"timed out after {limit} s waiting for {what}"
     if issubclass(error, SmtpDeliveryUnknownError):
         text += "; the message may have been delivered"
     return error(text)
@@ -245,13 +250,16 @@ class map_errors:
 
     ``tls`` is True during STARTTLS and the handshake: then a broken connection or a
     protocol violation (bytes injected after the 220, RFC 3207 §5) is an SmtpTlsError.
+    ``connect_to`` names the peer while connecting: an ``OSError`` then becomes the
+    :class:`SmtpConnectError` of :func:`connect_error`, which says what happened.
     """
 
-    __slots__ = ("_tls", "_what")
+    __slots__ = ("_connect_to", "_tls", "_what")
 
-    def __init__(self, what: str, *, tls: bool = False) -> None:
+    def __init__(self, what: str, *, tls: bool = False, connect_to: str | None = None) -> None:
         self._what = what
         self._tls = tls
+        self._connect_to = connect_to
 
     def __enter__(self) -> None:
         return None
@@ -264,6 +272,9 @@ class map_errors:
     ) -> None:
         if exc is None:
             return
+        connecting = self._connect_to is not None
+        if connecting and isinstance(exc, OSError) and not isinstance(exc, SmtpError):
+            raise connect_error(exc, str(self._connect_to)) from exc
         error = mapped_error(exc, self._what, tls=self._tls)
         if error is not None:
             raise error from exc
@@ -287,3 +298,59 @@ def mapped_error(exc: BaseException, what: str, *, tls: bool = False) -> SmtpErr
             return SmtpTlsError(f"TLS failed during {what}: {exc.__cause__ or exc}")
         return SmtpConnectError(f"connection lost during {what}: {exc or type(exc).__name__}")
     return None
+
+
+#: What each errno means to a person who typed a host and a port.
+_CONNECT_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ETIMEDOUT: "timed out (no answer from the host)",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ECONNRESET: "connection reset by the peer",
+    errno.EADDRNOTAVAIL: "address not available",
+    errno.ENOENT: "no such socket file",
+    errno.EACCES: "permission denied",
+}
+# Trio's "Error connecting to ('127.0.0.1', 25): ..." is the only place the address is named.
+_ADDRESS = re.compile(r"connecting to \('([^']*)', (\d+)")
+
+
+def connect_error(exc: OSError, peer: str) -> SmtpConnectError:
+    """The :class:`SmtpConnectError` for a failed connect to ``peer`` (``host:port`` or a
+    socket path): what happened (refused, unreachable, timed out, name not found) and the
+    address of each attempt, e.g. ``cannot connect to localhost:8026: connection refused
+    (tried ::1 port 8026, 127.0.0.1 port 8026)``.
+
+    ``trio.open_tcp_stream`` raises one ``OSError`` whose ``__cause__`` groups one error per
+    address tried (RFC 8305); a name that does not resolve is a ``socket.gaierror``.  The
+    error's ``errno`` is the attempts' errno when they agree (``errno.ECONNREFUSED``...).
+    """
+    if isinstance(exc, socket.gaierror):
+        reason = (
+            "host name not found"
+            if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", None))
+            else "host name lookup failed"
+        )
+        return SmtpConnectError(f"cannot connect to {peer}: {reason} ({exc.strerror})")
+    grouped = getattr(exc.__cause__, "exceptions", None)  # an ExceptionGroup (3.10: backport)
+    attempts: list[BaseException] = list(grouped) if grouped else [exc]
+    reasons: list[str] = []
+    tried: list[str] = []
+    codes: set[int | None] = set()
+    for attempt in attempts:
+        code = getattr(attempt, "errno", None)
+        codes.add(code)
+        text = _CONNECT_REASONS.get(code) if code is not None else None
+        text = text or getattr(attempt, "strerror", None) or str(attempt)
+        if text not in reasons:
+            reasons.append(text)
+        found = _ADDRESS.search(str(attempt))
+        if found:
+            tried.append(f"{found[1]} port {found[2]}")
+    # The addresses tried, unless the only one is what the user typed.
+    plain = [f"{peer.rpartition(':')[0].strip('[]')} port {peer.rpartition(':')[2]}"]
+    detail = f" (tried {', '.join(tried)})" if tried and tried != plain else ""
+    error = SmtpConnectError(f"cannot connect to {peer}: {'; '.join(reasons)}{detail}")
+    if len(codes) == 1:
+        error.errno = codes.pop()
+    return error

@@ -186,12 +186,24 @@ class SmtpFailedRecipientError(SmtpError):
         self.recipient = recipient
 
 
+#: At most this many refused recipients are named in the message (``failures`` has them all).
+_SHOWN = 20
+
+
 class SmtpFailedRecipientsError(SmtpError):
     """Some or all recipients were refused.
 
-    ``failures`` lists one :class:`SmtpFailedRecipientError` per refused recipient.
-    ``result`` is the :class:`~trio_smtp.SendResult` when the message was delivered to the
-    others, or ``None`` when every recipient was refused (nothing was delivered).
+    ``failures`` lists one :class:`SmtpFailedRecipientError` per refused recipient, each
+    with its own reply; the message names each recipient with its reply (``some recipients
+    refused: a@x: 450 4.2.1 later; b@x: 550 5.1.1 no such user``).  ``result`` is the
+    :class:`~trio_smtp.SendResult` when the message was delivered to the others, or
+    ``None`` when every recipient was refused (nothing was delivered).
+
+    ``reply`` and ``status_code`` are those of the first refusal.  ``is_transient`` is
+    True only when *every* refusal is transient (4xx): sending the same message again later
+    may then reach them all.  When refusals are mixed (one 450, one 550) it is False, since
+    retrying as is would fail again; retry only the failures whose own ``is_transient`` is
+    True.
     """
 
     def __init__(
@@ -199,12 +211,20 @@ class SmtpFailedRecipientsError(SmtpError):
         failures: list[SmtpFailedRecipientError],
         result: SendResult | None = None,
     ) -> None:
-        who = ", ".join(f.recipient for f in failures)
+        each = [f"{f.recipient}: {f.reply}" for f in failures[:_SHOWN]]
+        if len(failures) > _SHOWN:
+            each.append(f"and {len(failures) - _SHOWN} more")
         what = "some recipients refused" if result is not None else "all recipients refused"
-        super().__init__(f"{what}: {who}", reply=failures[0].reply if failures else None)
+        super().__init__(
+            f"{what}: {'; '.join(each)}", reply=failures[0].reply if failures else None
+        )
         self.failures = failures
         self.result = result
 
     @property
     def is_transient(self) -> bool:
+        """True when every refusal is transient (4xx); False when any is permanent."""
         return all(f.is_transient for f in self.failures)
+
+    def __str__(self) -> str:
+        return self.message  # each recipient's reply is already in it

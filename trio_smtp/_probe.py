@@ -15,6 +15,7 @@ import argparse
 import datetime
 import functools
 import hashlib
+import math
 import os
 import ssl
 import sys
@@ -29,7 +30,7 @@ from urllib.parse import unquote
 import trio
 
 from ._config import Security, Timeouts
-from ._errors import SmtpConnectError, SmtpError, SmtpTlsError
+from ._errors import SmtpConnectError, SmtpError, SmtpTimeoutError, SmtpTlsError
 from ._session import SessionConfig, _ehlo_domain, _hello, _starttls
 from ._transport import Transport, open_transport
 from ._url import parse_smtp_url
@@ -46,11 +47,17 @@ __all__ = [
     "TlsInfo",
     "UsageError",
     "add_probe_parser",
+    "add_timeout_option",
+    "cli_timeouts",
+    "failure_hint",
     "format_report",
+    "port_number",
     "probe",
     "run_probe",
+    "server_address",
     "split_user",
     "tls_context",
+    "url_argument",
 ]
 
 
@@ -377,6 +384,7 @@ exit status:
   1  it answered, but a client with this URL would refuse it (e.g. no STARTTLS)
   2  usage error
   4  connection, TLS (including certificate verification) or timeout failure
+  130  interrupted (Ctrl-C)
 """
 
 
@@ -420,6 +428,112 @@ def tls_context(ca_file: Path | None, *, insecure: bool = False) -> ssl.SSLConte
         raise UsageError(f"cannot load the CA file {ca_file}: {exc}") from None
 
 
+def port_number(text: str) -> int:
+    """argparse type of a TCP port: 0 to 65535 (an out-of-range port is a usage error,
+    never a port the kernel picks)."""
+    if not text.isascii() or not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return int(text)
+
+
+def url_argument(text: str) -> str:
+    """argparse type of a server URL: checked as :func:`parse_smtp_url` checks it (the user
+    name is split off first; :func:`split_user` decides about a password later)."""
+    try:
+        parse_smtp_url(split_user(text, allow_password=True)[1])
+    except (UsageError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+#: ``--timeout``'s default: long enough for a slow server, short enough that a command
+#: talking to the wrong kind of port (see :func:`failure_hint`) does not seem to hang.
+DEFAULT_TIMEOUT = 30.0
+
+
+def add_timeout_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--timeout SECONDS`` (default :data:`DEFAULT_TIMEOUT`) for a network command."""
+    parser.add_argument(
+        "--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+        help=f"deadline for each step: {what} (default: %(default)g)",
+    )  # fmt: skip
+
+
+def cli_timeouts(seconds: float) -> Timeouts:
+    """Every phase limited to ``seconds``, except the reply to the end of data.
+
+    That reply keeps RFC 5321 §4.5.3.2.6's ten minutes unless ``seconds`` is longer: a
+    timeout there leaves the message possibly delivered (exit status 3), the one outcome
+    that impatience should not cause.
+    """
+    return Timeouts(
+        connect=seconds, greeting=seconds, command=seconds, tls_handshake=seconds,
+        mail=seconds, rcpt=seconds, data_initiation=seconds, data_block=seconds,
+        data_termination=max(seconds, Timeouts().data_termination or 0.0),
+        quit=min(seconds, 5.0),
+    )  # fmt: skip
+
+
+def server_address(config: Mapping[str, Any]) -> str:
+    """``host:port`` (``[::1]:25`` for IPv6) or the socket path of a parsed URL."""
+    if config["unix_socket"]:
+        return str(config["unix_socket"])
+    host = str(config["host"])
+    return f"[{host}]:{config['port']}" if ":" in host else f"{host}:{config['port']}"
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def failure_hint(exc: SmtpError, security: Security, where: str) -> str | None:
+    """What a person should try after ``exc``, when the failure says more than its text.
+
+    A TLS-mode mismatch shows only indirectly (RFC 8314 §3.3): implicit TLS against a
+    plain-text port fails the handshake with WRONG_VERSION_NUMBER (the greeting "220 ..."
+    is read as a TLS record), and plain text against an implicit-TLS port waits for a
+    greeting that never comes (the server waits for the TLS ClientHello).  A certificate
+    that does not verify is the one TLS failure that --ca-file or --insecure address.
+    """
+    causes = list(_causes(exc))
+    if isinstance(exc, SmtpTlsError) and security is Security.IMPLICIT_TLS:
+        reasons = {getattr(c, "reason", None) for c in causes if isinstance(c, ssl.SSLError)}
+        if "WRONG_VERSION_NUMBER" in reasons:
+            return (
+                f"the server did not answer in TLS: {where} probably speaks plain-text SMTP "
+                f"(STARTTLS, or no TLS at all): try smtp://{where}"
+            )
+    greeting = isinstance(exc, SmtpTimeoutError) and "the greeting" in str(exc)
+    if greeting and security is not Security.IMPLICIT_TLS and "/" not in where:  # not Unix
+        return (
+            f"no greeting: {where} probably expects implicit TLS (the server waits for "
+            f"the client to start TLS): try smtps://{where}"
+        )
+    if isinstance(exc, SmtpTlsError) and "did not advertise" in str(exc):
+        return (
+            f"the server offers no STARTTLS: smtp://{where}?tls=opportunistic (or ?tls=none) "
+            "sends in plain text, a password only to a loopback address"
+        )
+    if any(isinstance(c, ssl.SSLCertVerificationError) for c in causes):
+        return "--ca-file to trust a private CA; probe --insecure to inspect it anyway"
+    return None
+
+
 def add_probe_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``trio-smtp probe URL``: what the server offers (see :mod:`trio_smtp._probe`)."""
     parser = subcommands.add_parser(
@@ -432,8 +546,9 @@ def add_probe_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPa
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "url", metavar="URL", help="smtp://host[:port], smtps://host[:port] or smtp+unix:///path"
-    )
+        "url", metavar="URL", type=url_argument,
+        help="smtp://host[:port], smtps://host[:port] or smtp+unix:///path",
+    )  # fmt: skip
     verify = parser.add_mutually_exclusive_group()
     verify.add_argument("--ca-file", type=Path, metavar="PEM", help="trust only this CA")
     verify.add_argument(
@@ -441,10 +556,7 @@ def add_probe_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPa
         help="INSECURE: do not verify the certificate (to inspect a server whose "
         "certificate is wrong)",
     )  # fmt: skip
-    parser.add_argument(
-        "--timeout", type=float, default=30.0, metavar="SECONDS",
-        help="deadline for each step: connect, greeting, each reply, TLS (default: 30)",
-    )  # fmt: skip
+    add_timeout_option(parser, "connect, greeting, each reply, TLS")
     parser.set_defaults(handler=run_probe)
 
 
@@ -453,19 +565,15 @@ def run_probe(args: argparse.Namespace) -> int:
     try:
         _, url = split_user(args.url, allow_password=True)
         config = parse_smtp_url(url)
-        if not args.timeout > 0:
-            raise UsageError("--timeout must be positive")
+        if "pickup_directory" in config:
+            raise UsageError("probe needs a server: a pickup:// URL names a directory")
         context = None
         if config["security"] is not Security.NONE:
             context = tls_context(args.ca_file, insecure=args.insecure)
     except (UsageError, ValueError) as exc:
         print(f"trio-smtp probe: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    seconds = args.timeout
-    timeouts = Timeouts(
-        connect=seconds, greeting=seconds, command=seconds, tls_handshake=seconds,
-        quit=min(seconds, 5.0),
-    )  # fmt: skip
+    timeouts = cli_timeouts(args.timeout)
     if args.insecure:
         print("WARNING: --insecure: the certificate is NOT verified", flush=True)
     report = ProbeReport(
@@ -480,10 +588,10 @@ def run_probe(args: argparse.Namespace) -> int:
     except SmtpError as exc:
         if report.greeting is not None:
             print(format_report(report), flush=True)  # what was learned before the failure
-        hint = ""
-        if isinstance(exc, SmtpTlsError) and not args.insecure:
-            hint = " (--ca-file to trust a private CA; --insecure to inspect it anyway)"
-        print(f"trio-smtp probe: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+        hint = failure_hint(exc, report.security, server_address(config))
+        print(f"trio-smtp probe: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if hint is not None:
+            print(f"hint: {hint}", file=sys.stderr)
         return EXIT_CONNECTION
     print(format_report(report))
     return EXIT_OK if report.problem is None else EXIT_FAILED

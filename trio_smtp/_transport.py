@@ -577,8 +577,10 @@ async def open_transport(
     """Connect (happy eyeballs, RFC 8305, via trio.open_tcp_stream; or to ``unix_socket``;
     or through ``stream_factory``), TLS first if implicit."""
     peer = unix_socket if unix_socket is not None else f"{host}:{port}"
-    what = "connecting" if stream_factory is not None else f"connecting to {peer}"
-    with map_errors(what), deadline(timeouts.connect, what):
+    what = "connecting" if stream_factory is not None else f"the connection to {peer}"
+    # The peer is named only when we dial it: a stream factory's errors are its own.
+    connect_to = None if stream_factory is not None else peer
+    with map_errors(what, connect_to=connect_to), deadline(timeouts.connect, what):
         if stream_factory is not None:
             stream = await stream_factory()
         elif unix_socket is not None:

@@ -1,5 +1,5 @@
-"""``smtp://``, ``smtps://`` and ``smtp+unix://`` URLs -> :class:`~trio_smtp.SmtpClient`
-keyword arguments.
+"""``smtp://``, ``smtps://``, ``smtp+unix://`` and ``pickup://`` URLs ->
+:class:`~trio_smtp.SmtpClient` keyword arguments.
 
 Grammar (RFC 3986 syntax; the schemes follow common client practice and RFC 8314)::
 
@@ -7,10 +7,16 @@ Grammar (RFC 3986 syntax; the schemes follow common client practice and RFC 8314
     smtp://[user[:password]@]host[:port][/][?tls=starttls|opportunistic|none]
                                           [&local_hostname=NAME]
     smtp+unix://[user[:password]@]/absolute/socket/path[?local_hostname=NAME]
+    pickup:///absolute/directory/path
 
 ``smtp+unix`` (as in ``http+unix``) connects to a Unix-domain socket, without TLS: the
 peer is on this machine, so credentials may be sent (as to loopback).  Its path is
 percent-decoded; an "@" in it must be written ``%40``.
+
+``pickup`` is not a server: each message is written as an ``.eml`` file into the
+directory (:attr:`DeliveryMethod.PICKUP_DIRECTORY <trio_smtp.DeliveryMethod>`), for a
+relay or a test to pick up.  Its path is percent-decoded; it takes no user, host or
+parameter.
 
 ``smtps`` is implicit TLS (default port 465); ``smtp`` is STARTTLS, required unless ``tls=``
 says otherwise (default port 587 for STARTTLS, 25 for the others, as :func:`default_port`).
@@ -26,13 +32,21 @@ import ipaddress
 from typing import TypedDict
 from urllib.parse import parse_qsl, unquote
 
-from ._config import Security, default_port
+from ._config import DeliveryMethod, Security, default_port
 
 __all__ = ["SmtpUrlConfig", "parse_smtp_url"]
 
 
-class SmtpUrlConfig(TypedDict):
-    """Keyword arguments for :class:`~trio_smtp.SmtpClient`, as parsed from a URL."""
+class _PickupKeys(TypedDict, total=False):
+    #: Only for ``pickup://``: ``DeliveryMethod.PICKUP_DIRECTORY``.
+    delivery_method: DeliveryMethod
+    #: Only for ``pickup://``: the directory.
+    pickup_directory: str
+
+
+class SmtpUrlConfig(_PickupKeys):
+    """Keyword arguments for :class:`~trio_smtp.SmtpClient`, as parsed from a URL
+    (``delivery_method`` and ``pickup_directory`` only for ``pickup://``)."""
 
     host: str
     #: None for ``smtp+unix``.
@@ -46,6 +60,7 @@ class SmtpUrlConfig(TypedDict):
 
 _SCHEMES = {"smtp": Security.STARTTLS, "smtps": Security.IMPLICIT_TLS}
 _UNIX_SCHEME = "smtp+unix"
+_PICKUP_SCHEME = "pickup"
 _TLS_VALUES = {
     "starttls": Security.STARTTLS,
     "opportunistic": Security.STARTTLS_OPPORTUNISTIC,
@@ -198,23 +213,46 @@ def _unix_url(userinfo: str | None, hostport: str, path: str, query: str) -> Smt
     )
 
 
+def _pickup_url(userinfo: str | None, hostport: str, path: str, query: str) -> SmtpUrlConfig:
+    if userinfo is not None or hostport:
+        raise ValueError("pickup:// takes a directory, not a user or host: pickup:///path")
+    if query:
+        raise ValueError("pickup:// takes no parameters")
+    directory = _decode(path, "directory")
+    if directory in ("", "/") or _has_control(directory.replace(" ", "")):
+        raise ValueError("pickup:// needs the directory's absolute path: pickup:///path/to/dir")
+    return SmtpUrlConfig(
+        host="",
+        port=None,
+        security=Security.NONE,
+        credentials=None,
+        local_hostname=None,
+        unix_socket=None,
+        delivery_method=DeliveryMethod.PICKUP_DIRECTORY,
+        pickup_directory=directory,
+    )
+
+
 def parse_smtp_url(url: str) -> SmtpUrlConfig:
-    """Parse an ``smtp://``, ``smtps://`` or ``smtp+unix://`` URL into
+    """Parse an ``smtp://``, ``smtps://``, ``smtp+unix://`` or ``pickup://`` URL into
     :class:`~trio_smtp.SmtpClient` keyword arguments.
 
     ``SmtpClient(**parse_smtp_url(url))`` is what :meth:`SmtpClient.from_url` does.  The
     result always has ``host``, ``port`` (explicit, or :func:`default_port` of the
     security; None for a Unix socket), ``security``, ``credentials`` (``None`` when the URL
-    has no user), ``local_hostname`` and ``unix_socket``.  Raises :exc:`ValueError` for an
+    has no user), ``local_hostname`` and ``unix_socket``; a ``pickup://`` URL adds
+    ``delivery_method`` and ``pickup_directory``.  Raises :exc:`ValueError` for an
     unknown scheme or parameter, a contradictory ``tls=``, a user without a password, a bad
     host, port or socket path; the password never appears in the message.
     """
     scheme, userinfo, hostport, path, query = _split(url)
     if scheme == _UNIX_SCHEME:
         return _unix_url(userinfo, hostport, path, query)
+    if scheme == _PICKUP_SCHEME:
+        return _pickup_url(userinfo, hostport, path, query)
     if scheme not in _SCHEMES:
         raise ValueError(
-            f"unsupported URL scheme {scheme!r} (use smtp://, smtps:// or smtp+unix://)"
+            f"unsupported URL scheme {scheme!r} (use smtp://, smtps://, smtp+unix:// or pickup://)"
         )
     if path not in ("", "/"):
         raise ValueError("an SMTP URL has no path (only an optional trailing '/')")
