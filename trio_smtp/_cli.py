@@ -47,6 +47,8 @@ from ._probe import (
     EXIT_USAGE,
     UsageError,
     add_probe_parser,
+    add_proxy_argument,
+    proxy_from_cli,
     split_user,
     tls_context,
 )
@@ -144,6 +146,7 @@ def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPar
         help="the secret is an OAuth 2.0 access token (OAUTHBEARER or XOAUTH2), not a password",
     )  # fmt: skip
     parser.add_argument("--ca-file", type=Path, metavar="PEM", help="trust only this CA")
+    add_proxy_argument(parser)
     parser.set_defaults(handler=run_send)
 
 
@@ -153,7 +156,7 @@ def run_send(args: argparse.Namespace) -> int:
         message = read_message(args) if args.eml is not None else compose_message(args)
         user, url = split_user(args.server)
         client = SmtpClient.from_url(url, **_client_options(args, url, user))
-    except (UsageError, ValueError, TypeError, OSError) as exc:
+    except (UsageError, ValueError, TypeError, OSError, ImportError) as exc:
         print(f"trio-smtp send: {exc}", file=sys.stderr)
         return EXIT_USAGE
     options = {
@@ -185,6 +188,8 @@ def _notify(text: str) -> DeliveryNotification:
 
 def _client_options(args: argparse.Namespace, url: str, user: str | None) -> dict[str, Any]:
     options: dict[str, Any] = {}
+    if args.proxy is not None:
+        options["proxy"] = proxy_from_cli(args.proxy)
     if parse_smtp_url(url)["security"] is not Security.NONE:
         options["ssl_context"] = tls_context(args.ca_file)
     if user is not None:

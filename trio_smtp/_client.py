@@ -113,6 +113,13 @@ class SmtpClient:
     names the server for TLS).  ``local_hostname`` is the EHLO name; by default the
     machine's FQDN, looked up in a worker thread (never blocking the event loop), or the
     connection's address literal.
+
+    ``proxy`` connects through a SOCKS or HTTP CONNECT proxy: ``"socks5://user:pw@host:1080"``
+    (``socks5h://`` lets the proxy resolve ``host``; also ``socks4://``, ``socks4a://``,
+    ``http://host:port``).  SOCKS needs the ``proxy`` extra (``pip install
+    'trio-smtp[proxy]'``; without it the constructor raises ``ImportError``).  TLS runs end to
+    end through the tunnel and checks ``host``'s certificate; credentials for the SMTP server
+    are never sent in clear through a proxy, even a local one.  See :doc:`/howto/proxy`.
     """
 
     def __init__(
@@ -129,6 +136,7 @@ class SmtpClient:
         pickup_directory: str | os.PathLike[str] | None = None,
         stream_factory: StreamFactory | None = None,
         unix_socket: str | os.PathLike[str] | None = None,
+        proxy: str | None = None,
     ) -> None:
         self._config = session_config(
             host,
@@ -142,6 +150,7 @@ class SmtpClient:
             pickup_directory=pickup_directory,
             stream_factory=stream_factory,
             unix_socket=unix_socket,
+            proxy=proxy,
         )
         self._counters = Counters()
         self._delivery_method = delivery_method
@@ -164,7 +173,9 @@ class SmtpClient:
     def from_url(cls, url: str, **kwargs: Any) -> SmtpClient:
         """``smtps://user:pw@host[:port]`` (implicit TLS), ``smtp://...`` (STARTTLS required,
         ``?tls=opportunistic|none``), ``smtp+unix:///path/to/socket`` (a Unix socket, no
-        TLS); user and password are percent-decoded.  Keyword arguments add to or override
+        TLS); user and password are percent-decoded.  ``?proxy=URL`` connects through a
+        proxy (``proxy=``); that URL is percent-encoded as a whole
+        (``urllib.parse.quote(proxy_url, safe="")``).  Keyword arguments add to or override
         the URL's.  Every problem with the URL is a ``ValueError`` that never quotes the
         password."""
         return cls(**{**parse_smtp_url(url), **kwargs})
