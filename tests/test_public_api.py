@@ -55,6 +55,7 @@ EXPORTS = REQUIRED | {"SmtpResponseError", "OAuth2", "ClientStatistics"}
 EXPORTS |= {"DeliveryNotification", "DsnReturn"}
 EXPORTS |= {"SmtpDeliveryTimeoutError"}
 EXPORTS |= {"OutgoingMessage"}
+EXPORTS |= {"DkimSigner"}
 
 #: Public subpackages (other public names that are modules must be one of these).
 SUBPACKAGES = frozenset({"protocol", "sasl", "testing"})

@@ -12,6 +12,7 @@ from ._client import SmtpClient as SmtpClient
 from ._config import DeliveryMethod as DeliveryMethod
 from ._config import Security as Security
 from ._config import Timeouts as Timeouts
+from ._dkim import DkimSigner as DkimSigner
 from ._errors import SmtpAuthenticationError as SmtpAuthenticationError
 from ._errors import SmtpConnectError as SmtpConnectError
 from ._errors import SmtpDeliveryTimeoutError as SmtpDeliveryTimeoutError

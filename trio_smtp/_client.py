@@ -31,7 +31,7 @@ from collections.abc import (
 from contextlib import AbstractAsyncContextManager
 from email.message import EmailMessage
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
@@ -40,6 +40,7 @@ from ._batch_items import BatchItem, check_batch_source
 from ._batch_items import OutgoingMessage as OutgoingMessage
 from ._config import DeliveryMethod, Security, Timeouts
 from ._deadlines import Watchdog
+from ._dkim import DkimSigner, choose_signer, sign_prepared
 from ._errors import SmtpDeliveryUnknownError, SmtpFailedRecipientsError
 from ._message import PreparedMessage, prepare_message, with_delivery_options
 from ._options import DeliveryNotification, DsnReturn
@@ -120,6 +121,11 @@ class SmtpClient:
     'trio-smtp[proxy]'``; without it the constructor raises ``ImportError``).  TLS runs end to
     end through the tunnel and checks ``host``'s certificate; credentials for the SMTP server
     are never sent in clear through a proxy, even a local one.  See :doc:`/howto/proxy`.
+
+    ``dkim`` is a :class:`~trio_smtp.DkimSigner`: every in-memory message is DKIM-signed
+    over exactly the octets sent (after Bcc is removed and line ends are made CRLF); a
+    streamed body is then refused with ``ValueError`` unless sent with ``dkim=False``.  See
+    :doc:`/howto/dkim`.
     """
 
     def __init__(
@@ -137,7 +143,9 @@ class SmtpClient:
         stream_factory: StreamFactory | None = None,
         unix_socket: str | os.PathLike[str] | None = None,
         proxy: str | None = None,
+        dkim: DkimSigner | None = None,
     ) -> None:
+        self._dkim = choose_signer(None, dkim)
         self._config = session_config(
             host,
             port,
@@ -248,6 +256,7 @@ class SmtpClient:
         envid: str | None = None,
         orcpt: Mapping[str, str] | None = None,
         requiretls: bool = False,
+        dkim: DkimSigner | Literal[False] | None = None,
     ) -> SendResult:
         """Send ``message`` and wait for the outcome.
 
@@ -267,6 +276,10 @@ class SmtpClient:
         extension, is refused before MAIL (:class:`~trio_smtp.SmtpError`,
         :class:`~trio_smtp.SmtpTlsError`): nothing is silently dropped.
 
+        ``dkim``: a :class:`~trio_smtp.DkimSigner` for this message, ``False`` to send it
+        unsigned, or None (the default) for the client's ``dkim``.  Signing happens here,
+        before anything is written (``ValueError`` for a streamed body).
+
         Raises ``TypeError``/``ValueError`` for bad input, ``trio.BusyResourceError`` while
         another send is in flight, ``trio.ClosedResourceError`` after the client is closed,
         and an :class:`~trio_smtp.SmtpError` subclass for every delivery failure.
@@ -278,6 +291,7 @@ class SmtpClient:
         """
         self._check_open()
         prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
+        prepared = _signed(prepared, choose_signer(self._dkim, dkim))
         self._claim()
         try:
             return await self._deliver(prepared)
@@ -329,6 +343,7 @@ class SmtpClient:
                 self._deliver_once,
                 None if pickup else self._connection,
                 functools.partial(self._drop_transport, polite=False),
+                dkim=self._dkim,
             )
         finally:
             self._release()
@@ -345,6 +360,7 @@ class SmtpClient:
         envid: str | None = None,
         orcpt: Mapping[str, str] | None = None,
         requiretls: bool = False,
+        dkim: DkimSigner | Literal[False] | None = None,
     ) -> None:
         """Validate now, send in the client's nursery, return at once.
 
@@ -354,6 +370,7 @@ class SmtpClient:
         """
         self._check_open()
         prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
+        prepared = _signed(prepared, choose_signer(self._dkim, dkim))
         self._claim()
         scope = trio.CancelScope()
         self._send_scope = scope
@@ -510,3 +527,8 @@ def _prepare(
     return with_delivery_options(
         prepared, notify=notify, ret=ret, envid=envid, orcpt=orcpt, requiretls=requiretls
     )
+
+
+def _signed(prepared: PreparedMessage, signer: DkimSigner | None) -> PreparedMessage:
+    # After _prepare: the signature covers the data as serialised (Bcc removed).
+    return prepared if signer is None else sign_prepared(prepared, signer)
