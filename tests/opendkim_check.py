@@ -1,16 +1,17 @@
-"""Run OpenDKIM's own tools against a public key served from a local DNS server.
+"""Run OpenDKIM against a public key served from a local DNS server.
 
-OpenDKIM's tools take public keys from DNS only: ``opendkim-testmsg`` through the C
-resolver (``/etc/resolv.conf``), ``opendkim-testkey`` through libunbound (its
-``Nameservers`` setting).  This script is run by tests/test_dkim.py as root inside new
-network and mount namespaces (``unshare -n -m``): it brings up that namespace's loopback,
-serves one TXT record on 127.0.0.1:53, bind-mounts a resolv.conf naming that server over
-/etc/resolv.conf (private to the namespace), and runs the tool.  In a fresh network
-namespace no packet can leave the machine, whatever a resolver tries.
+OpenDKIM takes public keys from DNS only, through libunbound (its ``Nameservers``
+setting): ``opendkim -t FILE`` (the filter's test mode, which verifies a message in a file
+without an MTA) and ``opendkim-testkey``.  This script is run by tests/test_dkim.py as root
+inside new network and mount namespaces (``unshare -n -m``): it brings up that namespace's
+loopback, serves one TXT record on 127.0.0.1:53, points OpenDKIM at it (and bind-mounts a
+resolv.conf naming it over /etc/resolv.conf, private to the namespace, for any resolver
+that reads it), and runs the tool.  In a fresh network namespace no packet can leave the
+machine, whatever a resolver tries.
 
-Usage: opendkim_check.py testmsg NAME VALUE < message
+Usage: opendkim_check.py verify NAME VALUE < message      (prints OpenDKIM's dkim= result)
        opendkim_check.py testkey NAME VALUE DOMAIN SELECTOR KEYFILE
-Exit status and stderr are the tool's.
+Exit status and output are the tool's.
 """
 
 from __future__ import annotations
@@ -52,13 +53,14 @@ def main(argv: list[str]) -> int:
         resolv = Path(tmp, "resolv.conf")
         resolv.write_text("nameserver 127.0.0.1\noptions edns0 timeout:2 attempts:2\n")
         subprocess.run(["mount", "--bind", str(resolv), "/etc/resolv.conf"], check=True)
-        if tool == "testmsg":
-            # The tool reads a message with LF line ends (it adds the CRs itself).
-            message = sys.stdin.buffer.read().replace(b"\r\n", b"\n")
-            return subprocess.run(["/usr/sbin/opendkim-testmsg"], input=message).returncode
-        domain, selector, keyfile = rest
         config = Path(tmp, "opendkim.conf")
-        config.write_text("Nameservers 127.0.0.1\n")
+        config.write_text("Mode v\nSyslog no\nNameservers 127.0.0.1\n")
+        if tool == "verify":
+            message = Path(tmp, "message.eml")
+            message.write_bytes(sys.stdin.buffer.read())
+            argv = ["/usr/sbin/opendkim", "-x", str(config), "-t", str(message), "-vv"]
+            return subprocess.run(argv).returncode
+        domain, selector, keyfile = rest
         argv = ["/usr/sbin/opendkim-testkey", "-x", str(config), "-d", domain, "-s", selector]
         return subprocess.run([*argv, "-k", keyfile, "-vvv"]).returncode
 

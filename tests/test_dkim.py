@@ -1,11 +1,14 @@
 """DKIM signing: every signed message is verified as the testing server received it, with
-dkimpy's verifier (the public key given through ``dnsfunc``, no DNS); the DNS record the
-signer publishes is checked by OpenDKIM's opendkim-testkey where it can run."""
+dkimpy's verifier (the public key given through ``dnsfunc``, no DNS) and, for one transfer
+of each key kind, with OpenDKIM (``opendkim -t``, an independent implementation in C, the
+key served by a DNS server in a private network namespace); one changed body octet fails
+both.  The DNS record the signer publishes is checked with opendkim-testkey."""
 
 from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,6 +79,36 @@ def tampered(data: bytes) -> bytes:
     return data[:index] + b"0" + data[index + 1 :]
 
 
+# -- OpenDKIM, an independent implementation ------------------------------------------------
+
+OPENDKIM = "/usr/sbin/opendkim"
+TESTKEY = "/usr/sbin/opendkim-testkey"
+HELPER = Path(__file__).with_name("opendkim_check.py")
+
+
+def _opendkim(tool: str, *args: str, data: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """Run tests/opendkim_check.py in fresh network and mount namespaces (see there)."""
+    program, package = (OPENDKIM, "opendkim") if tool == "verify" else (TESTKEY, "opendkim-tools")
+    if not os.access(program, os.X_OK):
+        pytest.skip(f"{program} is not installed (Debian {package}; .ci/run installs it)")
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip(
+            "OpenDKIM reads keys from DNS only: serving one locally needs root, unshare and ip "
+            "(a private network namespace with its own resolver)"
+        )
+    argv = ["unshare", "--net", "--mount", sys.executable, str(HELPER), tool, *args]
+    return subprocess.run(argv, input=data, capture_output=True, timeout=120, check=False)
+
+
+def opendkim_verdict(data: bytes, signer: DkimSigner) -> str:
+    """OpenDKIM's result for ``data`` ("pass", "fail", ...), from its filter's test mode
+    (``opendkim -t``), the key served from the signer's DNS record."""
+    done = _opendkim("verify", *signer.dns_record(), data=data)
+    found = re.search(rb"dkim=(\w+)", done.stdout)
+    assert found is not None, (done.stdout + done.stderr).decode(errors="replace")
+    return found.group(1).decode()
+
+
 def _client(server: SmtpServer, **kwargs: object) -> SmtpClient:
     return SmtpClient(server.host, server.port, ssl_context=server.ssl_context, **kwargs)  # type: ignore[arg-type]
 
@@ -109,6 +142,9 @@ async def test_signed_email_message_verifies_as_received(
     assert verifies(received.data, signer)
     assert not verifies(tampered(received.data), signer)
     assert "Bcc" in message  # the caller's message is left as it was
+    if transfer == "DATA":  # the same octets either way: OpenDKIM once per key kind
+        assert opendkim_verdict(received.data, signer) == "pass"
+        assert opendkim_verdict(tampered(received.data), signer) == "fail"
 
 
 async def test_bytes_with_bare_line_feeds_are_signed_as_sent(rsa_key: bytes) -> None:
@@ -122,6 +158,8 @@ async def test_bytes_with_bare_line_feeds_are_signed_as_sent(rsa_key: bytes) -> 
     assert b"\nline two\r\n" in received.data
     assert verifies(received.data, signer)
     assert not verifies(tampered(received.data), signer)
+    assert opendkim_verdict(received.data, signer) == "pass"
+    assert opendkim_verdict(tampered(received.data), signer) == "fail"
 
 
 async def test_per_message_signers_override_the_clients(rsa_key: bytes, ed25519_key: bytes) -> None:
@@ -282,23 +320,7 @@ def test_dkim_argument_is_type_checked(rsa_key: bytes) -> None:
         SmtpClient("mail.example.org", dkim="yes")  # type: ignore[arg-type]
 
 
-# -- OpenDKIM ---------------------------------------------------------------------------------
-
-TESTKEY = "/usr/sbin/opendkim-testkey"
-HELPER = Path(__file__).with_name("opendkim_check.py")
-
-
-def _opendkim(*args: str, data: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    """Run tests/opendkim_check.py in fresh network and mount namespaces (see there)."""
-    if not os.access(TESTKEY, os.X_OK):
-        pytest.skip(f"{TESTKEY} is not installed (Debian opendkim-tools; .ci/run installs it)")
-    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip(
-            "OpenDKIM reads keys from DNS only: serving one locally needs root, unshare and ip "
-            "(a private network namespace with its own resolver)"
-        )
-    argv = ["unshare", "--net", "--mount", sys.executable, str(HELPER), *args]
-    return subprocess.run(argv, input=data, capture_output=True, timeout=120, check=False)
+# -- OpenDKIM's key check -------------------------------------------------------------------
 
 
 def test_opendkim_testkey_accepts_the_dns_record(rsa_key: bytes, tmp_path: Path) -> None:
