@@ -241,6 +241,30 @@ def _only_file(directory: Path) -> bytes:
 # -- the signer -------------------------------------------------------------------------------
 
 
+def test_binary_body_with_bare_line_ends_is_refused(rsa_key: bytes) -> None:
+    from trio_smtp._dkim import sign_prepared
+    from trio_smtp._message import prepare_message
+
+    signer = DkimSigner(DOMAIN, SELECTOR, rsa_key)
+    head = b"From: a@example.org\r\nTo: b@example.net\r\n\r\n"
+    envelope = ("a@example.org", ["b@example.net"])
+    with pytest.raises(ValueError, match="binary body"):
+        sign_prepared(prepare_message(head + b"\x00\x01\n\x02", *envelope), signer)
+    # CRLF-clean binary content is left as it is, and signed.
+    signed = sign_prepared(prepare_message(head + b"\x00\x01\r\n", *envelope), signer)
+    assert signed.data.endswith(head + b"\x00\x01\r\n")
+    assert verifies(signed.data, signer)
+
+
+def test_sign_accepts_lf_line_ends_and_needs_from(rsa_key: bytes) -> None:
+    signer = DkimSigner(DOMAIN, SELECTOR, rsa_key)
+    assert signer.sign(b"To: b@example.net\nFrom: a@example.org\n\nbody\n").startswith(
+        b"DKIM-Signature:"
+    )
+    with pytest.raises(ValueError, match="without a From field"):
+        signer.sign(b"To: b@example.net\n\nFrom: in the body\n")
+
+
 def test_repr_hides_the_key(rsa_key: bytes) -> None:
     signer = DkimSigner(DOMAIN, SELECTOR, rsa_key.decode())
     assert repr(signer) == (

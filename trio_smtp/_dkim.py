@@ -10,7 +10,8 @@ put in front (RFC 6376 §5.6).  Dot-stuffing comes later and is undone by the se
 
 A streamed body (a file, an async iterable) is refused with ``ValueError`` before anything
 is written: dkimpy takes the whole message in memory anyway, and signing in two passes
-would need a source that can be read twice, which an async iterable is not.
+would need a source that can be read twice, which an async iterable is not.  So is a binary
+body (RFC 3030 BINARYMIME) whose bare CRs or LFs the normalisation would change.
 
 Key formats: RSA as PEM (PKCS#1 ``RSA PRIVATE KEY`` or PKCS#8 ``PRIVATE KEY``, as
 ``openssl genpkey`` writes them), signed ``rsa-sha256``; Ed25519 (RFC 8463) as PKCS#8 PEM
@@ -29,7 +30,7 @@ from dataclasses import replace
 from typing import Any
 
 from ._message import PreparedMessage
-from .protocol import BodyInspector, normalize_line_endings
+from .protocol import BodyInspector, BodyKind, normalize_line_endings
 
 __all__ = ["DkimSigner", "choose_signer", "sign_prepared"]
 
@@ -149,6 +150,13 @@ def sign_prepared(prepared: PreparedMessage, signer: DkimSigner) -> PreparedMess
             "to send it unsigned"
         )
     data = normalize_line_endings(prepared.data)
+    if prepared.body_kind is BodyKind.BINARY and data[: len(prepared.data)] != prepared.data:
+        # Without DKIM such a body may go unchanged (BDAT, BODY=BINARYMIME); signing needs
+        # its octets fixed now, and changing bare CRs and LFs could corrupt binary content.
+        raise ValueError(
+            "cannot DKIM-sign a binary body (NUL octets or lines over 998 octets) that has "
+            "bare CR or LF octets: encode its binary parts (base64) first"
+        )
     signed = signer.sign(data) + data
     inspector = BodyInspector()
     inspector.feed(signed)
@@ -157,9 +165,8 @@ def sign_prepared(prepared: PreparedMessage, signer: DkimSigner) -> PreparedMess
 
 def _has_from(message: bytes) -> bool:
     """True when the header section (RFC 5322 §2.1) has a From field."""
-    end = message.find(b"\r\n\r\n")
-    head = message[: end if end >= 0 else len(message)]
-    return any(line[:5].lower() == b"from:" for line in head.split(b"\r\n"))
+    head = re.split(rb"\r?\n\r?\n", message, maxsplit=1)[0]
+    return any(line[:5].lower() == b"from:" for line in re.split(rb"\r?\n", head))
 
 
 def choose_signer(default: DkimSigner | None, given: object) -> DkimSigner | None:
