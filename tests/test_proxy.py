@@ -25,7 +25,7 @@ from trio_smtp import (
     SmtpTlsError,
     Timeouts,
 )
-from trio_smtp._proxy import parse_proxy
+from trio_smtp._proxy import ascii_host, parse_proxy
 from trio_smtp._transport import open_transport
 from trio_smtp.testing import SmtpServer
 from trio_smtp.testing._tls import TlsMaterial
@@ -311,6 +311,14 @@ def test_malformed_proxy_urls(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message) as caught:
         SmtpClient("mail.example.org", proxy=url)
     assert "secret" not in str(caught.value)
+
+
+def test_destination_is_checked_for_the_proxys_request() -> None:
+    with pytest.raises(ValueError, match="white space"):
+        SmtpClient("mail.example.org\r\nX: y", proxy="http://p:3128")
+    with pytest.raises(ValueError, match="IDNA"):
+        SmtpClient("ü" + "a" * 70 + ".example", proxy="http://p:3128")
+    assert ascii_host("bücher.example") == "xn--bcher-kva.example"
 
 
 def test_socks_default_port_and_repr_hide_credentials() -> None:

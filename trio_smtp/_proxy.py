@@ -92,6 +92,7 @@ class Proxy:
         The proxy refusing, failing authentication, breaking its protocol or being
         unreachable is :class:`~trio_smtp.SmtpConnectError` naming the proxy.  No deadline
         of its own: the caller's connect deadline covers the whole exchange."""
+        host = ascii_host(host)  # the proxy gets the name as DNS carries it
         if self.scheme == "http":
             return await self._open_http(host, port)
         return await self._open_socks(host, port)
@@ -223,9 +224,18 @@ def _credentials(userinfo: str | None, scheme: str) -> tuple[str | None, str | N
 
 def check_destination(host: str) -> None:
     """The SMTP host goes into the proxy's request: refuse white space and controls (an
-    HTTP CONNECT request line could otherwise be split)."""
+    HTTP CONNECT request line could otherwise be split) and names IDNA cannot encode."""
     if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in host):
         raise ValueError("the host name contains white space or control characters")
+    try:
+        ascii_host(host)
+    except UnicodeError:
+        raise ValueError(f"the host name {host!r} cannot be encoded for DNS (IDNA)") from None
+
+
+def ascii_host(host: str) -> str:
+    """``host`` as an ASCII name (IDNA, RFC 3490) for the proxy's request."""
+    return host if host.isascii() else host.encode("idna").decode("ascii")
 
 
 def _import_python_socks() -> tuple[Any, Any]:
