@@ -35,6 +35,7 @@ from collections.abc import (
 
 from ._batch_items import Outcome, Outcomes, Pending, Source
 from ._deadlines import Phases
+from ._dkim import DkimSigner
 from ._errors import (
     SmtpConnectError,
     SmtpDeliveryTimeoutError,
@@ -100,6 +101,8 @@ async def send_batch(
     deliver_one: Callable[[PreparedMessage], Awaitable[SendResult]],
     connection: Callable[[], Awaitable[Transport]] | None,
     drop_connection: Callable[[], Awaitable[None]],
+    *,
+    dkim: DkimSigner | None = None,
 ) -> list[Outcome]:
     """The body of :meth:`SmtpClient.send_many <trio_smtp.SmtpClient.send_many>`: one
     outcome per item, in order.
@@ -107,9 +110,10 @@ async def send_batch(
     The client lends its ways to the server: ``deliver_one`` sends one message as ``send``
     does, ``connection`` returns its reusable session (opening one if needed; ``None`` for
     a pickup directory), ``drop_connection`` discards a session that is no longer usable.
+    ``dkim`` signs every item that does not choose its own signer.
     """
     outcomes = Outcomes(counters)
-    source = Source(items, outcomes)
+    source = Source(items, outcomes, dkim)
     pending = await source.next()  # no connection for an empty batch
     while pending is not None:
         if connection is None:  # a pickup directory: one file per message

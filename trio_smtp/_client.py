@@ -31,7 +31,7 @@ from collections.abc import (
 from contextlib import AbstractAsyncContextManager
 from email.message import EmailMessage
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
@@ -40,6 +40,7 @@ from ._batch_items import BatchItem, check_batch_source
 from ._batch_items import OutgoingMessage as OutgoingMessage
 from ._config import DeliveryMethod, Security, Timeouts
 from ._deadlines import Watchdog
+from ._dkim import DkimSigner, choose_signer, sign_prepared
 from ._errors import SmtpDeliveryUnknownError, SmtpFailedRecipientsError
 from ._message import PreparedMessage, prepare_message, with_delivery_options
 from ._options import DeliveryNotification, DsnReturn
@@ -119,6 +120,18 @@ class SmtpClient:
     when its body raises (its :class:`SendCompleted` is still delivered).  ``repr()`` shows
     the server, the security and the state (``new``, ``idle``, ``connected``, ``sending``,
     ``closing``, ``closed``).
+
+    ``proxy`` connects through a SOCKS or HTTP CONNECT proxy: ``"socks5://user:pw@host:1080"``
+    (``socks5h://`` lets the proxy resolve ``host``; also ``socks4://``, ``socks4a://``,
+    ``http://host:port``).  SOCKS needs the ``proxy`` extra (``pip install
+    'trio-smtp[proxy]'``; without it the constructor raises ``ImportError``).  TLS runs end to
+    end through the tunnel and checks ``host``'s certificate; credentials for the SMTP server
+    are never sent in clear through a proxy, even a local one.  See :doc:`/howto/proxy`.
+
+    ``dkim`` is a :class:`~trio_smtp.DkimSigner`: every in-memory message is DKIM-signed
+    over exactly the octets sent (after Bcc is removed and line ends are made CRLF); a
+    streamed body is then refused with ``ValueError`` unless sent with ``dkim=False``.  See
+    :doc:`/howto/dkim`.
     """
 
     def __init__(
@@ -135,7 +148,10 @@ class SmtpClient:
         pickup_directory: str | os.PathLike[str] | None = None,
         stream_factory: StreamFactory | None = None,
         unix_socket: str | os.PathLike[str] | None = None,
+        proxy: str | None = None,
+        dkim: DkimSigner | None = None,
     ) -> None:
+        self._dkim = choose_signer(None, dkim)
         self._config = session_config(
             host,
             port,
@@ -148,6 +164,7 @@ class SmtpClient:
             pickup_directory=pickup_directory,
             stream_factory=stream_factory,
             unix_socket=unix_socket,
+            proxy=proxy,
         )
         self._counters = Counters()
         self._delivery_method = delivery_method
@@ -192,7 +209,9 @@ class SmtpClient:
         """``smtps://user:pw@host[:port]`` (implicit TLS), ``smtp://...`` (STARTTLS required,
         ``?tls=opportunistic|none``), ``smtp+unix:///path/to/socket`` (a Unix socket, no
         TLS), ``pickup:///path/to/dir`` (``.eml`` files into a pickup directory); user and
-        password are percent-decoded.  Keyword arguments add to or override
+        password are percent-decoded.  ``?proxy=URL`` connects through a proxy (``proxy=``);
+        that URL is percent-encoded as a whole (``urllib.parse.quote(proxy_url, safe="")``).
+        Keyword arguments add to or override
         the URL's.  Every problem with the URL is a ``ValueError`` that never quotes the
         password."""
         return cls(**{**parse_smtp_url(url), **kwargs})
@@ -272,6 +291,7 @@ class SmtpClient:
         envid: str | None = None,
         orcpt: Mapping[str, str] | None = None,
         requiretls: bool = False,
+        dkim: DkimSigner | Literal[False] | None = None,
     ) -> SendResult:
         """Send ``message`` and wait for the outcome.
 
@@ -291,6 +311,10 @@ class SmtpClient:
         extension, is refused before MAIL (:class:`~trio_smtp.SmtpError`,
         :class:`~trio_smtp.SmtpTlsError`): nothing is silently dropped.
 
+        ``dkim``: a :class:`~trio_smtp.DkimSigner` for this message, ``False`` to send it
+        unsigned, or None (the default) for the client's ``dkim``.  Signing happens here,
+        before anything is written (``ValueError`` for a streamed body).
+
         Raises ``TypeError``/``ValueError`` for bad input, ``trio.BusyResourceError`` while
         another send is in flight, ``trio.ClosedResourceError`` after the client is closed,
         and an :class:`~trio_smtp.SmtpError` subclass for every delivery failure.
@@ -302,6 +326,7 @@ class SmtpClient:
         """
         self._check_open()
         prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
+        prepared = _signed(prepared, choose_signer(self._dkim, dkim))
         self._claim()
         try:
             return await self._deliver(prepared)
@@ -353,6 +378,7 @@ class SmtpClient:
                 self._deliver_once,
                 None if pickup else self._connection,
                 functools.partial(self._drop_transport, polite=False),
+                dkim=self._dkim,
             )
         finally:
             self._release()
@@ -369,6 +395,7 @@ class SmtpClient:
         envid: str | None = None,
         orcpt: Mapping[str, str] | None = None,
         requiretls: bool = False,
+        dkim: DkimSigner | Literal[False] | None = None,
     ) -> None:
         """Validate now, send in the client's nursery, return at once.
 
@@ -378,6 +405,7 @@ class SmtpClient:
         """
         self._check_open()
         prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
+        prepared = _signed(prepared, choose_signer(self._dkim, dkim))
         self._claim()
         scope = trio.CancelScope()
         self._send_scope = scope
@@ -534,3 +562,8 @@ def _prepare(
     return with_delivery_options(
         prepared, notify=notify, ret=ret, envid=envid, orcpt=orcpt, requiretls=requiretls
     )
+
+
+def _signed(prepared: PreparedMessage, signer: DkimSigner | None) -> PreparedMessage:
+    # After _prepare: the signature covers the data as serialised (Bcc removed).
+    return prepared if signer is None else sign_prepared(prepared, signer)

@@ -20,6 +20,7 @@ from . import _sasl
 from ._config import Security, Timeouts
 from ._errors import SmtpAuthenticationError, SmtpConnectError, SmtpTlsError
 from ._hostname import address_literal, local_fqdn
+from ._proxy import Proxy
 from ._transport import StreamFactory, Transport, deadline, open_transport
 from .protocol import AuthResponse, Ehlo, Helo, Reply, StartTls
 
@@ -87,6 +88,8 @@ class SessionConfig:
     stream_factory: StreamFactory | None = None
     #: Connect to this Unix socket path instead of TCP to ``host:port``.
     unix_socket: str | None = None
+    #: Connect through this SOCKS or HTTP CONNECT proxy (see :mod:`trio_smtp._proxy`).
+    proxy: Proxy | None = None
 
 
 async def open_session(config: SessionConfig) -> Transport:
@@ -99,6 +102,7 @@ async def open_session(config: SessionConfig) -> Transport:
         timeouts=config.timeouts,
         stream_factory=config.stream_factory,
         unix_socket=config.unix_socket,
+        proxy=config.proxy,
     )
     try:
         await _handshake(transport, config)

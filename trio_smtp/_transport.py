@@ -45,6 +45,7 @@ from ._errors import (
     SmtpTlsError,
 )
 from ._log import ProtocolLog
+from ._proxy import Proxy
 from .protocol import (
     ClientConnection,
     Command,
@@ -573,24 +574,34 @@ async def open_transport(
     timeouts: Timeouts,
     stream_factory: StreamFactory | None = None,
     unix_socket: str | None = None,
+    proxy: Proxy | None = None,
 ) -> Transport:
     """Connect (happy eyeballs, RFC 8305, via trio.open_tcp_stream; or to ``unix_socket``;
-    or through ``stream_factory``), TLS first if implicit."""
+    or through ``stream_factory`` or ``proxy``), TLS first if implicit."""
     peer = unix_socket if unix_socket is not None else f"{host}:{port}"
     what = "connecting" if stream_factory is not None else f"the connection to {peer}"
-    # The peer is named only when we dial it: a stream factory's errors are its own.
-    connect_to = None if stream_factory is not None else peer
+    if proxy is not None:
+        what += f" through the proxy {proxy.display}"
+    # The peer is named only when we dial it: a stream factory's errors are its own, and a
+    # proxy names itself in the errors it raises.
+    connect_to = None if stream_factory is not None or proxy is not None else peer
     with map_errors(what, connect_to=connect_to), deadline(timeouts.connect, what):
         if stream_factory is not None:
             stream = await stream_factory()
         elif unix_socket is not None:
             stream = await trio.open_unix_socket(unix_socket)
+        elif proxy is not None:
+            stream = await proxy.open_stream(host, port)
         else:
             stream = await trio.open_tcp_stream(host, port)
     log = ProtocolLog(peer)
-    log.note("connected")
+    log.note("connected" if proxy is None else f"connected through the proxy {proxy.display}")
     if security is Security.IMPLICIT_TLS:
         assert context is not None
         stream = await wrap_tls(stream, context, host, timeouts)
         _note_tls(log, stream)
-    return Transport(stream, ClientConnection(), host=host, timeouts=timeouts, log=log)
+    transport = Transport(stream, ClientConnection(), host=host, timeouts=timeouts, log=log)
+    if proxy is not None:
+        # The socket's peer is the proxy: a local proxy says nothing about the SMTP server.
+        transport.loopback = False
+    return transport
