@@ -230,6 +230,7 @@ def test_pickup_is_a_directory_without_a_server() -> None:
         "credentials": None,
         "local_hostname": None,
         "unix_socket": None,
+        "proxy": None,
         "delivery_method": DeliveryMethod.PICKUP_DIRECTORY,
         "pickup_directory": "/var/spool/my mail",
     }
