@@ -261,9 +261,12 @@ class SmtpClient:
         and an :class:`~trio_smtp.SmtpError` subclass for every delivery failure.
 
         Cancelled (by the caller's cancel scope), it closes the connection and lets
-        ``Cancelled`` propagate, as Trio requires.  Before the end of the data is written,
-        nothing is delivered; after it (while the final reply is awaited) the server may
-        have accepted the message: a cancellation cannot take it back.
+        ``Cancelled`` propagate, alone (never inside an exception group), as Trio requires.
+        Before the end of the data is written, nothing is delivered; after it (while the
+        final reply is awaited) the server may have accepted the message: a cancellation
+        cannot take it back.  A cancel that arrives while the connection is being closed
+        after the outcome is known does not replace it: the outcome is returned or raised,
+        and ``Cancelled`` comes at the caller's next checkpoint.
         """
         self._check_open()
         prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
@@ -356,13 +359,14 @@ class SmtpClient:
         the message data, the terminator is never sent, so the server discards the message.
 
         A cancel that comes too late -- once the end of the data (the terminator, or ``BDAT
-        n LAST``) has been written, while its reply is awaited -- cannot stop the delivery:
-        the server may have accepted the message.  The event then does not claim a cancel:
-        it is ``SendCompleted(user_token, SmtpDeliveryUnknownError(...), False, None)``.
+        n LAST``) has been written, whatever the body (in memory, a file, an async iterable)
+        -- cannot stop the delivery: the server may have accepted the message.  The event
+        then never claims a cancel (``cancelled=False``): it carries the send's own outcome
+        when it has one (the result, or the SmtpDeliveryUnknownError it was already failing
+        with), else -- the cancel cut the wait for the reply, or its cleanup --
+        ``SendCompleted(user_token, SmtpDeliveryUnknownError(...), False, None)``.
         With CHUNKING and PIPELINING a small message's ``BDAT n LAST`` goes in the same write
         as MAIL, so from that write on a cancel is already too late.
-        Once the reply is in, the send's own outcome is reported (a delivered message is
-        never reported as cancelled).
         """
         if self._send_scope is not None:
             self._send_scope.cancel()
@@ -494,7 +498,9 @@ class SmtpClient:
         self._idle.set()
 
 
-#: How long closing a body's file may take once the send is over (it is shielded).
+#: DESIGN rule 9's short deadline for the one shielded cleanup that no Timeouts field
+#: governs, because it waits on no server: closing a file the client opened from a path
+#: once the send is over.  Past it the close is left to its worker thread.
 _CLEANUP_SECONDS = 5.0
 
 
