@@ -70,12 +70,13 @@ def _answer_later(got_it: trio.Event, release: trio.Event) -> Handover:
     return Handover(handler)
 
 
+@pytest.mark.parametrize("disable", [{"CHUNKING"}, set()], ids=["data", "bdat"])
 @pytest.mark.parametrize(("kind", "data"), BODIES, ids=IDS)
 async def test_send_async_cancel_after_end_of_data_is_never_a_cancel(
-    kind: str, data: bytes, tmp_path: Path
+    kind: str, data: bytes, disable: set[str], tmp_path: Path
 ) -> None:
     got_it, release = trio.Event(), trio.Event()
-    async with SmtpServer(tls="none", disable={"CHUNKING"}) as server:
+    async with SmtpServer(tls="none", disable=disable) as server:
         server.on("END_OF_DATA", _answer_later(got_it, release), times=1)
         async with SmtpClient(server.host, server.port, security=Security.NONE) as client:
             client.send_async(_body(kind, data, tmp_path), "late", sender=FROM, recipients=TO)

@@ -562,8 +562,9 @@ class _Watcher:
         self.writer_scope = trio.CancelScope()
         self.arrived = trio.Event()
         self.terminator_started = False
-        #: When the write in progress (or the last one) must be done (Trio time).
-        self.write_deadline = math.inf
+        #: When the write in progress (or the last one) must be done (Trio time); before
+        #: any write, -inf: a failure then has no reason from the server to wait for.
+        self.write_deadline = -math.inf
         self.data = b""
         self.error: Exception | None = None
 
