@@ -179,9 +179,9 @@ class SmtpClient:
         self._busy = False
         self._idle = trio.Event()
         self._send_scope: trio.CancelScope | None = None
-        #: Set when a send was cancelled after the end of its data was written (see
-        #: :meth:`_run_send_async`): too late to stop the delivery.
-        self._cancelled_after_end_of_data = False
+        #: The connection the send in flight uses (its last, after a stale one was
+        #: replaced): :meth:`_completion` reads its ``end_of_data_written``.
+        self._send_transport: Transport | None = None
 
     def __repr__(self) -> str:
         config = self._config
@@ -320,9 +320,12 @@ class SmtpClient:
         and an :class:`~trio_smtp.SmtpError` subclass for every delivery failure.
 
         Cancelled (by the caller's cancel scope), it closes the connection and lets
-        ``Cancelled`` propagate, as Trio requires.  Before the end of the data is written,
-        nothing is delivered; after it (while the final reply is awaited) the server may
-        have accepted the message: a cancellation cannot take it back.
+        ``Cancelled`` propagate, alone (never inside an exception group), as Trio requires.
+        Before the end of the data is written, nothing is delivered; after it (while the
+        final reply is awaited) the server may have accepted the message: a cancellation
+        cannot take it back.  A cancel that arrives while the connection is being closed
+        after the outcome is known does not replace it: the outcome is returned or raised,
+        and ``Cancelled`` comes at the caller's next checkpoint.
         """
         self._check_open()
         prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
@@ -419,13 +422,14 @@ class SmtpClient:
         the message data, the terminator is never sent, so the server discards the message.
 
         A cancel that comes too late -- once the end of the data (the terminator, or ``BDAT
-        n LAST``) has been written, while its reply is awaited -- cannot stop the delivery:
-        the server may have accepted the message.  The event then does not claim a cancel:
-        it is ``SendCompleted(user_token, SmtpDeliveryUnknownError(...), False, None)``.
+        n LAST``) has been written, whatever the body (in memory, a file, an async iterable)
+        -- cannot stop the delivery: the server may have accepted the message.  The event
+        then never claims a cancel (``cancelled=False``): it carries the send's own outcome
+        when it has one (the result, or the SmtpDeliveryUnknownError it was already failing
+        with), else -- the cancel cut the wait for the reply, or its cleanup --
+        ``SendCompleted(user_token, SmtpDeliveryUnknownError(...), False, None)``.
         With CHUNKING and PIPELINING a small message's ``BDAT n LAST`` goes in the same write
         as MAIL, so from that write on a cancel is already too late.
-        Once the reply is in, the send's own outcome is reported (a delivered message is
-        never reported as cancelled).
         """
         if self._send_scope is not None:
             self._send_scope.cancel()
@@ -435,33 +439,53 @@ class SmtpClient:
     ) -> None:
         error: BaseException | None = None
         result: SendResult | None = None
-        cancelled_from_outside = False
-        self._cancelled_after_end_of_data = False
+        self._send_transport = None
         try:
             with scope:
                 result = await self._deliver(prepared)
         except SmtpFailedRecipientsError as exc:
             error, result = exc, exc.result
-        except Exception as exc:
+        except BaseException as exc:
+            # An Exception is the send's failure.  Anything else is a cancel from outside
+            # (the client torn down under the caller's cancellation): the event is still
+            # sent, and Cancelled propagates to its scope.
             error = exc
-        except BaseException:
-            # Cancelled from outside (the client torn down under the caller's cancellation):
-            # the event is still sent, and Cancelled propagates to its scope.
-            cancelled_from_outside = True
-            raise
+            if not isinstance(exc, Exception):
+                raise
         finally:
-            cancelled = cancelled_from_outside or (
-                scope.cancel_called and (result is None or scope.cancelled_caught)
-            )
-            if cancelled and self._cancelled_after_end_of_data:
-                # Too late to stop the delivery (outer cancels included): say so.
-                error, result, cancelled = _late_cancel(), None, False
-                self._counters.failed(error, prepared.size)
-            elif cancelled:
-                error, result = None, None
+            event = self._completion(user_token, scope, result, error, prepared.size)
             self._send_scope = None
             self._release()
-            self._send_channel.send_nowait(SendCompleted(user_token, error, cancelled, result))
+            self._send_channel.send_nowait(event)
+
+    def _completion(
+        self,
+        user_token: object,
+        scope: trio.CancelScope,
+        result: SendResult | None,
+        error: BaseException | None,
+        size: int | None,
+    ) -> SendCompleted[Any]:
+        """The one place a ``send_async`` outcome is decided (DESIGN rule 10).
+
+        ``error`` is what the send raised: an Exception, a cancel from outside, or None
+        (``result`` came back, or ``scope`` caught its own cancel).  Once the end of the data
+        was written (the transport's ``end_of_data_written``: the server may have the whole
+        message), no cancel makes the event ``cancelled``: it carries the result, the send's
+        own error, or -- when a cancel cut the wait for the reply -- an
+        SmtpDeliveryUnknownError.  Before that, a cancel means nothing was delivered."""
+        transport, self._send_transport = self._send_transport, None
+        failure = error if isinstance(error, Exception) else None
+        if result is not None and failure is None:
+            return SendCompleted(user_token, None, False, result)
+        if transport is not None and transport.end_of_data_written:
+            if failure is None:  # a cancel cut the wait for the reply to the end of data
+                failure = _late_cancel()
+                self._counters.failed(failure, size)
+            return SendCompleted(user_token, failure, False, result)
+        if failure is None or scope.cancel_called:
+            return SendCompleted(user_token, None, True, None)
+        return SendCompleted(user_token, failure, False, result)
 
     @_counted
     async def _deliver(self, prepared: PreparedMessage) -> SendResult:
@@ -479,14 +503,13 @@ class SmtpClient:
             return await self._deliver_to_pickup(prepared)
         while True:
             transport = await self._connection()
+            # Where the event decision (_completion) learns whether the end of data went out.
+            transport.begin_transaction()
+            self._send_transport = transport
             try:
                 return await deliver(transport, prepared)
             except ConnectionStaleError:
                 continue  # only on a reused connection: the next one is fresh
-            except trio.Cancelled:
-                # After the end of data, before its reply: the message may be delivered.
-                self._cancelled_after_end_of_data = transport.end_of_data_unanswered
-                raise
             finally:
                 if not transport.reusable:
                     await self._drop_transport(polite=False)
@@ -538,7 +561,9 @@ class SmtpClient:
         self._idle.set()
 
 
-#: How long closing a body's file may take once the send is over (it is shielded).
+#: DESIGN rule 9's short deadline for the one shielded cleanup that no Timeouts field
+#: governs, because it waits on no server: closing a file the client opened from a path
+#: once the send is over.  Past it the close is left to its worker thread.
 _CLEANUP_SECONDS = 5.0
 
 

@@ -132,7 +132,11 @@ async def _ehlo_domain(transport: Transport) -> str:
     """This machine's FQDN (looked up once, in a thread), or the address literal of our end
     of the connection when the lookup is slow or gives nothing usable (RFC 5321 §4.1.4)."""
     local = _local_address(transport)
-    with trio.move_on_after(_FQDN_LOOKUP_LIMIT):
+    # A local wait before EHLO: never longer than EHLO's own budget (Timeouts.command).
+    limit = _FQDN_LOOKUP_LIMIT
+    if transport.timeouts.command is not None:
+        limit = min(limit, transport.timeouts.command)
+    with trio.move_on_after(limit):
         return await local_fqdn(local)
     return address_literal(local or "127.0.0.1")
 

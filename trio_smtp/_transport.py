@@ -68,9 +68,6 @@ _DATA_CHUNK = 256 * 1024
 # Message data may be written in these states with no reply in between.
 _DATA_STATES = frozenset({State.DATA, State.BDAT})
 
-#: How long to wait for the rest of an early reply, or for the reason a write failed.
-_EARLY_GRACE = 5.0
-
 UNKNOWN = (
     "the connection was lost after the end of data and before the server's reply: "
     "the message may have been delivered"
@@ -149,16 +146,22 @@ class Transport:
         #: Transactions completed on this connection (a reused connection has > 0).
         self.transactions = 0
         #: True from the moment the write carrying the end of data (the terminator, or
-        #: ``BDAT n LAST``) completed until its reply is read: a loss or a cancellation
-        #: then leaves the message possibly delivered (RFC 5321 §4.1.1.4).  A write that
-        #: failed never sets it: its last octets never reached the kernel, so the server
-        #: cannot have seen a complete end of data.
-        self.end_of_data_unanswered = False
+        #: ``BDAT n LAST``) of the current transaction completed, until
+        #: :meth:`begin_transaction`: from then on the server may have the whole message
+        #: (RFC 5321 §4.1.1.4), so a loss is "maybe delivered" and no cancel can take the
+        #: message back (DESIGN rule 10: the client's event decision reads this).  A write
+        #: that failed never sets it: its last octets never reached the kernel, so the
+        #: server cannot have seen a complete end of data.
+        self.end_of_data_written = False
         self._broken = False
         self._phases: Phases | None = None
         #: The client's :class:`Watchdog`, which enforces :class:`Phases` deadlines without
         #: moving them; None (a transport used on its own): Phases move their deadlines.
         self.watchdog: Watchdog | None = None
+
+    def begin_transaction(self) -> None:
+        """A new transaction starts on this connection: its end of data is not written yet."""
+        self.end_of_data_written = False
 
     def phases(self) -> Phases:
         """One deadline scope for a transaction of in-memory data (see :class:`Phases`)."""
@@ -313,6 +316,7 @@ class Transport:
         except BaseException:
             self.mark_broken()
             raise
+        self.end_of_data_written = True
         return await self.end_of_data_reply("the end of data")
 
     async def send_stream(self, chunks: AsyncIterator[bytes]) -> Reply:
@@ -322,6 +326,8 @@ class Transport:
         an early reply (a refusal, or 421 before closing); writing stops, the terminator is
         never sent, and it is raised with its code.  An exception from ``chunks`` (a file
         that fails to read) stops the data without the terminator and is raised as it is.
+        A cancellation comes out as a bare ``Cancelled``, never inside an exception group
+        (see :meth:`_write_watched`).
         """
         watcher = _Watcher(self.stream)
         # A streamed source's reads are not phases: every step below has its own deadline.
@@ -342,24 +348,23 @@ class Transport:
         """:meth:`write` the octets that end the data (``BDAT n LAST``, alone or in a
         pipelined group); once written, the outcome is unknown until the reply is read."""
         await self.write(data, what, limit)
-        self.end_of_data_unanswered = True
+        self.end_of_data_written = True
 
     async def end_of_data_reply(self, what: str, limit: float | None = None) -> Reply:
-        """The reply to the end of data, once it was completely written.
+        """The reply to the end of data, once it was completely written
+        (:attr:`end_of_data_written`).
 
         A lost connection or a malformed reply (garbage, a line over the limit, a bad code)
         is SmtpDeliveryUnknownError, and a timeout SmtpDeliveryTimeoutError (RFC 5321
         §4.1.1.4: the server has the whole message; a reply we cannot read is no refusal).
         The connection is broken either way, never reused.  ``limit`` defaults to
         :attr:`Timeouts.data_termination <trio_smtp.Timeouts.data_termination>`."""
-        self.end_of_data_unanswered = True
         if limit is None:
             limit = self.timeouts.data_termination
         try:
             reply = await self.read_reply(what, limit, maybe_delivered=True)
         except LOST_OR_GARBLED as exc:
             raise delivery_unknown(exc) from exc
-        self.end_of_data_unanswered = False
         return reply
 
     def _check_nothing_buffered(self) -> None:
@@ -386,26 +391,51 @@ class Transport:
 
     async def _write_watched(
         self, chunks: AsyncIterator[bytes], watcher: _Watcher
-    ) -> BaseException | None:
-        """Write while watching; return the writer's error instead of raising it, so that
-        nothing but Cancelled ever leaves the nursery (no ExceptionGroup escapes)."""
-        error: BaseException | None = None
+    ) -> Exception | None:
+        """Write while the watcher reads; return the writer's error instead of raising it.
+
+        Only one exception can leave (DESIGN rule 9): neither task raises inside the nursery
+        -- the writer hands back what stopped it, the watcher keeps its error and ends
+        quietly when cancelled -- so the nursery never builds an exception group.  A cancel
+        from outside is raised here, alone, once both tasks are done; the caller's
+        decisions (:attr:`end_of_data_written`) then see it as a plain ``Cancelled``.
+        """
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watcher.run)
-            with watcher.writer_scope:
-                try:
-                    await self._write_data(chunks, watcher)
-                except _SourceFailed as exc:
-                    error = exc  # our side failed: nothing to wait for
-                except Exception as exc:
-                    error = exc
-            if not watcher.arrived.is_set() and not isinstance(error, _SourceFailed):
-                # After the terminator: its reply.  After a failed write: a short grace to
-                # read the reason the server may have sent before closing.
-                grace = self.timeouts.data_termination if error is None else _EARLY_GRACE
-                with trio.move_on_after(_or_inf(grace)):
-                    await watcher.arrived.wait()
+            stopped = await self._write_then_wait(chunks, watcher)
             nursery.cancel_scope.cancel()
+        if stopped is None or isinstance(stopped, Exception):
+            return stopped
+        raise stopped  # Cancelled (or KeyboardInterrupt): never wrapped in a group
+
+    async def _write_then_wait(
+        self, chunks: AsyncIterator[bytes], watcher: _Watcher
+    ) -> BaseException | None:
+        """The writer's task in :meth:`_write_watched`: returns what stopped it, never raises.
+
+        After the terminator it waits for the reply (``data_termination``).  After a failed
+        write it waits for the reason the server may have sent before closing, but only
+        until that write's own ``data_block`` deadline: no wait here outlasts the budget
+        :class:`~trio_smtp.Timeouts` gives its phase (a write that timed out waits no more).
+        """
+        error: Exception | None = None
+        try:
+            try:
+                with watcher.writer_scope:  # cancelled by the watcher on an early reply
+                    await self._write_data(chunks, watcher)
+            except _SourceFailed as exc:
+                return exc  # our side failed: nothing to wait for
+            except Exception as exc:
+                error = exc
+            if not watcher.arrived.is_set():
+                if error is None:
+                    limit = trio.current_time() + _or_inf(self.timeouts.data_termination)
+                else:
+                    limit = watcher.write_deadline
+                with trio.move_on_at(limit):
+                    await watcher.arrived.wait()
+        except BaseException as exc:  # a cancel from outside: _write_watched raises it
+            return exc
         return error
 
     async def _write_data(self, chunks: AsyncIterator[bytes], watcher: _Watcher) -> None:
@@ -421,17 +451,22 @@ class Transport:
             if chunk is None:
                 break
             if pending:
-                await self._send_data_block(pending)
+                await self._watched_block(pending, watcher)
             pending = self.conn.send_data(chunk)
         payload = (pending or b"") + self.conn.end_data()
         watcher.terminator_started = True
-        await self._send_data_block(payload)
-        self.end_of_data_unanswered = True  # only now can the server have it all
+        await self._watched_block(payload, watcher)
+        self.end_of_data_written = True  # only now can the server have it all
 
-    async def _finish_data(self, watcher: _Watcher, error: BaseException | None) -> Reply:
+    async def _watched_block(self, payload: bytes, watcher: _Watcher) -> None:
+        # The deadline _send_data_block applies, kept for the wait after a failed write.
+        watcher.write_deadline = trio.current_time() + _or_inf(self.timeouts.data_block)
+        await self._send_data_block(payload)
+
+    async def _finish_data(self, watcher: _Watcher, error: Exception | None) -> Reply:
         if isinstance(error, _SourceFailed):
             raise error.error
-        if not self.end_of_data_unanswered:
+        if not self.end_of_data_written:
             # The write carrying the terminator never completed (or never started): its
             # last octets never left, so the message cannot have been accepted.  What the
             # server said meanwhile is an early reply (a refusal, or 421).
@@ -453,13 +488,14 @@ class Transport:
         return await self.end_of_data_reply("the end of data")
 
     async def _early_reply(self, data: bytes) -> SmtpError:
-        """Parse what the server said before the terminator (with a short grace for the rest
-        of a multi-line reply); the connection is closed by the caller."""
+        """Parse what the server said before the terminator; the rest of a multi-line reply
+        is read within ``data_block`` (as a BDAT chunk's reply is).  The connection is
+        closed by the caller."""
         parser = ReplyParser()
         parser.receive_data(data)
         reply = None
         try:
-            with trio.move_on_after(_EARLY_GRACE):
+            with trio.move_on_after(_or_inf(self.timeouts.data_block)):
                 while (reply := parser.next_reply()) is None:
                     more = await self.stream.receive_some(RECEIVE_SIZE)
                     if not more:
@@ -479,21 +515,30 @@ class Transport:
         _note_tls(self.log, self.stream)
 
     async def quit(self) -> None:
-        """QUIT politely if the session is idle, then close; shielded, short deadline."""
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(_or_inf(self.timeouts.quit)):
+        """QUIT politely if the session is idle, then close: shielded, within
+        :attr:`Timeouts.quit <trio_smtp.Timeouts.quit>` (DESIGN rule 9).  With no limit
+        (None) it is not shielded: nothing may wait for ever out of a cancel's reach."""
+        limit = self.timeouts.quit
+        with trio.CancelScope(shield=limit is not None):
+            with trio.move_on_after(_or_inf(limit)):
                 try:
                     if self.reusable:
                         await self.command(Quit(), "QUIT", None)
                     await self.stream.aclose()
                 except (SmtpError, ProtocolError, trio.BrokenResourceError, OSError):
                     pass  # the server may close first; the connection is done either way
-            await self.aclose()
+        await self.aclose()
 
     async def aclose(self) -> None:
-        """Close at once, without a word to the server (never blocks)."""
+        """Close at once, without a word to the server (never blocks).
+
+        Shielded: it is the cleanup after a send's outcome is known, so a cancel arriving
+        now must not replace that outcome with ``Cancelled`` (it is delivered at the next
+        checkpoint instead).  ``aclose_forcefully`` does not wait, so no deadline is needed.
+        """
         self.mark_broken()
-        await trio.aclose_forcefully(self.stream)
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(self.stream)
 
 
 class _SourceFailed(Exception):
@@ -518,12 +563,19 @@ class _Watcher:
         self.writer_scope = trio.CancelScope()
         self.arrived = trio.Event()
         self.terminator_started = False
+        #: When the write in progress (or the last one) must be done (Trio time); before
+        #: any write, -inf: a failure then has no reason from the server to wait for.
+        self.write_deadline = -math.inf
         self.data = b""
         self.error: Exception | None = None
 
     async def run(self) -> None:
+        """Never raises (see :meth:`Transport._write_watched`)."""
         try:
             self.data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+        except trio.Cancelled:
+            # The writer is done, or a cancel from outside: the writer raises that one.
+            return
         except Exception as exc:  # a lost connection: reported by _finish_data
             self.error = exc
         self.arrived.set()
