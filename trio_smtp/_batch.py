@@ -40,6 +40,7 @@ from ._errors import (
     SmtpDeliveryTimeoutError,
     SmtpDeliveryUnknownError,
     SmtpError,
+    SmtpProtocolError,
     SmtpResponseError,
     SmtpTimeoutError,
 )
@@ -187,6 +188,9 @@ class _PipelinedSender:
         self.transport = transport
         self.outcomes = outcomes
         self.tail = b""  # goes first in the next write: data + terminator, or RSET
+        # The tail still needs the terminator (conn.end_data()), added only right before
+        # the write: until then the machine sees an early reply as one (DESIGN rule 10).
+        self.terminate = False
         self.awaiting: _Awaiting | None = None
         # Where a timeout of the connection's Phases scope finds us: the message whose
         # envelope is in the write being made or answered (not delivered if it fails),
@@ -237,11 +241,24 @@ class _PipelinedSender:
         except SmtpError as exc:
             self.outcomes.set(pending.slot, exc, prepared.size)
             return False
-        envelope = conn.send(plan.mail)
-        for rcpt in rcpts:
-            envelope += conn.send(rcpt)
-        envelope += conn.send(_DATA)
+        after_another = bool(self.tail) or self.terminate or transport.reused
+        try:
+            await self._before_write()
+        except SmtpError as exc:
+            if after_another:  # nothing of ``pending`` was written: a new connection
+                return True
+            self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
+            raise
         self._in_flight, self._written = pending, False
+        try:
+            envelope = transport.encode(plan.mail, "MAIL")
+            for rcpt in rcpts:
+                envelope += transport.encode(rcpt, "RCPT")
+            envelope += transport.encode(_DATA, "DATA")
+        except SmtpError as exc:
+            self._in_flight = None
+            self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
+            raise
         try:
             await self._write(self.tail + envelope)
             self.tail, self._written = b"", True
@@ -265,7 +282,10 @@ class _PipelinedSender:
             return True  # RFC 5321 §4.1.1.4 aside, nothing of it was accepted: send again
         except SmtpError as exc:
             self._in_flight = None
-            self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
+            # A reply of its own envelope that broke the protocol (garbage, DATA answered
+            # 334): what send() raises for it; a lost connection: not delivered.
+            own = exc if isinstance(exc, SmtpProtocolError) else _not_delivered(exc)
+            self.outcomes.set(pending.slot, own, prepared.size)
             raise
         self._in_flight, self._written = None, False
         await self._after_envelope(pending, plan, mail_reply, rcpt_replies, data_reply)
@@ -313,9 +333,10 @@ class _PipelinedSender:
             self.outcomes.set(pending.slot, exc, pending.prepared.size)
             if data_reply.code == 354:
                 # RFC 2920 §3.1: the server reads data now; send only the terminator.
-                self.tail, self.awaiting = conn.end_data(), _Awaiting()
+                self.tail, self.terminate, self.awaiting = b"", True, _Awaiting()
             elif conn.state is not State.READY:  # MAIL accepted: a transaction is open
-                self.tail, self.awaiting = conn.send(Rset()), _Awaiting(rset=True)
+                rset = transport.encode(Rset(), "RSET")
+                self.tail, self.awaiting = rset, _Awaiting(rset=True)
             return
         try:
             transport._check_nothing_buffered()  # a reply after 354 is an early reply
@@ -326,7 +347,7 @@ class _PipelinedSender:
         if len(prepared.data) > _DATA_CHUNK:
             await self._send_large(pending, accepted, rejected)
             return
-        self.tail = conn.send_data(prepared.data) + conn.end_data()
+        self.tail, self.terminate = conn.send_data(prepared.data), True
         self.awaiting = _Awaiting(final=(pending, accepted, rejected))
 
     async def _send_large(
@@ -340,9 +361,27 @@ class _PipelinedSender:
             raise
         self._set_final(pending, final, accepted, rejected)
 
+    async def _before_write(self) -> None:
+        """Before the write carrying the tail: what the server already sent (DESIGN rules
+        10 and 11).  After a 354 it is an early reply (or a close) for the message whose
+        data is the tail: that message is not delivered, with that reply or close."""
+        transport = self.transport
+        try:
+            await transport.receive_ready("the message data")
+            if self.terminate:
+                transport._check_nothing_buffered()
+        except SmtpError as exc:
+            transport.mark_broken()
+            self._lost(exc, written=False)
+            raise
+        if self.terminate:
+            self.tail += transport.conn.end_data()
+            self.terminate = False
+
     async def flush(self) -> None:
         """Write what is left (the last message's terminator) and read its reply."""
-        if self.tail:
+        if self.tail or self.terminate:
+            await self._before_write()
             await self._write(self.tail)
             self.tail = b""
         self._written = True
@@ -368,11 +407,13 @@ class _PipelinedSender:
             if reply.code != 250:
                 transport.mark_broken()
                 raise SmtpResponseError("the server refused RSET", reply=reply)
+            transport.reused = True
             return
         timeout = transport.timeouts.data_termination
         final = await self._read("the end of data", timeout, True)
         self.awaiting = None
         transport.transactions += 1
+        transport.reused = True
         if awaiting.final is not None:
             pending, accepted, rejected = awaiting.final
             self._set_final(pending, final, accepted, rejected)
