@@ -147,7 +147,7 @@ class Transport:
         self.tls = isinstance(stream, trio.SSLStream)
         #: True when credentials may be sent in clear (see :func:`peer_is_loopback`).
         self.loopback = peer_is_loopback(stream)
-        #: Transactions completed on this connection (a reused connection has > 0).
+        #: Transactions completed on this connection (see :attr:`reused` for staleness).
         self.transactions = 0
         #: True once the connection is handed out for a transaction after an earlier one,
         #: whatever that one's outcome: a connection found dead before anything could be

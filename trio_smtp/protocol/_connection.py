@@ -10,7 +10,10 @@ Who decides what: :mod:`._state` owns every state change; this class keeps what 
 machine does not need to know (the command FIFO, the extensions, the data encoder, the
 reply parser) and translates: a command out of turn is a LocalProtocolError and nothing is
 produced; anything wrong in the server's bytes is a RemoteProtocolError and the session
-enters ERROR, as does a write the driver reports failed (:meth:`send_failed`).
+enters ERROR, as does a write the driver reports failed (:meth:`send_failed`).  Wrong
+includes too many: a command is never encoded while more replies were received than
+commands are pending (a reply the server sent unasked, or before its command), and a 3xx
+is an intermediate reply only where one is defined (354 to DATA, 334 to AUTH).
 """
 
 from __future__ import annotations
@@ -133,6 +136,11 @@ class ClientConnection:
         parameters: RFC 5321 §4.1.1.11), or when an argument is invalid.  Non-ASCII
         arguments are allowed only after a MAIL with ``smtputf8=True`` in the current
         transaction.  For :class:`Bdat` the bytes are the command line and the chunk.
+
+        Raises RemoteProtocolError (and enters ERROR) when the bytes received so far hold
+        more than the replies owed to the commands already sent: this command's reply
+        cannot have come yet, so they are unsolicited and would be read as its reply
+        (DESIGN rule 11).  The driver feeds what the socket holds before each write.
         """
         name = event_name(command)
         self._check_may_send(name)
