@@ -32,6 +32,7 @@ from collections.abc import (
     Awaitable,
     Callable,
 )
+from typing import Literal
 
 from ._batch_items import Outcome, Outcomes, Pending, Source
 from ._deadlines import Phases
@@ -188,9 +189,11 @@ class _PipelinedSender:
         self.transport = transport
         self.outcomes = outcomes
         self.tail = b""  # goes first in the next write: data + terminator, or RSET
-        # The tail still needs the terminator (conn.end_data()), added only right before
-        # the write: until then the machine sees an early reply as one (DESIGN rule 10).
-        self.terminate = False
+        # What ends the tail -- the terminator or RSET -- is encoded only right before the
+        # write, after a look at what the server already sent: until then the machine
+        # knows nothing more is owed, and takes anything that came as an early reply or as
+        # unsolicited, never as the answer to what is about to go (DESIGN rules 10, 11).
+        self.finish: Literal["end_data", "rset"] | None = None
         self.awaiting: _Awaiting | None = None
         # Where a timeout of the connection's Phases scope finds us: the message whose
         # envelope is in the write being made or answered (not delivered if it fails),
@@ -211,6 +214,9 @@ class _PipelinedSender:
                 return None  # the connection broke: every message involved has its outcome
             if retry:
                 return pending
+            # Whatever its outcome, the next message finds this connection used before:
+            # found dead before anything was accepted, it is stale (DESIGN rule 12).
+            self.transport.reused = True
             if source.may_block:  # nothing in flight: an async source is not a phase
                 phases.arm(None, "the next message", SmtpTimeoutError)
             pending = await source.next()
@@ -241,7 +247,7 @@ class _PipelinedSender:
         except SmtpError as exc:
             self.outcomes.set(pending.slot, exc, prepared.size)
             return False
-        after_another = bool(self.tail) or self.terminate or transport.reused
+        after_another = self.finish is not None or transport.reused
         try:
             await self._before_write()
         except SmtpError as exc:
@@ -333,10 +339,9 @@ class _PipelinedSender:
             self.outcomes.set(pending.slot, exc, pending.prepared.size)
             if data_reply.code == 354:
                 # RFC 2920 §3.1: the server reads data now; send only the terminator.
-                self.tail, self.terminate, self.awaiting = b"", True, _Awaiting()
+                self.finish, self.awaiting = "end_data", _Awaiting()
             elif conn.state is not State.READY:  # MAIL accepted: a transaction is open
-                rset = transport.encode(Rset(), "RSET")
-                self.tail, self.awaiting = rset, _Awaiting(rset=True)
+                self.finish, self.awaiting = "rset", _Awaiting(rset=True)
             return
         try:
             transport._check_nothing_buffered()  # a reply after 354 is an early reply
@@ -347,7 +352,7 @@ class _PipelinedSender:
         if len(prepared.data) > _DATA_CHUNK:
             await self._send_large(pending, accepted, rejected)
             return
-        self.tail, self.terminate = conn.send_data(prepared.data), True
+        self.tail, self.finish = conn.send_data(prepared.data), "end_data"
         self.awaiting = _Awaiting(final=(pending, accepted, rejected))
 
     async def _send_large(
@@ -368,19 +373,20 @@ class _PipelinedSender:
         transport = self.transport
         try:
             await transport.receive_ready("the message data")
-            if self.terminate:
+            if self.finish == "end_data":
                 transport._check_nothing_buffered()
+                self.tail += transport.conn.end_data()
+            elif self.finish == "rset":
+                self.tail = transport.encode(Rset(), "RSET")
         except SmtpError as exc:
             transport.mark_broken()
             self._lost(exc, written=False)
             raise
-        if self.terminate:
-            self.tail += transport.conn.end_data()
-            self.terminate = False
+        self.finish = None
 
     async def flush(self) -> None:
         """Write what is left (the last message's terminator) and read its reply."""
-        if self.tail or self.terminate:
+        if self.finish is not None:
             await self._before_write()
             await self._write(self.tail)
             self.tail = b""
@@ -407,13 +413,11 @@ class _PipelinedSender:
             if reply.code != 250:
                 transport.mark_broken()
                 raise SmtpResponseError("the server refused RSET", reply=reply)
-            transport.reused = True
             return
         timeout = transport.timeouts.data_termination
         final = await self._read("the end of data", timeout, True)
         self.awaiting = None
         transport.transactions += 1
-        transport.reused = True
         if awaiting.final is not None:
             pending, accepted, rejected = awaiting.final
             self._set_final(pending, final, accepted, rejected)

@@ -564,7 +564,7 @@ class Transport:
 
 #: How long a readable TLS socket is read before it is taken as carrying no application
 #: data (a session ticket): what a look before a write may cost at most.
-_TLS_RECORD_WAIT = 0.05
+_TLS_RECORD_WAIT = 0.005
 
 
 def _readable(stream: trio.abc.Stream) -> bool:
