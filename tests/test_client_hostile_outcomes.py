@@ -20,6 +20,7 @@ from conftest import ForwardingStream
 from trio_smtp import (
     OutgoingMessage,
     Security,
+    SendResult,
     SmtpClient,
     SmtpConnectError,
     SmtpDeliveryUnknownError,
@@ -343,3 +344,22 @@ async def test_send_many_data_answered_other_3xx_gives_one_outcome_each(
         assert type(results[0]) is type(single.value)
         assert not isinstance(results[0], SmtpDeliveryUnknownError)
         assert all(not isinstance(r, Exception) for r in results[1:]), results
+
+
+@pytest.mark.parametrize("disable", CONFIGS)
+async def test_send_many_stray_line_never_makes_a_refused_message_delivered(
+    disable: set[str], make_message: MakeMessage, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with SmtpServer(tls="none", disable=disable) as server:
+        server.on("END_OF_DATA", Inject(b"250 2.0.0 one more line\r\n"), times=1)
+        server.on("END_OF_DATA", Respond(554, "5.7.1 refused"), times=1)
+        async with client_for(server) as client:
+            results = await client.send_many([make_message() for _ in range(4)])
+            await client.send(make_message())  # and the client goes on
+    delivered = [r for r in results if isinstance(r, SendResult)]
+    assert not isinstance(results[1], SendResult)  # refused, or never given its data
+    # Success exactly when the server said 250 to the end of data.
+    assert len(delivered) + 1 == len(
+        [m for m in server.messages if m.reply and m.reply.code == 250]
+    )
+    assert not any(isinstance(r, SmtpDeliveryUnknownError) for r in results)

@@ -250,21 +250,18 @@ class _PipelinedSender:
         after_another = self.finish is not None or transport.reused
         try:
             await self._before_write()
-        except SmtpError as exc:
-            if after_another:  # nothing of ``pending`` was written: a new connection
-                return True
-            self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
-            raise
-        self._in_flight, self._written = pending, False
-        try:
+            # Refused (SmtpProtocolError) when the server sent more than it owed.
             envelope = transport.encode(plan.mail, "MAIL")
             for rcpt in rcpts:
                 envelope += transport.encode(rcpt, "RCPT")
             envelope += transport.encode(_DATA, "DATA")
         except SmtpError as exc:
-            self._in_flight = None
+            self._lost(exc, written=False)
+            if after_another:  # nothing of ``pending`` was written: a new connection
+                return True
             self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
             raise
+        self._in_flight, self._written = pending, False
         try:
             await self._write(self.tail + envelope)
             self.tail, self._written = b"", True

@@ -39,6 +39,7 @@ from ._errors import (
     SmtpError,
     SmtpFailedRecipientError,
     SmtpFailedRecipientsError,
+    SmtpProtocolError,
     SmtpResponseError,
     SmtpStatusCode,
 )
@@ -143,6 +144,7 @@ def _plan(prepared: PreparedMessage, extensions: Extensions) -> _Plan:
 
 
 async def _transaction(transport: Transport, prepared: PreparedMessage, plan: _Plan) -> SendResult:
+    await _before_envelope(transport)
     recipients = prepared.envelope.recipients
     rcpts = [prepared.options.rcpt(r) for r in recipients]
     if plan.bdat:
@@ -302,7 +304,6 @@ async def _envelope_pipelined(
     transport: Transport, mail: Mail, rcpts: list[Rcpt], last: Data | None
 ) -> tuple[Reply, list[Reply], Reply]:
     """MAIL, every RCPT and ``last`` (DATA or nothing) in one write, then every reply."""
-    await _before_envelope(transport)
     group = [transport.encode(mail, "MAIL"), *(transport.encode(r, "RCPT") for r in rcpts)]
     if last is not None:
         group.append(transport.encode(last, "DATA"))
@@ -329,7 +330,6 @@ async def _envelope_with_last(
     as stale (sent again on a new one) only when nothing complete can have been accepted:
     the write itself failed (its last octets, the end of the data, never left), or MAIL got
     421 (RFC 5321 §3.8: refused, the server closes; BDAT is then refused too)."""
-    await _before_envelope(transport)
     encode = transport.encode
     data = b"".join(
         [encode(mail, "MAIL"), *(encode(r, "RCPT") for r in rcpts), encode(bdat, "BDAT")]
@@ -363,14 +363,18 @@ async def _envelope_with_last(
 
 
 async def _before_envelope(transport: Transport) -> None:
-    """Before the write opening a transaction: what the server sent since its last reply
-    is fed to the machine, which refuses to encode MAIL after an unsolicited reply; a
-    close found now, on a reused connection, is a stale connection (DESIGN rules 11, 12)."""
+    """Before the first write of a transaction: anything the server sent since its last
+    reply (nothing is owed) is unsolicited, and a close ends the connection; either way
+    nothing was written, so on a reused connection it is stale (DESIGN rules 11, 12).
+    (SmtpClient looks before handing the connection out; this closes the gap after it.)"""
     try:
         await transport.receive_ready("MAIL")
-    except SmtpConnectError as exc:
+        if transport.conn.buffered:
+            transport.mark_broken()
+            raise SmtpProtocolError("the server sent a reply nobody asked for before MAIL")
+    except (SmtpConnectError, SmtpProtocolError) as exc:
         if transport.reused:
-            raise ConnectionStaleError(f"the reused connection was closed: {exc}") from exc
+            raise ConnectionStaleError(f"the reused connection is unusable: {exc}") from exc
         raise
 
 
