@@ -363,3 +363,25 @@ async def test_send_many_stray_line_never_makes_a_refused_message_delivered(
         [m for m in server.messages if m.reply and m.reply.code == 250]
     )
     assert not any(isinstance(r, SmtpDeliveryUnknownError) for r in results)
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+async def test_stray_reply_over_tls_while_idle_is_not_the_next_reply(
+    tls: str, make_message: MakeMessage, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The look before a send also sees through TLS (records in trio's buffers, or a
+    readable socket under them)."""
+    async with SmtpServer(tls=tls) as server:
+        server.on("END_OF_DATA", Handover(_reply_then_stray), times=1)
+        security = Security.STARTTLS if tls == "starttls" else Security.IMPLICIT_TLS
+        client = SmtpClient(
+            server.host, server.port, security=security, ssl_context=server.ssl_context
+        )
+        async with client:
+            await client.send(make_message())
+            await trio.sleep(5)
+            server.on("END_OF_DATA", Respond(554, "5.7.1 refused"), times=1)
+            with pytest.raises(SmtpResponseError) as info:
+                await client.send(make_message())
+            assert info.value.reply is not None and info.value.reply.code == 554
+        assert len(server.connections) == 2
