@@ -385,3 +385,24 @@ async def test_stray_reply_over_tls_while_idle_is_not_the_next_reply(
                 await client.send(make_message())
             assert info.value.reply is not None and info.value.reply.code == 554
         assert len(server.connections) == 2
+
+
+async def _go_ahead_and_more(stream: trio.abc.Stream, pending: bytes) -> None:
+    await stream.send_all(b"354 go ahead\r\n250 2.0.0 stray\r\n")
+    await trio.sleep_forever()
+
+
+async def test_354_nobody_should_get_followed_by_a_stray_line(
+    make_message: MakeMessage, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Every recipient refused, DATA still got 354 -- and a stray line: the outcome is the
+    refusal (an SmtpError), and the connection is replaced."""
+    async with SmtpServer(tls="none", disable={"CHUNKING"}) as server:
+        server.on("RCPT", Respond(550, "5.1.1 no such user"), times=1)
+        server.on("DATA", Handover(_go_ahead_and_more), times=1)
+        async with client_for(server) as client:
+            with pytest.raises(SmtpError) as info:
+                await client.send(make_message())
+            assert info.value.reply is not None and info.value.reply.code == 550
+            await client.send(make_message())
+        assert len(server.connections) == 2

@@ -165,8 +165,7 @@ async def _transaction(transport: Transport, prepared: PreparedMessage, plan: _P
         and (not accepted or mail_reply.code // 100 != 2)
     ):
         # RFC 2920 §3.1: DATA went in the same write; never send a body nobody should get.
-        await transport.write(transport.conn.end_data(), "the end of data", None)
-        await transport.read_reply("the end of data", transport.timeouts.data_termination)
+        await _terminator_alone(transport)
         data_reply = None
     _check_envelope(mail_reply, accepted, rejected)
     assert data_reply is not None
@@ -177,6 +176,19 @@ async def _transaction(transport: Transport, prepared: PreparedMessage, plan: _P
     else:
         final = await transport.send_stream(_no_nul(prepared.body.chunks()))
     return _outcome(prepared, final, accepted, rejected)
+
+
+async def _terminator_alone(transport: Transport) -> None:
+    """After a 354 nobody should get: only the terminator, and its reply (ignored).  If
+    the server already spoke or closed, nothing more goes: the connection is closed."""
+    try:
+        await transport.receive_ready("the end of data")
+        transport._check_nothing_buffered()
+    except SmtpError:
+        transport.mark_broken()  # what the envelope's replies said is the outcome
+        return
+    await transport.write(transport.conn.end_data(), "the end of data", None)
+    await transport.read_reply("the end of data", transport.timeouts.data_termination)
 
 
 async def _transaction_bdat(
