@@ -234,7 +234,9 @@ class Transport:
             return False
         if event is NEED_DATA and not self.conn.buffered:
             return True
-        self.mark_broken()  # an unsolicited 421, a partial line, or EOF
+        if isinstance(event, Reply):
+            self.log.log_received(event)  # an unsolicited 421: worth seeing in the log
+        self.mark_broken()  # that 421, a partial line, or EOF
         return False
 
     def encode(self, command: Command, what: str) -> bytes:
