@@ -32,6 +32,7 @@ from collections.abc import (
     Awaitable,
     Callable,
 )
+from typing import Literal
 
 from ._batch_items import Outcome, Outcomes, Pending, Source
 from ._deadlines import Phases
@@ -41,6 +42,7 @@ from ._errors import (
     SmtpDeliveryTimeoutError,
     SmtpDeliveryUnknownError,
     SmtpError,
+    SmtpProtocolError,
     SmtpResponseError,
     SmtpTimeoutError,
 )
@@ -191,6 +193,11 @@ class _PipelinedSender:
         self.transport = transport
         self.outcomes = outcomes
         self.tail = b""  # goes first in the next write: data + terminator, or RSET
+        # What ends the tail -- the terminator or RSET -- is encoded only right before the
+        # write, after a look at what the server already sent: until then the machine
+        # knows nothing more is owed, and takes anything that came as an early reply or as
+        # unsolicited, never as the answer to what is about to go (DESIGN rules 10, 11).
+        self.finish: Literal["end_data", "rset"] | None = None
         self.awaiting: _Awaiting | None = None
         # Where a timeout of the connection's Phases scope finds us: the message whose
         # envelope is in the write being made or answered (not delivered if it fails),
@@ -211,6 +218,9 @@ class _PipelinedSender:
                 return None  # the connection broke: every message involved has its outcome
             if retry:
                 return pending
+            # Whatever its outcome, the next message finds this connection used before:
+            # found dead before anything was accepted, it is stale (DESIGN rule 12).
+            self.transport.reused = True
             if source.may_block:  # nothing in flight: an async source is not a phase
                 phases.arm(None, "the next message", SmtpTimeoutError)
             pending = await source.next()
@@ -241,10 +251,20 @@ class _PipelinedSender:
         except SmtpError as exc:
             self.outcomes.set(pending.slot, exc, prepared.size)
             return False
-        envelope = conn.send(plan.mail)
-        for rcpt in rcpts:
-            envelope += conn.send(rcpt)
-        envelope += conn.send(_DATA)
+        after_another = self.finish is not None or transport.reused
+        try:
+            await self._before_write()
+            # Refused (SmtpProtocolError) when the server sent more than it owed.
+            envelope = transport.encode(plan.mail, "MAIL")
+            for rcpt in rcpts:
+                envelope += transport.encode(rcpt, "RCPT")
+            envelope += transport.encode(_DATA, "DATA")
+        except SmtpError as exc:
+            self._lost(exc, written=False)
+            if after_another:  # nothing of ``pending`` was written: a new connection
+                return True
+            self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
+            raise
         self._in_flight, self._written = pending, False
         try:
             await self._write(self.tail + envelope)
@@ -269,7 +289,10 @@ class _PipelinedSender:
             return True  # RFC 5321 §4.1.1.4 aside, nothing of it was accepted: send again
         except SmtpError as exc:
             self._in_flight = None
-            self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
+            # A reply of its own envelope that broke the protocol (garbage, DATA answered
+            # 334): what send() raises for it; a lost connection: not delivered.
+            own = exc if isinstance(exc, SmtpProtocolError) else _not_delivered(exc)
+            self.outcomes.set(pending.slot, own, prepared.size)
             raise
         self._in_flight, self._written = None, False
         await self._after_envelope(pending, plan, mail_reply, rcpt_replies, data_reply)
@@ -317,9 +340,9 @@ class _PipelinedSender:
             self.outcomes.set(pending.slot, exc, pending.prepared.size)
             if data_reply.code == 354:
                 # RFC 2920 §3.1: the server reads data now; send only the terminator.
-                self.tail, self.awaiting = conn.end_data(), _Awaiting()
+                self.finish, self.awaiting = "end_data", _Awaiting()
             elif conn.state is not State.READY:  # MAIL accepted: a transaction is open
-                self.tail, self.awaiting = conn.send(Rset()), _Awaiting(rset=True)
+                self.finish, self.awaiting = "rset", _Awaiting(rset=True)
             return
         try:
             transport._check_nothing_buffered()  # a reply after 354 is an early reply
@@ -330,7 +353,7 @@ class _PipelinedSender:
         if len(prepared.data) > _DATA_CHUNK:
             await self._send_large(pending, accepted, rejected)
             return
-        self.tail = conn.send_data(prepared.data) + conn.end_data()
+        self.tail, self.finish = conn.send_data(prepared.data), "end_data"
         self.awaiting = _Awaiting(final=(pending, accepted, rejected))
 
     async def _send_large(
@@ -344,9 +367,28 @@ class _PipelinedSender:
             raise
         self._set_final(pending, final, accepted, rejected)
 
+    async def _before_write(self) -> None:
+        """Before the write carrying the tail: what the server already sent (DESIGN rules
+        10 and 11).  After a 354 it is an early reply (or a close) for the message whose
+        data is the tail: that message is not delivered, with that reply or close."""
+        transport = self.transport
+        try:
+            await transport.receive_ready("the message data")
+            if self.finish == "end_data":
+                transport._check_nothing_buffered()
+                self.tail += transport.conn.end_data()
+            elif self.finish == "rset":
+                self.tail = transport.encode(Rset(), "RSET")
+        except SmtpError as exc:
+            transport.mark_broken()
+            self._lost(exc, written=False)
+            raise
+        self.finish = None
+
     async def flush(self) -> None:
         """Write what is left (the last message's terminator) and read its reply."""
-        if self.tail:
+        if self.finish is not None:
+            await self._before_write()
             await self._write(self.tail)
             self.tail = b""
         self._written = True

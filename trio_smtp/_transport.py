@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import select
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,6 +48,7 @@ from ._errors import (
 from ._log import ProtocolLog
 from ._proxy import Proxy
 from .protocol import (
+    NEED_DATA,
     ClientConnection,
     Command,
     ConnectionClosed,
@@ -143,8 +145,12 @@ class Transport:
         self.tls = isinstance(stream, trio.SSLStream)
         #: True when credentials may be sent in clear (see :func:`peer_is_loopback`).
         self.loopback = peer_is_loopback(stream)
-        #: Transactions completed on this connection (a reused connection has > 0).
+        #: Transactions completed on this connection (see :attr:`reused` for staleness).
         self.transactions = 0
+        #: True once the connection is handed out for a transaction after an earlier one,
+        #: whatever that one's outcome: a connection found dead before anything could be
+        #: accepted is then stale, and the message goes again on a new one (DESIGN rule 12).
+        self.reused = False
         #: True from the moment the write carrying the end of data (the terminator, or
         #: ``BDAT n LAST``) of the current transaction completed, until
         #: :meth:`begin_transaction`: from then on the server may have the whole message
@@ -192,6 +198,60 @@ class Transport:
         # Every command (and end of data) answered, and not inside DATA or BDAT, where
         # message data may follow without a new reply.
         return not self.conn.pending and self.conn.state not in _DATA_STATES
+
+    async def receive_ready(self, what: str) -> None:
+        """Feed the machine what the server has already sent, without waiting for more.
+
+        Called before every write (DESIGN rules 10 and 11): a reply that came before its
+        command, or a close, must be seen before we write, not read as the answer to what
+        we write next.  The socket is looked at without blocking; only when it is readable
+        is one ``receive_some`` made (it returns at once: data, EOF or an error are there).
+        A close is SmtpConnectError (nothing written after it can arrive); a reset too.
+        Streams that are not sockets cannot be looked into (nothing is fed)."""
+        if not _readable(self.stream):
+            return
+        try:
+            # Over TLS a readable socket may carry only a handshake record (a session
+            # ticket): never wait long for application data that is not coming.
+            with trio.move_on_after(_TLS_RECORD_WAIT if self.tls else math.inf):
+                data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+                self.conn.receive_data(data)
+                if not data:
+                    self.mark_broken()
+                    raise SmtpConnectError(f"the server closed the connection before {what}")
+        except SmtpConnectError:
+            raise
+        except BaseException as exc:
+            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
+
+    async def check_idle(self) -> bool:
+        """Before a kept connection takes a new transaction: True when it is still fit;
+        False (and the connection broken) when the server closed it, said 421, or sent
+        anything at all since its last reply (DESIGN rules 11 and 12)."""
+        if not self.reusable:
+            return False
+        try:
+            await self.receive_ready("the next transaction")
+            event = self.conn.next_event()
+        except (SmtpError, ProtocolError):
+            self.mark_broken()
+            return False
+        if event is NEED_DATA and not self.conn.buffered:
+            return True
+        if isinstance(event, Reply):
+            self.log.log_received(event)  # an unsolicited 421: worth seeing in the log
+        self.mark_broken()  # that 421, a partial line, or EOF
+        return False
+
+    def encode(self, command: Command, what: str) -> bytes:
+        """``conn.send(command)``: its bytes, or, when the server already sent more than
+        the replies owed to the commands before it, SmtpProtocolError (the connection is
+        broken).  A LocalProtocolError (our misuse) passes through."""
+        try:
+            return self.conn.send(command)
+        except RemoteProtocolError as exc:
+            self.mark_broken()
+            raise SmtpProtocolError(f"the server broke the protocol before {what}: {exc}") from exc
 
     def mark_broken(self) -> None:
         """Never use this connection again (a write or read failed or was cancelled)."""
@@ -275,7 +335,8 @@ class Transport:
         self, command: Command, what: str, limit: float | None, *, tls: bool = False
     ) -> Reply:
         """Send one command and read its reply, both under one deadline."""
-        data = self.conn.send(command)  # LocalProtocolError here: nothing was written
+        await self.receive_ready(what)
+        data = self.encode(command, what)  # LocalProtocolError here: nothing was written
         self.log.log_sent(data)
         try:
             with self._limit(limit, what):
@@ -310,6 +371,7 @@ class Transport:
         if len(data) > _DATA_CHUNK:
             return await self.send_stream(_slices(data))
         try:
+            await self.receive_ready("the message data")
             self._check_nothing_buffered()
             payload = self.conn.send_data(data) + self.conn.end_data()
             await self._send_data_block(payload)
@@ -368,7 +430,8 @@ class Transport:
         return reply
 
     def _check_nothing_buffered(self) -> None:
-        """A reply that came in the same read as the 354 is an early reply too."""
+        """A reply that came in the same read as the 354 (or that :meth:`receive_ready`
+        fed since) is an early reply too."""
         try:
             early = self.conn.early_reply()
         except RemoteProtocolError as exc:
@@ -453,6 +516,12 @@ class Transport:
             if pending:
                 await self._watched_block(pending, watcher)
             pending = self.conn.send_data(chunk)
+        if _readable(self.stream):
+            # The server already spoke or closed: the watcher is reading it; the terminator
+            # must not follow (DESIGN rule 10: not delivered, not "maybe").
+            with trio.move_on_after(_TLS_RECORD_WAIT if self.tls else math.inf):
+                await watcher.arrived.wait()
+                return
         payload = (pending or b"") + self.conn.end_data()
         watcher.terminator_started = True
         await self._watched_block(payload, watcher)
@@ -539,6 +608,36 @@ class Transport:
         self.mark_broken()
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(self.stream)
+
+
+#: How long a readable TLS socket is read before it is taken as carrying no application
+#: data (a session ticket): what a look before a write may cost at most.
+_TLS_RECORD_WAIT = 0.005
+
+
+def _readable(stream: trio.abc.Stream) -> bool:
+    """Whether the server sent something (or closed) that is not read yet, without
+    blocking: TLS records or plaintext already in a TLS stream's buffers, or a readable
+    socket.  False for streams that are not (TLS over) a socket: they cannot be looked at."""
+    while isinstance(stream, trio.SSLStream):
+        # trio keeps received records in a MemoryBIO it does not expose: look, if it is there.
+        incoming = getattr(stream, "_incoming", None)
+        if stream.pending() or (incoming is not None and incoming.pending):
+            return True
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return False
+    fd = stream.socket.fileno()
+    if fd < 0:
+        return True  # closed under us: the next read says so
+    if _poll is None:  # Windows: select() works on sockets
+        return bool(select.select([fd], [], [], 0)[0])
+    poller = _poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
+
+
+_poll = getattr(select, "poll", None)
 
 
 class _SourceFailed(Exception):
