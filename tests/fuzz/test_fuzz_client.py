@@ -3,7 +3,7 @@
 See :mod:`smtp_fuzz` for the servers, the faults and the invariants.  CI runs a modest
 count; ``nox -s soak`` a large one.  Environment:
 
-* ``TRIO_SMTP_FUZZ_COUNT``: conversations in :func:`test_random_conversations` (default 300);
+* ``TRIO_SMTP_FUZZ_COUNT``: conversations in :func:`test_random_conversations` (default 400);
 * ``TRIO_SMTP_FUZZ_SEED``: the first seed (default 0; ``random`` for a fresh one, printed);
 * ``TRIO_SMTP_FUZZ_SWEEP_STEP``: the stride of the byte-offset sweeps (default 1: every
   offset).
@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import pytest
 import smtp_fuzz as fz
 
-COUNT = int(os.environ.get("TRIO_SMTP_FUZZ_COUNT", "300"))
+COUNT = int(os.environ.get("TRIO_SMTP_FUZZ_COUNT", "400"))
 _SEED = os.environ.get("TRIO_SMTP_FUZZ_SEED", "0")
 FIRST_SEED = random.randrange(1 << 30) if _SEED == "random" else int(_SEED)
 SWEEP_STEP = int(os.environ.get("TRIO_SMTP_FUZZ_SWEEP_STEP", "1"))
@@ -150,6 +150,14 @@ def _repro(cls: str) -> fz.Script:
         dry = fz.dry_run(base)
         at = dry.output.rindex(b"250 2.0.0 queued\r\n")
         return dataclasses.replace(base, cancel_at=("server", at))
+    if cls == "cancel-after-end-of-data-bdat-354":
+        # The one-write BDAT group (end of data already written), the second RCPT answered
+        # 354, cancelled while the server reads the group: reported cancelled=True.
+        base = _base(frozenset({"PIPELINING", "CHUNKING"}), "small", op="send_async")
+        base.messages[0].recipients = 2
+        base = dataclasses.replace(base, overrides={4: b"354 go ahead\r\n"})
+        dry = fz.dry_run(base)
+        return dataclasses.replace(base, cancel_at=("client", dry.eods[0] - 10))
     if cls == "unknown-after-peer-closed":
         # 354, then the server closes: the terminator goes into a closed connection.
         base = _base(frozenset(), "small")
@@ -167,6 +175,12 @@ def _repro(cls: str) -> fz.Script:
             _base(frozenset({"PIPELINING"}), "small", op="send_many"),
             overrides={4: b"334 VXNlcm5hbWU6\r\n"},
         )
+    if cls == "send-many-421-after-large":
+        base = _base(frozenset({"PIPELINING"}), "large", op="send_many")
+        small = fz.Msg(2, "small", 1, b"Subject: fuzz-2\r\n\r\nhi\r\n")
+        return dataclasses.replace(
+            base, messages=[*base.messages, small], overrides={5: b"421 4.3.2 closing\r\n"}
+        )
     if cls == "grace-beyond-timeouts":
         # The server stops reading in the middle of a large message (Timeouts all 0.5 s).
         base = dataclasses.replace(_base(frozenset(), "large"), timeout=0.5)
@@ -179,10 +193,12 @@ REPROS = {
     "stray-reply-ahead": "stray-reply",
     "mail-2xx-not-250": "mail-2xx-not-250",
     "cancel-after-end-of-data": "cancel-after-end-of-data",
+    "cancel-after-end-of-data-bdat-354": "cancel-after-end-of-data",
     "unknown-after-peer-closed": "unknown-after-peer-closed",
     "no-reconnect-after-failure": "no-reconnect-after-failure",
     "send-many-data-3xx": "send-many-data-3xx",
     "grace-beyond-timeouts": "grace-beyond-timeouts",
+    "send-many-421-after-large": "send-many-421-after-large",
 }
 
 
