@@ -638,27 +638,22 @@ class ScriptedServer:
 
     async def _data(self) -> None:
         # Data so far, with the CRLF before it: the terminator is CRLF "." CRLF.
+        joined = b"\r\n" + bytes(self.data) + bytes(self.buf)
+        idx = joined.find(b"\r\n.\r\n", max(0, len(self.data) - 3))
+        # Octets of buf through the terminator (None: not there yet).
+        upto = None if idx < 0 else idx + 5 - 2 - len(self.data)
         s = self._hostile()
         if s is not None and s.early is not None and not self.early_done and self.live:
-            room = s.early[0] - len(self.data)
-            if room <= 0:
-                self.early_done = True
-                await self._early(s.early)
-                if self.closed:
-                    return
-            elif room < len(self.buf):
+            room = max(s.early[0] - len(self.data), 0)
+            if room < (len(self.buf) + 1 if upto is None else upto):
+                # The early reply comes before the terminator: after `room` octets.
                 self.data += self._take(room)
                 self.early_done = True
                 await self._early(s.early)
-                if self.closed:
-                    return
-        joined = b"\r\n" + bytes(self.data) + bytes(self.buf)
-        start = max(0, len(self.data) - 3)
-        idx = joined.find(b"\r\n.\r\n", start)
-        if idx < 0:
+                return  # _parse calls again for the rest (silently, if closed)
+        if upto is None:
             self.data += self._take(len(self.buf))
             return
-        upto = idx + 5 - 2 - len(self.data)  # octets of buf through the terminator
         self.data += self._take(upto)
         self.mode = "cmd"
         await self._end_of_data(bytes(self.data))
