@@ -810,84 +810,90 @@ def classify(value: object) -> tuple[str, str]:
     return "bad_exception", repr(value)
 
 
+class _Connections:
+    """The client's ``stream_factory``: each call opens a loopback TCP pair and starts a
+    :class:`ScriptedServer` on its far end (hostile for the first connection only)."""
+
+    def __init__(self, nursery: trio.Nursery, script: Script, hostile: bool) -> None:
+        self.nursery = nursery
+        self.script = script
+        self.hostile = hostile
+        self.conns: list[Conn] = []
+        self.client: SmtpClient | None = None
+
+    def cancel(self) -> None:
+        if self.client is not None:
+            self.client.send_async_cancel()
+
+    async def __call__(self) -> trio.abc.Stream:
+        raw_client, raw_server = tcp_pair()
+        client = trio.SocketStream(trio.socket.from_stdlib_socket(raw_client))
+        wire = WireRecord()
+        wire.attach(client, raw_client)
+        server_stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw_server))
+        hostile = self.script if self.hostile and not self.conns else None
+        server = ScriptedServer(
+            server_stream, raw_server, hostile, self.script.extensions, self.cancel
+        )
+        self.conns.append(Conn(server, wire))
+        self.nursery.start_soon(server.serve)
+        await trio.lowlevel.checkpoint()
+        return client
+
+
 async def conversation(script: Script, *, hostile: bool = True) -> Result:
     """Run ``script`` (one client, one hostile connection, then well-behaved ones)."""
-    conns: list[Conn] = []
     rng = random.Random(script.seed + 17)
-    client_box: list[SmtpClient] = []
-
-    def cancel() -> None:
-        if client_box:
-            client_box[0].send_async_cancel()
-
     async with trio.open_nursery() as nursery:
-
-        async def factory() -> trio.abc.Stream:
-            raw_client, raw_server = tcp_pair()
-            client = trio.SocketStream(trio.socket.from_stdlib_socket(raw_client))
-            wire = WireRecord()
-            wire.attach(client, raw_client)
-            server_stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw_server))
-            first = not conns
-            server = ScriptedServer(
-                server_stream,
-                raw_server,
-                script if first and hostile else None,
-                script.extensions,
-                cancel,
-            )
-            conns.append(Conn(server, wire))
-            nursery.start_soon(server.serve)
-            await trio.lowlevel.checkpoint()
-            return client
-
+        connections = _Connections(nursery, script, hostile)
+        conns = connections.conns
         t = script.timeout
-        timeouts = Timeouts(t, t, t, t, t, t, t, t, t, t)
         client = SmtpClient(
             "fuzz.example",
             25,
             security=Security.NONE,
             local_hostname="client.example",
-            timeouts=timeouts,
-            stream_factory=factory,
+            timeouts=Timeouts(t, t, t, t, t, t, t, t, t, t),
+            stream_factory=connections,
         )
-        client_box.append(client)
-        outcomes: list[Outcome] = []
-        events = 0
-        follow: Outcome | None = None
-        follow_conns = 0
+        connections.client = client
         async with client:
+            if hostile and script.cancel_at is not None and script.cancel_at[0] == "time":
+                nursery.start_soon(_cancel_after, script.cancel_at[1], connections.cancel)
             start = trio.current_time()
-            if script.cancel_at is not None and script.cancel_at[0] == "time" and hostile:
-                delay = script.cancel_at[1]
-
-                async def cancel_later() -> None:
-                    await trio.sleep(delay)
-                    cancel()
-
-                nursery.start_soon(cancel_later)
             outcomes = await _hostile_op(client, script, rng)
-            elapsed = trio.current_time() - start
-            events = _drain_events(client, outcomes, script)
-            await trio.testing.wait_all_tasks_blocked()
-            for conn in conns:
-                conn.server.disarm()
-            if hostile and script.idle is not None and conns:
-                await conns[0].server.idle_fault(script.idle)
-                await trio.testing.wait_all_tasks_blocked()
-            if script.follow_up:
-                if conns:
-                    conns[0].server.closed_before_follow_up = conns[0].server.closed
-                follow_conns = len(conns)
-                follow = await _follow_up(client)
+            result = Result(script, outcomes, conns, trio.current_time() - start, 0, None)
+            result.events = _drain_events(client)
+            await _after(client, script, hostile, result)
         await trio.testing.wait_all_tasks_blocked()
         for conn in conns:
             await conn.server.parse_rest(bytes(conn.wire.sent))
             await trio.aclose_forcefully(conn.server.stream)
         nursery.cancel_scope.cancel()
-    result = Result(script, outcomes, conns, elapsed, events, follow)
-    result.follow_up_reused = follow_conns == len(conns) and bool(conns)
     return result
+
+
+async def _cancel_after(delay: float, cancel: Callable[[], None]) -> None:
+    await trio.sleep(delay)
+    cancel()
+
+
+async def _after(client: SmtpClient, script: Script, hostile: bool, result: Result) -> None:
+    """The hostile part is over: the server behaves (after its idle fault, if any), and a
+    follow-up send on the same client must succeed."""
+    conns = result.conns
+    await trio.testing.wait_all_tasks_blocked()
+    for conn in conns:
+        conn.server.disarm()
+    if hostile and script.idle is not None and conns:
+        await conns[0].server.idle_fault(script.idle)
+        await trio.testing.wait_all_tasks_blocked()
+    if script.follow_up:
+        if conns:
+            conns[0].server.closed_before_follow_up = conns[0].server.closed
+        before = len(conns)
+        result.follow_up = await _follow_up(client)
+        result.follow_up_reused = bool(conns) and len(conns) == before
 
 
 async def _hostile_op(client: SmtpClient, script: Script, rng: random.Random) -> list[Outcome]:
@@ -937,7 +943,8 @@ async def _hostile_op(client: SmtpClient, script: Script, rng: random.Random) ->
     return [Outcome(msg.ident, "missing", "no SendCompleted")]
 
 
-def _drain_events(client: SmtpClient, outcomes: list[Outcome], script: Script) -> int:
+def _drain_events(client: SmtpClient) -> int:
+    """How many SendCompleted events are left over (there must be none)."""
     extra = 0
     while True:
         try:
@@ -985,63 +992,61 @@ def _code(answer: bytes | None) -> int | None:
     return int(answer[:3])
 
 
+def _kept(rec: Record) -> bool:
+    """The server may have kept the message: its transaction was valid and it did not
+    refuse the end of data (or its refusal never reached the client)."""
+    code = _code(rec.answer)
+    return rec.valid and (code is None or code // 100 == 2 or rec.answer_end is None)
+
+
+def _confirmed(rec: Record) -> bool:
+    """The server answered 2xx to the complete end of data (after it, not ahead of it),
+    and the whole reply was written."""
+    code = _code(rec.answer)
+    ok = code is not None and code // 100 == 2
+    return rec.live and rec.valid and ok and not rec.ahead and rec.answer_end is not None
+
+
+def _check_outcome(result: Result, outcome: Outcome) -> list[tuple[str, str]]:
+    """The invariants of one message's outcome against the servers' records."""
+    bad: list[tuple[str, str]] = []
+    live, every = _truth(result, outcome.ident)
+    tag = f"msg {outcome.ident}: {outcome.kind} ({outcome.detail})"
+    if outcome.kind in ("bad_exception", "missing"):
+        bad.append(("undocumented", tag))
+    elif outcome.kind == "success" and not any(_confirmed(r) for r in live):
+        bad.append(("false_success", tag + f"; server records {live}"))
+    elif outcome.kind in ("not_delivered", "cancelled") and any(_kept(r) for r in live):
+        bad.append((f"false_{outcome.kind}", tag + f"; server kept {live}"))
+    # Where the end of data wholly left the client (whether the server read it or not).
+    left = [(rec, conn) for rec, conn in every if rec.eod_end <= len(conn.wire.sent)]
+    if outcome.kind == "cancelled" and left:
+        bad.append(("cancelled_after_end_of_data", tag))
+    if outcome.kind == "unknown" and not left:
+        bad.append(("unknown_without_end_of_data", tag + f"; records {every}"))
+    elif outcome.kind == "unknown":
+        rec, conn = left[-1]
+        write = conn.wire.write_carrying(rec.eod_end - 1)
+        closed = write is not None and write.peer_closed_before
+        if closed and not any(r.live for r, _ in left):
+            bad.append(("unknown_after_peer_closed", tag))
+    if len([r for r in live if _kept(r)]) > 1:
+        bad.append(("duplicate_delivery", tag + f"; {live}"))
+    return bad
+
+
 def check(result: Result) -> list[tuple[str, str]]:
     """Every invariant violated by ``result``, as (name, detail)."""
-    bad: list[tuple[str, str]] = []
     s = result.script
     outcomes = list(result.outcomes)
     if result.follow_up is not None:
         outcomes.append(result.follow_up)
-    for outcome in outcomes:
-        live, every = _truth(result, outcome.ident)
-
-        def kept(rec: Record) -> bool:
-            code = _code(rec.answer)
-            return rec.valid and (code is None or code // 100 == 2 or rec.answer_end is None)
-
-        confirmed = [
-            r
-            for r in live
-            if r.valid
-            and (c := _code(r.answer)) is not None
-            and c // 100 == 2
-            and not r.ahead
-            and r.answer_end is not None
-        ]
-        tag = f"msg {outcome.ident}: {outcome.kind} ({outcome.detail})"
-        if outcome.kind in ("bad_exception", "missing"):
-            bad.append(("undocumented", tag))
-        elif outcome.kind == "success":
-            if not confirmed:
-                bad.append(("false_success", tag + f"; server records {live}"))
-        elif outcome.kind in ("not_delivered", "cancelled") and any(kept(r) for r in live):
-            bad.append((f"false_{outcome.kind}", tag + f"; server kept {live}"))
-        if outcome.kind in ("unknown", "cancelled"):
-            left = []
-            for rec, conn in every:
-                if rec.eod_end <= len(conn.wire.sent):
-                    left.append((rec, conn))
-            if outcome.kind == "cancelled" and left:
-                bad.append(("cancelled_after_end_of_data", tag))
-            if outcome.kind == "unknown":
-                if not left:
-                    bad.append(("unknown_without_end_of_data", tag + f"; records {every}"))
-                else:
-                    write = left[-1][1].wire.write_carrying(left[-1][0].eod_end - 1)
-                    if (
-                        write is not None
-                        and write.peer_closed_before
-                        and not any(r.live for r, _ in left)
-                    ):
-                        bad.append(("unknown_after_peer_closed", tag))
-        if len([r for r in live if kept(r)]) > 1:
-            bad.append(("duplicate_delivery", tag + f"; {live}"))
+    bad = [v for outcome in outcomes for v in _check_outcome(result, outcome)]
     if result.events != 0:
         bad.append(("extra_events", f"{result.events} extra SendCompleted"))
     if result.elapsed > 2 * s.timeout + 1e-6:
-        bad.append(
-            ("deadline", f"took {result.elapsed:.3f} s with every Timeouts field {s.timeout}")
-        )
+        text = f"took {result.elapsed:.3f} s with every Timeouts field {s.timeout}"
+        bad.append(("deadline", text))
     if result.follow_up is not None and result.follow_up.kind != "success":
         bad.append(("follow_up_failed", result.follow_up.detail))
     return bad
