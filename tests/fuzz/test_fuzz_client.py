@@ -165,6 +165,10 @@ def _repro(cls: str) -> fz.Script:
         return dataclasses.replace(
             base, cut=fz.Cut("server", _offset_after(dry.output, b"354 go ahead\r\n"), "fin")
         )
+    if cls == "unknown-after-idle-close-bdat":
+        # A success, then the server closes the idle connection (FIN, no 421): the next
+        # send's one-write BDAT group goes into the closed connection, "maybe delivered".
+        return dataclasses.replace(_base(chunking, "small"), idle="close")
     if cls == "no-reconnect-after-failure":
         # The recipient refused (RSET follows), then the server closes the idle connection.
         return dataclasses.replace(
@@ -195,6 +199,7 @@ REPROS = {
     "cancel-after-end-of-data": "cancel-after-end-of-data",
     "cancel-after-end-of-data-bdat-354": "cancel-after-end-of-data",
     "unknown-after-peer-closed": "unknown-after-peer-closed",
+    "unknown-after-idle-close-bdat": "unknown-after-peer-closed",
     "no-reconnect-after-failure": "no-reconnect-after-failure",
     "send-many-data-3xx": "send-many-data-3xx",
     "grace-beyond-timeouts": "grace-beyond-timeouts",
