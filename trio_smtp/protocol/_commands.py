@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from ._errors import CommandSyntaxError, LocalProtocolError
+from ._frozen import Frozen, set_field
 from ._syntax import check_text, validate_address, validate_domain, xtext_decode, xtext_encode
 
 __all__ = [
@@ -64,11 +64,11 @@ def _finish(line: str, *, smtputf8: bool, limit: int = MAX_COMMAND_LINE) -> byte
     return data
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+class Command(Frozen):
     """Base class.  ``verb`` names the command; ``ends_group`` is True for the commands after
     which RFC 2920 §3.1 forbids pipelining more commands before the reply is read."""
 
+    __slots__ = ()
     verb: ClassVar[str] = ""
     ends_group: ClassVar[bool] = True
     #: Whether the connection may keep this command's encoded bytes for an equal command
@@ -85,46 +85,56 @@ class Command:
         return self.verb
 
 
-@dataclass(frozen=True, slots=True)
 class Ehlo(Command):
     """``EHLO domain`` (RFC 5321 §4.1.1.1); ``domain`` may be an address literal."""
 
+    __slots__ = ("domain",)
     domain: str
     verb: ClassVar[str] = "EHLO"
+
+    def __init__(self, domain: str) -> None:
+        set_field(self, "domain", domain)
 
     def _render(self, smtputf8: bool) -> str:
         # RFC 6531 §3.7.1: the EHLO argument is sent before SMTPUTF8 is known: ASCII only.
         return f"{self.verb} {validate_domain(self.domain)}"
 
 
-@dataclass(frozen=True, slots=True)
 class Helo(Command):
     """``HELO domain``: the fallback when EHLO is refused with 500/502.  An address literal
     is accepted too (RFC 5321 §4.1.4 tolerates it from clients without a name)."""
 
+    __slots__ = ("domain",)
     domain: str
     verb: ClassVar[str] = "HELO"
+
+    def __init__(self, domain: str) -> None:
+        set_field(self, "domain", domain)
 
     def _render(self, smtputf8: bool) -> str:
         return f"{self.verb} {validate_domain(self.domain)}"
 
 
-@dataclass(frozen=True, slots=True)
 class StartTls(Command):
     """``STARTTLS`` (RFC 3207).  Always ends a pipelining group."""
 
+    __slots__ = ()
     verb: ClassVar[str] = "STARTTLS"
 
 
-@dataclass(frozen=True, slots=True)
 class Auth(Command):
     """``AUTH mechanism [initial-response]`` (RFC 4954).  ``initial_response`` is the raw
     (un-encoded) response; it is base64-encoded on the wire, ``b""`` becoming ``=``."""
 
+    __slots__ = ("mechanism", "initial_response")
     mechanism: str
-    initial_response: bytes | None = None
+    initial_response: bytes | None
     verb: ClassVar[str] = "AUTH"
     cacheable: ClassVar[bool] = False
+
+    def __init__(self, mechanism: str, initial_response: bytes | None = None) -> None:
+        set_field(self, "mechanism", mechanism)
+        set_field(self, "initial_response", initial_response)
 
     def _render(self, smtputf8: bool) -> str:
         # RFC 4422 §3.1: 1-20 of upper-case letters, digits, "-" and "_".
@@ -138,15 +148,19 @@ class Auth(Command):
         return f"{self.verb} {mech} {_b64(self.initial_response) or '='}"
 
 
-@dataclass(frozen=True, slots=True)
 class AuthResponse(Command):
     """A continuation line answering a 334 challenge: base64 of ``data``, or ``*`` to cancel.
     May exceed 512 octets (RFC 4954 §4)."""
 
-    data: bytes = b""
-    cancel: bool = False
+    __slots__ = ("data", "cancel")
+    data: bytes
+    cancel: bool
     verb: ClassVar[str] = ""
     cacheable: ClassVar[bool] = False
+
+    def __init__(self, data: bytes = b"", cancel: bool = False) -> None:
+        set_field(self, "data", data)
+        set_field(self, "cancel", cancel)
 
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
         """``*`` (cancel, RFC 4954 §4) or the base64 line, at most 12288 octets."""
@@ -154,7 +168,6 @@ class AuthResponse(Command):
         return _finish(line, smtputf8=False, limit=MAX_AUTH_LINE)
 
 
-@dataclass(frozen=True, slots=True)
 class Mail(Command):
     """``MAIL FROM:<sender> [params]``.  ``sender=""`` is the null reverse-path.
 
@@ -162,15 +175,34 @@ class Mail(Command):
     RET and ENVID (RFC 3461, ENVID xtext-encoded), REQUIRETLS (RFC 8689).
     """
 
+    __slots__ = ("sender", "size", "body", "smtputf8", "ret", "envid", "requiretls")
     sender: str
-    size: int | None = None
-    body: Literal["7BIT", "8BITMIME", "BINARYMIME"] | None = None
-    smtputf8: bool = False
-    ret: Literal["FULL", "HDRS"] | None = None
-    envid: str | None = None
-    requiretls: bool = False
+    size: int | None
+    body: Literal["7BIT", "8BITMIME", "BINARYMIME"] | None
+    smtputf8: bool
+    ret: Literal["FULL", "HDRS"] | None
+    envid: str | None
+    requiretls: bool
     verb: ClassVar[str] = "MAIL"
     ends_group: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        sender: str,
+        size: int | None = None,
+        body: Literal["7BIT", "8BITMIME", "BINARYMIME"] | None = None,
+        smtputf8: bool = False,
+        ret: Literal["FULL", "HDRS"] | None = None,
+        envid: str | None = None,
+        requiretls: bool = False,
+    ) -> None:
+        set_field(self, "sender", sender)
+        set_field(self, "size", size)
+        set_field(self, "body", body)
+        set_field(self, "smtputf8", smtputf8)
+        set_field(self, "ret", ret)
+        set_field(self, "envid", envid)
+        set_field(self, "requiretls", requiretls)
 
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
         """As :meth:`Command.to_bytes`, but whether SMTPUTF8 is in use is this command's
@@ -205,7 +237,6 @@ class Mail(Command):
         return params
 
 
-@dataclass(frozen=True, slots=True)
 class Rcpt(Command):
     """``RCPT TO:<recipient> [NOTIFY=...] [ORCPT=rfc822;xtext]`` (RFC 3461).
 
@@ -213,11 +244,19 @@ class Rcpt(Command):
     ``orcpt`` is the original recipient address (the ``rfc822;`` type is added).
     """
 
+    __slots__ = ("recipient", "notify", "orcpt")
     recipient: str
-    notify: tuple[str, ...] | None = None
-    orcpt: str | None = None
+    notify: tuple[str, ...] | None
+    orcpt: str | None
     verb: ClassVar[str] = "RCPT"
     ends_group: ClassVar[bool] = False
+
+    def __init__(
+        self, recipient: str, notify: tuple[str, ...] | None = None, orcpt: str | None = None
+    ) -> None:
+        set_field(self, "recipient", recipient)
+        set_field(self, "notify", notify)
+        set_field(self, "orcpt", orcpt)
 
     def _render(self, smtputf8: bool) -> str:
         rcpt = self.recipient
@@ -237,14 +276,13 @@ class Rcpt(Command):
         return " ".join(params)
 
 
-@dataclass(frozen=True, slots=True)
 class Data(Command):
     """``DATA``: expects 354, then the message and :class:`EndOfData`."""
 
+    __slots__ = ()
     verb: ClassVar[str] = "DATA"
 
 
-@dataclass(frozen=True, slots=True)
 class EndOfData(Command):
     """Not a command line: stands for the ``CRLF.CRLF`` terminator, whose reply it matches.
     Produced by the connection's data methods, never sent through ``send``.
@@ -253,6 +291,7 @@ class EndOfData(Command):
     to be the first "command" of a group, so with PIPELINING the next transaction's MAIL,
     RCPT and DATA may follow the terminator before its reply is read."""
 
+    __slots__ = ()
     verb: ClassVar[str] = "."
     ends_group: ClassVar[bool] = False
 
@@ -261,24 +300,24 @@ class EndOfData(Command):
         raise LocalProtocolError("EndOfData is produced by end_data(), not sent as a command")
 
 
-@dataclass(frozen=True, slots=True)
 class Bdat(Command):
     """``BDAT size [LAST]`` followed by exactly ``size`` octets of ``chunk`` (RFC 3030).
     ``to_bytes`` returns the command line only; the connection appends the chunk."""
 
-    chunk: bytes | memoryview = b""
-    last: bool = False
+    __slots__ = ("chunk", "last")
+    chunk: bytes | memoryview
+    last: bool
     verb: ClassVar[str] = "BDAT"
     cacheable: ClassVar[bool] = False
     ends_group: ClassVar[bool] = False
 
-    def __post_init__(self) -> None:
+    def __init__(self, chunk: bytes | memoryview = b"", last: bool = False) -> None:
         # Only octets have an exact size on the wire (RFC 3030 §2); a str has no byte count
         # until encoded, so it is refused like any other invalid argument.
-        if not isinstance(self.chunk, (bytes, bytearray, memoryview)):
-            raise LocalProtocolError(
-                f"BDAT chunk must be bytes-like, not {type(self.chunk).__name__}"
-            )
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise LocalProtocolError(f"BDAT chunk must be bytes-like, not {type(chunk).__name__}")
+        set_field(self, "chunk", chunk)
+        set_field(self, "last", last)
 
     @property
     def size(self) -> int:
@@ -289,27 +328,30 @@ class Bdat(Command):
         return f"BDAT {self.size} LAST" if self.last else f"BDAT {self.size}"
 
 
-@dataclass(frozen=True, slots=True)
 class Rset(Command):
     """``RSET``: abort the transaction."""
 
+    __slots__ = ()
     verb: ClassVar[str] = "RSET"
     ends_group: ClassVar[bool] = False
 
 
-@dataclass(frozen=True, slots=True)
 class Noop(Command):
     """``NOOP``."""
 
+    __slots__ = ()
     verb: ClassVar[str] = "NOOP"
 
 
-@dataclass(frozen=True, slots=True)
 class Vrfy(Command):
     """``VRFY string``."""
 
+    __slots__ = ("argument",)
     argument: str
     verb: ClassVar[str] = "VRFY"
+
+    def __init__(self, argument: str) -> None:
+        set_field(self, "argument", argument)
 
     def _render(self, smtputf8: bool) -> str:
         if not check_text(self.argument, "VRFY argument", smtputf8=smtputf8).strip():
@@ -317,10 +359,10 @@ class Vrfy(Command):
         return f"VRFY {self.argument}"
 
 
-@dataclass(frozen=True, slots=True)
 class Quit(Command):
     """``QUIT``: expects 221, then the server closes."""
 
+    __slots__ = ()
     verb: ClassVar[str] = "QUIT"
 
 
