@@ -13,10 +13,19 @@ are hashed for every message, see ``_connection._encoded``), :pep:`634` ``__matc
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import FrozenInstanceError
 from operator import attrgetter
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:  # typing has it from 3.11 (without frozen_default before 3.12); nothing to do at run time
+
+    def dataclass_transform(**_kwargs: object) -> Callable[[type], type]:
+        return lambda cls: cls
+
 
 __all__ = ["Frozen", "set_field"]
 
@@ -24,43 +33,46 @@ __all__ = ["Frozen", "set_field"]
 set_field = object.__setattr__
 
 
-def _no_values(_obj: object) -> tuple[()]:
-    return ()
-
-
-def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
-    """The fields' values as a tuple (``attrgetter`` of one name returns the bare value, so
-    it is given the name twice: equality and hashing then follow tuple semantics, as a
-    dataclass's do)."""
+def _getter(names: tuple[str, ...]) -> attrgetter[Any]:
+    """The fields' values, for equality and hashing.  ``attrgetter`` of one name returns
+    the bare value, so it is given the name twice (tuple semantics, as a dataclass's);
+    with no fields, the class stands in (instances of one class are then all equal)."""
     if not names:
-        return _no_values
+        return attrgetter("__class__")
     return attrgetter(*names) if len(names) > 1 else attrgetter(names[0], names[0])
 
 
+# For type checkers, subclasses are frozen dataclasses (assigning a field is an error).
+@dataclass_transform(frozen_default=True)
 class Frozen:
-    """Base class: subclasses declare ``__slots__`` (their fields, in ``__init__`` order)
-    and an ``__init__`` that stores each with :func:`set_field`.  ``_not_compared`` names
-    fields left out of equality, hashing and the repr; ``_not_hashed`` fields left out of
-    hashing only (unhashable values)."""
+    """Base class: subclasses annotate their fields (in ``__init__`` order, as for a
+    dataclass), list them in ``__slots__``, and store each in ``__init__`` with
+    :func:`set_field`.  ``_not_compared`` names fields left out of equality, hashing and
+    the repr; ``_not_hashed`` fields left out of hashing only (unhashable values)."""
 
     __slots__ = ()
     _fields: ClassVar[tuple[str, ...]] = ()
     _not_compared: ClassVar[frozenset[str]] = frozenset()
     _not_hashed: ClassVar[frozenset[str]] = frozenset()
-    _compared: ClassVar[Callable[[Any], tuple[Any, ...]]] = staticmethod(_no_values)
-    _hashed: ClassVar[Callable[[Any], tuple[Any, ...]]] = staticmethod(_no_values)
+    _compared: ClassVar[attrgetter[Any]] = attrgetter("__class__")
+    _hashed: ClassVar[attrgetter[Any]] = attrgetter("__class__")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        fields = tuple(
-            name for klass in reversed(cls.__mro__) for name in klass.__dict__.get("__slots__", ())
-        )
+        # With ``from __future__ import annotations`` every annotation is a string.
+        own = [
+            name
+            for name, annotation in inspect.get_annotations(cls).items()
+            if not str(annotation).startswith("ClassVar")
+        ]
+        if set(own) != set(cls.__dict__.get("__slots__", ())):
+            raise TypeError(f"{cls.__qualname__}: __slots__ must list the annotated fields")
+        fields = (*cls._fields, *own)
         compared = tuple(name for name in fields if name not in cls._not_compared)
-        hashed = tuple(name for name in compared if name not in cls._not_hashed)
         cls._fields = fields
-        cls.__match_args__ = fields
-        cls._compared = staticmethod(_getter(compared))
-        cls._hashed = staticmethod(_getter(hashed))
+        setattr(cls, "__match_args__", fields)  # noqa: B010 (undeclared: mypy derives its own)
+        cls._compared = _getter(compared)
+        cls._hashed = _getter(tuple(name for name in compared if name not in cls._not_hashed))
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:

@@ -53,7 +53,7 @@ class Reply(Frozen):
     take part in comparisons.
     """
 
-    __slots__ = ("code", "lines", "enhanced_status", "command")
+    __slots__ = ("code", "command", "enhanced_status", "lines")
     _not_compared: ClassVar[frozenset[str]] = frozenset({"command"})
     code: int
     lines: tuple[str, ...]
