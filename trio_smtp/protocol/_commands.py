@@ -205,6 +205,20 @@ class Mail(Command):
         set_field(self, "envid", envid)
         set_field(self, "requiretls", requiretls)
 
+    # Hashed and compared for every message (the connection's encoded-command cache).
+    def _key(self) -> tuple[object, ...]:
+        return (
+            self.sender,
+            self.size,
+            self.body,
+            self.smtputf8,
+            self.ret,
+            self.envid,
+            self.requiretls,
+        )
+
+    _hash_key = _key
+
     def to_bytes(self, *, smtputf8: bool = False) -> bytes:
         """As :meth:`Command.to_bytes`, but whether SMTPUTF8 is in use is this command's
         own ``smtputf8`` field (RFC 6531 §3.4: the MAIL parameter is what enables it);
@@ -258,6 +272,12 @@ class Rcpt(Command):
         set_field(self, "recipient", recipient)
         set_field(self, "notify", notify)
         set_field(self, "orcpt", orcpt)
+
+    # Hashed and compared for every recipient (the connection's encoded-command cache).
+    def _key(self) -> tuple[object, ...]:
+        return (self.recipient, self.notify, self.orcpt)
+
+    _hash_key = _key
 
     def _render(self, smtputf8: bool) -> str:
         rcpt = self.recipient
