@@ -19,7 +19,6 @@ what a server offers is :func:`check_against_server`.
 from __future__ import annotations
 
 import email.errors
-import email.policy
 import email.utils
 from collections.abc import Iterable, Mapping, Sequence
 from email.message import Message
@@ -33,7 +32,6 @@ from ._options import (
     DsnReturn,
     delivery_options,
 )
-from ._serialise import serialise
 from ._sources import StreamedBody, streamed_body
 from .protocol import BodyInspector, BodyKind, Extensions, validate_address
 from .protocol._frozen import Frozen, set_field
@@ -393,7 +391,7 @@ class _Headers:
         for i in indices:
             value = self._value(i)
             if not hasattr(value, "addresses"):  # compat32: a string; read it the same way
-                value = _fetch(email.policy.default, self._fields[i][1], str(value))
+                value = _fetch(_default_policy(), self._fields[i][1], str(value))
             found.extend(_every_address(value))
         return found
 
@@ -433,7 +431,17 @@ class _Headers:
 def parse_address_list(text: str, where: str) -> list[str]:
     """The addr-specs of the address list ``text`` (RFC 5322 §3.4), read as a To field
     is; ValueError naming ``where`` (``"--to"``) and the first part that is not an address."""
-    return _every_address(_fetch(email.policy.default, "To", text, where), where)
+    return _every_address(_fetch(_default_policy(), "To", text, where), where)
+
+
+def _default_policy() -> Any:
+    """``email.policy.default``.  email.policy and the serialiser (with the header registry
+    and parser they load, ~2.5 ms) are imported when an :class:`~email.message.Message` is
+    first prepared, not with the client: whoever builds an ``EmailMessage`` has loaded
+    them already, and whoever sends bytes never needs them."""
+    import email.policy
+
+    return email.policy.default
 
 
 def _fetch(policy: Any, name: str, raw: object, where: str | None = None) -> object:
@@ -490,6 +498,8 @@ def _prepare_email(
     # A non-ASCII addr-spec in a header cannot be written as an RFC 2047 encoded word
     # (RFC 2047 §5): only SMTPUTF8 carries it (RFC 6532).
     utf8 = utf8 or headers.need_utf8()
+    from ._serialise import serialise  # see _default_policy
+
     data = serialise(message, utf8)
     message_id = headers.first("message-id")
     return PreparedMessage(
