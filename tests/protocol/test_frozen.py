@@ -49,9 +49,9 @@ def test_extensions_hash_without_their_mapping() -> None:
 @pytest.mark.parametrize("value", [MAIL, RCPT, Quit(), Reply(250, ("ok",)), ReplyLimits()])
 def test_frozen_copy_and_pickle(value: Frozen) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
-        value.anything = 1  # type: ignore[attr-defined]
+        value.anything = 1
     with pytest.raises(dataclasses.FrozenInstanceError):
-        del value.anything
+        del value.anything  # type: ignore[attr-defined]
     assert copy.copy(value) == value
     assert copy.deepcopy(value) == value
     assert pickle.loads(pickle.dumps(value)) == value
