@@ -68,3 +68,16 @@ def test_slots_must_match_the_annotated_fields() -> None:
         class Broken(Frozen):
             __slots__ = ("a",)
             b: int
+
+
+def test_a_subclass_without_slots_keeps_its_parents_fields() -> None:
+    # As with a dataclass subclassed without @dataclass: same fields, same comparisons.
+    class MyMail(Mail):
+        note: str = "kept out of the fields"
+
+    # mypy reads a subclass without its own __init__ as a new dataclass whose inherited
+    # fields have no defaults (they are declared without values, for __slots__).
+    mine = MyMail("a@example.org", size=1)  # type: ignore[call-arg]
+    assert mine == MyMail("a@example.org", 1, None, False, None, None, False)
+    assert mine != Mail("a@example.org", size=1)
+    assert mine.to_bytes() == b"MAIL FROM:<a@example.org> SIZE=1\r\n"

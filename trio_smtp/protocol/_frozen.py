@@ -59,13 +59,15 @@ class Frozen:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "__slots__" not in cls.__dict__:
+            return  # a user's subclass without slots: the fields are its parent's
         # With ``from __future__ import annotations`` every annotation is a string.
         own = [
             name
             for name, annotation in inspect.get_annotations(cls).items()
-            if not str(annotation).startswith("ClassVar")
+            if not str(annotation).startswith(("ClassVar", "typing.ClassVar"))
         ]
-        if set(own) != set(cls.__dict__.get("__slots__", ())):
+        if set(own) != set(cls.__dict__["__slots__"]):
             raise TypeError(f"{cls.__qualname__}: __slots__ must list the annotated fields")
         fields = (*cls._fields, *own)
         compared = tuple(name for name in fields if name not in cls._not_compared)
