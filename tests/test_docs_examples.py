@@ -355,7 +355,7 @@ async def redirected(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Servers]:
         async def connect() -> trio.abc.Stream:
             return await real_open_tcp_stream(server.host, server.port)
 
-        return await real_open_session(dataclasses.replace(config, stream_factory=connect))
+        return await real_open_session(config._replace(stream_factory=connect))
 
     async def only_loopback(host: str, port: int, **kwargs: Any) -> trio.SocketStream:
         assert is_loopback(host), f"an example tried to connect to {host}:{port}"

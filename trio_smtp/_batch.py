@@ -26,7 +26,6 @@ CHUNKING and PIPELINING that is already one write and one round trip per small m
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -68,15 +67,19 @@ __all__ = ["send_batch", "send_pipelined"]
 _DATA = Data()
 
 
-@dataclasses.dataclass(slots=True)
 class _Awaiting:
     """What the reply to the first command of the next write decides.
 
     ``final``: a message's terminator (its outcome); ``rset``: RSET after a failed
     envelope; neither: a terminator answering a 354 nobody should get (ignored)."""
 
-    final: tuple[Pending, list[str], dict[str, Reply]] | None = None
-    rset: bool = False
+    __slots__ = ("final", "rset")
+
+    def __init__(
+        self, final: tuple[Pending, list[str], dict[str, Reply]] | None = None, rset: bool = False
+    ) -> None:
+        self.final = final
+        self.rset = rset
 
 
 def _not_delivered(error: SmtpError) -> SmtpConnectError:

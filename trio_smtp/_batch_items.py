@@ -159,12 +159,14 @@ class Outcomes:
         return [outcome for outcome in self._slots if outcome is not None]
 
 
-@dataclasses.dataclass(slots=True)
 class Pending:
     """A message read from the source and validated, not yet sent (or to be retried)."""
 
-    slot: int
-    prepared: PreparedMessage
+    __slots__ = ("prepared", "slot")
+
+    def __init__(self, slot: int, prepared: PreparedMessage) -> None:
+        self.slot = slot
+        self.prepared = prepared
 
 
 class Source:

@@ -44,7 +44,6 @@ from ._dkim import DkimSigner, choose_signer, sign_prepared
 from ._errors import SmtpDeliveryUnknownError, SmtpFailedRecipientsError
 from ._message import PreparedMessage, prepare_message, with_delivery_options
 from ._options import DeliveryNotification, DsnReturn
-from ._pickup import deliver_to_pickup
 from ._results import SendCompleted as SendCompleted
 from ._results import SendResult as SendResult
 from ._session import Credentials, open_session
@@ -515,6 +514,8 @@ class SmtpClient:
                     await self._drop_transport(polite=False)
 
     async def _deliver_to_pickup(self, prepared: PreparedMessage) -> SendResult:
+        from ._pickup import deliver_to_pickup  # only pickup delivery pays its import
+
         assert self._pickup_directory is not None
         envelope = prepared.envelope
         data = prepared.data

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import trio
 
@@ -23,6 +22,7 @@ from ._hostname import address_literal, local_fqdn
 from ._proxy import Proxy
 from ._transport import StreamFactory, Transport, deadline, open_transport
 from .protocol import AuthResponse, Ehlo, Helo, Reply, StartTls
+from .protocol._frozen import Frozen, set_field
 
 __all__ = ["Credentials", "OAuth2", "SessionConfig", "open_session"]
 
@@ -74,22 +74,57 @@ Credentials = tuple[str, str] | OAuth2 | _sasl.Mechanism | Callable[[], _sasl.Me
 _FQDN_LOOKUP_LIMIT = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class SessionConfig:
+class SessionConfig(Frozen):
     """Everything :func:`open_session` needs; built once by the client."""
 
+    __slots__ = (
+        "credentials",
+        "host",
+        "local_hostname",
+        "port",
+        "proxy",
+        "security",
+        "ssl_context",
+        "stream_factory",
+        "timeouts",
+        "unix_socket",
+    )
     host: str
     port: int
     security: Security
     ssl_context: ssl.SSLContext | None
     timeouts: Timeouts
-    credentials: Credentials | None = None
-    local_hostname: str | None = None
-    stream_factory: StreamFactory | None = None
+    credentials: Credentials | None
+    local_hostname: str | None
+    stream_factory: StreamFactory | None
     #: Connect to this Unix socket path instead of TCP to ``host:port``.
-    unix_socket: str | None = None
+    unix_socket: str | None
     #: Connect through this SOCKS or HTTP CONNECT proxy (see :mod:`trio_smtp._proxy`).
-    proxy: Proxy | None = None
+    proxy: Proxy | None
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        security: Security,
+        ssl_context: ssl.SSLContext | None,
+        timeouts: Timeouts,
+        credentials: Credentials | None = None,
+        local_hostname: str | None = None,
+        stream_factory: StreamFactory | None = None,
+        unix_socket: str | None = None,
+        proxy: Proxy | None = None,
+    ) -> None:
+        set_field(self, "host", host)
+        set_field(self, "port", port)
+        set_field(self, "security", security)
+        set_field(self, "ssl_context", ssl_context)
+        set_field(self, "timeouts", timeouts)
+        set_field(self, "credentials", credentials)
+        set_field(self, "local_hostname", local_hostname)
+        set_field(self, "stream_factory", stream_factory)
+        set_field(self, "unix_socket", unix_socket)
+        set_field(self, "proxy", proxy)
 
 
 async def open_session(config: SessionConfig) -> Transport:

@@ -28,7 +28,6 @@ failed or MAIL got 421.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -59,6 +58,7 @@ from .protocol import (
     Rset,
     normalize_line_endings,
 )
+from .protocol._frozen import Frozen, set_field
 
 __all__ = ["ConnectionStaleError", "deliver"]
 
@@ -96,14 +96,19 @@ async def deliver(transport: Transport, prepared: PreparedMessage) -> SendResult
     return result
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Plan:
+class _Plan(Frozen):
     """How this message goes: the MAIL command, and DATA or BDAT (raw or normalised)."""
 
+    __slots__ = ("bdat", "mail", "raw")
     mail: Mail
     bdat: bool
     #: BDAT with BODY=BINARYMIME: the octets go as they are (no CRLF normalisation).
     raw: bool
+
+    def __init__(self, mail: Mail, bdat: bool, raw: bool) -> None:
+        set_field(self, "mail", mail)
+        set_field(self, "bdat", bdat)
+        set_field(self, "raw", raw)
 
 
 def _plan(prepared: PreparedMessage, extensions: Extensions) -> _Plan:

@@ -19,13 +19,13 @@ is an intermediate reply only where one is defined (354 to DATA, 334 to AUTH).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import Final
 
 from ._commands import Auth, AuthResponse, Bdat, Command, Data, EndOfData, Mail, Rcpt, StartTls
 from ._data import DataEncoder
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._extensions import Extensions
+from ._frozen import Frozen
 from ._replies import Reply, ReplyLimits, ReplyParser
 from ._state import SessionState, State, event_name, reply_outcome
 
@@ -42,9 +42,10 @@ class NeedData:
 NEED_DATA: Final = NeedData()
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
+class ConnectionClosed(Frozen):
     """The server closed the connection (``receive_data(b"")`` and nothing left to parse)."""
+
+    __slots__ = ()
 
 
 class ClientConnection:
