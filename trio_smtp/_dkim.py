@@ -26,7 +26,6 @@ import base64
 import binascii
 import re
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from ._message import PreparedMessage
@@ -160,7 +159,7 @@ def sign_prepared(prepared: PreparedMessage, signer: DkimSigner) -> PreparedMess
     signed = signer.sign(data) + data
     inspector = BodyInspector()
     inspector.feed(signed)
-    return replace(prepared, data=signed, body_kind=inspector.kind)
+    return prepared._replace(data=signed, body_kind=inspector.kind)
 
 
 def _has_from(message: bytes) -> bool:
