@@ -199,14 +199,15 @@ class Transport:
         # message data may follow without a new reply.
         return not self.conn.pending and self.conn.state not in _DATA_STATES
 
-    async def receive_ready(self, what: str) -> None:
+    async def receive_ready(self, what: str, *, eof_ok: bool = False) -> None:
         """Feed the machine what the server has already sent, without waiting for more.
 
         Called before every write (DESIGN rules 10 and 11): a reply that came before its
         command, or a close, must be seen before we write, not read as the answer to what
         we write next.  The socket is looked at without blocking; only when it is readable
         is one ``receive_some`` made (it returns at once: data, EOF or an error are there).
-        A close is SmtpConnectError (nothing written after it can arrive); a reset too.
+        A close is SmtpConnectError (nothing written after it can arrive), unless
+        ``eof_ok`` (then it is only fed to the machine); a reset is SmtpConnectError.
         Streams that are not sockets cannot be looked into (nothing is fed)."""
         if not _readable(self.stream):
             return
@@ -217,6 +218,10 @@ class Transport:
                 data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
                 self.conn.receive_data(data)
                 if not data:
+                    if eof_ok:
+                        # Never reused, but the replies already received stay readable.
+                        self._broken = True
+                        return
                     self.mark_broken()
                     raise SmtpConnectError(f"the server closed the connection before {what}")
         except SmtpConnectError:
@@ -307,15 +312,45 @@ class Transport:
         :class:`SmtpDeliveryTimeoutError`."""
         # A reply already received needs no deadline and no error mapping.
         reply = self._buffered_reply(what)
-        if reply is not None:
-            return reply
-        timeout = SmtpDeliveryTimeoutError if maybe_delivered else SmtpTimeoutError
+        if reply is None:
+            timeout = SmtpDeliveryTimeoutError if maybe_delivered else SmtpTimeoutError
+            try:
+                with self._limit(limit, what, timeout):
+                    # Nothing complete is buffered (just asked): read before parsing again.
+                    reply = await self._next_reply(what, receive_first=True)
+            except BaseException as exc:
+                raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
+        if maybe_delivered:
+            await self._check_in_step(what)
+        return reply
+
+    async def _check_in_step(self, what: str) -> None:
+        """After the reply that decides a message's outcome (DESIGN rules 10 and 11): if
+        what has already arrived holds more than the replies owed, the replies are out of
+        step with the commands -- a stray line came first, and the reply just read may
+        answer another command (a ``554`` taken for a ``250``, or the reverse).  Then the
+        outcome cannot be known: SmtpDeliveryUnknownError, the connection broken.
+
+        Only what is already here is looked at (no wait): a stray whose reply is still on
+        the way is found before the next write instead (:meth:`receive_ready`), after this
+        message's outcome was given.  A close or reset now says nothing about this reply
+        and only keeps the connection from being reused."""
+        owed = bool(self.conn.pending)  # (a failed read clears the machine's queue)
         try:
-            with self._limit(limit, what, timeout):
-                # Nothing complete is buffered (just asked): read before parsing again.
-                return await self._next_reply(what, receive_first=True)
-        except BaseException as exc:
-            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
+            await self.receive_ready(what, eof_ok=True)
+        except SmtpError:
+            if owed:
+                raise  # the replies still owed are lost with the connection
+            return
+        try:
+            self.conn.check_unsolicited(f"the reply to {what} was taken")
+        except RemoteProtocolError as exc:
+            self.mark_broken()
+            unknown = SmtpDeliveryUnknownError(
+                f"the server sent more replies than commands around {what} ({exc}): "
+                "its replies are out of step, so the message may have been delivered"
+            )
+            raise unknown from exc
 
     async def _next_reply(self, what: str, *, receive_first: bool = False) -> Reply:
         # httpcore's _receive_event: next_event(); on NEED_DATA read and feed.

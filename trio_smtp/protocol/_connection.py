@@ -258,7 +258,21 @@ class ClientConnection:
                 raise LocalProtocolError(f"cannot send {name}: replies pending, no PIPELINING")
         self._session.check_send(name)
 
-    def _check_unsolicited(self, name: str) -> None:
+    def check_unsolicited(self, before: str) -> None:
+        """Raise RemoteProtocolError (and enter ERROR) if what was received holds more
+        than the replies owed to the commands sent (RFC 5321 §4.2, RFC 2920 §3.2).
+
+        :meth:`send` checks this itself; the driver also asks right after the reply that
+        decides a message's outcome, with whatever had already arrived fed in: a surplus
+        then means the replies are out of step with the commands (a stray line came
+        before that reply), so that reply may answer another command.  ``before`` names
+        what comes next, for the message.  A malformed reply among those owed is not
+        reported here: :meth:`next_event` raises it when its turn comes, after the replies
+        before it (the parser keeps the error)."""
+        if self._parser.buffered:
+            self._check_unsolicited(before, defer_malformed=True)
+
+    def _check_unsolicited(self, name: str, *, defer_malformed: bool = False) -> None:
         """Before a send: every octet received must belong to a reply to a command already
         sent (RFC 5321 §4.2: one reply per command; RFC 2920 §3.2: in order).  The reply
         to this command cannot be here yet, so replies beyond the pending commands -- a
@@ -276,6 +290,8 @@ class ClientConnection:
                 parsed.append(reply)
                 self._parsed_octets += before - parser.buffered
         except RemoteProtocolError:
+            if defer_malformed:
+                return
             self._fail()
             raise
         if parser.buffered:
