@@ -16,14 +16,11 @@ the nursery reaches the user.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import ssl
 from collections.abc import (
     AsyncIterable,
-    Awaitable,
-    Callable,
     Iterable,
     Mapping,
     Sequence,
@@ -35,24 +32,22 @@ from typing import Any
 
 import trio
 
-from ._batch import send_batch
 from ._batch_items import BatchItem, check_batch_source
 from ._batch_items import OutgoingMessage as OutgoingMessage
 from ._config import DeliveryMethod, Security, Timeouts
+from ._connection_slot import Connection
 from ._deadlines import Watchdog
 from ._errors import SmtpDeliveryUnknownError, SmtpFailedRecipientsError
 from ._message import PreparedMessage, prepare_message, with_delivery_options
 from ._options import DeliveryNotification, DsnReturn
-from ._pickup import deliver_to_pickup
 from ._results import SendCompleted as SendCompleted
 from ._results import SendResult as SendResult
-from ._session import Credentials, open_session
+from ._session import Credentials
 from ._settings import session_config
 from ._sources import SupportsAsyncRead, SupportsRead
 from ._stats import ClientStatistics as ClientStatistics
 from ._stats import Counters
-from ._transaction import ConnectionStaleError, deliver
-from ._transport import StreamFactory, Transport
+from ._transport import StreamFactory
 from ._url import parse_smtp_url
 
 __all__ = ["ClientStatistics", "OutgoingMessage", "SendCompleted", "SendResult", "SmtpClient"]
@@ -67,25 +62,6 @@ Message_ = (
     | SupportsRead
     | SupportsAsyncRead
 )
-
-
-def _counted(
-    deliver: Callable[[SmtpClient, PreparedMessage], Awaitable[SendResult]],
-) -> Callable[[SmtpClient, PreparedMessage], Awaitable[SendResult]]:
-    """Count every outcome of a delivery for :meth:`SmtpClient.statistics` (a cancelled
-    send counts as nothing)."""
-
-    @functools.wraps(deliver)
-    async def counted(client: SmtpClient, prepared: PreparedMessage) -> SendResult:
-        try:
-            result = await deliver(client, prepared)
-        except Exception as exc:
-            client._counters.failed(exc, prepared.size)
-            raise
-        client._counters.sent(result, prepared.size)
-        return result
-
-    return counted
 
 
 class SmtpClient:
@@ -152,19 +128,23 @@ class SmtpClient:
         self._counters = Counters()
         self._delivery_method = delivery_method
         self._pickup_directory = pickup_directory
+        #: Enforces the phase deadlines of this client's transactions (see Watchdog).
+        self._watchdog = Watchdog()
+        pickup = delivery_method is DeliveryMethod.PICKUP_DIRECTORY
+        #: The client's one connection: opened lazily, reused, replaced (see Connection).
+        self._slot = Connection(
+            self._config,
+            self._counters,
+            self._watchdog,
+            pickup_directory=pickup_directory if pickup else None,
+        )
         self._send_channel, self._completed = trio.open_memory_channel[SendCompleted[Any]](math.inf)
         self._state = "new"  # -> "open" -> "closing" -> "closed"
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
-        self._transport: Transport | None = None
-        #: Enforces the phase deadlines of this client's transactions (see Watchdog).
-        self._watchdog = Watchdog()
         self._busy = False
         self._idle = trio.Event()
         self._send_scope: trio.CancelScope | None = None
-        #: Set when a send was cancelled after the end of its data was written (see
-        #: :meth:`_run_send_async`): too late to stop the delivery.
-        self._cancelled_after_end_of_data = False
 
     def __repr__(self) -> str:
         config = self._config
@@ -185,7 +165,7 @@ class SmtpClient:
             return self._state
         if self._busy:
             return "sending"
-        return "connected" if self._transport is not None else "idle"
+        return "connected" if self._slot.connected else "idle"
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> SmtpClient:
@@ -245,7 +225,7 @@ class SmtpClient:
             finally:
                 self._state = "closed"
                 self._send_channel.close()
-                await self._drop_transport(polite=True)
+                await self._slot.aclose()
 
     @property
     def completed(self) -> trio.MemoryReceiveChannel[SendCompleted[Any]]:
@@ -346,14 +326,7 @@ class SmtpClient:
         items = check_batch_source(messages)
         self._claim()
         try:
-            pickup = self._delivery_method is DeliveryMethod.PICKUP_DIRECTORY
-            return await send_batch(
-                items,
-                self._counters,
-                self._deliver_once,
-                None if pickup else self._connection,
-                functools.partial(self._drop_transport, polite=False),
-            )
+            return await self._slot.send_many(items)
         finally:
             self._release()
 
@@ -435,61 +408,18 @@ class SmtpClient:
             self._release()
             self._send_channel.send_nowait(SendCompleted(user_token, error, cancelled, result))
 
-    @_counted
+    @property
+    def _cancelled_after_end_of_data(self) -> bool:
+        """Set when a send was cancelled after the end of its data was written (see
+        :meth:`_run_send_async`): too late to stop the delivery."""
+        return self._slot._cancelled_after_end_of_data
+
+    @_cancelled_after_end_of_data.setter
+    def _cancelled_after_end_of_data(self, value: bool) -> None:
+        self._slot._cancelled_after_end_of_data = value
+
     async def _deliver(self, prepared: PreparedMessage) -> SendResult:
-        try:
-            return await self._deliver_once(prepared)
-        finally:
-            if prepared.body is not None:
-                # A file opened from a path.  Shielded, short (DESIGN rule 9): a cancel
-                # landing here must not turn a delivered result into "cancelled".
-                with trio.move_on_after(_CLEANUP_SECONDS, shield=True):
-                    await prepared.body.aclose()
-
-    async def _deliver_once(self, prepared: PreparedMessage) -> SendResult:
-        if self._delivery_method is DeliveryMethod.PICKUP_DIRECTORY:
-            return await self._deliver_to_pickup(prepared)
-        while True:
-            transport = await self._connection()
-            try:
-                return await deliver(transport, prepared)
-            except ConnectionStaleError:
-                continue  # only on a reused connection: the next one is fresh
-            except trio.Cancelled:
-                # After the end of data, before its reply: the message may be delivered.
-                self._cancelled_after_end_of_data = transport.end_of_data_unanswered
-                raise
-            finally:
-                if not transport.reusable:
-                    await self._drop_transport(polite=False)
-
-    async def _deliver_to_pickup(self, prepared: PreparedMessage) -> SendResult:
-        assert self._pickup_directory is not None
-        envelope = prepared.envelope
-        data = prepared.data
-        if prepared.body is not None:  # the pickup writer takes bytes: read the body whole
-            await prepared.body.open()
-            data = b"".join([chunk async for chunk in prepared.body.chunks()])
-        await deliver_to_pickup(self._pickup_directory, envelope.sender, envelope.recipients, data)
-        return SendResult(envelope.recipients, message_id=prepared.message_id)
-
-    async def _connection(self) -> Transport:
-        if self._transport is not None and self._transport.reusable:
-            return self._transport
-        await self._drop_transport(polite=False)
-        self._counters.connections_opened += 1
-        self._transport = await open_session(self._config)
-        self._transport.watchdog = self._watchdog
-        return self._transport
-
-    async def _drop_transport(self, *, polite: bool) -> None:
-        transport, self._transport = self._transport, None
-        if transport is None:
-            return
-        if polite:
-            await transport.quit()
-        else:
-            await transport.aclose()
+        return await self._slot.deliver(prepared)
 
     # -- state checks ------------------------------------------------------------------------
 
@@ -508,10 +438,6 @@ class SmtpClient:
     def _release(self) -> None:
         self._busy = False
         self._idle.set()
-
-
-#: How long closing a body's file may take once the send is over (it is shielded).
-_CLEANUP_SECONDS = 5.0
 
 
 def _late_cancel() -> SmtpDeliveryUnknownError:

@@ -1,0 +1,171 @@
+"""One connection to the server, as both SmtpClient and SmtpPool use it.
+
+Theory of operation: a :class:`Connection` is a slot that holds at most one session.  It is
+opened lazily by the first send, reused while it is idle and healthy (see
+:attr:`Transport.reusable <trio_smtp._transport.Transport>`), and replaced when it is broken
+or was closed by the server (DESIGN rule 12: a reused connection found closed -- idle
+timeout, 421 -- is replaced before the next send).  A reused connection found stale before
+its MAIL was answered raises :class:`~trio_smtp._transaction.ConnectionStaleError`, and the
+message goes again on a fresh one: nothing of it was accepted (RFC 5321 §4.1.1.4).  Nothing
+is ever retried after the end of data was written (``SmtpDeliveryUnknownError``).  Closing
+says QUIT when the session is idle, shielded, with a short deadline (DESIGN rule 9).
+
+The slot contains no SMTP transaction logic: it drives :func:`open_session`,
+:func:`deliver` and :func:`send_batch`, and counts what they did in the owner's
+:class:`~trio_smtp._stats.Counters`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import trio
+
+from ._batch import send_batch
+from ._batch_items import Outcome
+from ._deadlines import Watchdog
+from ._message import PreparedMessage
+from ._pickup import deliver_to_pickup
+from ._results import SendResult
+from ._session import SessionConfig, open_session
+from ._stats import Counters
+from ._transaction import ConnectionStaleError, deliver
+from ._transport import Transport
+
+__all__ = ["Connection"]
+
+
+def _counted(
+    deliver: Callable[[Connection, PreparedMessage], Awaitable[SendResult]],
+) -> Callable[[Connection, PreparedMessage], Awaitable[SendResult]]:
+    """Count every outcome of a delivery for :meth:`SmtpClient.statistics` (a cancelled
+    send counts as nothing)."""
+
+    @functools.wraps(deliver)
+    async def counted(client: Connection, prepared: PreparedMessage) -> SendResult:
+        try:
+            result = await deliver(client, prepared)
+        except Exception as exc:
+            client._counters.failed(exc, prepared.size)
+            raise
+        client._counters.sent(result, prepared.size)
+        return result
+
+    return counted
+
+
+class Connection:
+    """A slot for one session to the server (or a pickup directory: no session at all).
+
+    ``counters`` are the owner's statistics (shared by every slot of a pool); ``watchdog``
+    enforces the phase deadlines of this slot's transactions and must be running in the
+    owner's nursery (None: each phase moves its own deadline).
+    """
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        counters: Counters,
+        watchdog: Watchdog | None,
+        *,
+        pickup_directory: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._config = config
+        self._counters = counters
+        self._watchdog = watchdog
+        self._pickup_directory = pickup_directory
+        self._transport: Transport | None = None
+        #: Set when a send was cancelled after the end of its data was written: too late to
+        #: stop the delivery (the owner resets it before each ``send_async``).
+        self._cancelled_after_end_of_data = False
+        #: Messages whose transaction ended on the current session (see :attr:`messages`).
+        self._opened_at_transactions = 0
+
+    @property
+    def connected(self) -> bool:
+        """True while a session is open (it may still turn out stale on its next use)."""
+        return self._transport is not None
+
+    @property
+    def messages(self) -> int:
+        """Transactions completed on the current session (0 when none is open)."""
+        transport = self._transport
+        return 0 if transport is None else transport.transactions
+
+    @_counted
+    async def deliver(self, prepared: PreparedMessage) -> SendResult:
+        """Send one message as ``SmtpClient.send`` does, counted in the statistics."""
+        try:
+            return await self._deliver_once(prepared)
+        finally:
+            if prepared.body is not None:
+                # A file opened from a path.  Shielded, short (DESIGN rule 9): a cancel
+                # landing here must not turn a delivered result into "cancelled".
+                with trio.move_on_after(_CLEANUP_SECONDS, shield=True):
+                    await prepared.body.aclose()
+
+    async def send_many(self, items: AsyncIterator[object]) -> list[Outcome]:
+        """Send a batch over this slot's session (see :func:`send_batch`)."""
+        pickup = self._pickup_directory is not None
+        return await send_batch(
+            items,
+            self._counters,
+            self._deliver_once,
+            None if pickup else self._connection,
+            functools.partial(self._drop_transport, polite=False),
+        )
+
+    async def _deliver_once(self, prepared: PreparedMessage) -> SendResult:
+        if self._pickup_directory is not None:
+            return await self._deliver_to_pickup(prepared)
+        while True:
+            transport = await self._connection()
+            try:
+                return await deliver(transport, prepared)
+            except ConnectionStaleError:
+                continue  # only on a reused connection: the next one is fresh
+            except trio.Cancelled:
+                # After the end of data, before its reply: the message may be delivered.
+                self._cancelled_after_end_of_data = transport.end_of_data_unanswered
+                raise
+            finally:
+                if not transport.reusable:
+                    await self._drop_transport(polite=False)
+
+    async def _deliver_to_pickup(self, prepared: PreparedMessage) -> SendResult:
+        assert self._pickup_directory is not None
+        envelope = prepared.envelope
+        data = prepared.data
+        if prepared.body is not None:  # the pickup writer takes bytes: read the body whole
+            await prepared.body.open()
+            data = b"".join([chunk async for chunk in prepared.body.chunks()])
+        await deliver_to_pickup(self._pickup_directory, envelope.sender, envelope.recipients, data)
+        return SendResult(envelope.recipients, message_id=prepared.message_id)
+
+    async def _connection(self) -> Transport:
+        if self._transport is not None and self._transport.reusable:
+            return self._transport
+        await self._drop_transport(polite=False)
+        self._counters.connections_opened += 1
+        self._transport = await open_session(self._config)
+        self._transport.watchdog = self._watchdog
+        return self._transport
+
+    async def _drop_transport(self, *, polite: bool) -> None:
+        transport, self._transport = self._transport, None
+        if transport is None:
+            return
+        if polite:
+            await transport.quit()
+        else:
+            await transport.aclose()
+
+    async def aclose(self) -> None:
+        """QUIT if the session is idle, then close (shielded, short deadline); safe twice."""
+        await self._drop_transport(polite=True)
+
+
+#: How long closing a body's file may take once the send is over (it is shielded).
+_CLEANUP_SECONDS = 5.0
