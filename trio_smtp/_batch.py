@@ -100,6 +100,7 @@ async def send_batch(
     deliver_one: Callable[[PreparedMessage], Awaitable[SendResult]],
     connection: Callable[[], Awaitable[Transport]] | None,
     drop_connection: Callable[[], Awaitable[None]],
+    outcomes: Outcomes | None = None,
 ) -> list[Outcome]:
     """The body of :meth:`SmtpClient.send_many <trio_smtp.SmtpClient.send_many>`: one
     outcome per item, in order.
@@ -107,8 +108,10 @@ async def send_batch(
     The client lends its ways to the server: ``deliver_one`` sends one message as ``send``
     does, ``connection`` returns its reusable session (opening one if needed; ``None`` for
     a pickup directory), ``drop_connection`` discards a session that is no longer usable.
+    ``outcomes`` (built on ``counters``) is given by a caller that watches them as they come.
     """
-    outcomes = Outcomes(counters)
+    if outcomes is None:
+        outcomes = Outcomes(counters)
     source = Source(items, outcomes)
     pending = await source.next()  # no connection for an empty batch
     while pending is not None:

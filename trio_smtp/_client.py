@@ -21,18 +21,19 @@ import os
 import ssl
 from collections.abc import (
     AsyncIterable,
+    AsyncIterator,
     Iterable,
     Mapping,
     Sequence,
 )
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from email.message import EmailMessage
 from types import TracebackType
 from typing import Any
 
 import trio
 
-from ._batch_items import BatchItem, check_batch_source
+from ._batch_items import BatchItem, Outcomes, check_batch_source
 from ._batch_items import OutgoingMessage as OutgoingMessage
 from ._config import DeliveryMethod, Security, Timeouts
 from ._connection_slot import Connection
@@ -47,6 +48,8 @@ from ._settings import session_config
 from ._sources import SupportsAsyncRead, SupportsRead
 from ._stats import ClientStatistics as ClientStatistics
 from ._stats import Counters
+from ._streamed import BatchOutcome as BatchOutcome
+from ._streamed import Emit, OutcomeStream, RecordedItems, stream_outcomes
 from ._transport import StreamFactory
 from ._url import parse_smtp_url
 
@@ -327,6 +330,42 @@ class SmtpClient:
         self._claim()
         try:
             return await self._slot.send_many(items)
+        finally:
+            self._release()
+
+    @asynccontextmanager
+    async def send_many_as_completed(
+        self, messages: Iterable[BatchItem] | AsyncIterable[BatchItem]
+    ) -> AsyncIterator[OutcomeStream]:
+        """:meth:`send_many`, handing each outcome over the moment it is known.
+
+        ``async with client.send_many_as_completed(items) as outcomes:`` then ``async for
+        done in outcomes:`` gives one :class:`~trio_smtp.BatchOutcome` per item (``index``,
+        ``item``, ``outcome``: what :meth:`send_many` would put at that index), in
+        completion order.  The batch runs in the client's nursery while the block runs, so
+        a reader can show progress, write a report as it goes, and -- cancelled -- lose
+        nothing already known: the outcomes decided before the cancel are still on the
+        stream (:meth:`~trio_smtp.OutcomeStream.receive_nowait`), and
+        :attr:`~trio_smtp.OutcomeStream.unfinished` lists the items read that have none
+        (the one in flight may have been delivered).
+
+        Leaving the block normally waits for the batch to end; leaving it with an exception
+        (a cancel included) cancels the batch first.  Raises on entering what
+        :meth:`send_many` raises before anything is sent.  An exception raised by the
+        iterable itself ends the batch: the messages already read finish and report their
+        outcomes, then it is raised by the iteration.
+        """
+        self._check_open()
+        items = RecordedItems(check_batch_source(messages))
+        self._claim()
+        try:
+
+            async def run(emit: Emit) -> None:
+                await self._slot.send_many(items, Outcomes(self._counters, on_set=emit))
+
+            assert self._nursery is not None
+            async with stream_outcomes(self._nursery, items, run) as outcomes:
+                yield outcomes
         finally:
             self._release()
 

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import trio
 
 from ._batch import send_batch
-from ._batch_items import Outcome
+from ._batch_items import Outcome, Outcomes
 from ._deadlines import Watchdog
 from ._message import PreparedMessage
 from ._pickup import deliver_to_pickup
@@ -34,7 +34,7 @@ from ._stats import Counters
 from ._transaction import ConnectionStaleError, deliver
 from ._transport import Transport
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "close_body"]
 
 
 def _counted(
@@ -94,19 +94,32 @@ class Connection:
         transport = self._transport
         return 0 if transport is None else transport.transactions
 
+    @property
+    def ready(self) -> bool:
+        """True when a send needs no new session: one is open, or this is a pickup slot."""
+        return self._pickup_directory is not None or self._transport is not None
+
     @_counted
     async def deliver(self, prepared: PreparedMessage) -> SendResult:
         """Send one message as ``SmtpClient.send`` does, counted in the statistics."""
         try:
             return await self._deliver_once(prepared)
         finally:
-            if prepared.body is not None:
-                # A file opened from a path.  Shielded, short (DESIGN rule 9): a cancel
-                # landing here must not turn a delivered result into "cancelled".
-                with trio.move_on_after(_CLEANUP_SECONDS, shield=True):
-                    await prepared.body.aclose()
+            await close_body(prepared)
 
-    async def send_many(self, items: AsyncIterator[object]) -> list[Outcome]:
+    async def deliver_uncounted(self, prepared: PreparedMessage) -> SendResult:
+        """One attempt at ``prepared``, not counted and leaving its body open (the pool
+        counts a message once, whatever the attempts, and closes its body at the end)."""
+        return await self._deliver_once(prepared)
+
+    async def connect(self) -> None:
+        """Open the session now unless a reusable one is open (errors as ``send``'s)."""
+        if self._pickup_directory is None:
+            await self._connection()
+
+    async def send_many(
+        self, items: AsyncIterator[object], outcomes: Outcomes | None = None
+    ) -> list[Outcome]:
         """Send a batch over this slot's session (see :func:`send_batch`)."""
         pickup = self._pickup_directory is not None
         return await send_batch(
@@ -115,6 +128,7 @@ class Connection:
             self._deliver_once,
             None if pickup else self._connection,
             functools.partial(self._drop_transport, polite=False),
+            outcomes,
         )
 
     async def _deliver_once(self, prepared: PreparedMessage) -> SendResult:
@@ -165,6 +179,15 @@ class Connection:
     async def aclose(self) -> None:
         """QUIT if the session is idle, then close (shielded, short deadline); safe twice."""
         await self._drop_transport(polite=True)
+
+
+async def close_body(prepared: PreparedMessage) -> None:
+    """Close a streamed body once its send is over."""
+    if prepared.body is not None:
+        # A file opened from a path.  Shielded, short (DESIGN rule 9): a cancel
+        # landing here must not turn a delivered result into "cancelled".
+        with trio.move_on_after(_CLEANUP_SECONDS, shield=True):
+            await prepared.body.aclose()
 
 
 #: How long closing a body's file may take once the send is over (it is shielded).
