@@ -261,14 +261,14 @@ async def test_closed_pool_refuses(server: SmtpServer) -> None:
 
 
 def test_options_are_checked() -> None:
-    bad: dict[str, Any]
-    for bad in (
+    bads: list[dict[str, Any]] = [
         {"max_connections": 0},
         {"rate": 0},
         {"idle_timeout": 0},
         {"max_messages_per_connection": 0},
         {"max_pending": 0},
-    ):
+    ]
+    for bad in bads:
         with pytest.raises(ValueError):
             SmtpPool("localhost", 25, **bad)
     with pytest.raises(ValueError):
