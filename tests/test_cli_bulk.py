@@ -60,7 +60,8 @@ async def test_directory_of_eml_files_with_report(
     assert by_source["03.eml"]["status"] == "refused"
     assert "5.1.1" in by_source["03.eml"]["refused"]["to3@example.net"]
     assert by_source["04.eml"]["status"] == "failed"
-    assert by_source["99.eml"]["status"] == "failed" and "ValueError" in by_source["99.eml"]["error"]
+    invalid = by_source["99.eml"]
+    assert invalid["status"] == "failed" and "ValueError" in invalid["error"]
     assert by_source["00.eml"]["status"] == "delivered"
     assert by_source["00.eml"]["message_id"] == "<m0@example.org>"
     assert len(delivered) == 10
