@@ -342,7 +342,7 @@ class SmtpPool:
     @property
     def completed(self) -> trio.MemoryReceiveChannel[SendCompleted[Any]]:
         """One :class:`SendCompleted` per :meth:`send_async`, never dropped (unbounded, as
-        :attr:`SmtpClient.completed`; :attr:`max_pending` bounds the sends behind it)."""
+        :attr:`SmtpClient.completed`; ``max_pending`` bounds the sends behind it)."""
         return self._completed
 
     # -- sending -----------------------------------------------------------------------------
