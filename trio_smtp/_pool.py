@@ -176,6 +176,9 @@ class SmtpPool:
       bound ``send_async`` raises ``trio.WouldBlock`` and :meth:`submit` waits.  ``None``:
       no bound.
 
+    New connections resume the TLS session of the last one when the server allows it (see
+    :doc:`/howto/pool`).
+
     Leaving ``async with`` normally waits for every send started (``send_async`` included)
     and then says QUIT on every connection (shielded, short deadline); leaving it with an
     exception first cancels them, each ``send_async`` still reporting its one

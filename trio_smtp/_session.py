@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -23,7 +23,7 @@ from ._hostname import address_literal, local_fqdn
 from ._transport import StreamFactory, Transport, deadline, open_transport
 from .protocol import AuthResponse, Ehlo, Helo, Reply, StartTls
 
-__all__ = ["Credentials", "OAuth2", "SessionConfig", "open_session"]
+__all__ = ["Credentials", "OAuth2", "SessionConfig", "TlsSessionCache", "open_session"]
 
 
 class OAuth2:
@@ -73,6 +73,25 @@ Credentials = tuple[str, str] | OAuth2 | _sasl.Mechanism | Callable[[], _sasl.Me
 _FQDN_LOOKUP_LIMIT = 5.0
 
 
+class TlsSessionCache:
+    """The TLS session of the last connection to the server, for the next one to resume.
+
+    One per client or pool (every connection of one goes to the same server with the same
+    SSL context, which a session must come from).  Saved once the session is set up: under
+    TLS 1.3 the server's tickets come after the handshake and are read with the first reply.
+    """
+
+    __slots__ = ("session",)
+
+    def __init__(self) -> None:
+        self.session: ssl.SSLSession | None = None
+
+    def save(self, transport: Transport) -> None:
+        session = transport.tls_session()
+        if session is not None:
+            self.session = session
+
+
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
     """Everything :func:`open_session` needs; built once by the client."""
@@ -87,6 +106,9 @@ class SessionConfig:
     stream_factory: StreamFactory | None = None
     #: Connect to this Unix socket path instead of TCP to ``host:port``.
     unix_socket: str | None = None
+    #: The session the next TLS handshake offers to resume (shared by the client's
+    #: connections; the same object in every copy of this config).
+    tls_sessions: TlsSessionCache = field(default_factory=TlsSessionCache, compare=False)
 
 
 async def open_session(config: SessionConfig) -> Transport:
@@ -99,12 +121,14 @@ async def open_session(config: SessionConfig) -> Transport:
         timeouts=config.timeouts,
         stream_factory=config.stream_factory,
         unix_socket=config.unix_socket,
+        tls_session=config.tls_sessions.session,
     )
     try:
         await _handshake(transport, config)
     except BaseException:
         await transport.aclose()
         raise
+    config.tls_sessions.save(transport)  # a reply was read after TLS: tickets are in
     return transport
 
 
@@ -175,7 +199,7 @@ async def _starttls(transport: Transport, config: SessionConfig, domain: str) ->
             raise SmtpTlsError("the server refused STARTTLS", reply=reply)
         return
     assert config.ssl_context is not None
-    await transport.start_tls(config.ssl_context)
+    await transport.start_tls(config.ssl_context, config.tls_sessions.session)
     # RFC 3207 §4.2: forget everything learned before TLS and say EHLO again.
     reply = await transport.command(Ehlo(domain), "EHLO after STARTTLS", transport.timeouts.command)
     if reply.code != 250:
