@@ -4,15 +4,17 @@ to over TLS offers the last session (RFC 8446 §2.2), and the testing server res
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from trio_smtp import Security, SmtpClient, SmtpPool
 from trio_smtp.testing import SmtpServer
 
 MESSAGE = b"Subject: hi\r\n\r\nhello\r\n"
-ENVELOPE = {"sender": "a@example.org", "recipients": ["b@example.net"]}
+ENVELOPE: dict[str, Any] = {"sender": "a@example.org", "recipients": ["b@example.net"]}
 
 
 def tls_notes(caplog: pytest.LogCaptureFixture) -> list[str]:
