@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,12 +15,14 @@ import trio.testing
 
 from trio_smtp import (
     Backoff,
+    DeliveryMethod,
     OutgoingMessage,
     Security,
     SendResult,
     SmtpConnectError,
     SmtpDeliveryUnknownError,
     SmtpPool,
+    SmtpResponseError,
 )
 from trio_smtp.testing import Delay, Hangup, Respond, SmtpServer
 
@@ -277,3 +280,61 @@ def test_options_are_checked() -> None:
         SmtpPool("localhost", 0)  # every SmtpClient check applies
     pool = SmtpPool.from_url("smtp://localhost:2525?tls=none", max_connections=2)
     assert pool.max_connections == 2 and "port=2525" in repr(pool)
+
+
+async def test_a_small_batch_opens_few_connections(server: SmtpServer) -> None:
+    async with pool_for(server, max_connections=8) as pool:
+        outcomes = await pool.send_many([message(0), message(1)])
+    assert all(isinstance(o, SendResult) for o in outcomes)
+    assert len(server.connections) <= 3  # ramped up: one more than the items at most
+
+
+async def test_statistics_while_busy(
+    server: SmtpServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    server.on("END_OF_DATA", Delay(5))
+    async with pool_for(server, max_connections=2) as pool:
+        for i in range(5):
+            pool.send_async(message(i).message, i, sender=FROM, recipients=["a@example.net"])
+        await trio.sleep(1)
+        busy = pool.statistics()
+        await trio.sleep(20)
+        done = pool.statistics()
+    assert busy.connections_open == 2 and busy.connections_busy == 2
+    assert busy.sends_in_flight == 2 and busy.sends_queued == 3
+    assert busy.messages_sent == 0 and busy.concurrency_limit == 2
+    assert done.messages_sent == 5 and done.sends_in_flight == done.sends_queued == 0
+    assert done.connections_idle == 2 and done.connections_busy == 0
+    assert done.rate > 0
+
+
+async def test_4xx_to_mail_backs_off_and_retries(
+    server: SmtpServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    server.on("MAIL", Respond(451, "4.7.1 Slow down"), times=2)
+    async with pool_for(server, max_connections=1, backoff=Backoff(first=5.0)) as pool:
+        begin = trio.current_time()
+        result = await send_one(pool, 0)
+        waited = trio.current_time() - begin
+        stats = pool.statistics()
+    assert result.accepted == ("to0@example.net",)
+    assert waited >= 2.5  # a jittered backoff before the retry on a new connection
+    assert stats.messages_sent == 1 and stats.messages_failed == 0
+
+
+async def test_permanent_refusal_is_not_retried(server: SmtpServer) -> None:
+    server.on("MAIL", Respond(550, "5.7.1 Not you"))
+    async with pool_for(server) as pool:
+        with pytest.raises(SmtpResponseError, match="Not you"):
+            await send_one(pool, 0)
+    assert len([c for c in server.connections[0].commands if c.verb == "MAIL"]) == 1
+
+
+async def test_pickup_directory_pool(tmp_path: Path) -> None:
+    async with SmtpPool(
+        delivery_method=DeliveryMethod.PICKUP_DIRECTORY, pickup_directory=tmp_path
+    ) as pool:
+        outcomes = await pool.send_many([message(i) for i in range(3)])
+        await send_one(pool, 3)
+    assert all(isinstance(o, SendResult) for o in outcomes)
+    assert len(list(await trio.Path(tmp_path).glob("*.eml"))) == 4

@@ -514,6 +514,8 @@ class SmtpPool:
     async def _attempts(self, prepared: PreparedMessage, late: _Late) -> SendResult:
         attempts = self.backoff.attempts if prepared.body is None else 1
         for attempt in range(1, attempts + 1):
+            if attempt > 1:  # refused with an overload signal: wait out the backoff
+                await trio.sleep_until(self._not_before)
             slot = await self._lease(attempts - attempt + 1)
             assert slot is not None
             self._in_flight += 1
@@ -735,12 +737,16 @@ class _Batch:
     def __init__(self, pool: SmtpPool, items: RecordedItems) -> None:
         self.pool = pool
         self.items = items
-        self.workers = 0
+        self.workers = 0  # running
+        self.started = 0
         self.emit: Emit | None = None
+        self.spawn: Callable[[], None] = lambda: None
 
     async def run(self, emit: Emit) -> None:
-        """One worker per possible connection; the first exception that is not an outcome
-        (the iterable raised) stops them all and is raised alone, never in a group."""
+        """Workers, one per connection, ramped up: each one that takes an item starts the
+        next (up to ``max_connections``), so a small batch opens few connections.  The
+        first exception that is not an outcome stops them all and is raised alone, never
+        in a group."""
         self.emit = emit
         error: list[Exception] = []
         async with trio.open_nursery() as nursery:
@@ -752,9 +758,14 @@ class _Batch:
                     error.append(exc)
                     nursery.cancel_scope.cancel()
 
-            for _ in range(self.pool.max_connections):
-                self.workers += 1
-                nursery.start_soon(worker)
+            def spawn() -> None:
+                if self.started < self.pool.max_connections and not self.items.exhausted:
+                    self.started += 1
+                    self.workers += 1
+                    nursery.start_soon(worker)
+
+            self.spawn = spawn
+            spawn()
         if error:
             raise error[0]
 
@@ -824,6 +835,8 @@ class _Share:
         next_item = await self.batch.items.next()
         if next_item is None:
             raise StopAsyncIteration
+        if not self.indexes:
+            self.batch.spawn()  # this connection has work: maybe the next one will too
         self.indexes.append(next_item[0])
         return next_item[1]
 
