@@ -286,7 +286,10 @@ async def test_a_small_batch_opens_few_connections(server: SmtpServer) -> None:
     async with pool_for(server, max_connections=8) as pool:
         outcomes = await pool.send_many([message(0), message(1)])
     assert all(isinstance(o, SendResult) for o in outcomes)
-    assert len(server.connections) <= 3  # ramped up: one more than the items at most
+    assert len(server.connections) <= 2  # a connection only for an item in hand
+    async with pool_for(server, max_connections=8) as pool:
+        assert await pool.send_many([]) == []
+    assert len(server.connections) <= 2  # none for an empty batch
 
 
 async def test_statistics_while_busy(

@@ -517,7 +517,6 @@ class SmtpPool:
             if attempt > 1:  # refused with an overload signal: wait out the backoff
                 await trio.sleep_until(self._not_before)
             slot = await self._lease(attempts - attempt + 1)
-            assert slot is not None
             self._in_flight += 1
             try:
                 await self._pace()
@@ -537,20 +536,14 @@ class SmtpPool:
 
     # -- connections -------------------------------------------------------------------------
 
-    async def _lease(
-        self, attempts: int, still_needed: Callable[[], bool] = lambda: True
-    ) -> _Pooled | None:
+    async def _lease(self, attempts: int) -> _Pooled:
         """A slot with an open session (or a pickup slot): an idle one, a new one within the
         limit, or the next one given back.  Connect failures that are overload signals are
-        tried ``attempts`` times in all, each after the backoff delay.  None when
-        ``still_needed()`` says, once a slot is free, that no connection is needed now."""
+        tried ``attempts`` times in all, each after the backoff delay."""
         for attempt in range(1, attempts + 1):
             slot = await self._acquire()
             if slot.connection.ready:
                 return slot
-            if not still_needed():
-                self._give_back(slot)
-                return None
             try:
                 await trio.sleep_until(self._not_before)
                 await slot.connection.connect()
@@ -744,7 +737,8 @@ class _Batch:
 
     async def run(self, emit: Emit) -> None:
         """Workers, one per connection, ramped up: each one that takes an item starts the
-        next (up to ``max_connections``), so a small batch opens few connections.  The
+        next (up to ``max_connections``), and a connection is leased only for an item in
+        hand, so a small batch opens few connections and an empty one none.  The
         first exception that is not an outcome stops them all and is raised alone, never
         in a group."""
         self.emit = emit
@@ -759,7 +753,7 @@ class _Batch:
                     nursery.cancel_scope.cancel()
 
             def spawn() -> None:
-                if self.started < self.pool.max_connections and not self.items.exhausted:
+                if self.started < self.pool.max_connections:
                     self.started += 1
                     self.workers += 1
                     nursery.start_soon(worker)
@@ -770,30 +764,33 @@ class _Batch:
             raise error[0]
 
     async def worker(self) -> None:
+        """Take an item, then a connection for it (none for an empty batch), and send
+        items on it until they run out, it breaks or reaches its cap; then again."""
         pool = self.pool
         try:
-            while not self.items.exhausted:
+            while True:
+                await pool._pace()
+                first = await self.items.next()
+                if first is None:
+                    return
+                self.spawn()  # there was work for this one: maybe for one more
                 try:
-                    slot = await pool._lease(pool.backoff.attempts, self.wanted)
+                    slot = await pool._lease(pool.backoff.attempts)
                 except SmtpError as exc:
+                    self.items.give_back(first)  # for another connection, if any is left
                     if self.workers == 1:  # nobody else can send them
                         await self.fail_the_rest(exc)
                     return
-                if slot is None:
-                    return
                 try:
-                    await self.share(slot)
+                    await self.share(slot, first)
                 finally:
                     pool._give_back(slot)
         finally:
             self.workers -= 1
 
-    def wanted(self) -> bool:
-        return not self.items.exhausted
-
-    async def share(self, slot: _Pooled) -> None:
-        """Send items on ``slot`` until they run out, it breaks, or it reaches its cap."""
-        share = _Share(self, slot)
+    async def share(self, slot: _Pooled, first: tuple[int, object]) -> None:
+        """Send ``first`` and more items on ``slot``."""
+        share = _Share(self, slot, first)
         assert self.emit is not None
         emit = self.emit
 
@@ -813,12 +810,14 @@ class _Batch:
 
 
 class _Share:
-    """The items one connection sends: read from the batch's shared iterator, paced by the
-    rate limit; it ends when the connection is gone or has sent its cap."""
+    """The items one connection sends: ``first``, then more from the batch's shared
+    iterator, paced by the rate limit; it ends when the connection is gone or has sent its
+    cap."""
 
-    def __init__(self, batch: _Batch, slot: _Pooled) -> None:
+    def __init__(self, batch: _Batch, slot: _Pooled, first: tuple[int, object]) -> None:
         self.batch = batch
         self.slot = slot
+        self._first: tuple[int, object] | None = first
         #: The batch index of each item this share read (its local slot -> its index).
         self.indexes: list[int] = []
 
@@ -826,17 +825,17 @@ class _Share:
         return self
 
     async def __anext__(self) -> object:
-        pool, connection = self.batch.pool, self.slot.connection
-        cap = pool.max_messages_per_connection
-        read = self.slot.messages_at_lease + len(self.indexes)
-        if not connection.ready or (cap is not None and read >= cap):
-            raise StopAsyncIteration
-        await pool._pace()
-        next_item = await self.batch.items.next()
+        next_item, self._first = self._first, None
         if next_item is None:
-            raise StopAsyncIteration
-        if not self.indexes:
-            self.batch.spawn()  # this connection has work: maybe the next one will too
+            pool, connection = self.batch.pool, self.slot.connection
+            cap = pool.max_messages_per_connection
+            read = self.slot.messages_at_lease + len(self.indexes)
+            if not connection.ready or (cap is not None and read >= cap):
+                raise StopAsyncIteration
+            await pool._pace()
+            next_item = await self.batch.items.next()
+            if next_item is None:
+                raise StopAsyncIteration
         self.indexes.append(next_item[0])
         return next_item[1]
 

@@ -68,6 +68,7 @@ class RecordedItems:
         self.exhausted = False
         #: What the iterable raised, if it did (it then counts as exhausted).
         self.error: Exception | None = None
+        self._returned: list[tuple[int, object]] = []
 
     def __aiter__(self) -> RecordedItems:
         return self
@@ -78,9 +79,15 @@ class RecordedItems:
             raise StopAsyncIteration
         return next_item[1]
 
+    def give_back(self, entry: tuple[int, object]) -> None:
+        """An item taken by :meth:`next` and not sent: the next call returns it again."""
+        self._returned.append(entry)
+
     async def next(self) -> tuple[int, object] | None:
         """The next item and its index, or None once the iterable is exhausted."""
         async with self._lock:
+            if self._returned:
+                return self._returned.pop()
             if self.exhausted:
                 return None
             try:
