@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import mailbox
+import sys
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -114,3 +115,11 @@ async def test_bulk_refuses_composing_options(
     )
     assert status == 2
     assert "--subject cannot be combined with a directory" in capsys.readouterr().err
+
+
+def test_no_progress_bar_without_tqdm(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trio_smtp import _cli_bulk
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm -> ImportError
+    assert _cli_bulk._progress(10, quiet=False) is None
+    assert _cli_bulk._progress(10, quiet=True) is None
