@@ -230,6 +230,9 @@ class SmtpPool:
         self.rate = rate
         self.backoff = backoff if backoff is not None else Backoff()
         self.max_pending = max_pending
+        self._init_state()
+
+    def _init_state(self) -> None:
         self._counters = Counters()
         self._send_channel, self._completed = trio.open_memory_channel[SendCompleted[Any]](math.inf)
         self._state = "new"  # -> "open" -> "closing" -> "closed"
@@ -239,7 +242,7 @@ class SmtpPool:
         self._busy: set[_Pooled] = set()
         self._waiters = trio.lowlevel.ParkingLot()  # sends waiting for a connection
         self._room = trio.lowlevel.ParkingLot()  # submit() waiting under max_pending
-        self._limit = max_connections
+        self._limit = self.max_connections
         self._lowered_at = -math.inf
         self._signals = 0  # overload signals in a row
         self._not_before = -math.inf  # no new connection before this (backoff)
