@@ -1,4 +1,5 @@
-"""Developer sessions: ``nox -s tests lint typecheck docs`` (the default), ``bench``, ``interop``.
+"""Developer sessions: ``nox -s tests lint typecheck docs`` (the default), ``bench``, ``interop``,
+``soak``.
 
 Each session installs the project (editable) with the extra it needs into its own virtualenv.
 ``.ci/run`` runs the same sessions in one prepared venv with ``nox --no-venv --no-install``,
@@ -7,6 +8,7 @@ so the commands below are the single definition of what CI checks.
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import nox
@@ -32,6 +34,20 @@ def interop(session: nox.Session) -> None:
     """Only the tests against third-party peers: aiosmtpd, smtp-sink, smtplib, swaks."""
     session.install("-e", ".[test]")
     session.run("pytest", "-m", "interop", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """The fuzz suite (tests/fuzz) with a large count: SmtpClient against hostile scripted
+    servers.  ``TRIO_SMTP_FUZZ_COUNT`` conversations (default 20000) from
+    ``TRIO_SMTP_FUZZ_SEED`` (default ``random``; the seed of any failure is printed, and
+    ``python tests/fuzz/smtp_fuzz.py --seed S --count 1`` replays it)."""
+    session.install("-e", ".[test]")
+    env = {
+        "TRIO_SMTP_FUZZ_COUNT": os.environ.get("TRIO_SMTP_FUZZ_COUNT", "20000"),
+        "TRIO_SMTP_FUZZ_SEED": os.environ.get("TRIO_SMTP_FUZZ_SEED", "random"),
+    }
+    session.run("pytest", "tests/fuzz", "-rA", *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON)

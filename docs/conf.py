@@ -57,7 +57,10 @@ graphviz_output_format = "svg"
 # and cannot be resolved without network access to their inventories.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(trio|ssl|email|enum|collections|types|os|pathlib|socket|datetime)(\..+)?"),
+    (
+        r"py:.*",
+        r"(trio|ssl|email|enum|collections|types|os|pathlib|socket|datetime|dataclasses)(\..+)?",
+    ),
     (r"py:.*", r"mailbox(\..+)?"),
     (r"py:.*", r"(ssl\.)?SSLContext|(email\.message\.)?EmailMessage|Enum|IntEnum|TracebackType"),
     (r"py:.*", r"(Mapping|Sequence|Iterable|Iterator|AsyncIterable|AsyncIterator|Callable)"),
@@ -65,6 +68,8 @@ nitpick_ignore_regex = [
     # Private base classes shown by show-inheritance (e.g. the SCRAM and OAuth bases of the
     # public mechanisms in trio_smtp.sasl): documented through their public subclasses.
     (r"py:class", r"trio_smtp\.(\w+\.)*_[A-Z]\w*"),
+    # The base of the protocol core's frozen value classes (docs/design.rst, "Import cost").
+    (r"py:class", r"trio_smtp\.protocol\._frozen\.Frozen"),
     # Structural types of the message sources SmtpClient.send accepts (anything with
     # .read(n) -> bytes, sync or async): described in send()'s docstring, not importable API.
     (r"py:class", r"trio_smtp\._sources\.Supports(Async)?Read"),

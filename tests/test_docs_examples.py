@@ -237,8 +237,24 @@ def _pickup_file(directory: Path) -> Path:
     return path
 
 
+def _private_key_pem() -> bytes:
+    """A fresh RSA key, as ``openssl genpkey -algorithm RSA`` writes it (PKCS#8 PEM)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
 #: Files the examples read, made in their working directory.
-FILES = {"outbox/0042.eml": _raw("team@example.net"), "data.tar": b"\0" * 100_000}
+FILES = {
+    "outbox/0042.eml": _raw("team@example.net"),
+    "data.tar": b"\0" * 100_000,
+    "dkim-private.pem": _private_key_pem(),
+}
 #: Absolute directories the examples name, made under the working directory instead.
 DIRECTORIES = ("/var/spool/mail-pickup",)
 
@@ -344,7 +360,7 @@ async def redirected(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Servers]:
         async def connect() -> trio.abc.Stream:
             return await real_open_tcp_stream(server.host, server.port)
 
-        return await real_open_session(dataclasses.replace(config, stream_factory=connect))
+        return await real_open_session(config._replace(stream_factory=connect))
 
     async def only_loopback(host: str, port: int, **kwargs: Any) -> trio.SocketStream:
         assert is_loopback(host), f"an example tried to connect to {host}:{port}"

@@ -55,7 +55,7 @@ EXPORTS = REQUIRED | {"SmtpResponseError", "OAuth2", "ClientStatistics"}
 EXPORTS |= {"DeliveryNotification", "DsnReturn"}
 EXPORTS |= {"SmtpDeliveryTimeoutError"}
 EXPORTS |= {"OutgoingMessage"}
-EXPORTS |= {"PickupFile", "parse_pickup_file", "read_pickup_file", "send"}
+EXPORTS |= {"DkimSigner", "PickupFile", "parse_pickup_file", "read_pickup_file", "send"}
 EXPORTS |= {"SmtpPool", "Backoff", "PoolStatistics", "BatchOutcome", "OutcomeStream"}
 
 #: Public subpackages (other public names that are modules must be one of these).

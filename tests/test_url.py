@@ -21,6 +21,7 @@ def test_smtps_is_implicit_tls_on_465() -> None:
         "credentials": None,
         "local_hostname": None,
         "unix_socket": None,
+        "proxy": None,
     }
 
 
@@ -203,6 +204,7 @@ def test_smtp_unix_is_a_socket_path_without_tls() -> None:
         "credentials": None,
         "local_hostname": None,
         "unix_socket": "/var/run/smtp.sock",
+        "proxy": None,
     }
 
 
@@ -228,6 +230,7 @@ def test_pickup_is_a_directory_without_a_server() -> None:
         "credentials": None,
         "local_hostname": None,
         "unix_socket": None,
+        "proxy": None,
         "delivery_method": DeliveryMethod.PICKUP_DIRECTORY,
         "pickup_directory": "/var/spool/my mail",
     }

@@ -24,6 +24,7 @@ if _typing.TYPE_CHECKING:
     from ._config import DeliveryMethod as DeliveryMethod
     from ._config import Security as Security
     from ._config import Timeouts as Timeouts
+    from ._dkim import DkimSigner as DkimSigner
     from ._errors import SmtpAuthenticationError as SmtpAuthenticationError
     from ._errors import SmtpConnectError as SmtpConnectError
     from ._errors import SmtpDeliveryTimeoutError as SmtpDeliveryTimeoutError
@@ -60,6 +61,7 @@ _EXPORTS: dict[str, str] = {
     "DeliveryMethod": "._config",
     "Security": "._config",
     "Timeouts": "._config",
+    "DkimSigner": "._dkim",
     "SmtpAuthenticationError": "._errors",
     "SmtpConnectError": "._errors",
     "SmtpDeliveryTimeoutError": "._errors",

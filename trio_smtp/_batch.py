@@ -26,20 +26,22 @@ CHUNKING and PIPELINING that is already one write and one round trip per small m
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
 )
+from typing import Literal
 
 from ._batch_items import Outcome, Outcomes, Pending, Source
 from ._deadlines import Phases
+from ._dkim import DkimSigner
 from ._errors import (
     SmtpConnectError,
     SmtpDeliveryTimeoutError,
     SmtpDeliveryUnknownError,
     SmtpError,
+    SmtpProtocolError,
     SmtpResponseError,
     SmtpTimeoutError,
 )
@@ -65,15 +67,19 @@ __all__ = ["send_batch", "send_pipelined"]
 _DATA = Data()
 
 
-@dataclasses.dataclass(slots=True)
 class _Awaiting:
     """What the reply to the first command of the next write decides.
 
     ``final``: a message's terminator (its outcome); ``rset``: RSET after a failed
     envelope; neither: a terminator answering a 354 nobody should get (ignored)."""
 
-    final: tuple[Pending, list[str], dict[str, Reply]] | None = None
-    rset: bool = False
+    __slots__ = ("final", "rset")
+
+    def __init__(
+        self, final: tuple[Pending, list[str], dict[str, Reply]] | None = None, rset: bool = False
+    ) -> None:
+        self.final = final
+        self.rset = rset
 
 
 def _not_delivered(error: SmtpError) -> SmtpConnectError:
@@ -101,6 +107,8 @@ async def send_batch(
     connection: Callable[[], Awaitable[Transport]] | None,
     drop_connection: Callable[[], Awaitable[None]],
     outcomes: Outcomes | None = None,
+    *,
+    dkim: DkimSigner | None = None,
 ) -> list[Outcome]:
     """The body of :meth:`SmtpClient.send_many <trio_smtp.SmtpClient.send_many>`: one
     outcome per item, in order.
@@ -109,10 +117,11 @@ async def send_batch(
     does, ``connection`` returns its reusable session (opening one if needed; ``None`` for
     a pickup directory), ``drop_connection`` discards a session that is no longer usable.
     ``outcomes`` (built on ``counters``) is given by a caller that watches them as they come.
+    ``dkim`` signs every item that does not choose its own signer.
     """
     if outcomes is None:
         outcomes = Outcomes(counters)
-    source = Source(items, outcomes)
+    source = Source(items, outcomes, dkim)
     pending = await source.next()  # no connection for an empty batch
     while pending is not None:
         if connection is None:  # a pickup directory: one file per message
@@ -190,6 +199,11 @@ class _PipelinedSender:
         self.transport = transport
         self.outcomes = outcomes
         self.tail = b""  # goes first in the next write: data + terminator, or RSET
+        # What ends the tail -- the terminator or RSET -- is encoded only right before the
+        # write, after a look at what the server already sent: until then the machine
+        # knows nothing more is owed, and takes anything that came as an early reply or as
+        # unsolicited, never as the answer to what is about to go (DESIGN rules 10, 11).
+        self.finish: Literal["end_data", "rset"] | None = None
         self.awaiting: _Awaiting | None = None
         # Where a timeout of the connection's Phases scope finds us: the message whose
         # envelope is in the write being made or answered (not delivered if it fails),
@@ -210,6 +224,9 @@ class _PipelinedSender:
                 return None  # the connection broke: every message involved has its outcome
             if retry:
                 return pending
+            # Whatever its outcome, the next message finds this connection used before:
+            # found dead before anything was accepted, it is stale (DESIGN rule 12).
+            self.transport.reused = True
             if source.may_block:  # nothing in flight: an async source is not a phase
                 phases.arm(None, "the next message", SmtpTimeoutError)
             pending = await source.next()
@@ -240,10 +257,20 @@ class _PipelinedSender:
         except SmtpError as exc:
             self.outcomes.set(pending.slot, exc, prepared.size)
             return False
-        envelope = conn.send(plan.mail)
-        for rcpt in rcpts:
-            envelope += conn.send(rcpt)
-        envelope += conn.send(_DATA)
+        after_another = self.finish is not None or transport.reused
+        try:
+            await self._before_write()
+            # Refused (SmtpProtocolError) when the server sent more than it owed.
+            envelope = transport.encode(plan.mail, "MAIL")
+            for rcpt in rcpts:
+                envelope += transport.encode(rcpt, "RCPT")
+            envelope += transport.encode(_DATA, "DATA")
+        except SmtpError as exc:
+            self._lost(exc, written=False)
+            if after_another:  # nothing of ``pending`` was written: a new connection
+                return True
+            self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
+            raise
         self._in_flight, self._written = pending, False
         try:
             await self._write(self.tail + envelope)
@@ -268,7 +295,10 @@ class _PipelinedSender:
             return True  # RFC 5321 §4.1.1.4 aside, nothing of it was accepted: send again
         except SmtpError as exc:
             self._in_flight = None
-            self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
+            # A reply of its own envelope that broke the protocol (garbage, DATA answered
+            # 334): what send() raises for it; a lost connection: not delivered.
+            own = exc if isinstance(exc, SmtpProtocolError) else _not_delivered(exc)
+            self.outcomes.set(pending.slot, own, prepared.size)
             raise
         self._in_flight, self._written = None, False
         await self._after_envelope(pending, plan, mail_reply, rcpt_replies, data_reply)
@@ -316,9 +346,9 @@ class _PipelinedSender:
             self.outcomes.set(pending.slot, exc, pending.prepared.size)
             if data_reply.code == 354:
                 # RFC 2920 §3.1: the server reads data now; send only the terminator.
-                self.tail, self.awaiting = conn.end_data(), _Awaiting()
+                self.finish, self.awaiting = "end_data", _Awaiting()
             elif conn.state is not State.READY:  # MAIL accepted: a transaction is open
-                self.tail, self.awaiting = conn.send(Rset()), _Awaiting(rset=True)
+                self.finish, self.awaiting = "rset", _Awaiting(rset=True)
             return
         try:
             transport._check_nothing_buffered()  # a reply after 354 is an early reply
@@ -329,7 +359,7 @@ class _PipelinedSender:
         if len(prepared.data) > _DATA_CHUNK:
             await self._send_large(pending, accepted, rejected)
             return
-        self.tail = conn.send_data(prepared.data) + conn.end_data()
+        self.tail, self.finish = conn.send_data(prepared.data), "end_data"
         self.awaiting = _Awaiting(final=(pending, accepted, rejected))
 
     async def _send_large(
@@ -343,9 +373,28 @@ class _PipelinedSender:
             raise
         self._set_final(pending, final, accepted, rejected)
 
+    async def _before_write(self) -> None:
+        """Before the write carrying the tail: what the server already sent (DESIGN rules
+        10 and 11).  After a 354 it is an early reply (or a close) for the message whose
+        data is the tail: that message is not delivered, with that reply or close."""
+        transport = self.transport
+        try:
+            await transport.receive_ready("the message data")
+            if self.finish == "end_data":
+                transport._check_nothing_buffered()
+                self.tail += transport.conn.end_data()
+            elif self.finish == "rset":
+                self.tail = transport.encode(Rset(), "RSET")
+        except SmtpError as exc:
+            transport.mark_broken()
+            self._lost(exc, written=False)
+            raise
+        self.finish = None
+
     async def flush(self) -> None:
         """Write what is left (the last message's terminator) and read its reply."""
-        if self.tail:
+        if self.finish is not None:
+            await self._before_write()
             await self._write(self.tail)
             self.tail = b""
         self._written = True

@@ -14,7 +14,9 @@ from collections.abc import (
     Sequence,
 )
 from email.message import EmailMessage, Message
+from typing import Literal
 
+from ._dkim import DkimSigner, choose_signer, sign_prepared
 from ._errors import SmtpError
 from ._message import PreparedMessage, prepare_message, with_delivery_options
 from ._options import DeliveryNotification, DsnReturn
@@ -48,7 +50,8 @@ class OutgoingMessage:
     (RFC 3461) ``notify``, ``ret``, ``envid``, ``orcpt``, and ``requiretls`` (RFC 8689).
     They are validated when the item is sent: a bad one is that item's outcome
     (``TypeError``/``ValueError``, nothing of it written), and so is an option the server
-    cannot honour (the :class:`~trio_smtp.SmtpError` ``send`` raises, before its MAIL)."""
+    cannot honour (the :class:`~trio_smtp.SmtpError` ``send`` raises, before its MAIL).
+    ``dkim`` is as :meth:`~trio_smtp.SmtpClient.send`'s."""
 
     message: EmailMessage | bytes
     sender: str | None = None
@@ -59,17 +62,22 @@ class OutgoingMessage:
     envid: str | None = None
     orcpt: Mapping[str, str] | None = None
     requiretls: bool = False
+    #: A :class:`~trio_smtp.DkimSigner` for this message, ``False`` for none, or None for
+    #: the client's.
+    dkim: DkimSigner | Literal[False] | None = None
 
 
 #: What ``send_many`` takes: items of a (sync or async) iterable.
 BatchItem = EmailMessage | bytes | OutgoingMessage
 
 
-def prepare_item(item: object) -> PreparedMessage:
-    """Validate one item (TypeError/ValueError, nothing written); in-memory messages only."""
+def prepare_item(item: object, dkim: DkimSigner | None = None) -> PreparedMessage:
+    """Validate one item (TypeError/ValueError, nothing written); in-memory messages only.
+    ``dkim``: the client's signer, for items that do not choose their own."""
     if isinstance(item, OutgoingMessage):
         message: object = item.message
         sender, recipients = item.sender, item.recipients
+        dkim = choose_signer(dkim, item.dkim)
     else:
         message, sender, recipients = item, None, None
     if not isinstance(message, (Message, bytes, bytearray, memoryview)):
@@ -78,6 +86,8 @@ def prepare_item(item: object) -> PreparedMessage:
             f"{type(message).__name__} (stream large bodies with send())"
         )
     prepared = prepare_message(message, sender, recipients)
+    if dkim is not None:
+        prepared = sign_prepared(prepared, dkim)
     if not isinstance(item, OutgoingMessage):
         return prepared
     return with_delivery_options(  # the same object when no option is given
@@ -159,21 +169,26 @@ class Outcomes:
         return [outcome for outcome in self._slots if outcome is not None]
 
 
-@dataclasses.dataclass(slots=True)
 class Pending:
     """A message read from the source and validated, not yet sent (or to be retried)."""
 
-    slot: int
-    prepared: PreparedMessage
+    __slots__ = ("prepared", "slot")
+
+    def __init__(self, slot: int, prepared: PreparedMessage) -> None:
+        self.slot = slot
+        self.prepared = prepared
 
 
 class Source:
     """The items, prepared one at a time, with one message of push-back (a reused
     connection found dead before its MAIL was answered: the message goes again)."""
 
-    def __init__(self, items: AsyncIterator[object], outcomes: Outcomes) -> None:
+    def __init__(
+        self, items: AsyncIterator[object], outcomes: Outcomes, dkim: DkimSigner | None = None
+    ) -> None:
         self._items = items
         self._outcomes = outcomes
+        self._dkim = dkim
         self._back: Pending | None = None
         self.exhausted = False
         #: False for a sync iterable: reading it cannot wait on anything.
@@ -194,7 +209,7 @@ class Source:
                 break
             slot = self._outcomes.reserve()
             try:
-                return Pending(slot, prepare_item(item))
+                return Pending(slot, prepare_item(item, self._dkim))
             except (TypeError, ValueError) as exc:
                 self._outcomes.set(slot, exc)
         return None

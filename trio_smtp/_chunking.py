@@ -51,7 +51,9 @@ class _ChunkSender:
 
     async def send(self, chunk: bytes) -> None:
         transport = self.transport
-        data = transport.conn.send(Bdat(chunk))
+        what = "the message data (BDAT)"
+        await transport.receive_ready(what)  # replies ahead of their chunks: see encode
+        data = transport.encode(Bdat(chunk), what)
         await transport.write(data, "the message data (BDAT)", transport.timeouts.data_block)
         self.outstanding += 1
         while self.outstanding > self.window:
@@ -59,11 +61,15 @@ class _ChunkSender:
 
     async def send_last(self, chunk: bytes) -> Reply:
         transport = self.transport
-        data = transport.conn.send(Bdat(chunk, last=True))
+        what = "the end of data (BDAT LAST)"
+        # DESIGN rule 10: a close or a reply that already came is seen before LAST goes
+        # (a refusal of a chunk in flight is read first: then LAST never goes).
+        await transport.receive_ready(what)
+        while self.outstanding and transport.conn.buffered:
+            await self._read_chunk_reply()
+        data = transport.encode(Bdat(chunk, last=True), what)
         # A write that fails is not "maybe delivered": LAST's octets never all left.
-        await transport.write_end_of_data(
-            data, "the end of data (BDAT LAST)", transport.timeouts.data_block
-        )
+        await transport.write_end_of_data(data, what, transport.timeouts.data_block)
         self.outstanding += 1  # LAST's reply: read below, or drained after a refusal
         try:
             while self.outstanding > 1:

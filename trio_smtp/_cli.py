@@ -50,10 +50,12 @@ from ._probe import (
     EXIT_USAGE,
     UsageError,
     add_probe_parser,
+    add_proxy_argument,
     add_timeout_option,
     cli_timeouts,
     failure_hint,
     port_number,
+    proxy_from_cli,
     server_address,
     split_user,
     tls_context,
@@ -189,6 +191,7 @@ def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPar
         parser, "connect, greeting, each reply, TLS, each write; the reply to the end of the "
         "message waits at least 600 (RFC 5321)",
     )  # fmt: skip
+    add_proxy_argument(parser)
     bulk = parser.add_argument_group("many messages (EML is a directory, a maildir or an mbox)")
     bulk.add_argument(
         "--connections", type=_positive_int, default=4, metavar="N",
@@ -244,7 +247,7 @@ def run_send(args: argparse.Namespace) -> int:
     except OSError as exc:  # the .eml, --body-file or an --attach file
         print(f"trio-smtp send: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    except (UsageError, ValueError, TypeError) as exc:
+    except (UsageError, ValueError, TypeError, ImportError) as exc:
         print(f"trio-smtp send: {exc}", file=sys.stderr)
         return EXIT_USAGE
     options = {
@@ -264,7 +267,7 @@ def _run_bulk(args: argparse.Namespace) -> int:
         _no_composing(args, "a directory, maildir or mbox")
         user, url = split_user(args.server)
         options = _client_options(args, parse_smtp_url(url), user)
-    except (UsageError, ValueError, TypeError) as exc:
+    except (UsageError, ValueError, TypeError, ImportError) as exc:
         print(f"trio-smtp send: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return run_bulk(args, url, options)
@@ -303,6 +306,8 @@ def _client_options(
     args: argparse.Namespace, config: SmtpUrlConfig, user: str | None
 ) -> dict[str, Any]:
     options: dict[str, Any] = {"timeouts": cli_timeouts(args.timeout)}
+    if args.proxy is not None:
+        options["proxy"] = proxy_from_cli(args.proxy)
     if config["security"] is not Security.NONE:
         options["ssl_context"] = tls_context(args.ca_file)
     if user is not None:

@@ -29,16 +29,17 @@ from collections.abc import (
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from email.message import EmailMessage
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
 from ._batch_items import BatchItem, Outcomes, check_batch_source
 from ._batch_items import OutgoingMessage as OutgoingMessage
 from ._config import DeliveryMethod, Security, Timeouts
-from ._connection_slot import Connection
+from ._connection_slot import Connection, send_completed
 from ._deadlines import Watchdog
-from ._errors import SmtpDeliveryUnknownError, SmtpFailedRecipientsError
+from ._dkim import DkimSigner, choose_signer, sign_prepared
+from ._errors import SmtpFailedRecipientsError
 from ._message import PreparedMessage, prepare_message, with_delivery_options
 from ._options import DeliveryNotification, DsnReturn
 from ._results import SendCompleted as SendCompleted
@@ -48,10 +49,11 @@ from ._settings import session_config
 from ._sources import SupportsAsyncRead, SupportsRead
 from ._stats import ClientStatistics as ClientStatistics
 from ._stats import Counters
-from ._streamed import BatchOutcome as BatchOutcome
-from ._streamed import Emit, OutcomeStream, RecordedItems, stream_outcomes
 from ._transport import StreamFactory
 from ._url import parse_smtp_url
+
+if TYPE_CHECKING:  # loaded by send_many_as_completed: SmtpClient alone does not pay for it
+    from ._streamed import Emit, OutcomeStream
 
 __all__ = ["ClientStatistics", "OutgoingMessage", "SendCompleted", "SendResult", "SmtpClient"]
 
@@ -98,6 +100,18 @@ class SmtpClient:
     when its body raises (its :class:`SendCompleted` is still delivered).  ``repr()`` shows
     the server, the security and the state (``new``, ``idle``, ``connected``, ``sending``,
     ``closing``, ``closed``).
+
+    ``proxy`` connects through a SOCKS or HTTP CONNECT proxy: ``"socks5://user:pw@host:1080"``
+    (``socks5h://`` lets the proxy resolve ``host``; also ``socks4://``, ``socks4a://``,
+    ``http://host:port``).  SOCKS needs the ``proxy`` extra (``pip install
+    'trio-smtp[proxy]'``; without it the constructor raises ``ImportError``).  TLS runs end to
+    end through the tunnel and checks ``host``'s certificate; credentials for the SMTP server
+    are never sent in clear through a proxy, even a local one.  See :doc:`/howto/proxy`.
+
+    ``dkim`` is a :class:`~trio_smtp.DkimSigner`: every in-memory message is DKIM-signed
+    over exactly the octets sent (after Bcc is removed and line ends are made CRLF); a
+    streamed body is then refused with ``ValueError`` unless sent with ``dkim=False``.  See
+    :doc:`/howto/dkim`.
     """
 
     def __init__(
@@ -114,7 +128,10 @@ class SmtpClient:
         pickup_directory: str | os.PathLike[str] | None = None,
         stream_factory: StreamFactory | None = None,
         unix_socket: str | os.PathLike[str] | None = None,
+        proxy: str | None = None,
+        dkim: DkimSigner | None = None,
     ) -> None:
+        self._dkim = choose_signer(None, dkim)
         self._config = session_config(
             host,
             port,
@@ -127,6 +144,7 @@ class SmtpClient:
             pickup_directory=pickup_directory,
             stream_factory=stream_factory,
             unix_socket=unix_socket,
+            proxy=proxy,
         )
         self._counters = Counters()
         self._delivery_method = delivery_method
@@ -175,7 +193,9 @@ class SmtpClient:
         """``smtps://user:pw@host[:port]`` (implicit TLS), ``smtp://...`` (STARTTLS required,
         ``?tls=opportunistic|none``), ``smtp+unix:///path/to/socket`` (a Unix socket, no
         TLS), ``pickup:///path/to/dir`` (``.eml`` files into a pickup directory); user and
-        password are percent-decoded.  Keyword arguments add to or override
+        password are percent-decoded.  ``?proxy=URL`` connects through a proxy (``proxy=``);
+        that URL is percent-encoded as a whole (``urllib.parse.quote(proxy_url, safe="")``).
+        Keyword arguments add to or override
         the URL's.  Every problem with the URL is a ``ValueError`` that never quotes the
         password."""
         return cls(**{**parse_smtp_url(url), **kwargs})
@@ -255,6 +275,7 @@ class SmtpClient:
         envid: str | None = None,
         orcpt: Mapping[str, str] | None = None,
         requiretls: bool = False,
+        dkim: DkimSigner | Literal[False] | None = None,
     ) -> SendResult:
         """Send ``message`` and wait for the outcome.
 
@@ -274,17 +295,25 @@ class SmtpClient:
         extension, is refused before MAIL (:class:`~trio_smtp.SmtpError`,
         :class:`~trio_smtp.SmtpTlsError`): nothing is silently dropped.
 
+        ``dkim``: a :class:`~trio_smtp.DkimSigner` for this message, ``False`` to send it
+        unsigned, or None (the default) for the client's ``dkim``.  Signing happens here,
+        before anything is written (``ValueError`` for a streamed body).
+
         Raises ``TypeError``/``ValueError`` for bad input, ``trio.BusyResourceError`` while
         another send is in flight, ``trio.ClosedResourceError`` after the client is closed,
         and an :class:`~trio_smtp.SmtpError` subclass for every delivery failure.
 
         Cancelled (by the caller's cancel scope), it closes the connection and lets
-        ``Cancelled`` propagate, as Trio requires.  Before the end of the data is written,
-        nothing is delivered; after it (while the final reply is awaited) the server may
-        have accepted the message: a cancellation cannot take it back.
+        ``Cancelled`` propagate, alone (never inside an exception group), as Trio requires.
+        Before the end of the data is written, nothing is delivered; after it (while the
+        final reply is awaited) the server may have accepted the message: a cancellation
+        cannot take it back.  A cancel that arrives while the connection is being closed
+        after the outcome is known does not replace it: the outcome is returned or raised,
+        and ``Cancelled`` comes at the caller's next checkpoint.
         """
         self._check_open()
         prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
+        prepared = _signed(prepared, choose_signer(self._dkim, dkim))
         self._claim()
         try:
             return await self._deliver(prepared)
@@ -329,7 +358,7 @@ class SmtpClient:
         items = check_batch_source(messages)
         self._claim()
         try:
-            return await self._slot.send_many(items)
+            return await self._slot.send_many(items, dkim=self._dkim)
         finally:
             self._release()
 
@@ -355,13 +384,17 @@ class SmtpClient:
         iterable itself ends the batch: the messages already read finish and report their
         outcomes, then it is raised by the iteration.
         """
+        from ._streamed import RecordedItems, stream_outcomes
+
         self._check_open()
         items = RecordedItems(check_batch_source(messages))
         self._claim()
         try:
 
             async def run(emit: Emit) -> None:
-                await self._slot.send_many(items, Outcomes(self._counters, on_set=emit))
+                await self._slot.send_many(
+                    items, Outcomes(self._counters, on_set=emit), dkim=self._dkim
+                )
 
             assert self._nursery is not None
             async with stream_outcomes(self._nursery, items, run) as outcomes:
@@ -381,6 +414,7 @@ class SmtpClient:
         envid: str | None = None,
         orcpt: Mapping[str, str] | None = None,
         requiretls: bool = False,
+        dkim: DkimSigner | Literal[False] | None = None,
     ) -> None:
         """Validate now, send in the client's nursery, return at once.
 
@@ -390,6 +424,7 @@ class SmtpClient:
         """
         self._check_open()
         prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
+        prepared = _signed(prepared, choose_signer(self._dkim, dkim))
         self._claim()
         scope = trio.CancelScope()
         self._send_scope = scope
@@ -403,13 +438,14 @@ class SmtpClient:
         the message data, the terminator is never sent, so the server discards the message.
 
         A cancel that comes too late -- once the end of the data (the terminator, or ``BDAT
-        n LAST``) has been written, while its reply is awaited -- cannot stop the delivery:
-        the server may have accepted the message.  The event then does not claim a cancel:
-        it is ``SendCompleted(user_token, SmtpDeliveryUnknownError(...), False, None)``.
+        n LAST``) has been written, whatever the body (in memory, a file, an async iterable)
+        -- cannot stop the delivery: the server may have accepted the message.  The event
+        then never claims a cancel (``cancelled=False``): it carries the send's own outcome
+        when it has one (the result, or the SmtpDeliveryUnknownError it was already failing
+        with), else -- the cancel cut the wait for the reply, or its cleanup --
+        ``SendCompleted(user_token, SmtpDeliveryUnknownError(...), False, None)``.
         With CHUNKING and PIPELINING a small message's ``BDAT n LAST`` goes in the same write
         as MAIL, so from that write on a cancel is already too late.
-        Once the reply is in, the send's own outcome is reported (a delivered message is
-        never reported as cancelled).
         """
         if self._send_scope is not None:
             self._send_scope.cancel()
@@ -419,43 +455,44 @@ class SmtpClient:
     ) -> None:
         error: BaseException | None = None
         result: SendResult | None = None
-        cancelled_from_outside = False
-        self._cancelled_after_end_of_data = False
+        self._slot.begin_send()
         try:
             with scope:
                 result = await self._deliver(prepared)
         except SmtpFailedRecipientsError as exc:
             error, result = exc, exc.result
-        except Exception as exc:
+        except BaseException as exc:
+            # An Exception is the send's failure.  Anything else is a cancel from outside
+            # (the client torn down under the caller's cancellation): the event is still
+            # sent, and Cancelled propagates to its scope.
             error = exc
-        except BaseException:
-            # Cancelled from outside (the client torn down under the caller's cancellation):
-            # the event is still sent, and Cancelled propagates to its scope.
-            cancelled_from_outside = True
-            raise
+            if not isinstance(exc, Exception):
+                raise
         finally:
-            cancelled = cancelled_from_outside or (
-                scope.cancel_called and (result is None or scope.cancelled_caught)
-            )
-            if cancelled and self._cancelled_after_end_of_data:
-                # Too late to stop the delivery (outer cancels included): say so.
-                error, result, cancelled = _late_cancel(), None, False
-                self._counters.failed(error, prepared.size)
-            elif cancelled:
-                error, result = None, None
+            event = self._completion(user_token, scope, result, error, prepared.size)
             self._send_scope = None
             self._release()
-            self._send_channel.send_nowait(SendCompleted(user_token, error, cancelled, result))
+            self._send_channel.send_nowait(event)
 
-    @property
-    def _cancelled_after_end_of_data(self) -> bool:
-        """Set when a send was cancelled after the end of its data was written (see
-        :meth:`_run_send_async`): too late to stop the delivery."""
-        return self._slot._cancelled_after_end_of_data
-
-    @_cancelled_after_end_of_data.setter
-    def _cancelled_after_end_of_data(self, value: bool) -> None:
-        self._slot._cancelled_after_end_of_data = value
+    def _completion(
+        self,
+        user_token: object,
+        scope: trio.CancelScope,
+        result: SendResult | None,
+        error: BaseException | None,
+        size: int | None,
+    ) -> SendCompleted[Any]:
+        """This send's event, decided where SmtpPool's are (see :func:`send_completed`):
+        once the connection's end of data was written, no cancel makes it ``cancelled``."""
+        return send_completed(
+            user_token,
+            scope,
+            result,
+            error,
+            end_of_data_written=self._slot.end_of_data_written,
+            counters=self._counters,
+            size=size,
+        )
 
     async def _deliver(self, prepared: PreparedMessage) -> SendResult:
         return await self._slot.deliver(prepared)
@@ -479,12 +516,6 @@ class SmtpClient:
         self._idle.set()
 
 
-def _late_cancel() -> SmtpDeliveryUnknownError:
-    return SmtpDeliveryUnknownError(
-        "cancelled after the end of data: the message may have been delivered"
-    )
-
-
 def _prepare(
     message: object,
     sender: str | None,
@@ -499,3 +530,8 @@ def _prepare(
     return with_delivery_options(
         prepared, notify=notify, ret=ret, envid=envid, orcpt=orcpt, requiretls=requiretls
     )
+
+
+def _signed(prepared: PreparedMessage, signer: DkimSigner | None) -> PreparedMessage:
+    # After _prepare: the signature covers the data as serialised (Bcc removed).
+    return prepared if signer is None else sign_prepared(prepared, signer)

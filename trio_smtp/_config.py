@@ -44,6 +44,13 @@ class Timeouts:
     """Per-phase deadlines in seconds, each covering a whole reply (not each read).
 
     Defaults follow RFC 5321 §4.5.3.2 where it gives one; ``None`` disables a deadline.
+
+    No wait inside the client outlasts the budget of its phase: after a write of message
+    data fails, the server's reason is awaited only until that write's ``data_block``
+    deadline; the rest of a reply that interrupts the data, within ``data_block``; the
+    lookup of the EHLO name, within ``command``.  The one wait no field governs is local:
+    closing a file the client opened from a path, once the send is over, shielded with a
+    short deadline (5 s) after which the close is left to its worker thread.
     """
 
     #: TCP connect (happy eyeballs included).
@@ -64,7 +71,8 @@ class Timeouts:
     data_block: float | None = 180.0
     #: The reply after the terminator (§4.5.3.2.6: 10 minutes).
     data_termination: float | None = 600.0
-    #: QUIT on close (shielded, short).
+    #: QUIT on close (shielded, short).  ``None``: no limit, and then not shielded either,
+    #: so a cancel ends it.
     quit: float | None = 5.0
 
     def __post_init__(self) -> None:

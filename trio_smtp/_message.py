@@ -19,10 +19,8 @@ what a server offers is :func:`check_against_server`.
 from __future__ import annotations
 
 import email.errors
-import email.policy
 import email.utils
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
 from email.message import Message
 from typing import Any
 
@@ -34,9 +32,9 @@ from ._options import (
     DsnReturn,
     delivery_options,
 )
-from ._serialise import serialise
 from ._sources import StreamedBody, streamed_body
 from .protocol import BodyInspector, BodyKind, Extensions, validate_address
+from .protocol._frozen import Frozen, set_field
 
 __all__ = [
     "Envelope",
@@ -62,20 +60,35 @@ _ADDRESS_FIELDS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
+class Envelope(Frozen):
     """The SMTP envelope (RFC 5321 §2.3.1): who the message is from and whom it goes to."""
 
+    __slots__ = ("recipients", "sender")
     #: The reverse-path for MAIL FROM (``""`` is the null reverse-path).
     sender: str
     #: The forward-paths for RCPT TO, without duplicates, in the order given.
     recipients: tuple[str, ...]
 
+    def __init__(self, sender: str, recipients: tuple[str, ...]) -> None:
+        set_field(self, "sender", sender)
+        set_field(self, "recipients", recipients)
 
-@dataclass(frozen=True, slots=True)
-class PreparedMessage:
-    """A validated message, ready for any server."""
 
+class PreparedMessage(Frozen):
+    """A validated message, ready for any server.  (Frozen, not a dataclass: see
+    :mod:`trio_smtp.protocol._frozen`.)"""
+
+    __slots__ = (
+        "body",
+        "body_kind",
+        "data",
+        "envelope",
+        "has_nul",
+        "message_id",
+        "options",
+        "smtputf8_required",
+        "smtputf8_wanted",
+    )
     envelope: Envelope
     #: The message exactly as it goes on the wire before dot-stuffing (``b""`` when the
     #: body is streamed from :attr:`body`).
@@ -87,13 +100,49 @@ class PreparedMessage:
     #: 7-bit, 8-bit or binary: decides BODY= (RFC 6152); None when streamed (unknown).
     body_kind: BodyKind | None
     #: The Message-ID header, if the message has one.
-    message_id: str | None = None
+    message_id: str | None
     #: A body read at send time (file, path, async iterable) instead of :attr:`data`.
-    body: StreamedBody | None = None
+    body: StreamedBody | None
     #: DSN and REQUIRETLS options (see :mod:`trio_smtp._options`).
-    options: DeliveryOptions = NO_OPTIONS
+    options: DeliveryOptions
     #: True when the data holds a NUL octet: only BDAT with BODY=BINARYMIME carries it.
-    has_nul: bool = False
+    has_nul: bool
+
+    def __init__(
+        self,
+        envelope: Envelope,
+        data: bytes,
+        smtputf8_required: bool,
+        smtputf8_wanted: bool,
+        body_kind: BodyKind | None,
+        message_id: str | None = None,
+        body: StreamedBody | None = None,
+        options: DeliveryOptions = NO_OPTIONS,
+        has_nul: bool = False,
+    ) -> None:
+        set_field(self, "envelope", envelope)
+        set_field(self, "data", data)
+        set_field(self, "smtputf8_required", smtputf8_required)
+        set_field(self, "smtputf8_wanted", smtputf8_wanted)
+        set_field(self, "body_kind", body_kind)
+        set_field(self, "message_id", message_id)
+        set_field(self, "body", body)
+        set_field(self, "options", options)
+        set_field(self, "has_nul", has_nul)
+
+    def with_options(self, options: DeliveryOptions) -> PreparedMessage:
+        """A copy with other delivery options."""
+        return PreparedMessage(
+            self.envelope,
+            self.data,
+            self.smtputf8_required,
+            self.smtputf8_wanted,
+            self.body_kind,
+            self.message_id,
+            self.body,
+            options,
+            self.has_nul,
+        )
 
     @property
     def size(self) -> int | None:
@@ -148,7 +197,7 @@ def with_delivery_options(
     )
     if options is NO_OPTIONS:  # e.g. notify=DeliveryNotification.NONE
         return prepared
-    return replace(prepared, options=options)
+    return prepared.with_options(options)
 
 
 def check_against_server(prepared: PreparedMessage, extensions: Extensions) -> None:
@@ -342,7 +391,7 @@ class _Headers:
         for i in indices:
             value = self._value(i)
             if not hasattr(value, "addresses"):  # compat32: a string; read it the same way
-                value = _fetch(email.policy.default, self._fields[i][1], str(value))
+                value = _fetch(_default_policy(), self._fields[i][1], str(value))
             found.extend(_every_address(value))
         return found
 
@@ -382,7 +431,17 @@ class _Headers:
 def parse_address_list(text: str, where: str) -> list[str]:
     """The addr-specs of the address list ``text`` (RFC 5322 §3.4), read as a To field
     is; ValueError naming ``where`` (``"--to"``) and the first part that is not an address."""
-    return _every_address(_fetch(email.policy.default, "To", text, where), where)
+    return _every_address(_fetch(_default_policy(), "To", text, where), where)
+
+
+def _default_policy() -> Any:
+    """``email.policy.default``.  email.policy and the serialiser (with the header registry
+    and parser they load, ~2.5 ms) are imported when an :class:`~email.message.Message` is
+    first prepared, not with the client: whoever builds an ``EmailMessage`` has loaded
+    them already, and whoever sends bytes never needs them."""
+    import email.policy
+
+    return email.policy.default
 
 
 def _fetch(policy: Any, name: str, raw: object, where: str | None = None) -> object:
@@ -439,6 +498,8 @@ def _prepare_email(
     # A non-ASCII addr-spec in a header cannot be written as an RFC 2047 encoded word
     # (RFC 2047 §5): only SMTPUTF8 carries it (RFC 6532).
     utf8 = utf8 or headers.need_utf8()
+    from ._serialise import serialise  # see _default_policy
+
     data = serialise(message, utf8)
     message_id = headers.first("message-id")
     return PreparedMessage(

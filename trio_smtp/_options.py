@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ._errors import SmtpError, SmtpStatusCode, SmtpTlsError
 from .protocol import Extensions, LocalProtocolError, Mail, Rcpt, xtext_encode
+from .protocol._frozen import Frozen, set_field
 
 __all__ = ["DeliveryNotification", "DeliveryOptions", "DsnReturn", "delivery_options"]
 
@@ -67,16 +67,31 @@ def _notify_keywords(flag: object) -> tuple[str, ...] | None:
     return tuple(keyword for member, keyword in _KEYWORDS if flag.value & member.value)
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryOptions:
+class DeliveryOptions(Frozen):
     """Validated DSN/REQUIRETLS options for one message."""
 
+    __slots__ = ("envid", "notify", "orcpt", "requiretls", "ret")
+    _not_hashed: ClassVar[frozenset[str]] = frozenset({"notify", "orcpt"})
     #: recipient -> NOTIFY keywords (absent: no NOTIFY for that recipient).
     notify: Mapping[str, tuple[str, ...]]
-    ret: Literal["FULL", "HDRS"] | None = None
-    envid: str | None = None
-    orcpt: Mapping[str, str] | None = None
-    requiretls: bool = False
+    ret: Literal["FULL", "HDRS"] | None
+    envid: str | None
+    orcpt: Mapping[str, str] | None
+    requiretls: bool
+
+    def __init__(
+        self,
+        notify: Mapping[str, tuple[str, ...]],
+        ret: Literal["FULL", "HDRS"] | None = None,
+        envid: str | None = None,
+        orcpt: Mapping[str, str] | None = None,
+        requiretls: bool = False,
+    ) -> None:
+        set_field(self, "notify", notify)
+        set_field(self, "ret", ret)
+        set_field(self, "envid", envid)
+        set_field(self, "orcpt", orcpt)
+        set_field(self, "requiretls", requiretls)
 
     @property
     def wants_dsn(self) -> bool:

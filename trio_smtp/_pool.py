@@ -44,15 +44,16 @@ from collections.abc import (
 )
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
 from ._batch_items import BatchItem, Outcome, Outcomes, check_batch_source
-from ._client import Message_, _late_cancel, _prepare
+from ._client import Message_, _prepare, _signed
 from ._config import DeliveryMethod, Security, Timeouts
-from ._connection_slot import Connection, close_body
+from ._connection_slot import Connection, close_body, send_completed
 from ._deadlines import Watchdog
+from ._dkim import DkimSigner, choose_signer
 from ._errors import (
     SmtpConnectError,
     SmtpError,
@@ -160,7 +161,9 @@ class SmtpPool:
     ``SmtpPool(host=None, port=None, *, max_connections=4, ...)`` takes every
     :class:`SmtpClient` option (``security``, ``credentials``, ``ssl_context``,
     ``local_hostname``, ``timeouts``, ``delivery_method``, ``pickup_directory``,
-    ``stream_factory``, ``unix_socket``) with the same meaning and checks, and:
+    ``stream_factory``, ``unix_socket``, ``proxy``, ``dkim``) with the same meaning and
+    checks (every connection goes through the proxy; every message is signed as
+    :meth:`SmtpClient.send` signs it), and:
 
     - ``max_connections`` (4): connections open at once.
     - ``idle_timeout`` (30 s): an idle connection is closed (QUIT) after this long; ``None``
@@ -205,10 +208,13 @@ class SmtpPool:
         pickup_directory: str | os.PathLike[str] | None = None,
         stream_factory: StreamFactory | None = None,
         unix_socket: str | os.PathLike[str] | None = None,
+        proxy: str | None = None,
+        dkim: DkimSigner | None = None,
     ) -> None:
         _check_pool_options(max_connections, idle_timeout, max_messages_per_connection, rate)
         if max_pending is not None and max_pending < 1:
             raise ValueError("max_pending must be at least 1 (or None)")
+        self._dkim = choose_signer(None, dkim)
         self._config = session_config(
             host,
             port,
@@ -221,6 +227,7 @@ class SmtpPool:
             pickup_directory=pickup_directory,
             stream_factory=stream_factory,
             unix_socket=unix_socket,
+            proxy=proxy,
         )
         pickup = delivery_method is DeliveryMethod.PICKUP_DIRECTORY
         self._pickup_directory = pickup_directory if pickup else None
@@ -364,6 +371,7 @@ class SmtpPool:
         envid: str | None = None,
         orcpt: Mapping[str, str] | None = None,
         requiretls: bool = False,
+        dkim: DkimSigner | Literal[False] | None = None,
     ) -> SendResult:
         """Send ``message`` on the first free connection and wait for the outcome.
 
@@ -375,6 +383,7 @@ class SmtpPool:
         """
         self._check_open()
         prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
+        prepared = _signed(prepared, choose_signer(self._dkim, dkim))
         self._started()
         try:
             return await self._send_counted(prepared, _Late())
@@ -393,6 +402,7 @@ class SmtpPool:
         envid: str | None = None,
         orcpt: Mapping[str, str] | None = None,
         requiretls: bool = False,
+        dkim: DkimSigner | Literal[False] | None = None,
     ) -> None:
         """Validate now, send in the pool's nursery, return at once; the outcome arrives as
         one :class:`SendCompleted` on :attr:`completed`.
@@ -402,6 +412,7 @@ class SmtpPool:
         """
         self._check_open()
         prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
+        prepared = _signed(prepared, choose_signer(self._dkim, dkim))
         if self.max_pending is not None and len(self._async_scopes) >= self.max_pending:
             raise trio.WouldBlock
         scope = trio.CancelScope()
@@ -471,34 +482,36 @@ class SmtpPool:
     async def _run_send_async(
         self, prepared: PreparedMessage, user_token: object, scope: trio.CancelScope
     ) -> None:
-        """Exactly one event, with :meth:`SmtpClient._run_send_async`'s decision."""
+        """Exactly one event, decided as :meth:`SmtpClient.send_async`'s (one function,
+        :func:`~trio_smtp._connection_slot.send_completed`)."""
         error: BaseException | None = None
         result: SendResult | None = None
         late = _Late()
-        cancelled_from_outside = False
         try:
             with scope:
                 result = await self._send_counted(prepared, late)
         except SmtpFailedRecipientsError as exc:
             error, result = exc, exc.result
-        except Exception as exc:
+        except BaseException as exc:
+            # An Exception is the send's failure; a cancel from outside (the pool torn down
+            # under the caller's cancellation) still sends the event, and propagates.
             error = exc
-        except BaseException:
-            cancelled_from_outside = True
-            raise
+            if not isinstance(exc, Exception):
+                raise
         finally:
-            cancelled = cancelled_from_outside or (
-                scope.cancel_called and (result is None or scope.cancelled_caught)
+            event = send_completed(
+                user_token,
+                scope,
+                result,
+                error,
+                end_of_data_written=late.end_of_data_written,
+                counters=self._counters,
+                size=prepared.size,
             )
-            if cancelled and late.after_end_of_data:
-                error, result, cancelled = _late_cancel(), None, False
-                self._counters.failed(error, prepared.size)
-            elif cancelled:
-                error, result = None, None
             del self._async_scopes[scope]
             self._ended()
             self._room.unpark()  # room for one submit()
-            self._send_channel.send_nowait(SendCompleted(user_token, error, cancelled, result))
+            self._send_channel.send_nowait(event)
 
     async def _send_counted(self, prepared: PreparedMessage, late: _Late) -> SendResult:
         """One message, counted once whatever the attempts; its body closed at the end."""
@@ -517,22 +530,24 @@ class SmtpPool:
     async def _attempts(self, prepared: PreparedMessage, late: _Late) -> SendResult:
         attempts = self.backoff.attempts if prepared.body is None else 1
         for attempt in range(1, attempts + 1):
+            # An attempt before this one ended with a refusal: nothing of it can arrive.
+            late.end_of_data_written = False
             if attempt > 1:  # refused with an overload signal: wait out the backoff
                 await trio.sleep_until(self._not_before)
             slot = await self._lease(attempts - attempt + 1)
+            connection = slot.connection
+            connection.begin_send()
             self._in_flight += 1
             try:
                 await self._pace()
-                return await slot.connection.deliver_uncounted(prepared)
-            except trio.Cancelled:
-                late.after_end_of_data = slot.connection._cancelled_after_end_of_data
-                slot.connection._cancelled_after_end_of_data = False
-                raise
+                return await connection.deliver_uncounted(prepared)
             except SmtpError as exc:
                 if not _overload_signal(exc) or attempt == attempts:
                     raise
                 self._overloaded()
             finally:
+                # Read before the slot goes back: another send may begin on it at once.
+                late.end_of_data_written = connection.end_of_data_written
                 self._in_flight -= 1
                 self._give_back(slot)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -722,9 +737,9 @@ class SmtpPool:
 
 @dataclasses.dataclass(slots=True)
 class _Late:
-    """Set when a send was cancelled after its end of data was written."""
+    """Whether the last attempt of a send wrote its end of data (for :func:`send_completed`)."""
 
-    after_end_of_data: bool = False
+    end_of_data_written: bool = False
 
 
 class _Batch:
@@ -803,7 +818,8 @@ class _Batch:
                 self.pool._overloaded()
             emit(share.indexes[local], outcome)
 
-        await slot.connection.send_many(share, Outcomes(self.pool._counters, on_set))
+        outcomes = Outcomes(self.pool._counters, on_set)
+        await slot.connection.send_many(share, outcomes, dkim=self.pool._dkim)
 
     async def fail_the_rest(self, error: SmtpError) -> None:
         assert self.emit is not None

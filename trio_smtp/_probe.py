@@ -25,12 +25,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import trio
 
 from ._config import Security, Timeouts
 from ._errors import SmtpConnectError, SmtpError, SmtpTimeoutError, SmtpTlsError
+from ._proxy import Proxy, parse_proxy
 from ._session import SessionConfig, _ehlo_domain, _hello, _starttls
 from ._transport import Transport, open_transport
 from ._url import parse_smtp_url
@@ -47,12 +48,14 @@ __all__ = [
     "TlsInfo",
     "UsageError",
     "add_probe_parser",
+    "add_proxy_argument",
     "add_timeout_option",
     "cli_timeouts",
     "failure_hint",
     "format_report",
     "port_number",
     "probe",
+    "proxy_from_cli",
     "run_probe",
     "server_address",
     "split_user",
@@ -119,6 +122,7 @@ async def probe(
     context: ssl.SSLContext | None,
     timeouts: Timeouts,
     local_hostname: str | None = None,
+    proxy: Proxy | None = None,
 ) -> ProbeReport:
     """Connect to ``report.host``, read the greeting, EHLO, STARTTLS when
     ``report.security`` asks for it, EHLO again, QUIT; fill in ``report`` on the way.
@@ -127,6 +131,7 @@ async def probe(
     :class:`~trio_smtp.SmtpTimeoutError` when the server cannot be reached or TLS fails
     (including a certificate that does not verify, unless ``context`` skips verification);
     ``report`` then still holds what was learned before (the greeting, the plaintext EHLO).
+    ``proxy``: connect through it (see :mod:`trio_smtp._proxy`).
     """
     transport = await open_transport(
         report.host,
@@ -135,6 +140,7 @@ async def probe(
         context=context,
         timeouts=timeouts,
         unix_socket=report.unix_socket,
+        proxy=proxy,
     )
     try:
         with _recording(transport) as replies:
@@ -414,6 +420,40 @@ def split_user(url: str, *, allow_password: bool = False) -> tuple[str | None, s
     return unquote(user), f"{scheme}://{hostpart}"
 
 
+#: Where ``--proxy scheme://user@host:port`` finds the proxy's password.
+PROXY_PASSWORD_ENV = "TRIO_SMTP_PROXY_PASSWORD"
+
+
+def add_proxy_argument(parser: argparse.ArgumentParser) -> None:
+    """``--proxy URL`` for send and probe (see :func:`proxy_from_cli`)."""
+    parser.add_argument(
+        "--proxy", metavar="URL",
+        help="connect through this proxy: socks5://[user@]host[:port] (also socks5h, "
+        f"socks4, socks4a), or http://[user@]host:port; password from ${PROXY_PASSWORD_ENV}",
+    )  # fmt: skip
+
+
+def proxy_from_cli(url: str | None) -> str | None:
+    """``--proxy``'s URL, its password taken from :data:`PROXY_PASSWORD_ENV` (as the
+    server's, never from the command line, where every user can read it)."""
+    if url is None:
+        return None
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if sep and at:
+        if ":" in userinfo:
+            raise UsageError(
+                f"do not put the proxy's password in --proxy: set {PROXY_PASSWORD_ENV}"
+            )
+        password = os.environ.get(PROXY_PASSWORD_ENV)
+        if password is not None:
+            url = f"{scheme}://{userinfo}:{quote(password, safe='')}@{hostpart}"
+        elif not scheme.lower().startswith("socks4"):  # SOCKS4 has no password
+            raise UsageError(f"--proxy has a user name: set {PROXY_PASSWORD_ENV}")
+    parse_proxy(url)  # a usage error now rather than a connection error later
+    return url
+
+
 def tls_context(ca_file: Path | None, *, insecure: bool = False) -> ssl.SSLContext:
     """A client context: the system's CAs, only ``ca_file``'s, or no verification at all."""
     if insecure:
@@ -557,6 +597,7 @@ def add_probe_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPa
         "certificate is wrong)",
     )  # fmt: skip
     add_timeout_option(parser, "connect, greeting, each reply, TLS")
+    add_proxy_argument(parser)
     parser.set_defaults(handler=run_probe)
 
 
@@ -567,10 +608,12 @@ def run_probe(args: argparse.Namespace) -> int:
         config = parse_smtp_url(url)
         if "pickup_directory" in config:
             raise UsageError("probe needs a server: a pickup:// URL names a directory")
+        proxy_url = proxy_from_cli(args.proxy) or config["proxy"]
+        proxy = parse_proxy(proxy_url) if proxy_url is not None else None
         context = None
         if config["security"] is not Security.NONE:
             context = tls_context(args.ca_file, insecure=args.insecure)
-    except (UsageError, ValueError) as exc:
+    except (UsageError, ValueError, ImportError) as exc:
         print(f"trio-smtp probe: {exc}", file=sys.stderr)
         return EXIT_USAGE
     timeouts = cli_timeouts(args.timeout)
@@ -581,7 +624,7 @@ def run_probe(args: argparse.Namespace) -> int:
     )
     probing = functools.partial(
         probe, report, context=context, timeouts=timeouts,
-        local_hostname=config["local_hostname"],
+        local_hostname=config["local_hostname"], proxy=proxy,
     )  # fmt: skip
     try:
         trio.run(probing)

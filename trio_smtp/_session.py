@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 import trio
 
@@ -20,8 +19,10 @@ from . import _sasl
 from ._config import Security, Timeouts
 from ._errors import SmtpAuthenticationError, SmtpConnectError, SmtpTlsError
 from ._hostname import address_literal, local_fqdn
+from ._proxy import Proxy
 from ._transport import StreamFactory, Transport, deadline, open_transport
 from .protocol import AuthResponse, Ehlo, Helo, Reply, StartTls
+from .protocol._frozen import Frozen, set_field
 
 __all__ = ["Credentials", "OAuth2", "SessionConfig", "TlsSessionCache", "open_session"]
 
@@ -92,23 +93,65 @@ class TlsSessionCache:
             self.session = session
 
 
-@dataclass(frozen=True, slots=True)
-class SessionConfig:
+class SessionConfig(Frozen):
     """Everything :func:`open_session` needs; built once by the client."""
 
+    __slots__ = (
+        "credentials",
+        "host",
+        "local_hostname",
+        "port",
+        "proxy",
+        "security",
+        "ssl_context",
+        "stream_factory",
+        "timeouts",
+        "tls_sessions",
+        "unix_socket",
+    )
+    #: Not compared (nor hashed, nor shown): a cache, not part of the configuration.
+    _not_compared = frozenset({"tls_sessions"})
     host: str
     port: int
     security: Security
     ssl_context: ssl.SSLContext | None
     timeouts: Timeouts
-    credentials: Credentials | None = None
-    local_hostname: str | None = None
-    stream_factory: StreamFactory | None = None
+    credentials: Credentials | None
+    local_hostname: str | None
+    stream_factory: StreamFactory | None
     #: Connect to this Unix socket path instead of TCP to ``host:port``.
-    unix_socket: str | None = None
+    unix_socket: str | None
+    #: Connect through this SOCKS or HTTP CONNECT proxy (see :mod:`trio_smtp._proxy`).
+    proxy: Proxy | None
     #: The session the next TLS handshake offers to resume (shared by the client's
-    #: connections; the same object in every copy of this config).
-    tls_sessions: TlsSessionCache = field(default_factory=TlsSessionCache, compare=False)
+    #: connections; the same object in every copy of this config: ``_replace`` passes it on).
+    tls_sessions: TlsSessionCache
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        security: Security,
+        ssl_context: ssl.SSLContext | None,
+        timeouts: Timeouts,
+        credentials: Credentials | None = None,
+        local_hostname: str | None = None,
+        stream_factory: StreamFactory | None = None,
+        unix_socket: str | None = None,
+        proxy: Proxy | None = None,
+        tls_sessions: TlsSessionCache | None = None,
+    ) -> None:
+        set_field(self, "host", host)
+        set_field(self, "port", port)
+        set_field(self, "security", security)
+        set_field(self, "ssl_context", ssl_context)
+        set_field(self, "timeouts", timeouts)
+        set_field(self, "credentials", credentials)
+        set_field(self, "local_hostname", local_hostname)
+        set_field(self, "stream_factory", stream_factory)
+        set_field(self, "unix_socket", unix_socket)
+        set_field(self, "proxy", proxy)
+        set_field(self, "tls_sessions", TlsSessionCache() if tls_sessions is None else tls_sessions)
 
 
 async def open_session(config: SessionConfig) -> Transport:
@@ -121,6 +164,7 @@ async def open_session(config: SessionConfig) -> Transport:
         timeouts=config.timeouts,
         stream_factory=config.stream_factory,
         unix_socket=config.unix_socket,
+        proxy=config.proxy,
         tls_session=config.tls_sessions.session,
     )
     try:
@@ -152,7 +196,11 @@ async def _ehlo_domain(transport: Transport) -> str:
     """This machine's FQDN (looked up once, in a thread), or the address literal of our end
     of the connection when the lookup is slow or gives nothing usable (RFC 5321 §4.1.4)."""
     local = _local_address(transport)
-    with trio.move_on_after(_FQDN_LOOKUP_LIMIT):
+    # A local wait before EHLO: never longer than EHLO's own budget (Timeouts.command).
+    limit = _FQDN_LOOKUP_LIMIT
+    if transport.timeouts.command is not None:
+        limit = min(limit, transport.timeouts.command)
+    with trio.move_on_after(limit):
         return await local_fqdn(local)
     return address_literal(local or "127.0.0.1")
 

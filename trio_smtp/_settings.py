@@ -13,6 +13,7 @@ import ssl
 
 from . import _sasl
 from ._config import DeliveryMethod, Security, Timeouts, default_port
+from ._proxy import Proxy, check_destination, parse_proxy
 from ._session import Credentials, OAuth2, SessionConfig
 from ._transport import StreamFactory
 from .protocol import LocalProtocolError, validate_domain
@@ -33,6 +34,7 @@ def session_config(
     pickup_directory: str | os.PathLike[str] | None,
     stream_factory: StreamFactory | None,
     unix_socket: str | os.PathLike[str] | None,
+    proxy: str | None = None,
 ) -> SessionConfig:
     """Validate the constructor's arguments; see :class:`~trio_smtp.SmtpClient`."""
     _check_types(security, delivery_method, timeouts, credentials)
@@ -55,6 +57,7 @@ def session_config(
         local_hostname=_check_local_hostname(local_hostname),
         stream_factory=stream_factory,
         unix_socket=socket_path,
+        proxy=_check_proxy(proxy, host, pickup, stream_factory, socket_path),
     )
 
 
@@ -94,6 +97,26 @@ def _check_unix_socket(
         # The certificate is checked against a name; a socket path is not one.
         raise ValueError("TLS over a Unix socket needs host= (the name on the certificate)")
     return path
+
+
+def _check_proxy(
+    proxy: str | None,
+    host: str | None,
+    pickup: bool,
+    stream_factory: StreamFactory | None,
+    unix_socket: str | None,
+) -> Proxy | None:
+    """``proxy=`` is a URL (see :func:`~trio_smtp._proxy.parse_proxy`) for TCP delivery."""
+    if proxy is None:
+        return None
+    if pickup:
+        raise ValueError("proxy= cannot be used with a pickup directory")
+    if stream_factory is not None or unix_socket is not None:
+        what = "stream_factory" if stream_factory is not None else "a Unix socket"
+        raise ValueError(f"proxy= cannot be used with {what}")
+    parsed = parse_proxy(proxy)
+    check_destination(host or "")
+    return parsed
 
 
 def _check_local_hostname(name: str | None) -> str | None:

@@ -78,11 +78,14 @@ class StreamedBody:
             self.size = await trio.to_thread.run_sync(_remaining_size, raw)
 
     async def aclose(self) -> None:
-        """Close the file opened from a path (the caller's own file is left open)."""
+        """Close the file opened from a path (the caller's own file is left open).
+
+        The caller bounds this wait (the client: a shielded scope with DESIGN rule 9's
+        short deadline); cancelled, it stops waiting and the close goes on in its worker
+        thread, so a file system that hangs cannot hold the send."""
         owned, self._owned = self._owned, None
         if owned is not None:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(owned.close)
+            await trio.to_thread.run_sync(owned.close, abandon_on_cancel=True)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body, in chunks of about CHUNK_SIZE octets (never an empty chunk)."""

@@ -28,7 +28,6 @@ failed or MAIL got 421.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -39,6 +38,7 @@ from ._errors import (
     SmtpError,
     SmtpFailedRecipientError,
     SmtpFailedRecipientsError,
+    SmtpProtocolError,
     SmtpResponseError,
     SmtpStatusCode,
 )
@@ -58,6 +58,7 @@ from .protocol import (
     Rset,
     normalize_line_endings,
 )
+from .protocol._frozen import Frozen, set_field
 
 __all__ = ["ConnectionStaleError", "deliver"]
 
@@ -95,14 +96,19 @@ async def deliver(transport: Transport, prepared: PreparedMessage) -> SendResult
     return result
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Plan:
+class _Plan(Frozen):
     """How this message goes: the MAIL command, and DATA or BDAT (raw or normalised)."""
 
+    __slots__ = ("bdat", "mail", "raw")
     mail: Mail
     bdat: bool
     #: BDAT with BODY=BINARYMIME: the octets go as they are (no CRLF normalisation).
     raw: bool
+
+    def __init__(self, mail: Mail, bdat: bool, raw: bool) -> None:
+        set_field(self, "mail", mail)
+        set_field(self, "bdat", bdat)
+        set_field(self, "raw", raw)
 
 
 def _plan(prepared: PreparedMessage, extensions: Extensions) -> _Plan:
@@ -143,6 +149,7 @@ def _plan(prepared: PreparedMessage, extensions: Extensions) -> _Plan:
 
 
 async def _transaction(transport: Transport, prepared: PreparedMessage, plan: _Plan) -> SendResult:
+    await _before_envelope(transport)
     recipients = prepared.envelope.recipients
     rcpts = [prepared.options.rcpt(r) for r in recipients]
     if plan.bdat:
@@ -160,11 +167,10 @@ async def _transaction(transport: Transport, prepared: PreparedMessage, plan: _P
     if (
         data_reply is not None
         and data_reply.code == 354
-        and (not accepted or mail_reply.code != 250)
+        and (not accepted or mail_reply.code // 100 != 2)
     ):
         # RFC 2920 §3.1: DATA went in the same write; never send a body nobody should get.
-        await transport.write(transport.conn.end_data(), "the end of data", None)
-        await transport.read_reply("the end of data", transport.timeouts.data_termination)
+        await _terminator_alone(transport)
         data_reply = None
     _check_envelope(mail_reply, accepted, rejected)
     assert data_reply is not None
@@ -175,6 +181,19 @@ async def _transaction(transport: Transport, prepared: PreparedMessage, plan: _P
     else:
         final = await transport.send_stream(_no_nul(prepared.body.chunks()))
     return _outcome(prepared, final, accepted, rejected)
+
+
+async def _terminator_alone(transport: Transport) -> None:
+    """After a 354 nobody should get: only the terminator, and its reply (ignored).  If
+    the server already spoke or closed, nothing more goes: the connection is closed."""
+    try:
+        await transport.receive_ready("the end of data")
+        transport._check_nothing_buffered()
+    except SmtpError:
+        transport.mark_broken()  # what the envelope's replies said is the outcome
+        return
+    await transport.write(transport.conn.end_data(), "the end of data", None)
+    await transport.read_reply("the end of data", transport.timeouts.data_termination)
 
 
 async def _transaction_bdat(
@@ -246,7 +265,8 @@ _SENDER_REFUSED = "the server refused the sender (MAIL)"
 
 
 def _check_envelope(mail_reply: Reply, accepted: list[str], rejected: dict[str, Reply]) -> None:
-    if mail_reply.code != 250:
+    # RFC 5321 §4.2.2: 251 and 252 are acceptance as much as 250 (DESIGN rule 10).
+    if mail_reply.code // 100 != 2:
         raise SmtpResponseError(_SENDER_REFUSED, reply=mail_reply)
     if not accepted:
         raise SmtpFailedRecipientsError(_failures(rejected))
@@ -289,10 +309,10 @@ async def _mail_reply(transport: Transport, mail: Mail, group: bytes | None = No
         else:
             reply = await transport.command(mail, "MAIL", limit)
     except SmtpConnectError as exc:
-        if transport.transactions:
+        if transport.reused:
             raise ConnectionStaleError(f"the reused connection was closed: {exc}") from exc
         raise
-    if reply.code == 421 and transport.transactions:
+    if reply.code == 421 and transport.reused:
         raise ConnectionStaleError("the reused connection was closed", reply=reply)
     return _check_421(reply)
 
@@ -301,10 +321,9 @@ async def _envelope_pipelined(
     transport: Transport, mail: Mail, rcpts: list[Rcpt], last: Data | None
 ) -> tuple[Reply, list[Reply], Reply]:
     """MAIL, every RCPT and ``last`` (DATA or nothing) in one write, then every reply."""
-    conn = transport.conn
-    group = [conn.send(mail), *(conn.send(rcpt) for rcpt in rcpts)]
+    group = [transport.encode(mail, "MAIL"), *(transport.encode(r, "RCPT") for r in rcpts)]
     if last is not None:
-        group.append(conn.send(last))
+        group.append(transport.encode(last, "DATA"))
     mail_reply = await _mail_reply(transport, mail, b"".join(group))  # one write
     rcpt_replies = [
         _check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt)) for _ in rcpts
@@ -328,19 +347,21 @@ async def _envelope_with_last(
     as stale (sent again on a new one) only when nothing complete can have been accepted:
     the write itself failed (its last octets, the end of the data, never left), or MAIL got
     421 (RFC 5321 §3.8: refused, the server closes; BDAT is then refused too)."""
-    conn = transport.conn
-    data = b"".join([conn.send(mail), *(conn.send(rcpt) for rcpt in rcpts), conn.send(bdat)])
+    encode = transport.encode
+    data = b"".join(
+        [encode(mail, "MAIL"), *(encode(r, "RCPT") for r in rcpts), encode(bdat, "BDAT")]
+    )
     try:
         await transport.write_end_of_data(data, "MAIL", transport.timeouts.mail)
     except SmtpConnectError as exc:
-        if transport.transactions:
+        if transport.reused:
             raise ConnectionStaleError(f"the reused connection was closed: {exc}") from exc
         raise
     try:
         mail_reply = await _group_reply(transport, "MAIL", transport.timeouts.mail)
     except LOST_OR_GARBLED as exc:
         raise delivery_unknown(exc) from exc
-    if mail_reply.code == 421 and transport.transactions:
+    if mail_reply.code == 421 and transport.reused:
         raise ConnectionStaleError("the reused connection was closed", reply=mail_reply)
     _check_421(mail_reply)
     try:
@@ -350,12 +371,28 @@ async def _envelope_with_last(
         ]
         final = await transport.end_of_data_reply("the end of data")
     except (*LOST_OR_GARBLED, SmtpDeliveryUnknownError) as exc:
-        if mail_reply.code != 250:  # the transaction never started: refused, not unknown
+        if mail_reply.code // 100 != 2:  # the transaction never started: refused, not unknown
             raise SmtpResponseError(_SENDER_REFUSED, reply=mail_reply) from exc
         if isinstance(exc, SmtpDeliveryUnknownError):
             raise
         raise delivery_unknown(exc) from exc
     return mail_reply, rcpt_replies, final
+
+
+async def _before_envelope(transport: Transport) -> None:
+    """Before the first write of a transaction: anything the server sent since its last
+    reply (nothing is owed) is unsolicited, and a close ends the connection; either way
+    nothing was written, so on a reused connection it is stale (DESIGN rules 11, 12).
+    (SmtpClient looks before handing the connection out; this closes the gap after it.)"""
+    try:
+        await transport.receive_ready("MAIL")
+        if transport.conn.buffered:
+            transport.mark_broken()
+            raise SmtpProtocolError("the server sent a reply nobody asked for before MAIL")
+    except (SmtpConnectError, SmtpProtocolError) as exc:
+        if transport.reused:
+            raise ConnectionStaleError(f"the reused connection is unusable: {exc}") from exc
+        raise
 
 
 async def _group_reply(transport: Transport, what: str, limit: float | None) -> Reply:
@@ -375,7 +412,7 @@ async def _envelope_one_by_one(
     transport: Transport, mail: Mail, rcpts: list[Rcpt], *, last: Data | None
 ) -> tuple[Reply, list[Reply], Reply | None]:
     mail_reply = await _mail_reply(transport, mail)
-    if mail_reply.code != 250:
+    if mail_reply.code // 100 != 2:
         return mail_reply, [], None
     rcpt_replies = []
     for rcpt in rcpts:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import select
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,7 +46,9 @@ from ._errors import (
     SmtpTlsError,
 )
 from ._log import ProtocolLog
+from ._proxy import Proxy
 from .protocol import (
+    NEED_DATA,
     ClientConnection,
     Command,
     ConnectionClosed,
@@ -66,9 +69,6 @@ RECEIVE_SIZE = 65536
 _DATA_CHUNK = 256 * 1024
 # Message data may be written in these states with no reply in between.
 _DATA_STATES = frozenset({State.DATA, State.BDAT})
-
-#: How long to wait for the rest of an early reply, or for the reason a write failed.
-_EARLY_GRACE = 5.0
 
 UNKNOWN = (
     "the connection was lost after the end of data and before the server's reply: "
@@ -145,19 +145,29 @@ class Transport:
         self.tls = isinstance(stream, trio.SSLStream)
         #: True when credentials may be sent in clear (see :func:`peer_is_loopback`).
         self.loopback = peer_is_loopback(stream)
-        #: Transactions completed on this connection (a reused connection has > 0).
+        #: Transactions completed on this connection (see :attr:`reused` for staleness).
         self.transactions = 0
+        #: True once the connection is handed out for a transaction after an earlier one,
+        #: whatever that one's outcome: a connection found dead before anything could be
+        #: accepted is then stale, and the message goes again on a new one (DESIGN rule 12).
+        self.reused = False
         #: True from the moment the write carrying the end of data (the terminator, or
-        #: ``BDAT n LAST``) completed until its reply is read: a loss or a cancellation
-        #: then leaves the message possibly delivered (RFC 5321 §4.1.1.4).  A write that
-        #: failed never sets it: its last octets never reached the kernel, so the server
-        #: cannot have seen a complete end of data.
-        self.end_of_data_unanswered = False
+        #: ``BDAT n LAST``) of the current transaction completed, until
+        #: :meth:`begin_transaction`: from then on the server may have the whole message
+        #: (RFC 5321 §4.1.1.4), so a loss is "maybe delivered" and no cancel can take the
+        #: message back (DESIGN rule 10: the client's event decision reads this).  A write
+        #: that failed never sets it: its last octets never reached the kernel, so the
+        #: server cannot have seen a complete end of data.
+        self.end_of_data_written = False
         self._broken = False
         self._phases: Phases | None = None
         #: The client's :class:`Watchdog`, which enforces :class:`Phases` deadlines without
         #: moving them; None (a transport used on its own): Phases move their deadlines.
         self.watchdog: Watchdog | None = None
+
+    def begin_transaction(self) -> None:
+        """A new transaction starts on this connection: its end of data is not written yet."""
+        self.end_of_data_written = False
 
     def phases(self) -> Phases:
         """One deadline scope for a transaction of in-memory data (see :class:`Phases`)."""
@@ -188,6 +198,60 @@ class Transport:
         # Every command (and end of data) answered, and not inside DATA or BDAT, where
         # message data may follow without a new reply.
         return not self.conn.pending and self.conn.state not in _DATA_STATES
+
+    async def receive_ready(self, what: str) -> None:
+        """Feed the machine what the server has already sent, without waiting for more.
+
+        Called before every write (DESIGN rules 10 and 11): a reply that came before its
+        command, or a close, must be seen before we write, not read as the answer to what
+        we write next.  The socket is looked at without blocking; only when it is readable
+        is one ``receive_some`` made (it returns at once: data, EOF or an error are there).
+        A close is SmtpConnectError (nothing written after it can arrive); a reset too.
+        Streams that are not sockets cannot be looked into (nothing is fed)."""
+        if not _readable(self.stream):
+            return
+        try:
+            # Over TLS a readable socket may carry only a handshake record (a session
+            # ticket): never wait long for application data that is not coming.
+            with trio.move_on_after(_TLS_RECORD_WAIT if self.tls else math.inf):
+                data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+                self.conn.receive_data(data)
+                if not data:
+                    self.mark_broken()
+                    raise SmtpConnectError(f"the server closed the connection before {what}")
+        except SmtpConnectError:
+            raise
+        except BaseException as exc:
+            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
+
+    async def check_idle(self) -> bool:
+        """Before a kept connection takes a new transaction: True when it is still fit;
+        False (and the connection broken) when the server closed it, said 421, or sent
+        anything at all since its last reply (DESIGN rules 11 and 12)."""
+        if not self.reusable:
+            return False
+        try:
+            await self.receive_ready("the next transaction")
+            event = self.conn.next_event()
+        except (SmtpError, ProtocolError):
+            self.mark_broken()
+            return False
+        if event is NEED_DATA and not self.conn.buffered:
+            return True
+        if isinstance(event, Reply):
+            self.log.log_received(event)  # an unsolicited 421: worth seeing in the log
+        self.mark_broken()  # that 421, a partial line, or EOF
+        return False
+
+    def encode(self, command: Command, what: str) -> bytes:
+        """``conn.send(command)``: its bytes, or, when the server already sent more than
+        the replies owed to the commands before it, SmtpProtocolError (the connection is
+        broken).  A LocalProtocolError (our misuse) passes through."""
+        try:
+            return self.conn.send(command)
+        except RemoteProtocolError as exc:
+            self.mark_broken()
+            raise SmtpProtocolError(f"the server broke the protocol before {what}: {exc}") from exc
 
     def mark_broken(self) -> None:
         """Never use this connection again (a write or read failed or was cancelled)."""
@@ -271,7 +335,8 @@ class Transport:
         self, command: Command, what: str, limit: float | None, *, tls: bool = False
     ) -> Reply:
         """Send one command and read its reply, both under one deadline."""
-        data = self.conn.send(command)  # LocalProtocolError here: nothing was written
+        await self.receive_ready(what)
+        data = self.encode(command, what)  # LocalProtocolError here: nothing was written
         self.log.log_sent(data)
         try:
             with self._limit(limit, what):
@@ -306,12 +371,14 @@ class Transport:
         if len(data) > _DATA_CHUNK:
             return await self.send_stream(_slices(data))
         try:
+            await self.receive_ready("the message data")
             self._check_nothing_buffered()
             payload = self.conn.send_data(data) + self.conn.end_data()
             await self._send_data_block(payload)
         except BaseException:
             self.mark_broken()
             raise
+        self.end_of_data_written = True
         return await self.end_of_data_reply("the end of data")
 
     async def send_stream(self, chunks: AsyncIterator[bytes]) -> Reply:
@@ -321,6 +388,8 @@ class Transport:
         an early reply (a refusal, or 421 before closing); writing stops, the terminator is
         never sent, and it is raised with its code.  An exception from ``chunks`` (a file
         that fails to read) stops the data without the terminator and is raised as it is.
+        A cancellation comes out as a bare ``Cancelled``, never inside an exception group
+        (see :meth:`_write_watched`).
         """
         watcher = _Watcher(self.stream)
         # A streamed source's reads are not phases: every step below has its own deadline.
@@ -341,28 +410,28 @@ class Transport:
         """:meth:`write` the octets that end the data (``BDAT n LAST``, alone or in a
         pipelined group); once written, the outcome is unknown until the reply is read."""
         await self.write(data, what, limit)
-        self.end_of_data_unanswered = True
+        self.end_of_data_written = True
 
     async def end_of_data_reply(self, what: str, limit: float | None = None) -> Reply:
-        """The reply to the end of data, once it was completely written.
+        """The reply to the end of data, once it was completely written
+        (:attr:`end_of_data_written`).
 
         A lost connection or a malformed reply (garbage, a line over the limit, a bad code)
         is SmtpDeliveryUnknownError, and a timeout SmtpDeliveryTimeoutError (RFC 5321
         §4.1.1.4: the server has the whole message; a reply we cannot read is no refusal).
         The connection is broken either way, never reused.  ``limit`` defaults to
         :attr:`Timeouts.data_termination <trio_smtp.Timeouts.data_termination>`."""
-        self.end_of_data_unanswered = True
         if limit is None:
             limit = self.timeouts.data_termination
         try:
             reply = await self.read_reply(what, limit, maybe_delivered=True)
         except LOST_OR_GARBLED as exc:
             raise delivery_unknown(exc) from exc
-        self.end_of_data_unanswered = False
         return reply
 
     def _check_nothing_buffered(self) -> None:
-        """A reply that came in the same read as the 354 is an early reply too."""
+        """A reply that came in the same read as the 354 (or that :meth:`receive_ready`
+        fed since) is an early reply too."""
         try:
             early = self.conn.early_reply()
         except RemoteProtocolError as exc:
@@ -385,26 +454,51 @@ class Transport:
 
     async def _write_watched(
         self, chunks: AsyncIterator[bytes], watcher: _Watcher
-    ) -> BaseException | None:
-        """Write while watching; return the writer's error instead of raising it, so that
-        nothing but Cancelled ever leaves the nursery (no ExceptionGroup escapes)."""
-        error: BaseException | None = None
+    ) -> Exception | None:
+        """Write while the watcher reads; return the writer's error instead of raising it.
+
+        Only one exception can leave (DESIGN rule 9): neither task raises inside the nursery
+        -- the writer hands back what stopped it, the watcher keeps its error and ends
+        quietly when cancelled -- so the nursery never builds an exception group.  A cancel
+        from outside is raised here, alone, once both tasks are done; the caller's
+        decisions (:attr:`end_of_data_written`) then see it as a plain ``Cancelled``.
+        """
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watcher.run)
-            with watcher.writer_scope:
-                try:
-                    await self._write_data(chunks, watcher)
-                except _SourceFailed as exc:
-                    error = exc  # our side failed: nothing to wait for
-                except Exception as exc:
-                    error = exc
-            if not watcher.arrived.is_set() and not isinstance(error, _SourceFailed):
-                # After the terminator: its reply.  After a failed write: a short grace to
-                # read the reason the server may have sent before closing.
-                grace = self.timeouts.data_termination if error is None else _EARLY_GRACE
-                with trio.move_on_after(_or_inf(grace)):
-                    await watcher.arrived.wait()
+            stopped = await self._write_then_wait(chunks, watcher)
             nursery.cancel_scope.cancel()
+        if stopped is None or isinstance(stopped, Exception):
+            return stopped
+        raise stopped  # Cancelled (or KeyboardInterrupt): never wrapped in a group
+
+    async def _write_then_wait(
+        self, chunks: AsyncIterator[bytes], watcher: _Watcher
+    ) -> BaseException | None:
+        """The writer's task in :meth:`_write_watched`: returns what stopped it, never raises.
+
+        After the terminator it waits for the reply (``data_termination``).  After a failed
+        write it waits for the reason the server may have sent before closing, but only
+        until that write's own ``data_block`` deadline: no wait here outlasts the budget
+        :class:`~trio_smtp.Timeouts` gives its phase (a write that timed out waits no more).
+        """
+        error: Exception | None = None
+        try:
+            try:
+                with watcher.writer_scope:  # cancelled by the watcher on an early reply
+                    await self._write_data(chunks, watcher)
+            except _SourceFailed as exc:
+                return exc  # our side failed: nothing to wait for
+            except Exception as exc:
+                error = exc
+            if not watcher.arrived.is_set():
+                if error is None:
+                    limit = trio.current_time() + _or_inf(self.timeouts.data_termination)
+                else:
+                    limit = watcher.write_deadline
+                with trio.move_on_at(limit):
+                    await watcher.arrived.wait()
+        except BaseException as exc:  # a cancel from outside: _write_watched raises it
+            return exc
         return error
 
     async def _write_data(self, chunks: AsyncIterator[bytes], watcher: _Watcher) -> None:
@@ -420,17 +514,28 @@ class Transport:
             if chunk is None:
                 break
             if pending:
-                await self._send_data_block(pending)
+                await self._watched_block(pending, watcher)
             pending = self.conn.send_data(chunk)
+        if _readable(self.stream):
+            # The server already spoke or closed: the watcher is reading it; the terminator
+            # must not follow (DESIGN rule 10: not delivered, not "maybe").
+            with trio.move_on_after(_TLS_RECORD_WAIT if self.tls else math.inf):
+                await watcher.arrived.wait()
+                return
         payload = (pending or b"") + self.conn.end_data()
         watcher.terminator_started = True
-        await self._send_data_block(payload)
-        self.end_of_data_unanswered = True  # only now can the server have it all
+        await self._watched_block(payload, watcher)
+        self.end_of_data_written = True  # only now can the server have it all
 
-    async def _finish_data(self, watcher: _Watcher, error: BaseException | None) -> Reply:
+    async def _watched_block(self, payload: bytes, watcher: _Watcher) -> None:
+        # The deadline _send_data_block applies, kept for the wait after a failed write.
+        watcher.write_deadline = trio.current_time() + _or_inf(self.timeouts.data_block)
+        await self._send_data_block(payload)
+
+    async def _finish_data(self, watcher: _Watcher, error: Exception | None) -> Reply:
         if isinstance(error, _SourceFailed):
             raise error.error
-        if not self.end_of_data_unanswered:
+        if not self.end_of_data_written:
             # The write carrying the terminator never completed (or never started): its
             # last octets never left, so the message cannot have been accepted.  What the
             # server said meanwhile is an early reply (a refusal, or 421).
@@ -452,13 +557,14 @@ class Transport:
         return await self.end_of_data_reply("the end of data")
 
     async def _early_reply(self, data: bytes) -> SmtpError:
-        """Parse what the server said before the terminator (with a short grace for the rest
-        of a multi-line reply); the connection is closed by the caller."""
+        """Parse what the server said before the terminator; the rest of a multi-line reply
+        is read within ``data_block`` (as a BDAT chunk's reply is).  The connection is
+        closed by the caller."""
         parser = ReplyParser()
         parser.receive_data(data)
         reply = None
         try:
-            with trio.move_on_after(_EARLY_GRACE):
+            with trio.move_on_after(_or_inf(self.timeouts.data_block)):
                 while (reply := parser.next_reply()) is None:
                     more = await self.stream.receive_some(RECEIVE_SIZE)
                     if not more:
@@ -481,16 +587,19 @@ class Transport:
         _note_tls(self.log, self.stream)
 
     async def quit(self) -> None:
-        """QUIT politely if the session is idle, then close; shielded, short deadline."""
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(_or_inf(self.timeouts.quit)):
+        """QUIT politely if the session is idle, then close: shielded, within
+        :attr:`Timeouts.quit <trio_smtp.Timeouts.quit>` (DESIGN rule 9).  With no limit
+        (None) it is not shielded: nothing may wait for ever out of a cancel's reach."""
+        limit = self.timeouts.quit
+        with trio.CancelScope(shield=limit is not None):
+            with trio.move_on_after(_or_inf(limit)):
                 try:
                     if self.reusable:
                         await self.command(Quit(), "QUIT", None)
                     await self.stream.aclose()
                 except (SmtpError, ProtocolError, trio.BrokenResourceError, OSError):
                     pass  # the server may close first; the connection is done either way
-            await self.aclose()
+        await self.aclose()
 
     def tls_session(self) -> ssl.SSLSession | None:
         """The TLS session, to resume on the next connection (None without TLS).  Under TLS
@@ -503,9 +612,45 @@ class Transport:
         return session
 
     async def aclose(self) -> None:
-        """Close at once, without a word to the server (never blocks)."""
+        """Close at once, without a word to the server (never blocks).
+
+        Shielded: it is the cleanup after a send's outcome is known, so a cancel arriving
+        now must not replace that outcome with ``Cancelled`` (it is delivered at the next
+        checkpoint instead).  ``aclose_forcefully`` does not wait, so no deadline is needed.
+        """
         self.mark_broken()
-        await trio.aclose_forcefully(self.stream)
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(self.stream)
+
+
+#: How long a readable TLS socket is read before it is taken as carrying no application
+#: data (a session ticket): what a look before a write may cost at most.
+_TLS_RECORD_WAIT = 0.005
+
+
+def _readable(stream: trio.abc.Stream) -> bool:
+    """Whether the server sent something (or closed) that is not read yet, without
+    blocking: TLS records or plaintext already in a TLS stream's buffers, or a readable
+    socket.  False for streams that are not (TLS over) a socket: they cannot be looked at."""
+    while isinstance(stream, trio.SSLStream):
+        # trio keeps received records in a MemoryBIO it does not expose: look, if it is there.
+        incoming = getattr(stream, "_incoming", None)
+        if stream.pending() or (incoming is not None and incoming.pending):
+            return True
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return False
+    fd = stream.socket.fileno()
+    if fd < 0:
+        return True  # closed under us: the next read says so
+    if _poll is None:  # Windows: select() works on sockets
+        return bool(select.select([fd], [], [], 0)[0])
+    poller = _poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
+
+
+_poll = getattr(select, "poll", None)
 
 
 class _SourceFailed(Exception):
@@ -530,12 +675,19 @@ class _Watcher:
         self.writer_scope = trio.CancelScope()
         self.arrived = trio.Event()
         self.terminator_started = False
+        #: When the write in progress (or the last one) must be done (Trio time); before
+        #: any write, -inf: a failure then has no reason from the server to wait for.
+        self.write_deadline = -math.inf
         self.data = b""
         self.error: Exception | None = None
 
     async def run(self) -> None:
+        """Never raises (see :meth:`Transport._write_watched`)."""
         try:
             self.data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+        except trio.Cancelled:
+            # The writer is done, or a cancel from outside: the writer raises that one.
+            return
         except Exception as exc:  # a lost connection: reported by _finish_data
             self.error = exc
         self.arrived.set()
@@ -602,25 +754,36 @@ async def open_transport(
     timeouts: Timeouts,
     stream_factory: StreamFactory | None = None,
     unix_socket: str | None = None,
+    proxy: Proxy | None = None,
     tls_session: ssl.SSLSession | None = None,
 ) -> Transport:
     """Connect (happy eyeballs, RFC 8305, via trio.open_tcp_stream; or to ``unix_socket``;
-    or through ``stream_factory``), TLS first if implicit (resuming ``tls_session``)."""
+    or through ``stream_factory`` or ``proxy``), TLS first if implicit (resuming
+    ``tls_session``)."""
     peer = unix_socket if unix_socket is not None else f"{host}:{port}"
     what = "connecting" if stream_factory is not None else f"the connection to {peer}"
-    # The peer is named only when we dial it: a stream factory's errors are its own.
-    connect_to = None if stream_factory is not None else peer
+    if proxy is not None:
+        what += f" through the proxy {proxy.display}"
+    # The peer is named only when we dial it: a stream factory's errors are its own, and a
+    # proxy names itself in the errors it raises.
+    connect_to = None if stream_factory is not None or proxy is not None else peer
     with map_errors(what, connect_to=connect_to), deadline(timeouts.connect, what):
         if stream_factory is not None:
             stream = await stream_factory()
         elif unix_socket is not None:
             stream = await trio.open_unix_socket(unix_socket)
+        elif proxy is not None:
+            stream = await proxy.open_stream(host, port)
         else:
             stream = await trio.open_tcp_stream(host, port)
     log = ProtocolLog(peer)
-    log.note("connected")
+    log.note("connected" if proxy is None else f"connected through the proxy {proxy.display}")
     if security is Security.IMPLICIT_TLS:
         assert context is not None
         stream = await wrap_tls(stream, context, host, timeouts, tls_session)
         _note_tls(log, stream)
-    return Transport(stream, ClientConnection(), host=host, timeouts=timeouts, log=log)
+    transport = Transport(stream, ClientConnection(), host=host, timeouts=timeouts, log=log)
+    if proxy is not None:
+        # The socket's peer is the proxy: a local proxy says nothing about the SMTP server.
+        transport.loopback = False
+    return transport

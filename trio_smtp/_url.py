@@ -9,6 +9,10 @@ Grammar (RFC 3986 syntax; the schemes follow common client practice and RFC 8314
     smtp+unix://[user[:password]@]/absolute/socket/path[?local_hostname=NAME]
     pickup:///absolute/directory/path
 
+``smtp`` and ``smtps`` also take ``proxy=URL`` (a SOCKS or HTTP CONNECT proxy, see
+:mod:`trio_smtp._proxy`), percent-encoded as a whole: its "@", "&" and "+" at least must be
+written %40, %26 and %2B (``urllib.parse.quote(proxy_url, safe="")`` does it).
+
 ``smtp+unix`` (as in ``http+unix``) connects to a Unix-domain socket, without TLS: the
 peer is on this machine, so credentials may be sent (as to loopback).  Its path is
 percent-decoded; an "@" in it must be written ``%40``.
@@ -56,6 +60,8 @@ class SmtpUrlConfig(_PickupKeys):
     local_hostname: str | None
     #: The socket path for ``smtp+unix``, else None.
     unix_socket: str | None
+    #: The ``proxy=`` parameter (a proxy URL, percent-decoded once), else None.
+    proxy: str | None
 
 
 _SCHEMES = {"smtp": Security.STARTTLS, "smtps": Security.IMPLICIT_TLS}
@@ -67,7 +73,7 @@ _TLS_VALUES = {
     "none": Security.NONE,
     "implicit": Security.IMPLICIT_TLS,
 }
-_PARAMETERS = ("tls", "local_hostname")
+_PARAMETERS = ("tls", "local_hostname", "proxy")
 
 
 def _decode(value: str, what: str) -> str:
@@ -201,8 +207,8 @@ def _unix_url(userinfo: str | None, hostport: str, path: str, query: str) -> Smt
     if socket_path in ("", "/") or _has_control(socket_path.replace(" ", "")):
         raise ValueError("smtp+unix:// needs the socket's absolute path: smtp+unix:///path")
     params = _query(query)
-    if "tls" in params:
-        raise ValueError("smtp+unix:// has no tls= (a local socket is not encrypted)")
+    if "tls" in params or "proxy" in params:
+        raise ValueError("smtp+unix:// has no tls= or proxy= (it is a local socket)")
     return SmtpUrlConfig(
         host="",
         port=None,
@@ -210,6 +216,7 @@ def _unix_url(userinfo: str | None, hostport: str, path: str, query: str) -> Smt
         credentials=_credentials(userinfo),
         local_hostname=_local_hostname(params.get("local_hostname")),
         unix_socket=socket_path,
+        proxy=None,
     )
 
 
@@ -228,6 +235,7 @@ def _pickup_url(userinfo: str | None, hostport: str, path: str, query: str) -> S
         credentials=None,
         local_hostname=None,
         unix_socket=None,
+        proxy=None,
         delivery_method=DeliveryMethod.PICKUP_DIRECTORY,
         pickup_directory=directory,
     )
@@ -240,12 +248,19 @@ def parse_smtp_url(url: str) -> SmtpUrlConfig:
     ``SmtpClient(**parse_smtp_url(url))`` is what :meth:`SmtpClient.from_url` does.  The
     result always has ``host``, ``port`` (explicit, or :func:`default_port` of the
     security; None for a Unix socket), ``security``, ``credentials`` (``None`` when the URL
-    has no user), ``local_hostname`` and ``unix_socket``; a ``pickup://`` URL adds
+    has no user), ``local_hostname``, ``unix_socket`` and ``proxy``; a ``pickup://`` URL adds
     ``delivery_method`` and ``pickup_directory``.  Raises :exc:`ValueError` for an
     unknown scheme or parameter, a contradictory ``tls=``, a user without a password, a bad
     host, port or socket path; the password never appears in the message.
     """
     scheme, userinfo, hostport, path, query = _split(url)
+    if userinfo is not None and ("?proxy=" in userinfo or "&proxy=" in userinfo):
+        # The last "@" was the proxy's: its URL must be percent-encoded (no text quoted:
+        # it holds passwords).
+        raise ValueError(
+            "percent-encode the proxy URL in ?proxy= (its '@' as %40): "
+            "urllib.parse.quote(proxy_url, safe='')"
+        )
     if scheme == _UNIX_SCHEME:
         return _unix_url(userinfo, hostport, path, query)
     if scheme == _PICKUP_SCHEME:
@@ -267,4 +282,5 @@ def parse_smtp_url(url: str) -> SmtpUrlConfig:
         credentials=credentials,
         local_hostname=_local_hostname(params.get("local_hostname")),
         unix_socket=None,
+        proxy=params.get("proxy"),
     )

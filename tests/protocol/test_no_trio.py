@@ -63,13 +63,33 @@ def test_probe_detects_trio() -> None:
     assert "imported trio" in result.stderr
 
 
+#: Imported for type checkers only (``if TYPE_CHECKING:``), never at run time: the
+#: PEP 681 ``dataclass_transform`` that tells mypy the value classes are frozen.
+_TYPE_CHECKING_ONLY = frozenset({"typing_extensions"})
+
+
+def _type_checking_only(tree: ast.AST) -> set[ast.AST]:
+    """The import statements inside an ``if TYPE_CHECKING:`` body (not its else)."""
+    guarded: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for statement in node.body:
+                guarded.update(ast.walk(statement))
+    return guarded
+
+
 def _imports(path: Path) -> list[tuple[str, int]]:
-    """(module, relative level) of every import statement in ``path``."""
+    """(module, relative level) of every import statement in ``path``, except a
+    type-checking-only module imported under ``if TYPE_CHECKING:``."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    guarded = _type_checking_only(tree)
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(alias.name, 0) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
+            if node in guarded and node.module in _TYPE_CHECKING_ONLY and node.level == 0:
+                continue
             found.append((node.module or "", node.level))
     return found
 

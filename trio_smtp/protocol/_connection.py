@@ -10,19 +10,22 @@ Who decides what: :mod:`._state` owns every state change; this class keeps what 
 machine does not need to know (the command FIFO, the extensions, the data encoder, the
 reply parser) and translates: a command out of turn is a LocalProtocolError and nothing is
 produced; anything wrong in the server's bytes is a RemoteProtocolError and the session
-enters ERROR, as does a write the driver reports failed (:meth:`send_failed`).
+enters ERROR, as does a write the driver reports failed (:meth:`send_failed`).  Wrong
+includes too many: a command is never encoded while more replies were received than
+commands are pending (a reply the server sent unasked, or before its command), and a 3xx
+is an intermediate reply only where one is defined (354 to DATA, 334 to AUTH).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import Final
 
-from ._commands import Auth, Bdat, Command, Data, EndOfData, Mail, Rcpt, StartTls
+from ._commands import Auth, AuthResponse, Bdat, Command, Data, EndOfData, Mail, Rcpt, StartTls
 from ._data import DataEncoder
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._extensions import Extensions
+from ._frozen import Frozen
 from ._replies import Reply, ReplyLimits, ReplyParser
 from ._state import SessionState, State, event_name, reply_outcome
 
@@ -39,9 +42,10 @@ class NeedData:
 NEED_DATA: Final = NeedData()
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
+class ConnectionClosed(Frozen):
     """The server closed the connection (``receive_data(b"")`` and nothing left to parse)."""
+
+    __slots__ = ()
 
 
 class ClientConnection:
@@ -52,6 +56,11 @@ class ClientConnection:
         self._session = SessionState()
         # Commands awaiting replies, oldest first; None stands for the greeting.
         self._queue: deque[Command | None] = deque([None])
+        # Replies parsed ahead (by the check before a send, see _check_unsolicited) and
+        # not yet returned, oldest first, and the octets they took: never more replies
+        # than commands in _queue.
+        self._parsed: deque[Reply] = deque()
+        self._parsed_octets = 0
         self._extensions = Extensions()
         # extensions.pipelining, asked before every pipelined command: kept with them.
         self._pipelining = False
@@ -86,9 +95,14 @@ class ClientConnection:
         return tuple(command for command in self._queue if command is not None)
 
     @property
+    def eof_received(self) -> bool:
+        """True once ``receive_data(b"")`` said the server closed the connection."""
+        return self._eof
+
+    @property
     def buffered(self) -> int:
         """Octets received from the server and not yet returned as a reply."""
-        return self._parser.buffered
+        return self._parser.buffered + self._parsed_octets
 
     def early_reply(self) -> Reply | ConnectionClosed | None:
         """In DATA, before the terminator: what the server already said, if anything.
@@ -123,6 +137,11 @@ class ClientConnection:
         parameters: RFC 5321 §4.1.1.11), or when an argument is invalid.  Non-ASCII
         arguments are allowed only after a MAIL with ``smtputf8=True`` in the current
         transaction.  For :class:`Bdat` the bytes are the command line and the chunk.
+
+        Raises RemoteProtocolError (and enters ERROR) when the bytes received so far hold
+        more than the replies owed to the commands already sent: this command's reply
+        cannot have come yet, so they are unsolicited and would be read as its reply
+        (DESIGN rule 11).  The driver feeds what the socket holds before each write.
         """
         name = event_name(command)
         self._check_may_send(name)
@@ -195,7 +214,7 @@ class ClientConnection:
         try:
             if state is State.STARTTLS and self._parser.buffered:
                 raise RemoteProtocolError("bytes received before the TLS handshake (injection)")
-            reply = self._parser.next_reply()
+            reply = self._next_parsed() if self._parsed else self._parser.next_reply()
             if reply is None:
                 if not self._eof:
                     return NEED_DATA
@@ -225,6 +244,10 @@ class ClientConnection:
     def _check_may_send(self, name: str) -> None:
         if self._session.state in (State.ERROR, State.CLOSED):
             raise LocalProtocolError(f"cannot send in state {self._session.state.name}")
+        if self._eof:
+            raise LocalProtocolError(f"cannot send {name}: the server closed the connection")
+        if self._parser.buffered:
+            self._check_unsolicited(name)
         last = self._queue[-1] if self._queue else None
         if last is not None:
             # RFC 2920 §3.1: only without a group-ending command pending, and only with
@@ -235,6 +258,38 @@ class ClientConnection:
                 raise LocalProtocolError(f"cannot send {name}: replies pending, no PIPELINING")
         self._session.check_send(name)
 
+    def _check_unsolicited(self, name: str) -> None:
+        """Before a send: every octet received must belong to a reply to a command already
+        sent (RFC 5321 §4.2: one reply per command; RFC 2920 §3.2: in order).  The reply
+        to this command cannot be here yet, so replies beyond the pending commands -- a
+        line after a final reply, a reply before its command, chunks answered ahead -- are
+        unsolicited: read as replies they would answer the wrong commands.  Parses the
+        pending commands' replies ahead (kept for next_event); anything left over is a
+        RemoteProtocolError and the session enters ERROR (DESIGN rule 11)."""
+        parser, parsed, queue = self._parser, self._parsed, self._queue
+        try:
+            while len(parsed) < len(queue):
+                before = parser.buffered
+                reply = parser.next_reply()
+                if reply is None:
+                    return  # the start of a pending command's reply: more is coming
+                parsed.append(reply)
+                self._parsed_octets += before - parser.buffered
+        except RemoteProtocolError:
+            self._fail()
+            raise
+        if parser.buffered:
+            self._fail()
+            raise RemoteProtocolError(
+                f"the server sent a reply no command asked for before {name} was sent"
+            )
+
+    def _next_parsed(self) -> Reply:
+        reply = self._parsed.popleft()
+        if not self._parsed:
+            self._parsed_octets = 0
+        return reply
+
     def _data_encoder(self) -> DataEncoder:
         if self._encoder is None:
             self._encoder = DataEncoder()
@@ -243,6 +298,8 @@ class ClientConnection:
     def _fail(self) -> None:
         self._session.error()
         self._queue.clear()
+        self._parsed.clear()
+        self._parsed_octets = 0
         self._encoder = None
 
     def _dispatch(self, reply: Reply) -> Reply:
@@ -252,6 +309,10 @@ class ClientConnection:
             # RFC 5321 §3.8 allows only an unsolicited 421.
             raise RemoteProtocolError(f"unexpected reply {reply.code}: no command pending")
         command = queue.popleft() if queue else None
+        if outcome == "more" and reply.code != _INTERMEDIATE.get(type(command)):
+            # RFC 5321 §4.3.2, RFC 4954 §4: DATA goes on after 354 only, AUTH after 334
+            # only.  Another 3xx leaves unknown whether the server now reads data.
+            raise RemoteProtocolError(f"unexpected {reply.code} reply to {_verb(command)}")
         self._session.replied(outcome)
         if outcome == "closing":
             queue.clear()
@@ -266,7 +327,7 @@ class ClientConnection:
             self._set_extensions(Extensions())
             # RFC 3207 §5 / CVE-2011-0411: anything after the 220 was sent in plaintext
             # and would be read as if it came through TLS.
-            if self._parser.buffered:
+            if self._parser.buffered or self._parsed:
                 raise RemoteProtocolError("bytes received after STARTTLS 220 (injection)")
         elif reply.code == 250 and command is not None and command.verb == "EHLO":
             self._set_extensions(Extensions.from_ehlo_reply(reply))
@@ -303,6 +364,14 @@ def _encoded(command: Command, smtputf8: bool) -> tuple[bytes, tuple[str, ...]]:
             _ENCODED.clear()
         _ENCODED[key] = known
     return known
+
+
+#: The one intermediate (3xx) reply each command that has one may get.
+_INTERMEDIATE: dict[type[Command | None], int] = {Data: 354, Auth: 334, AuthResponse: 334}
+
+
+def _verb(command: Command | None) -> str:
+    return "the greeting" if command is None else command.verb
 
 
 #: The commands whose replies teach the connection something (see ``_learn``).

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import ClassVar
 
 from ._errors import LocalProtocolError
+from ._frozen import Frozen, set_field
 from ._replies import Reply
 
 __all__ = ["Extensions"]
 
+# The default keywords: read-only, so one empty mapping serves every instance.
+_NONE: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
-@dataclass(frozen=True, slots=True)
-class Extensions:
+
+class Extensions(Frozen):
     """What the server advertised in its EHLO reply; immutable.
 
     Keywords are looked up case-insensitively: ``"pipelining" in ext``,
@@ -24,12 +27,18 @@ class Extensions:
     ``AUTH``.  A repeated keyword keeps its first line.
     """
 
+    __slots__ = ("keywords", "server_name")
+    _not_hashed: ClassVar[frozenset[str]] = frozenset({"keywords"})
     #: Upper-cased keyword -> its parameters, in the order given (read-only).
-    keywords: Mapping[str, tuple[str, ...]] = field(
-        default_factory=lambda: MappingProxyType({}), hash=False
-    )
+    keywords: Mapping[str, tuple[str, ...]]
     #: The server's name from the first line of the EHLO reply.
-    server_name: str = ""
+    server_name: str
+
+    def __init__(
+        self, keywords: Mapping[str, tuple[str, ...]] = _NONE, server_name: str = ""
+    ) -> None:
+        set_field(self, "keywords", keywords)
+        set_field(self, "server_name", server_name)
 
     @classmethod
     def from_ehlo_reply(cls, reply: Reply) -> Extensions:

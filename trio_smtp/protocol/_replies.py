@@ -11,10 +11,10 @@ ends.  Everything is bounded by :class:`ReplyLimits`; any violation raises
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from ._errors import LocalProtocolError, RemoteProtocolError
+from ._frozen import Frozen, set_field
 
 if TYPE_CHECKING:
     from ._commands import Command
@@ -22,20 +22,26 @@ if TYPE_CHECKING:
 __all__ = ["ReceiveBuffer", "Reply", "ReplyLimits", "ReplyParser", "format_reply"]
 
 
-@dataclass(frozen=True, slots=True)
-class ReplyLimits:
+class ReplyLimits(Frozen):
     """Bounds on what the server may send us in one reply."""
 
+    __slots__ = ("max_line_length", "max_lines", "max_reply_size")
     #: Longest line, including the code and CRLF (RFC 5321 §4.5.3.1.5 says 512; we allow more).
-    max_line_length: int = 4096
+    max_line_length: int
     #: Most lines in one multi-line reply (EHLO replies are the longest in practice).
-    max_lines: int = 128
+    max_lines: int
     #: Most octets in one reply, all lines together.
-    max_reply_size: int = 65536
+    max_reply_size: int
+
+    def __init__(
+        self, max_line_length: int = 4096, max_lines: int = 128, max_reply_size: int = 65536
+    ) -> None:
+        set_field(self, "max_line_length", max_line_length)
+        set_field(self, "max_lines", max_lines)
+        set_field(self, "max_reply_size", max_reply_size)
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(Frozen):
     """One complete SMTP reply.
 
     ``lines`` holds the text of each line exactly as the server sent it after the code and
@@ -47,10 +53,24 @@ class Reply:
     take part in comparisons.
     """
 
+    __slots__ = ("code", "command", "enhanced_status", "lines")
+    _not_compared: ClassVar[frozenset[str]] = frozenset({"command"})
     code: int
-    lines: tuple[str, ...] = ("",)
-    enhanced_status: str | None = None
-    command: Command | None = field(default=None, compare=False, repr=False)
+    lines: tuple[str, ...]
+    enhanced_status: str | None
+    command: Command | None
+
+    def __init__(
+        self,
+        code: int,
+        lines: tuple[str, ...] = ("",),
+        enhanced_status: str | None = None,
+        command: Command | None = None,
+    ) -> None:
+        set_field(self, "code", code)
+        set_field(self, "lines", lines)
+        set_field(self, "enhanced_status", enhanced_status)
+        set_field(self, "command", command)
 
     @property
     def text(self) -> str:

@@ -1,0 +1,116 @@
+"""What ``import trio_smtp`` and touching :class:`~trio_smtp.SmtpClient` load (docs/design.rst,
+"Import cost"): the client and its session, not the optional parts -- SCRAM's scramp (and its
+asn1crypto), pickup delivery and its uuid, email.policy and the serialiser (loaded with
+the first EmailMessage prepared), the testing server, the CLI, the pool and streamed
+outcomes.  Each is loaded where it is first used.  Checked in a fresh interpreter (the
+pytest plugin has loaded everything in this one); no timing is asserted, the figures are
+in the docs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Loaded by nothing a plain SMTP send needs.
+OPTIONAL = (
+    "scramp",
+    "asn1crypto",
+    "uuid",
+    "email.policy",  # loaded with the first EmailMessage (whose author has loaded it)
+    "trio_smtp._serialise",
+    "trio_smtp._pickup",
+    "trio_smtp.testing",
+    "trio_smtp._cli",
+    "trio_smtp._probe",
+    "trio_smtp._send",
+    "trio_smtp._pool",  # SmtpPool, and what only it and send_many_as_completed use
+    "trio_smtp._streamed",
+    "trio_smtp._cli_bulk",
+    "tqdm",
+)
+
+
+def loaded_after(code: str) -> list[str]:
+    """Run ``code`` in a fresh interpreter; return the modules loaded then (sorted)."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    modules: list[str] = json.loads(result.stdout.splitlines()[-1])
+    return modules
+
+
+def _loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if m in names or m.startswith(tuple(f"{n}." for n in names))]
+
+
+def test_touching_smtpclient_loads_no_optional_module() -> None:
+    modules = loaded_after("import trio_smtp\ntrio_smtp.SmtpClient('smtp.example.org')")
+    assert "trio_smtp._client" in modules
+    assert _loaded(modules, OPTIONAL) == []
+
+
+def test_password_authentication_without_scram_does_not_load_scramp() -> None:
+    modules = loaded_after(
+        "import trio_smtp.sasl as s\ns.choose_mechanism(['PLAIN', 'LOGIN'], 'u', 'p')"
+    )
+    assert "trio_smtp._sasl" in modules
+    assert _loaded(modules, ("scramp",)) == []
+
+
+def test_scram_loads_scramp_when_used() -> None:
+    code = "import trio_smtp.sasl as s\nm = s.ScramSha256('user', 'pencil')\nm.initial_response()"
+    assert "scramp" in loaded_after(code)
+
+
+#: The public classes that stay dataclasses (users may ``dataclasses.replace`` them).
+PUBLIC_DATACLASSES = {
+    "trio_smtp._batch_items.OutgoingMessage",
+    "trio_smtp._config.Timeouts",
+    "trio_smtp._results.SendCompleted",
+    "trio_smtp._results.SendResult",
+    "trio_smtp._stats.ClientStatistics",
+}
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [("trio_smtp.protocol", set()), ("trio_smtp._client", PUBLIC_DATACLASSES)],
+)
+def test_the_client_path_builds_only_the_public_dataclasses(
+    module: str, expected: set[str]
+) -> None:
+    # @dataclass generates and compiles each class's methods at import (~0.45 ms a class):
+    # the other value classes on this path are hand-written (trio_smtp.protocol._frozen).
+    code = (
+        "import dataclasses\ncalls = []\nreal = dataclasses._process_class\n"
+        "def spy(cls, *a, **k):\n    calls.append(cls.__module__ + '.' + cls.__qualname__)\n"
+        "    return real(cls, *a, **k)\n"
+        f"dataclasses._process_class = spy\nimport {module}\n"
+        "ours = {c for c in calls if c.startswith('trio_smtp')}\n"
+        f"assert ours == {expected!r}, sorted(ours)"
+    )
+    loaded_after(code)
+
+
+def test_an_email_message_loads_the_serialiser_when_prepared() -> None:
+    code = (
+        "import email.message, trio_smtp._message as m\n"
+        "msg = email.message.EmailMessage()\n"
+        "msg['From'] = 'a@example.org'; msg['To'] = 'b@example.org'; msg.set_content('hi')\n"
+        "m.prepare_message(msg)"
+    )
+    assert "trio_smtp._serialise" in loaded_after(code)
