@@ -333,6 +333,18 @@ async def test_permanent_refusal_is_not_retried(server: SmtpServer) -> None:
     assert len([c for c in server.connections[0].commands if c.verb == "MAIL"]) == 1
 
 
+async def test_4xx_after_mail_is_not_an_overload_signal(server: SmtpServer) -> None:
+    # Only a 4xx to MAIL (SmtpResponseError.command) or a 421 says "not now": a 4xx to the
+    # end of data is that message's own outcome, reported at once.
+    server.on("END_OF_DATA", Respond(452, "4.3.1 Out of storage"))
+    async with pool_for(server, backoff=Backoff(first=5.0)) as pool:
+        with pytest.raises(SmtpResponseError, match="Out of storage") as caught:
+            await send_one(pool, 0)
+        assert pool.statistics().concurrency_limit == 4  # not lowered
+    assert caught.value.command == "end of data"
+    assert len([c for c in server.connections[0].commands if c.verb == "MAIL"]) == 1
+
+
 async def test_pickup_directory_pool(tmp_path: Path) -> None:
     async with SmtpPool(
         delivery_method=DeliveryMethod.PICKUP_DIRECTORY, pickup_directory=tmp_path

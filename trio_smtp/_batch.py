@@ -341,7 +341,7 @@ class _PipelinedSender:
         try:
             _check_envelope(mail_reply, accepted, rejected)
             if data_reply.code != 354:
-                raise SmtpResponseError("the server refused DATA", reply=data_reply)
+                raise SmtpResponseError("the server refused DATA", reply=data_reply, command="DATA")
         except SmtpError as exc:
             self.outcomes.set(pending.slot, exc, pending.prepared.size)
             if data_reply.code == 354:
@@ -419,7 +419,7 @@ class _PipelinedSender:
             self.awaiting = None
             if reply.code != 250:
                 transport.mark_broken()
-                raise SmtpResponseError("the server refused RSET", reply=reply)
+                raise SmtpResponseError("the server refused RSET", reply=reply, command="RSET")
             return
         timeout = transport.timeouts.data_termination
         final = await self._read("the end of data", timeout, True)

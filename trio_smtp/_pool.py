@@ -68,7 +68,6 @@ from ._session import Credentials
 from ._settings import session_config
 from ._stats import Counters
 from ._streamed import Emit, OutcomeStream, RecordedItems, stream_outcomes
-from ._transaction import _SENDER_REFUSED
 from ._transport import StreamFactory
 from ._url import parse_smtp_url
 
@@ -869,12 +868,11 @@ def _connect_overload(error: SmtpError) -> bool:
 
 def _overload_signal(error: SmtpError) -> bool:
     """A refusal of a message that means "not now" and delivered nothing: 421 (the server
-    closes the session, RFC 5321 §3.8) or a 4xx to MAIL."""
+    closes the session, RFC 5321 §3.8) or a 4xx to MAIL (its ``command``)."""
     if not isinstance(error, SmtpResponseError) or error.reply is None:
         return False
-    if error.reply.code == 421:
-        return True
-    return error.reply.code // 100 == 4 and error.message == _SENDER_REFUSED
+    code = error.reply.code
+    return code == 421 or (code // 100 == 4 and error.command == "MAIL")
 
 
 def _check_pool_options(
