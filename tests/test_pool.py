@@ -251,6 +251,39 @@ async def test_send_async_cancel_by_token(autojump_clock: trio.testing.MockClock
     assert events["keep"].result is not None
 
 
+async def test_send_async_cancelled_after_end_of_data_is_maybe_delivered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The decision SmtpClient.send_async makes (one function for both): once the end of
+    # data is written, a cancel cannot take the message back.
+    server = SmtpServer(tls="none")
+    server.on("END_OF_DATA", Delay(100))
+    async with server, pool_for(server) as pool:
+        pool.send_async(message(0).message, "late", sender=FROM, recipients=["a@example.net"])
+        await trio.sleep(1)
+        pool.send_async_cancel()
+    [event] = [e async for e in pool.completed]
+    assert not event.cancelled and event.result is None
+    assert isinstance(event.error, SmtpDeliveryUnknownError)
+    assert pool.statistics().messages_failed == 1
+
+
+async def test_a_cancel_before_the_next_transaction_is_a_cancel(
+    autojump_clock: trio.testing.MockClock, server: SmtpServer
+) -> None:
+    # The connection's last send wrote its end of data; the next send, cancelled while it
+    # waits for the rate limit on that connection, wrote nothing: cancelled, not unknown.
+    async with pool_for(server, max_connections=1, rate=0.1) as pool:
+        await send_one(pool, 0)
+        pool.send_async(message(1).message, "next", sender=FROM, recipients=["a@example.net"])
+        await trio.sleep(1)
+        assert pool.statistics().connections_busy == 1  # leased, pacing
+        pool.send_async_cancel()
+    [event] = [e async for e in pool.completed]
+    assert event.cancelled and event.error is None
+    assert len(server.messages) == 1
+
+
 async def test_closed_pool_refuses(server: SmtpServer) -> None:
     pool = pool_for(server)
     with pytest.raises(RuntimeError):
