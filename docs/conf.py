@@ -61,6 +61,7 @@ nitpick_ignore_regex = [
         r"py:.*",
         r"(trio|ssl|email|enum|collections|types|os|pathlib|socket|datetime|dataclasses)(\..+)?",
     ),
+    (r"py:.*", r"mailbox(\..+)?"),
     (r"py:.*", r"(ssl\.)?SSLContext|(email\.message\.)?EmailMessage|Enum|IntEnum|TracebackType"),
     (r"py:.*", r"(Mapping|Sequence|Iterable|Iterator|AsyncIterable|AsyncIterator|Callable)"),
     (r"py:.*", r"(BinaryIO|IO|Path|PathLike|StrPath|Buffer|ReadableBuffer)"),
@@ -74,4 +75,6 @@ nitpick_ignore_regex = [
     (r"py:class", r"trio_smtp\._sources\.Supports(Async)?Read"),
     # The type variable of SendCompleted[T] (the token's type): not a documented object.
     (r"py:(class|obj)", r"trio_smtp\._results\.T"),
+    # What OutcomeStream is built from (the pool and the client build it, users never do).
+    (r"py:class", r"trio_smtp\._streamed\.RecordedItems"),
 ]

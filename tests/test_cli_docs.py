@@ -149,6 +149,11 @@ async def test_cli_rst_example(
     example: Example, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "q3.csv").write_text("quarter,total\nQ3,42\n")
+    (tmp_path / "outbox").mkdir()  # the bulk example's messages, one to a refused address
+    for number, to in enumerate(["a@example.net", "b@example.net", "c", "nobody"], start=1):
+        to = to if "@" in to else f"{to}@example.net"
+        message = f"From: me@example.org\r\nTo: {to}\r\nSubject: {number}\r\n\r\nHi\r\n"
+        (tmp_path / "outbox" / f"{number:02}.eml").write_text(message)
     monkeypatch.setenv("COLUMNS", "100")  # argparse wraps usage lines to the terminal
     async with server_for(example.options) as server:
         if example.options.get("tls", "none") != "none":

@@ -22,10 +22,10 @@ from trio_smtp import (
     SmtpProtocolError,
     SmtpTimeoutError,
     Timeouts,
+    _connection_slot,
     _session,
     _sources,
 )
-from trio_smtp import _client as client_module
 from trio_smtp.testing import Delay, Handover, SmtpServer
 
 FROM = "a@example.org"
@@ -165,7 +165,7 @@ async def test_a_hanging_file_close_ends_at_the_cleanup_deadline(
     # Closing a file opened from a path waits on no server, so no Timeouts field governs it:
     # DESIGN rule 9's short shielded deadline does, and then the close is left to its thread.
     release = threading.Event()
-    monkeypatch.setattr(client_module, "_CLEANUP_SECONDS", 0.2)
+    monkeypatch.setattr(_connection_slot, "_CLEANUP_SECONDS", 0.2)  # where bodies are closed
     monkeypatch.setattr(
         _sources,
         "open",

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import build_message
 
-from trio_smtp import DkimSigner, OutgoingMessage, SmtpClient
+from trio_smtp import DkimSigner, OutgoingMessage, SmtpClient, SmtpPool
 from trio_smtp.testing import SmtpServer
 
 dkim = pytest.importorskip("dkim", reason="the dkim extra (dkimpy) is not installed")
@@ -197,6 +197,38 @@ async def test_send_many_signs_each_message(rsa_key: bytes, ed25519_key: bytes) 
     assert verifies(data[0], default)
     assert verifies(data[1], other)
     assert not data[2].startswith(b"DKIM-Signature")
+
+
+async def test_a_pool_signs_as_the_client_does(rsa_key: bytes, ed25519_key: bytes) -> None:
+    # SmtpPool(dkim=) and send(dkim=) mean what they mean on SmtpClient, on every path.
+    default = DkimSigner(DOMAIN, SELECTOR, rsa_key)
+    other = DkimSigner(DOMAIN, "ed", ed25519_key)
+    async with SmtpServer() as server:
+        pool = SmtpPool(server.host, server.port, ssl_context=server.ssl_context, dkim=default)
+        async with pool:
+            await pool.send(build_message(Subject_Line="send"))
+            await pool.send(build_message(Subject_Line="other"), dkim=other)
+            await pool.send(build_message(Subject_Line="unsigned"), dkim=False)
+            pool.send_async(build_message(Subject_Line="async"), "token")
+            outcomes = await pool.send_many(
+                [
+                    build_message(Subject_Line="many"),
+                    OutgoingMessage(build_message(Subject_Line="many other"), dkim=other),
+                ]
+            )
+            event = await pool.completed.receive()
+        assert event.error is None
+        assert all(not isinstance(outcome, Exception) for outcome in outcomes)
+        data = {
+            m.data.split(b"Subject-Line: ")[1].split(b"\r\n")[0]: m.data for m in server.messages
+        }
+    assert verifies(data[b"send"], default)
+    assert verifies(data[b"other"], other)
+    assert not data[b"unsigned"].startswith(b"DKIM-Signature")
+    assert verifies(data[b"async"], default)
+    assert verifies(data[b"many"], default)
+    assert verifies(data[b"many other"], other)
+    assert not verifies(tampered(data[b"send"]), default)
 
 
 async def test_streamed_body_is_refused_before_anything_is_written(

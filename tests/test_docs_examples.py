@@ -53,7 +53,7 @@ import trio
 import trio.testing
 
 import trio_smtp
-import trio_smtp._client
+import trio_smtp._connection_slot
 import trio_smtp._session
 import trio_smtp.protocol
 from trio_smtp.testing import SmtpServer
@@ -306,9 +306,14 @@ class Servers:
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         self._servers: dict[tuple[str, int], SmtpServer] = {}
+        self._lock = trio.Lock()
 
     async def for_config(self, config: Any) -> SmtpServer:
         key = (config.host, config.port)
+        async with self._lock:  # a pool opens several sessions at once: one server each
+            return await self._server_for(key, config)
+
+    async def _server_for(self, key: tuple[str, int], config: Any) -> SmtpServer:
         if key not in self._servers:
             secure = config.security is trio_smtp.Security.IMPLICIT_TLS
             server = SmtpServer(
@@ -361,7 +366,7 @@ async def redirected(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Servers]:
         assert is_loopback(host), f"an example tried to connect to {host}:{port}"
         return await real_open_tcp_stream(host, port, **kwargs)
 
-    monkeypatch.setattr(trio_smtp._client, "open_session", open_session)
+    monkeypatch.setattr(trio_smtp._connection_slot, "open_session", open_session)
     monkeypatch.setattr(trio, "open_tcp_stream", only_loopback)
     async with trio.open_nursery() as nursery:
         servers = Servers(nursery)

@@ -1,9 +1,10 @@
 """What ``import trio_smtp`` and touching :class:`~trio_smtp.SmtpClient` load (docs/design.rst,
 "Import cost"): the client and its session, not the optional parts -- SCRAM's scramp (and its
 asn1crypto), pickup delivery and its uuid, email.policy and the serialiser (loaded with
-the first EmailMessage prepared), the testing server, the CLI.  Each is loaded where it
-is first used.  Checked in a fresh interpreter (the pytest plugin has loaded everything in
-this one); no timing is asserted, the figures are in the docs.
+the first EmailMessage prepared), the testing server, the CLI, the pool and streamed
+outcomes.  Each is loaded where it is first used.  Checked in a fresh interpreter (the
+pytest plugin has loaded everything in this one); no timing is asserted, the figures are
+in the docs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ OPTIONAL = (
     "trio_smtp._cli",
     "trio_smtp._probe",
     "trio_smtp._send",
+    "trio_smtp._pool",  # SmtpPool, and what only it and send_many_as_completed use
+    "trio_smtp._streamed",
+    "trio_smtp._cli_bulk",
+    "tqdm",
 )
 
 

@@ -21,6 +21,7 @@ from trio_smtp import (
     SmtpAuthenticationError,
     SmtpClient,
     SmtpConnectError,
+    SmtpPool,
     SmtpTimeoutError,
     SmtpTlsError,
     Timeouts,
@@ -175,6 +176,38 @@ async def test_starttls_through_tinyproxy(tmp_path: Path) -> None:
             await _send_one(_proxied(server, f"http://127.0.0.1:{proxy.port}"), server)
         assert server.connections[0].tls_version
     assert f"CONNECT 127.0.0.1:{server.port}" in proxy.log_text()
+
+
+async def test_a_pool_connects_through_tinyproxy(tmp_path: Path) -> None:
+    # SmtpPool(proxy=) as SmtpClient's: every connection of the pool goes through the tunnel.
+    async with SmtpServer(tls="starttls") as server:
+        with tinyproxy(tmp_path, server.port) as proxy:
+            proxy_url = f"http://127.0.0.1:{proxy.port}"
+            async with (
+                SmtpPool(
+                    server.host,
+                    server.port,
+                    ssl_context=server.ssl_context,
+                    proxy=proxy_url,
+                    max_connections=2,
+                ) as pool,
+                trio.open_nursery() as nursery,
+            ):
+                for i in range(4):
+                    nursery.start_soon(pool.send, build_message(f"rcpt{i}@example.net"))
+            opened = pool.statistics().connections_opened
+        assert len(server.messages) == 4
+        assert all(connection.tls_version for connection in server.connections)
+    assert proxy.log_text().count(f"CONNECT 127.0.0.1:{server.port}") == opened == 2
+
+
+def test_pool_from_url_takes_a_proxy() -> None:
+    proxy_url = "socks5h://al%40ice:p%40ss@proxy.example.org:1080"
+    pool = SmtpPool.from_url(f"smtps://u:pw@mail.example.org?proxy={quote(proxy_url, safe='')}")
+    proxy = pool._config.proxy
+    assert proxy is not None
+    assert proxy.display == "socks5h://proxy.example.org:1080"
+    assert proxy._username == "al@ice"
 
 
 async def test_implicit_tls_through_tinyproxy_with_basic_auth(

@@ -56,6 +56,7 @@ EXPORTS |= {"DeliveryNotification", "DsnReturn"}
 EXPORTS |= {"SmtpDeliveryTimeoutError"}
 EXPORTS |= {"OutgoingMessage"}
 EXPORTS |= {"DkimSigner", "PickupFile", "parse_pickup_file", "read_pickup_file", "send"}
+EXPORTS |= {"SmtpPool", "Backoff", "PoolStatistics", "BatchOutcome", "OutcomeStream"}
 
 #: Public subpackages (other public names that are modules must be one of these).
 SUBPACKAGES = frozenset({"protocol", "sasl", "testing"})

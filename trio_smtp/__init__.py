@@ -42,8 +42,13 @@ if _typing.TYPE_CHECKING:
     from ._pickup import PickupFile as PickupFile
     from ._pickup import parse_pickup_file as parse_pickup_file
     from ._pickup import read_pickup_file as read_pickup_file
+    from ._pool import Backoff as Backoff
+    from ._pool import PoolStatistics as PoolStatistics
+    from ._pool import SmtpPool as SmtpPool
     from ._send import send as send
     from ._session import OAuth2 as OAuth2
+    from ._streamed import BatchOutcome as BatchOutcome
+    from ._streamed import OutcomeStream as OutcomeStream
     from .protocol import Reply as Reply
 
 #: Public name -> the module that defines it (relative to this package).
@@ -74,8 +79,13 @@ _EXPORTS: dict[str, str] = {
     "PickupFile": "._pickup",
     "parse_pickup_file": "._pickup",
     "read_pickup_file": "._pickup",
+    "Backoff": "._pool",
+    "PoolStatistics": "._pool",
+    "SmtpPool": "._pool",
     "send": "._send",
     "OAuth2": "._session",
+    "BatchOutcome": "._streamed",
+    "OutcomeStream": "._streamed",
     "Reply": ".protocol",
 }
 

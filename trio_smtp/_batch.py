@@ -106,6 +106,7 @@ async def send_batch(
     deliver_one: Callable[[PreparedMessage], Awaitable[SendResult]],
     connection: Callable[[], Awaitable[Transport]] | None,
     drop_connection: Callable[[], Awaitable[None]],
+    outcomes: Outcomes | None = None,
     *,
     dkim: DkimSigner | None = None,
 ) -> list[Outcome]:
@@ -115,9 +116,11 @@ async def send_batch(
     The client lends its ways to the server: ``deliver_one`` sends one message as ``send``
     does, ``connection`` returns its reusable session (opening one if needed; ``None`` for
     a pickup directory), ``drop_connection`` discards a session that is no longer usable.
+    ``outcomes`` (built on ``counters``) is given by a caller that watches them as they come.
     ``dkim`` signs every item that does not choose its own signer.
     """
-    outcomes = Outcomes(counters)
+    if outcomes is None:
+        outcomes = Outcomes(counters)
     source = Source(items, outcomes, dkim)
     pending = await source.next()  # no connection for an empty batch
     while pending is not None:
@@ -338,7 +341,7 @@ class _PipelinedSender:
         try:
             _check_envelope(mail_reply, accepted, rejected)
             if data_reply.code != 354:
-                raise SmtpResponseError("the server refused DATA", reply=data_reply)
+                raise SmtpResponseError("the server refused DATA", reply=data_reply, command="DATA")
         except SmtpError as exc:
             self.outcomes.set(pending.slot, exc, pending.prepared.size)
             if data_reply.code == 354:
@@ -416,7 +419,7 @@ class _PipelinedSender:
             self.awaiting = None
             if reply.code != 250:
                 transport.mark_broken()
-                raise SmtpResponseError("the server refused RSET", reply=reply)
+                raise SmtpResponseError("the server refused RSET", reply=reply, command="RSET")
             return
         timeout = transport.timeouts.data_termination
         final = await self._read("the end of data", timeout, True)

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
+    Callable,
     Iterable,
     Iterator,
     Mapping,
@@ -134,11 +135,18 @@ class _SyncItems:
 
 
 class Outcomes:
-    """The outcome of each message, in the order given (one slot per item)."""
+    """The outcome of each message, in the order given (one slot per item).
 
-    def __init__(self, counters: Counters) -> None:
+    ``on_set(slot, outcome)``, if given, is told each outcome the moment it is known (the
+    streamed form of ``send_many`` hands it to the caller from there); it must not block.
+    """
+
+    def __init__(
+        self, counters: Counters, on_set: Callable[[int, Outcome], None] | None = None
+    ) -> None:
         self._slots: list[Outcome | None] = []
         self._counters = counters
+        self._on_set = on_set
 
     def reserve(self) -> int:
         self._slots.append(None)
@@ -153,6 +161,8 @@ class Outcomes:
             self._counters.sent(outcome, size)
         elif isinstance(outcome, SmtpError):
             self._counters.failed(outcome, size)
+        if self._on_set is not None:
+            self._on_set(slot, outcome)
 
     def result(self) -> list[Outcome]:
         assert all(outcome is not None for outcome in self._slots)

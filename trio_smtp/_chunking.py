@@ -89,7 +89,9 @@ class _ChunkSender:
         self.outstanding -= 1
         if reply.code // 100 == 2:
             return
-        error = SmtpResponseError("the server refused a chunk of the message (BDAT)", reply=reply)
+        error = SmtpResponseError(
+            "the server refused a chunk of the message (BDAT)", reply=reply, command="BDAT"
+        )
         # The chunk already written after the refused one is answered too (and refused):
         # read it so the session stays in step for RSET; if that fails, never reuse it.
         try:

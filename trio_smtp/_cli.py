@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
+from ._cli_bulk import is_bulk_source, run_bulk
 from ._client import SendResult, SmtpClient
 from ._config import Security
 from ._errors import (
@@ -142,7 +143,11 @@ def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPar
         epilog=_SEND_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("eml", nargs="?", metavar="EML", help=".eml file to send (- for stdin)")
+    parser.add_argument(
+        "eml", nargs="?", metavar="EML",
+        help=".eml file to send (- for stdin); or a directory of .eml files, a maildir or an "
+        "mbox: every message in it, through a pool of connections",
+    )  # fmt: skip
     parser.add_argument(
         "--server", required=True, metavar="URL", type=url_argument,
         help="smtps://user@host:465 (see below)",
@@ -187,11 +192,52 @@ def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPar
         "message waits at least 600 (RFC 5321)",
     )  # fmt: skip
     add_proxy_argument(parser)
+    bulk = parser.add_argument_group("many messages (EML is a directory, a maildir or an mbox)")
+    bulk.add_argument(
+        "--connections", type=_positive_int, default=4, metavar="N",
+        help="connections at once (default: %(default)s)",
+    )  # fmt: skip
+    bulk.add_argument(
+        "--rate", type=_positive_float, metavar="PER_SECOND",
+        help="at most this many messages per second, evenly spaced",
+    )  # fmt: skip
+    bulk.add_argument(
+        "--report", type=Path, metavar="FILE",
+        help="write one JSON line per message: its source, status and the server's replies",
+    )  # fmt: skip
+    bulk.add_argument(
+        "--no-progress", action="store_true",
+        help="no progress bar (there is none anyway unless stderr is a terminal and tqdm "
+        "is installed)",
+    )  # fmt: skip
     parser.set_defaults(handler=run_send)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
 
 
 def run_send(args: argparse.Namespace) -> int:
     """Run ``trio-smtp send``; returns one of the EXIT_* statuses."""
+    args.ret_value = {"full": DsnReturn.FULL, "headers": DsnReturn.HEADERS}.get(args.ret or "")
+    if args.eml is not None and is_bulk_source(args.eml):
+        return _run_bulk(args)
     try:
         _check_recipients(args)
         message = read_message(args) if args.eml is not None else compose_message(args)
@@ -208,11 +254,23 @@ def run_send(args: argparse.Namespace) -> int:
         "sender": args.envelope_from,
         "recipients": args.envelope_to,
         "notify": args.notify,
-        "ret": {"full": DsnReturn.FULL, "headers": DsnReturn.HEADERS}.get(args.ret or ""),
+        "ret": args.ret_value,
         "envid": args.envid,
         "requiretls": args.requiretls,
     }
     return trio.run(_send, client, message, options, config, args)
+
+
+def _run_bulk(args: argparse.Namespace) -> int:
+    """Many messages (see :mod:`trio_smtp._cli_bulk`)."""
+    try:
+        _no_composing(args, "a directory, maildir or mbox")
+        user, url = split_user(args.server)
+        options = _client_options(args, parse_smtp_url(url), user)
+    except (UsageError, ValueError, TypeError, ImportError) as exc:
+        print(f"trio-smtp send: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_bulk(args, url, options)
 
 
 def _notify(text: str) -> DeliveryNotification:
@@ -296,16 +354,20 @@ def _in_cli_terms(error: Exception, args: argparse.Namespace) -> str:
 
 def read_message(args: argparse.Namespace) -> EmailMessage:
     """The .eml file (or stdin) as an EmailMessage; its Bcc is dropped when it is sent."""
-    used = [name for name in _COMPOSING if getattr(args, name)]
-    if used:
-        flags = ", ".join("--" + name.replace("_", "-") for name in used)
-        raise UsageError(f"{flags} cannot be combined with a .eml file (use --envelope-*)")
+    _no_composing(args, "a .eml file")
     data = sys.stdin.buffer.read() if args.eml == "-" else Path(args.eml).read_bytes()
     if not data.strip():
         raise UsageError(f"the message in {args.eml} is empty")
     parsed = email.message_from_bytes(data, policy=email.policy.default)
     assert isinstance(parsed, EmailMessage)
     return parsed
+
+
+def _no_composing(args: argparse.Namespace, what: str) -> None:
+    used = [name for name in _COMPOSING if getattr(args, name)]
+    if used:
+        flags = ", ".join("--" + name.replace("_", "-") for name in used)
+        raise UsageError(f"{flags} cannot be combined with {what} (use --envelope-*)")
 
 
 def compose_message(args: argparse.Namespace) -> EmailMessage:

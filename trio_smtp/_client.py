@@ -16,44 +16,44 @@ the nursery reaches the user.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import ssl
 from collections.abc import (
     AsyncIterable,
-    Awaitable,
-    Callable,
+    AsyncIterator,
     Iterable,
     Mapping,
     Sequence,
 )
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from email.message import EmailMessage
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
-from ._batch import send_batch
-from ._batch_items import BatchItem, check_batch_source
+from ._batch_items import BatchItem, Outcomes, check_batch_source
 from ._batch_items import OutgoingMessage as OutgoingMessage
 from ._config import DeliveryMethod, Security, Timeouts
+from ._connection_slot import Connection, send_completed
 from ._deadlines import Watchdog
 from ._dkim import DkimSigner, choose_signer, sign_prepared
-from ._errors import SmtpDeliveryUnknownError, SmtpFailedRecipientsError
+from ._errors import SmtpFailedRecipientsError
 from ._message import PreparedMessage, prepare_message, with_delivery_options
 from ._options import DeliveryNotification, DsnReturn
 from ._results import SendCompleted as SendCompleted
 from ._results import SendResult as SendResult
-from ._session import Credentials, open_session
+from ._session import Credentials
 from ._settings import session_config
 from ._sources import SupportsAsyncRead, SupportsRead
 from ._stats import ClientStatistics as ClientStatistics
 from ._stats import Counters
-from ._transaction import ConnectionStaleError, deliver
-from ._transport import StreamFactory, Transport
+from ._transport import StreamFactory
 from ._url import parse_smtp_url
+
+if TYPE_CHECKING:  # loaded by send_many_as_completed: SmtpClient alone does not pay for it
+    from ._streamed import Emit, OutcomeStream
 
 __all__ = ["ClientStatistics", "OutgoingMessage", "SendCompleted", "SendResult", "SmtpClient"]
 
@@ -67,25 +67,6 @@ Message_ = (
     | SupportsRead
     | SupportsAsyncRead
 )
-
-
-def _counted(
-    deliver: Callable[[SmtpClient, PreparedMessage], Awaitable[SendResult]],
-) -> Callable[[SmtpClient, PreparedMessage], Awaitable[SendResult]]:
-    """Count every outcome of a delivery for :meth:`SmtpClient.statistics` (a cancelled
-    send counts as nothing)."""
-
-    @functools.wraps(deliver)
-    async def counted(client: SmtpClient, prepared: PreparedMessage) -> SendResult:
-        try:
-            result = await deliver(client, prepared)
-        except Exception as exc:
-            client._counters.failed(exc, prepared.size)
-            raise
-        client._counters.sent(result, prepared.size)
-        return result
-
-    return counted
 
 
 class SmtpClient:
@@ -168,19 +149,23 @@ class SmtpClient:
         self._counters = Counters()
         self._delivery_method = delivery_method
         self._pickup_directory = pickup_directory
+        #: Enforces the phase deadlines of this client's transactions (see Watchdog).
+        self._watchdog = Watchdog()
+        pickup = delivery_method is DeliveryMethod.PICKUP_DIRECTORY
+        #: The client's one connection: opened lazily, reused, replaced (see Connection).
+        self._slot = Connection(
+            self._config,
+            self._counters,
+            self._watchdog,
+            pickup_directory=pickup_directory if pickup else None,
+        )
         self._send_channel, self._completed = trio.open_memory_channel[SendCompleted[Any]](math.inf)
         self._state = "new"  # -> "open" -> "closing" -> "closed"
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
-        self._transport: Transport | None = None
-        #: Enforces the phase deadlines of this client's transactions (see Watchdog).
-        self._watchdog = Watchdog()
         self._busy = False
         self._idle = trio.Event()
         self._send_scope: trio.CancelScope | None = None
-        #: The connection the send in flight uses (its last, after a stale one was
-        #: replaced): :meth:`_completion` reads its ``end_of_data_written``.
-        self._send_transport: Transport | None = None
 
     def __repr__(self) -> str:
         config = self._config
@@ -201,7 +186,7 @@ class SmtpClient:
             return self._state
         if self._busy:
             return "sending"
-        return "connected" if self._transport is not None else "idle"
+        return "connected" if self._slot.connected else "idle"
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> SmtpClient:
@@ -263,7 +248,7 @@ class SmtpClient:
             finally:
                 self._state = "closed"
                 self._send_channel.close()
-                await self._drop_transport(polite=True)
+                await self._slot.aclose()
 
     @property
     def completed(self) -> trio.MemoryReceiveChannel[SendCompleted[Any]]:
@@ -373,15 +358,47 @@ class SmtpClient:
         items = check_batch_source(messages)
         self._claim()
         try:
-            pickup = self._delivery_method is DeliveryMethod.PICKUP_DIRECTORY
-            return await send_batch(
-                items,
-                self._counters,
-                self._deliver_once,
-                None if pickup else self._connection,
-                functools.partial(self._drop_transport, polite=False),
-                dkim=self._dkim,
-            )
+            return await self._slot.send_many(items, dkim=self._dkim)
+        finally:
+            self._release()
+
+    @asynccontextmanager
+    async def send_many_as_completed(
+        self, messages: Iterable[BatchItem] | AsyncIterable[BatchItem]
+    ) -> AsyncIterator[OutcomeStream]:
+        """:meth:`send_many`, handing each outcome over the moment it is known.
+
+        ``async with client.send_many_as_completed(items) as outcomes:`` then ``async for
+        done in outcomes:`` gives one :class:`~trio_smtp.BatchOutcome` per item (``index``,
+        ``item``, ``outcome``: what :meth:`send_many` would put at that index), in
+        completion order.  The batch runs in the client's nursery while the block runs, so
+        a reader can show progress, write a report as it goes, and -- cancelled -- lose
+        nothing already known: the outcomes decided before the cancel are still on the
+        stream (:meth:`~trio_smtp.OutcomeStream.receive_nowait`), and
+        :attr:`~trio_smtp.OutcomeStream.unfinished` lists the items read that have none
+        (the one in flight may have been delivered).
+
+        Leaving the block normally waits for the batch to end; leaving it with an exception
+        (a cancel included) cancels the batch first.  Raises on entering what
+        :meth:`send_many` raises before anything is sent.  An exception raised by the
+        iterable itself ends the batch: the messages already read finish and report their
+        outcomes, then it is raised by the iteration.
+        """
+        from ._streamed import RecordedItems, stream_outcomes
+
+        self._check_open()
+        items = RecordedItems(check_batch_source(messages))
+        self._claim()
+        try:
+
+            async def run(emit: Emit) -> None:
+                await self._slot.send_many(
+                    items, Outcomes(self._counters, on_set=emit), dkim=self._dkim
+                )
+
+            assert self._nursery is not None
+            async with stream_outcomes(self._nursery, items, run) as outcomes:
+                yield outcomes
         finally:
             self._release()
 
@@ -438,7 +455,7 @@ class SmtpClient:
     ) -> None:
         error: BaseException | None = None
         result: SendResult | None = None
-        self._send_transport = None
+        self._slot.begin_send()
         try:
             with scope:
                 result = await self._deliver(prepared)
@@ -465,86 +482,20 @@ class SmtpClient:
         error: BaseException | None,
         size: int | None,
     ) -> SendCompleted[Any]:
-        """The one place a ``send_async`` outcome is decided (DESIGN rule 10).
+        """This send's event, decided where SmtpPool's are (see :func:`send_completed`):
+        once the connection's end of data was written, no cancel makes it ``cancelled``."""
+        return send_completed(
+            user_token,
+            scope,
+            result,
+            error,
+            end_of_data_written=self._slot.end_of_data_written,
+            counters=self._counters,
+            size=size,
+        )
 
-        ``error`` is what the send raised: an Exception, a cancel from outside, or None
-        (``result`` came back, or ``scope`` caught its own cancel).  Once the end of the data
-        was written (the transport's ``end_of_data_written``: the server may have the whole
-        message), no cancel makes the event ``cancelled``: it carries the result, the send's
-        own error, or -- when a cancel cut the wait for the reply -- an
-        SmtpDeliveryUnknownError.  Before that, a cancel means nothing was delivered."""
-        transport, self._send_transport = self._send_transport, None
-        failure = error if isinstance(error, Exception) else None
-        if result is not None and failure is None:
-            return SendCompleted(user_token, None, False, result)
-        if transport is not None and transport.end_of_data_written:
-            if failure is None:  # a cancel cut the wait for the reply to the end of data
-                failure = _late_cancel()
-                self._counters.failed(failure, size)
-            return SendCompleted(user_token, failure, False, result)
-        if failure is None or scope.cancel_called:
-            return SendCompleted(user_token, None, True, None)
-        return SendCompleted(user_token, failure, False, result)
-
-    @_counted
     async def _deliver(self, prepared: PreparedMessage) -> SendResult:
-        try:
-            return await self._deliver_once(prepared)
-        finally:
-            if prepared.body is not None:
-                # A file opened from a path.  Shielded, short (DESIGN rule 9): a cancel
-                # landing here must not turn a delivered result into "cancelled".
-                with trio.move_on_after(_CLEANUP_SECONDS, shield=True):
-                    await prepared.body.aclose()
-
-    async def _deliver_once(self, prepared: PreparedMessage) -> SendResult:
-        if self._delivery_method is DeliveryMethod.PICKUP_DIRECTORY:
-            return await self._deliver_to_pickup(prepared)
-        while True:
-            transport = await self._connection()
-            # Where the event decision (_completion) learns whether the end of data went out.
-            transport.begin_transaction()
-            self._send_transport = transport
-            try:
-                return await deliver(transport, prepared)
-            except ConnectionStaleError:
-                continue  # only on a reused connection: the next one is fresh
-            finally:
-                if not transport.reusable:
-                    await self._drop_transport(polite=False)
-
-    async def _deliver_to_pickup(self, prepared: PreparedMessage) -> SendResult:
-        from ._pickup import deliver_to_pickup  # only pickup delivery pays its import
-
-        assert self._pickup_directory is not None
-        envelope = prepared.envelope
-        data = prepared.data
-        if prepared.body is not None:  # the pickup writer takes bytes: read the body whole
-            await prepared.body.open()
-            data = b"".join([chunk async for chunk in prepared.body.chunks()])
-        await deliver_to_pickup(self._pickup_directory, envelope.sender, envelope.recipients, data)
-        return SendResult(envelope.recipients, message_id=prepared.message_id)
-
-    async def _connection(self) -> Transport:
-        # DESIGN rules 11 and 12: a kept connection that the server closed (with or
-        # without 421) or spoke on while idle is replaced, whatever the last send did.
-        if self._transport is not None and await self._transport.check_idle():
-            self._transport.reused = True
-            return self._transport
-        await self._drop_transport(polite=False)
-        self._counters.connections_opened += 1
-        self._transport = await open_session(self._config)
-        self._transport.watchdog = self._watchdog
-        return self._transport
-
-    async def _drop_transport(self, *, polite: bool) -> None:
-        transport, self._transport = self._transport, None
-        if transport is None:
-            return
-        if polite:
-            await transport.quit()
-        else:
-            await transport.aclose()
+        return await self._slot.deliver(prepared)
 
     # -- state checks ------------------------------------------------------------------------
 
@@ -563,18 +514,6 @@ class SmtpClient:
     def _release(self) -> None:
         self._busy = False
         self._idle.set()
-
-
-#: DESIGN rule 9's short deadline for the one shielded cleanup that no Timeouts field
-#: governs, because it waits on no server: closing a file the client opened from a path
-#: once the send is over.  Past it the close is left to its worker thread.
-_CLEANUP_SECONDS = 5.0
-
-
-def _late_cancel() -> SmtpDeliveryUnknownError:
-    return SmtpDeliveryUnknownError(
-        "cancelled after the end of data: the message may have been delivered"
-    )
 
 
 def _prepare(

@@ -150,7 +150,25 @@ class SmtpProtocolError(SmtpError):
 
 
 class SmtpResponseError(SmtpError):
-    """The server refused a command (MAIL, DATA, the end of data, ...) with ``reply``."""
+    """The server refused a command (MAIL, DATA, the end of data, ...) with ``reply``.
+
+    ``command`` names what was refused: ``"MAIL"`` (the sender: no transaction began, so
+    nothing was delivered), ``"DATA"``, ``"BDAT"`` (a chunk before the last), ``"RSET"``,
+    or ``"end of data"`` (the message itself: the reply to the terminator or to ``BDAT n
+    LAST``); None when the reply answers no one command: a 421 (the server closing the
+    connection, whatever was asked, RFC 5321 §3.8) or a reply during the message data.
+    """
+
+    def __init__(
+        self,
+        message: str | SmtpStatusCode,
+        reply: Reply | None = None,
+        *,
+        status_code: SmtpStatusCode | None = None,
+        command: str | None = None,
+    ) -> None:
+        super().__init__(message, reply, status_code=status_code)
+        self.command = command
 
 
 class SmtpDeliveryUnknownError(SmtpError):

@@ -24,7 +24,7 @@ from ._transport import StreamFactory, Transport, deadline, open_transport
 from .protocol import AuthResponse, Ehlo, Helo, Reply, StartTls
 from .protocol._frozen import Frozen, set_field
 
-__all__ = ["Credentials", "OAuth2", "SessionConfig", "open_session"]
+__all__ = ["Credentials", "OAuth2", "SessionConfig", "TlsSessionCache", "open_session"]
 
 
 class OAuth2:
@@ -74,6 +74,25 @@ Credentials = tuple[str, str] | OAuth2 | _sasl.Mechanism | Callable[[], _sasl.Me
 _FQDN_LOOKUP_LIMIT = 5.0
 
 
+class TlsSessionCache:
+    """The TLS session of the last connection to the server, for the next one to resume.
+
+    One per client or pool (every connection of one goes to the same server with the same
+    SSL context, which a session must come from).  Saved once the session is set up: under
+    TLS 1.3 the server's tickets come after the handshake and are read with the first reply.
+    """
+
+    __slots__ = ("session",)
+
+    def __init__(self) -> None:
+        self.session: ssl.SSLSession | None = None
+
+    def save(self, transport: Transport) -> None:
+        session = transport.tls_session()
+        if session is not None:
+            self.session = session
+
+
 class SessionConfig(Frozen):
     """Everything :func:`open_session` needs; built once by the client."""
 
@@ -87,8 +106,11 @@ class SessionConfig(Frozen):
         "ssl_context",
         "stream_factory",
         "timeouts",
+        "tls_sessions",
         "unix_socket",
     )
+    #: Not compared (nor hashed, nor shown): a cache, not part of the configuration.
+    _not_compared = frozenset({"tls_sessions"})
     host: str
     port: int
     security: Security
@@ -101,6 +123,9 @@ class SessionConfig(Frozen):
     unix_socket: str | None
     #: Connect through this SOCKS or HTTP CONNECT proxy (see :mod:`trio_smtp._proxy`).
     proxy: Proxy | None
+    #: The session the next TLS handshake offers to resume (shared by the client's
+    #: connections; the same object in every copy of this config: ``_replace`` passes it on).
+    tls_sessions: TlsSessionCache
 
     def __init__(
         self,
@@ -114,6 +139,7 @@ class SessionConfig(Frozen):
         stream_factory: StreamFactory | None = None,
         unix_socket: str | None = None,
         proxy: Proxy | None = None,
+        tls_sessions: TlsSessionCache | None = None,
     ) -> None:
         set_field(self, "host", host)
         set_field(self, "port", port)
@@ -125,6 +151,7 @@ class SessionConfig(Frozen):
         set_field(self, "stream_factory", stream_factory)
         set_field(self, "unix_socket", unix_socket)
         set_field(self, "proxy", proxy)
+        set_field(self, "tls_sessions", TlsSessionCache() if tls_sessions is None else tls_sessions)
 
 
 async def open_session(config: SessionConfig) -> Transport:
@@ -138,12 +165,14 @@ async def open_session(config: SessionConfig) -> Transport:
         stream_factory=config.stream_factory,
         unix_socket=config.unix_socket,
         proxy=config.proxy,
+        tls_session=config.tls_sessions.session,
     )
     try:
         await _handshake(transport, config)
     except BaseException:
         await transport.aclose()
         raise
+    config.tls_sessions.save(transport)  # a reply was read after TLS: tickets are in
     return transport
 
 
@@ -218,7 +247,7 @@ async def _starttls(transport: Transport, config: SessionConfig, domain: str) ->
             raise SmtpTlsError("the server refused STARTTLS", reply=reply)
         return
     assert config.ssl_context is not None
-    await transport.start_tls(config.ssl_context)
+    await transport.start_tls(config.ssl_context, config.tls_sessions.session)
     # RFC 3207 §4.2: forget everything learned before TLS and say EHLO again.
     reply = await transport.command(Ehlo(domain), "EHLO after STARTTLS", transport.timeouts.command)
     if reply.code != 250:

@@ -175,7 +175,7 @@ async def _transaction(transport: Transport, prepared: PreparedMessage, plan: _P
     _check_envelope(mail_reply, accepted, rejected)
     assert data_reply is not None
     if data_reply.code != 354:
-        raise SmtpResponseError("the server refused DATA", reply=data_reply)
+        raise SmtpResponseError("the server refused DATA", reply=data_reply, command="DATA")
     if prepared.body is None:
         final = await transport.send_message(prepared.data)
     else:
@@ -267,7 +267,7 @@ _SENDER_REFUSED = "the server refused the sender (MAIL)"
 def _check_envelope(mail_reply: Reply, accepted: list[str], rejected: dict[str, Reply]) -> None:
     # RFC 5321 §4.2.2: 251 and 252 are acceptance as much as 250 (DESIGN rule 10).
     if mail_reply.code // 100 != 2:
-        raise SmtpResponseError(_SENDER_REFUSED, reply=mail_reply)
+        raise SmtpResponseError(_SENDER_REFUSED, reply=mail_reply, command="MAIL")
     if not accepted:
         raise SmtpFailedRecipientsError(_failures(rejected))
 
@@ -276,7 +276,9 @@ def _outcome(
     prepared: PreparedMessage, final: Reply, accepted: list[str], rejected: dict[str, Reply]
 ) -> SendResult:
     if final.code // 100 != 2:
-        raise SmtpResponseError("the server refused the message", reply=final)
+        raise SmtpResponseError(
+            "the server refused the message", reply=final, command="end of data"
+        )
     result = SendResult(tuple(accepted), rejected, final, prepared.message_id)
     if rejected:
         raise SmtpFailedRecipientsError(_failures(rejected), result)
@@ -372,7 +374,7 @@ async def _envelope_with_last(
         final = await transport.end_of_data_reply("the end of data")
     except (*LOST_OR_GARBLED, SmtpDeliveryUnknownError) as exc:
         if mail_reply.code // 100 != 2:  # the transaction never started: refused, not unknown
-            raise SmtpResponseError(_SENDER_REFUSED, reply=mail_reply) from exc
+            raise SmtpResponseError(_SENDER_REFUSED, reply=mail_reply, command="MAIL") from exc
         if isinstance(exc, SmtpDeliveryUnknownError):
             raise
         raise delivery_unknown(exc) from exc

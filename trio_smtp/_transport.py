@@ -611,9 +611,12 @@ class Transport:
             return SmtpProtocolError("unexpected bytes from the server during the message data")
         return SmtpResponseError("the server replied during the message data", reply=reply)
 
-    async def start_tls(self, context: ssl.SSLContext) -> None:
-        """Wrap the stream in TLS (RFC 3207 §4.2: the machine forgets what it learned)."""
-        self.stream = await wrap_tls(self.stream, context, self.host, self.timeouts)
+    async def start_tls(
+        self, context: ssl.SSLContext, session: ssl.SSLSession | None = None
+    ) -> None:
+        """Wrap the stream in TLS (RFC 3207 §4.2: the machine forgets what it learned),
+        resuming ``session`` if the server agrees."""
+        self.stream = await wrap_tls(self.stream, context, self.host, self.timeouts, session)
         self.tls = True
         self.conn.start_tls()
         _note_tls(self.log, self.stream)
@@ -632,6 +635,16 @@ class Transport:
                 except (SmtpError, ProtocolError, trio.BrokenResourceError, OSError):
                     pass  # the server may close first; the connection is done either way
         await self.aclose()
+
+    def tls_session(self) -> ssl.SSLSession | None:
+        """The TLS session, to resume on the next connection (None without TLS).  Under TLS
+        1.3 the server sends its session tickets after the handshake: the session is
+        resumable only once data has been read after it (the greeting, or EHLO's reply)."""
+        stream = self.stream
+        if not isinstance(stream, trio.SSLStream):
+            return None
+        session: ssl.SSLSession | None = stream.session
+        return session
 
     async def aclose(self) -> None:
         """Close at once, without a word to the server (never blocks).
@@ -721,7 +734,9 @@ class _Watcher:
 def _note_tls(log: ProtocolLog, stream: trio.abc.Stream) -> None:
     if isinstance(stream, trio.SSLStream):
         cipher = stream.cipher()
-        log.note(f"TLS established: {stream.version()} {cipher[0] if cipher else ''}".rstrip())
+        resumed = " (session resumed)" if stream.session_reused else ""
+        text = f"TLS established: {stream.version()} {cipher[0] if cipher else ''}".rstrip()
+        log.note(text + resumed)
 
 
 def _or_inf(seconds: float | None) -> float:
@@ -729,16 +744,30 @@ def _or_inf(seconds: float | None) -> float:
 
 
 async def wrap_tls(
-    stream: trio.abc.Stream, context: ssl.SSLContext, host: str, timeouts: Timeouts
+    stream: trio.abc.Stream,
+    context: ssl.SSLContext,
+    host: str,
+    timeouts: Timeouts,
+    session: ssl.SSLSession | None = None,
 ) -> trio.SSLStream[trio.abc.Stream]:
     """TLS over ``stream``, handshake done (certificate and host name checked by ``context``).
 
     ``https_compatible=False``: we send close_notify on a polite close.  SMTP frames its own
     data (replies, the terminator), so a ragged EOF cannot truncate anything unnoticed.
+
+    ``session``: a session of an earlier connection to the same server with the same
+    ``context``, offered for resumption (RFC 8446 §2.2: no certificate exchange, fewer
+    computations; the server may refuse and run a full handshake).  ``trio.SSLStream``
+    forwards ``session`` to its ``ssl.SSLObject``, which takes it before the handshake.
     """
     tls_stream = trio.SSLStream(
         stream, context, server_hostname=host or None, https_compatible=False
     )
+    if session is not None:
+        try:
+            tls_stream.session = session
+        except (ValueError, ssl.SSLError):  # not from this context: a full handshake
+            pass
     try:
         with (
             map_errors("the TLS handshake", tls=True),
@@ -761,9 +790,11 @@ async def open_transport(
     stream_factory: StreamFactory | None = None,
     unix_socket: str | None = None,
     proxy: Proxy | None = None,
+    tls_session: ssl.SSLSession | None = None,
 ) -> Transport:
     """Connect (happy eyeballs, RFC 8305, via trio.open_tcp_stream; or to ``unix_socket``;
-    or through ``stream_factory`` or ``proxy``), TLS first if implicit."""
+    or through ``stream_factory`` or ``proxy``), TLS first if implicit (resuming
+    ``tls_session``)."""
     peer = unix_socket if unix_socket is not None else f"{host}:{port}"
     what = "connecting" if stream_factory is not None else f"the connection to {peer}"
     if proxy is not None:
@@ -784,7 +815,7 @@ async def open_transport(
     log.note("connected" if proxy is None else f"connected through the proxy {proxy.display}")
     if security is Security.IMPLICIT_TLS:
         assert context is not None
-        stream = await wrap_tls(stream, context, host, timeouts)
+        stream = await wrap_tls(stream, context, host, timeouts, tls_session)
         _note_tls(log, stream)
     transport = Transport(stream, ClientConnection(), host=host, timeouts=timeouts, log=log)
     if proxy is not None:
