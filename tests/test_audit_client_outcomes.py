@@ -213,7 +213,10 @@ class _FailsOnTerminator(ForwardingStream):
 
 
 @pytest.mark.parametrize("size", [100, 1_000_000], ids=["one-write", "streamed"])
-async def test_terminator_write_that_fails_is_not_delivery_unknown(size: int) -> None:
+async def test_terminator_write_that_fails_is_not_delivery_unknown(
+    size: int, autojump_clock: trio.testing.MockClock
+) -> None:
+    # (autojump: after the failed write the client waits a little for the server's reason.)
     streams: list[_FailsOnTerminator] = []
     async with SmtpServer(tls="none", disable={"CHUNKING"}) as server:
 

@@ -65,6 +65,10 @@ __all__ = ["StreamFactory", "Transport", "deadline", "map_errors", "open_transpo
 #: Bytes asked for per read: replies are small, but a pipelined group's replies come together.
 RECEIVE_SIZE = 65536
 
+#: At most this long after a failed data write for the reason the server may have sent (it
+#: is already here, or on its way), and never longer than the write's own deadline.
+_REASON_WAIT = 5.0
+
 #: Message data per write: large enough to amortise the syscall, small enough to bound memory.
 _DATA_CHUNK = 256 * 1024
 # Message data may be written in these states with no reply in between.
@@ -512,8 +516,9 @@ class Transport:
         """The writer's task in :meth:`_write_watched`: returns what stopped it, never raises.
 
         After the terminator it waits for the reply (``data_termination``).  After a failed
-        write it waits for the reason the server may have sent before closing, but only
-        until that write's own ``data_block`` deadline: no wait here outlasts the budget
+        write it waits for the reason the server may have sent before closing, at most
+        ``_REASON_WAIT`` and never past that write's own ``data_block`` deadline: no wait
+        here outlasts the budget
         :class:`~trio_smtp.Timeouts` gives its phase (a write that timed out waits no more).
         """
         error: Exception | None = None
@@ -529,7 +534,9 @@ class Transport:
                 if error is None:
                     limit = trio.current_time() + _or_inf(self.timeouts.data_termination)
                 else:
-                    limit = watcher.write_deadline
+                    # A failed write's reason, if the server sent one, is here or on its
+                    # way: a short wait, and never past the write's own deadline.
+                    limit = min(watcher.write_deadline, trio.current_time() + _REASON_WAIT)
                 with trio.move_on_at(limit):
                     await watcher.arrived.wait()
         except BaseException as exc:  # a cancel from outside: _write_watched raises it
