@@ -407,3 +407,20 @@ def test_scram_iteration_count_must_be_ascii_digits(count: str) -> None:
     mech.auth_command()
     with pytest.raises(SaslError, match="iteration count"):
         mech.respond(f"r=abcdef,s=QSXCR+Q6sek8bf92,i={count}".encode())
+
+
+@pytest.mark.parametrize("cls", [ScramSha256, ScramSha1])
+@pytest.mark.parametrize(
+    "message", [b"r=abcdef\xc3\xa9,s=QSXCR+Q6sek8bf92,i=4096", b"v=\xc2\x80", b"e=\xc3\xa9chec"]
+)
+def test_scram_non_ascii_server_messages_are_refused_before_scramp(
+    cls: type[ScramSha256], message: bytes
+) -> None:
+    # RFC 5802 §7: server messages are ASCII.  scramp 1.4 (what pip picks on Python 3.10)
+    # raised TypeError from hmac.compare_digest on a non-ASCII verifier.
+    mech = cls("user", "pencil", nonce="abc")
+    mech.auth_command()
+    if not message.startswith(b"r="):
+        mech.respond(b"r=abcdef,s=QSXCR+Q6sek8bf92,i=4096")
+    with pytest.raises(SaslError, match="not ASCII"):
+        mech.respond(message)

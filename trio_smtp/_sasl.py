@@ -349,9 +349,15 @@ class _Scram(Mechanism):
         import scramp  # already loaded by reset(): a dictionary lookup
 
         try:
+            # RFC 5802 §7: every server message (nonce, salt, iteration count, verifier or
+            # error) is printable ASCII; scramp compares with hmac.compare_digest, which
+            # raises TypeError on non-ASCII str (seen with scramp 1.4 on Python 3.10).
             message = challenge.decode("utf-8")
             if self._rounds == 1:
                 self._check_iterations(message)
+            if not message.isascii():
+                raise SaslError(f"{self.name}: the server's message is not ASCII (RFC 5802)")
+            if self._rounds == 1:
                 self._client.set_server_first(message)
                 final: str = self._client.get_client_final()
                 return final.encode("utf-8")
