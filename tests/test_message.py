@@ -307,7 +307,7 @@ def test_size_checked_against_server_limit() -> None:
     check_against_server(prepared, large)
 
 
-# -- the fast EmailMessage path gives exactly what the straightforward one gave ---------------
+# -- the data and envelope are exactly what the straightforward smtplib way gives -----------------
 
 
 def _reference_data(message: Message, utf8: bool) -> bytes:
