@@ -66,11 +66,12 @@ class _Finder(ast.NodeVisitor):
         outer, self.function = self.function, node.name
         # Annotations are not uses (never evaluated: ``from __future__ import annotations``);
         # typeshed names some types only privately (``argparse._SubParsersAction``).
-        for arg in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs):
+        arguments = node.args
+        for arg in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs):
             arg.annotation = None
-        for arg in (node.args.vararg, node.args.kwarg):
-            if arg is not None:
-                arg.annotation = None
+        for rest in (arguments.vararg, arguments.kwarg):
+            if rest is not None:
+                rest.annotation = None
         node.returns = None
         self.generic_visit(node)
         self.function = outer
