@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -107,8 +108,26 @@ async def test_untrusted_certificate_fails_and_insecure_shows_it(
     assert insecure == 0
     assert "WARNING: --insecure" in second.out
     assert "verified: NO" in second.out
-    # Decoded even though the ssl module does not decode unverified certificates itself.
-    assert re.search(r"subject:  .*Testing cert", second.out)
+    # Decoded (by cryptography) although the ssl module decodes only what it verified.
+    assert re.search(r"subject:  O=trustme.*, OU=Testing cert", second.out)
+    assert re.search(r"issuer:   O=trustme.*, OU=Testing CA", second.out)
+    assert "valid:    Jan  1 00:00:00 2000 GMT to Jan  1 00:00:00 3000 GMT (expires in" in (
+        second.out
+    )
+    assert "names:    DNS:localhost, IP Address:127.0.0.1, IP Address:::1" in second.out
+
+
+async def test_insecure_without_cryptography_shows_the_fingerprint(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # import cryptography fails
+    async with SmtpServer() as server:
+        status = await run_cli("probe", f"smtp://{address(server)}", "--insecure")
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "subject:  (not decoded: pip install 'trio-smtp[probe]' to see it)" in out
+    assert re.search(r"sha256:   ([0-9A-F]{2}:){31}[0-9A-F]{2}\n", out)
+    assert "verified: NO" in out
 
 
 async def test_timeout_waiting_for_the_greeting_exits_4(
@@ -184,3 +203,11 @@ async def test_unix_socket(
     assert f"server:     {path} (no TLS)" in out
     assert "AUTH:       PLAIN" in out
     assert server.connections[0].verbs == ["EHLO", "QUIT"]
+
+
+def test_a_certificate_that_does_not_parse_shows_its_fingerprint() -> None:
+    from trio_smtp._probe import _unverified_certificate
+
+    cert = _unverified_certificate(b"not DER at all")
+    assert (cert.subject, cert.not_after, cert.alt_names) == ("(malformed)", "?", ())
+    assert len(cert.sha256) == 32 * 3 - 1

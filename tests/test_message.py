@@ -307,7 +307,7 @@ def test_size_checked_against_server_limit() -> None:
     check_against_server(prepared, large)
 
 
-# -- the fast EmailMessage path gives exactly what the straightforward one gave ---------------
+# -- the data and envelope are exactly what the straightforward smtplib way gives -----------------
 
 
 def _reference_data(message: Message, utf8: bool) -> bytes:
@@ -593,3 +593,67 @@ def test_envelope_from_any_address_text_is_the_reference_or_both_refuse(
         return
     assert expected is not None, "a list the reference refuses was sent"
     assert (prepared.envelope.sender, list(prepared.envelope.recipients)) == expected
+
+
+# -- serialise() is the plain stdlib path: the same message built without Bcc, as_bytes() ------
+
+#: Header names a message may carry, Bcc and Resent-Bcc in any case among them.
+_NAMES = st.sampled_from(
+    ["To", "Cc", "Subject", "X-Other", "Reply-To", "Bcc", "BCC", "bcc", "Resent-Bcc", "RESENT-BCC"]
+)
+_ADDRESS = st.sampled_from(["b@example.net", "Zoë <z@example.net>", '"Doe, J" <j@example.net>'])
+_BODY = st.lists(st.sampled_from([*"ab .\r\n\tü漢", "\n.", "From "]), max_size=60).map("".join)
+
+
+def _build(
+    fields: list[tuple[str, str]], body: str, parts: int, policy: email.policy.Policy
+) -> EmailMessage:
+    msg = EmailMessage(policy=policy)
+    msg["From"] = "Ann <a@example.org>"
+    for name, value in fields:
+        msg[name] = value
+    msg.set_content(body)
+    for n in range(parts):
+        msg.add_attachment(body.encode() + bytes([n]), "application", "octet-stream")
+    if parts == 2:  # a message/rfc822 part: its own Bcc is content, never stripped
+        msg.add_attachment(_build([("Bcc", "inner@example.net")], body, 0, policy))
+    return msg
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fields=st.lists(st.tuples(_NAMES, _ADDRESS | _HEADER_TEXT), max_size=8),
+    body=_BODY,
+    parts=st.integers(0, 2),
+    utf8=st.booleans(),
+    limit=st.sampled_from([0, 40, 78]),
+    boundary=st.booleans(),
+)
+def test_serialise_is_as_bytes_of_the_message_built_without_bcc(
+    fields: list[tuple[str, str]], body: str, parts: int, utf8: bool, limit: int, boundary: bool
+) -> None:
+    from trio_smtp._serialise import serialise
+
+    policy = email.policy.default.clone(max_line_length=limit)
+    hidden = {"bcc", "resent-bcc"}
+    try:
+        message = _build(fields, body, parts, policy)
+        shown = [field for field in fields if field[0].lower() not in hidden]
+        expected_message = _build(shown, body, parts, policy)
+    except (ValueError, IndexError, AttributeError):
+        return  # what the header registry refuses (or its parser crashes on) is never sent
+    if boundary and parts:
+        message.set_boundary("===b===")
+        expected_message.set_boundary("===b===")
+    # as_bytes() would give a multipart without a boundary one: only look at the others.
+    unchanged = not parts or boundary
+    before = message.as_bytes() if unchanged else None
+    random.seed(1)  # a boundary made up while generating must be the same in both runs
+    data = serialise(message, utf8)
+    random.seed(1)
+    expected = expected_message.as_bytes(policy=policy.clone(linesep="\r\n", utf8=utf8))
+    assert data == expected
+    assert message.get_boundary() is None or unchanged  # serialising gave it none either
+    if before is not None:
+        assert message.as_bytes() == before
+    assert len(message.get_all("Bcc") or ()) == sum(f[0].lower() == "bcc" for f in fields)

@@ -119,3 +119,45 @@ async def test_malformed_reply_is_protocol_error() -> None:
     with pytest.raises(SmtpProtocolError):
         await transport.read_reply("greeting", 5)
     assert transport.broken
+
+
+async def _tls_pair() -> tuple[trio.SSLStream[trio.abc.Stream], trio.SSLStream[trio.abc.Stream]]:
+    import trustme
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("mx.example.net").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    client_end, server_end = trio.testing.memory_stream_pair()
+    client: trio.SSLStream[trio.abc.Stream]
+    server: trio.SSLStream[trio.abc.Stream]
+    client = trio.SSLStream(client_end, client_context, server_hostname="mx.example.net")
+    server = trio.SSLStream(server_end, server_context, server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.do_handshake)
+        nursery.start_soon(server.do_handshake)
+    return client, server
+
+
+async def test_tls_records_already_taken_from_the_transport_are_seen() -> None:
+    """A reply and a stray line in two TLS records that arrive in one read: receive_some
+    returns the first record's text, and the second stays, still encrypted, in the
+    SSLStream's incoming buffer; neither ``pending()`` (decrypted bytes only) nor the socket
+    (already read) shows it.  ``_readable`` looks into trio's private ``_incoming``: if this
+    fails, trio renamed it and the look before a write is blind to such records (DESIGN rule
+    11: the stray line would be read as the reply to the next command)."""
+    from trio_smtp._transport import _readable
+
+    client, server = await _tls_pair()
+    assert isinstance(getattr(client, "_incoming", None), ssl.MemoryBIO), (
+        "trio.SSLStream no longer keeps its received TLS records in _incoming: "
+        "update trio_smtp._transport._readable"
+    )
+    await server.send_all(b"250 2.0.0 queued\r\n")
+    await server.send_all(b"250 2.0.0 stray\r\n")  # a second record, in the same read
+    assert await client.receive_some(65536) == b"250 2.0.0 queued\r\n"
+    assert client.pending() == 0  # what the public API sees: nothing decrypted is waiting
+    assert _readable(client)
+    assert await client.receive_some(65536) == b"250 2.0.0 stray\r\n"
+    assert not _readable(client)

@@ -19,7 +19,6 @@ import math
 import os
 import ssl
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -66,7 +65,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class CertificateInfo:
-    """The server certificate, as far as the ``ssl`` module decodes it."""
+    """The server certificate: decoded by the ``ssl`` module when it was verified, else by
+    ``cryptography`` when installed (names in RFC 4514 short form), else only its digest."""
 
     subject: str
     issuer: str
@@ -239,28 +239,35 @@ def tls_info(stream: trio.abc.Stream, how: str, context: ssl.SSLContext | None) 
     ssl_stream: Any = stream  # SSLStream forwards these to its SSLObject
     cipher = ssl_stream.cipher()
     der = ssl_stream.getpeercert(binary_form=True)
-    decoded = ssl_stream.getpeercert() or (_decode_der(der) if der else {})
     verified = context is not None and context.verify_mode is not ssl.CERT_NONE
+    certificate = None
+    if der:
+        decoded = ssl_stream.getpeercert()  # empty unless the certificate was verified
+        certificate = _certificate(decoded, der) if decoded else _unverified_certificate(der)
     return TlsInfo(
         how=how,
         version=ssl_stream.version(),
         cipher=cipher[0] if cipher else None,
         bits=cipher[2] if cipher else None,
         verified=verified,
-        certificate=_certificate(decoded, der) if der else None,
+        certificate=certificate,
     )
 
 
 def _certificate(decoded: Mapping[str, Any], der: bytes) -> CertificateInfo:
-    digest = hashlib.sha256(der).hexdigest().upper()
     return CertificateInfo(
         subject=_name(decoded.get("subject", ())),
         issuer=_name(decoded.get("issuer", ())),
         not_before=str(decoded.get("notBefore", "?")),
         not_after=str(decoded.get("notAfter", "?")),
         alt_names=tuple(f"{kind}:{value}" for kind, value in decoded.get("subjectAltName", ())),
-        sha256=":".join(digest[i : i + 2] for i in range(0, len(digest), 2)),
+        sha256=_fingerprint(der),
     )
+
+
+def _fingerprint(der: bytes) -> str:
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
 def _name(rdns: Any) -> str:
@@ -268,25 +275,64 @@ def _name(rdns: Any) -> str:
     return ", ".join(f"{key}={value}" for rdn in rdns for key, value in rdn) or "(empty)"
 
 
-def _decode_der(der: bytes) -> Mapping[str, Any]:
-    """Decode a certificate that was not verified (``getpeercert()`` is empty then).
+#: What an unverified certificate shows when ``cryptography`` is not installed.
+NOT_DECODED = "(not decoded: pip install 'trio-smtp[probe]' to see it)"
 
-    The ssl module decodes only through its private ``_test_decode_cert``, which reads a
-    file; when it is missing, only the fingerprint is shown.
+
+def _unverified_certificate(der: bytes) -> CertificateInfo:
+    """A certificate that was not verified (``--insecure``), decoded by ``cryptography``.
+
+    The ``ssl`` module decodes only what it verified (``getpeercert()`` is empty otherwise),
+    and its decoder is private; ``cryptography`` (the ``probe`` extra) reads the DER bytes.
+    Names come in RFC 4514 short form (``O=``, ``CN=``), in the certificate's order.  Without
+    ``cryptography`` only the fingerprint is shown.
     """
-    decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)
-    if decode is None:
-        return {}
-    fd, path = tempfile.mkstemp(suffix=".pem")
     try:
-        with os.fdopen(fd, "w") as file:
-            file.write(ssl.DER_cert_to_PEM_cert(der))
-        result: Mapping[str, Any] = decode(path)
-        return result
-    except (OSError, ValueError, ssl.SSLError):
-        return {}
-    finally:
-        os.unlink(path)
+        from cryptography import x509  # an optional dependency: only --insecure needs it
+    except ImportError:
+        return CertificateInfo(NOT_DECODED, NOT_DECODED, "?", "?", (), _fingerprint(der))
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        alt_names = tuple(_general_name(name) for name in san)
+    except x509.ExtensionNotFound:
+        alt_names = ()
+    except ValueError:  # DER the server sent that does not parse: say so, show the digest
+        return CertificateInfo("(malformed)", "(malformed)", "?", "?", (), _fingerprint(der))
+    return CertificateInfo(
+        subject=_x509_name(cert.subject),
+        issuer=_x509_name(cert.issuer),
+        not_before=_asn1_time(cert.not_valid_before_utc),
+        not_after=_asn1_time(cert.not_valid_after_utc),
+        alt_names=alt_names,
+        sha256=_fingerprint(der),
+    )
+
+
+def _x509_name(name: Any) -> str:
+    """A ``cryptography`` Name -> ``"O=x, OU=y"`` (short names, the certificate's order)."""
+    parts = [f"{a.rfc4514_attribute_name}={a.value}" for rdn in name.rdns for a in rdn]
+    return ", ".join(parts) or "(empty)"
+
+
+def _general_name(name: Any) -> str:
+    """A subjectAltName entry, labelled as ``getpeercert()`` labels it."""
+    from cryptography import x509
+
+    kinds = (
+        (x509.DNSName, "DNS"),
+        (x509.IPAddress, "IP Address"),
+        (x509.RFC822Name, "email"),
+        (x509.UniformResourceIdentifier, "URI"),
+    )
+    label = next((label for kind, label in kinds if isinstance(name, kind)), type(name).__name__)
+    return f"{label}:{name.value}"
+
+
+def _asn1_time(moment: datetime.datetime) -> str:
+    """The ``ssl`` module's form, ``"Jan  1 00:00:00 2000 GMT"`` (what :func:`expires_in` reads)."""
+    month = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+    return f"{month[moment.month - 1]} {moment.day:2d} {moment:%H:%M:%S} {moment.year} GMT"
 
 
 def expires_in(not_after: str, now: datetime.datetime | None = None) -> str:

@@ -673,10 +673,20 @@ _TLS_RECORD_WAIT = 0.005
 def _readable(stream: trio.abc.Stream) -> bool:
     """Whether the server sent something (or closed) that is not read yet, without
     blocking: TLS records or plaintext already in a TLS stream's buffers, or a readable
-    socket.  False for streams that are not (TLS over) a socket: they cannot be looked at."""
+    socket.  False for streams that are not (TLS over) a socket: they cannot be looked at.
+
+    The one private read of a library object in trio_smtp, and why no public way serves:
+    ``SSLStream.receive_some`` moves all the socket has into its incoming ``MemoryBIO`` but
+    returns the text of one TLS record; records behind it stay there, encrypted, where
+    neither ``pending()`` (decrypted bytes only) nor the socket (already read) shows them.
+    trio does not expose that BIO, and reaching it through the ``SSLContext`` would change
+    the caller's context; a receive instead of a look would take the bytes from the reader
+    (during DATA another task is receiving).  If trio renames ``_incoming`` this look only
+    goes blind to such records (the next read still gets them);
+    ``tests/test_transport.py::test_tls_records_already_taken_from_the_transport_are_seen``
+    fails loudly then."""
     while isinstance(stream, trio.SSLStream):
-        # trio keeps received records in a MemoryBIO it does not expose: look, if it is there.
-        incoming = getattr(stream, "_incoming", None)
+        incoming = getattr(stream, "_incoming", None)  # trio's private MemoryBIO (see above)
         if stream.pending() or (incoming is not None and incoming.pending):
             return True
         stream = stream.transport_stream

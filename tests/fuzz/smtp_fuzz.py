@@ -1090,13 +1090,27 @@ _SCALARS = (
 )
 
 
+def seed_trio_scheduler(seed: int) -> bool:
+    """Seed the random order in which Trio runs the tasks ready at once; False if it cannot.
+
+    Trio has no public way to do this: its own Hypothesis integration seeds the same
+    ``trio._core._run._r`` (through ``hypothesis.register_random``) for ``@given`` tests
+    only, and the fuzz replays a seed outside them.  A private read kept in this one test
+    helper (nothing shipped depends on it); ``test_fuzz_client.py`` fails loudly if Trio
+    moves it.
+    """
+    shuffle = getattr(trio._core._run, "_r", None)
+    if not isinstance(shuffle, random.Random):
+        return False
+    shuffle.seed(seed)
+    return True
+
+
 def _run(script: Script) -> Result:
     """One ``trio.run``: a MockClock that jumps when every task has been blocked for 2 ms
     of real time (loopback TCP delivers at once, so only real stalls let time jump), and
     Trio's scheduler shuffle seeded from the script so that a seed replays the same run."""
-    shuffle = getattr(trio._core._run, "_r", None)
-    if isinstance(shuffle, random.Random):
-        shuffle.seed(script.seed)
+    seed_trio_scheduler(script.seed)
     clock = trio.testing.MockClock(autojump_threshold=0.002)
     return trio.run(conversation, script, clock=clock)
 
