@@ -11,7 +11,6 @@ from trio_smtp.protocol import (
     AuthResponse,
     Bdat,
     Command,
-    CommandSyntaxError,
     Data,
     Ehlo,
     EndOfData,
@@ -25,14 +24,17 @@ from trio_smtp.protocol import (
     Rset,
     StartTls,
     Vrfy,
-    parse_command_line,
-    parse_path_and_params,
     validate_address,
     validate_domain,
-    xtext_decode,
     xtext_encode,
 )
 from trio_smtp.protocol._syntax import _validate_address, check_text
+from trio_smtp.testing import (
+    CommandSyntaxError,
+    parse_command_line,
+    parse_path_and_params,
+    xtext_decode,
+)
 
 
 @pytest.mark.parametrize(

@@ -19,10 +19,10 @@ from trio_smtp.protocol._data import (
     BodyKind,
     DataEncoder,
     LineEndingNormalizer,
-    decode_data,
     encode_data,
     normalize_line_endings,
 )
+from trio_smtp.testing import decode_data
 
 # ---------------------------------------------------------------- models and strategies
 

@@ -12,8 +12,8 @@ from trio_smtp.protocol import (
     ReplyLimits,
     ReplyParser,
     _replies,
-    format_reply,
 )
+from trio_smtp.testing import format_reply
 
 
 def parse_all(data: bytes, limits: ReplyLimits | None = None) -> list[Reply]:
@@ -194,13 +194,17 @@ def test_limits_hold_for_a_reply_seen_before() -> None:
 
 
 def test_distinct_replies_do_not_grow_memory() -> None:
-    lines = b"".join(b"250 2.0.0 Ok: queued as %d\r\n" % i for i in range(5000))
-    replies = parse_all(lines)
-    assert [r.text for r in replies[-2:]] == [
+    parser = ReplyParser()
+    replies = []
+    for i in range(5000):
+        parser.receive_data(b"250 2.0.0 Ok: queued as %d\r\n" % i)
+        replies.append(parser.next_reply())
+    assert [r.text for r in replies[-2:] if r is not None] == [
         "2.0.0 Ok: queued as 4998",
         "2.0.0 Ok: queued as 4999",
     ]
-    assert len(_replies._ONE_LINE_REPLIES) <= 256
+    # The parser's memo of one-line replies seen (per connection, not per process).
+    assert len(parser._one_line) <= _replies._CACHE_SIZE
 
 
 def test_endless_multiline_reply_is_bounded() -> None:
