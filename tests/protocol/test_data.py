@@ -158,21 +158,6 @@ def test_normalizer_does_not_stuff() -> None:
     assert out + normalizer.finish() == b".x\r\n.y\r\n"
 
 
-# ---------------------------------------------------------------- decode_data
-
-
-def test_decode_data_unstuffs_line_starts_only() -> None:
-    assert decode_data(b"..a\r\nb..c\r\n...\r\n") == b".a\r\nb..c\r\n..\r\n"
-    assert decode_data(b"") == b""
-
-
-def test_decode_data_refuses_the_terminator_line() -> None:
-    with pytest.raises(ValueError):
-        decode_data(b".\r\n")
-    with pytest.raises(ValueError):
-        decode_data(b"a\r\n.\r\nb\r\n")
-
-
 # ---------------------------------------------------------------- properties
 
 
