@@ -69,8 +69,14 @@ def state_name(state: Any) -> str:
 
 
 def event_name(event: Any) -> str:
+    """A label for an event: ``Sent(MAIL)`` -> ``MAIL send``, ``Replied(MAIL, OK)`` ->
+    ``MAIL ok`` (events about one step of the session); anything else by its name."""
     if isinstance(event, str):
         return event
+    step = getattr(event, "step", None)
+    if step is not None:
+        outcome = getattr(event, "outcome", None)
+        return f"{state_name(step)} {'send' if outcome is None else state_name(outcome).lower()}"
     return str(getattr(event, "__name__", None) or getattr(event, "name", None) or event)
 
 
@@ -116,19 +122,15 @@ def dot_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-_EVENT = re.compile(r"^(send|reply):([^:]+)(?::(.+))?$")
-
-
 def compact_label(events: Iterable[str]) -> list[str]:
-    """Label lines: ``send:MAIL``, ``reply:MAIL:ok`` -> ``MAIL send/ok``; others as they are."""
+    """Label lines: ``MAIL send``, ``MAIL ok`` -> ``MAIL send/ok``; others as they are."""
     grouped: dict[str, list[str]] = {}
     for event in events:
-        match = _EVENT.match(event)
-        if match is None:
+        name, _, part = event.partition(" ")
+        if not part:
             grouped.setdefault(event, [])
             continue
-        kind, name, outcome = match.groups()
-        grouped.setdefault(name, []).append("send" if kind == "send" else (outcome or "reply"))
+        grouped.setdefault(name, []).append(part)
     return [
         f"{name} {'/'.join(sorted(parts, key=_part_order))}".rstrip()
         for name, parts in grouped.items()

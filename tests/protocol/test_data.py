@@ -19,10 +19,10 @@ from trio_smtp.protocol._data import (
     BodyKind,
     DataEncoder,
     LineEndingNormalizer,
-    decode_data,
     encode_data,
     normalize_line_endings,
 )
+from trio_smtp.testing import decode_data
 
 # ---------------------------------------------------------------- models and strategies
 
@@ -156,21 +156,6 @@ def test_normalizer_does_not_stuff() -> None:
     normalizer = LineEndingNormalizer()
     out = normalizer.encode(b".x\r") + normalizer.encode(b"\n.y\r\n")
     assert out + normalizer.finish() == b".x\r\n.y\r\n"
-
-
-# ---------------------------------------------------------------- decode_data
-
-
-def test_decode_data_unstuffs_line_starts_only() -> None:
-    assert decode_data(b"..a\r\nb..c\r\n...\r\n") == b".a\r\nb..c\r\n..\r\n"
-    assert decode_data(b"") == b""
-
-
-def test_decode_data_refuses_the_terminator_line() -> None:
-    with pytest.raises(ValueError):
-        decode_data(b".\r\n")
-    with pytest.raises(ValueError):
-        decode_data(b"a\r\n.\r\nb\r\n")
 
 
 # ---------------------------------------------------------------- properties

@@ -13,10 +13,10 @@ from trio_smtp.protocol import (
     Reply,
     ReplyLimits,
     ReplyParser,
-    format_reply,
     validate_address,
 )
 from trio_smtp.protocol import LocalProtocolError as LocalError
+from trio_smtp.testing import format_reply
 
 # Reply text: anything printable (no control characters, no surrogates), UTF-8 included.
 line_text = st.text(

@@ -18,11 +18,8 @@ from ._commands import Rcpt as Rcpt
 from ._commands import Rset as Rset
 from ._commands import StartTls as StartTls
 from ._commands import Vrfy as Vrfy
-from ._commands import parse_command_line as parse_command_line
-from ._commands import parse_path_and_params as parse_path_and_params
 from ._commands import validate_address as validate_address
 from ._commands import validate_domain as validate_domain
-from ._commands import xtext_decode as xtext_decode
 from ._commands import xtext_encode as xtext_encode
 from ._connection import NEED_DATA as NEED_DATA
 from ._connection import ClientConnection as ClientConnection
@@ -32,10 +29,8 @@ from ._data import BodyInspector as BodyInspector
 from ._data import BodyKind as BodyKind
 from ._data import DataEncoder as DataEncoder
 from ._data import LineEndingNormalizer as LineEndingNormalizer
-from ._data import decode_data as decode_data
 from ._data import encode_data as encode_data
 from ._data import normalize_line_endings as normalize_line_endings
-from ._errors import CommandSyntaxError as CommandSyntaxError
 from ._errors import LocalProtocolError as LocalProtocolError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteProtocolError as RemoteProtocolError
@@ -44,7 +39,12 @@ from ._replies import ReceiveBuffer as ReceiveBuffer
 from ._replies import Reply as Reply
 from ._replies import ReplyLimits as ReplyLimits
 from ._replies import ReplyParser as ReplyParser
-from ._replies import format_reply as format_reply
 from ._state import EVENTS as EVENTS
 from ._state import TRANSITIONS as TRANSITIONS
+from ._state import Event as Event
+from ._state import Outcome as Outcome
+from ._state import Replied as Replied
+from ._state import Sent as Sent
+from ._state import Signal as Signal
 from ._state import State as State
+from ._state import Step as Step

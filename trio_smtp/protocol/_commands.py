@@ -11,13 +11,11 @@ without SMTPUTF8 (RFC 6531).
 from __future__ import annotations
 
 import base64
-import functools
-import re
 from typing import ClassVar, Literal
 
-from ._errors import CommandSyntaxError, LocalProtocolError
+from ._errors import LocalProtocolError
 from ._frozen import Frozen, set_field
-from ._syntax import check_text, validate_address, validate_domain, xtext_decode, xtext_encode
+from ._syntax import check_text, validate_address, validate_domain, xtext_encode
 
 __all__ = [
     "Auth",
@@ -35,11 +33,8 @@ __all__ = [
     "Rset",
     "StartTls",
     "Vrfy",
-    "parse_command_line",
-    "parse_path_and_params",
     "validate_address",
     "validate_domain",
-    "xtext_decode",
     "xtext_encode",
 ]
 
@@ -408,106 +403,3 @@ def _notify(notify: tuple[str, ...]) -> str:
     if not values or len(set(values)) != len(values) or not _NOTIFY.issuperset(values):
         raise LocalProtocolError(f"invalid NOTIFY {notify!r}")
     return ",".join(values)
-
-
-# ---- Server side: the same grammar, parsed (used by trio_smtp.testing) ----
-
-
-# The server side's patterns are compiled on first use (only trio_smtp.testing parses
-# commands): compiling them cost every ``import trio_smtp`` ~0.35 ms.  Cached, immutable.
-
-
-@functools.cache
-def _line_control() -> re.Pattern[str]:
-    return re.compile(r"[\x00-\x1f\x7f]")
-
-
-@functools.cache
-def _path_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """``FROM:``/``TO:`` with an optional space; a path: "<", then quoted strings or
-    anything but brackets and quotes, then ">"."""
-    return (
-        re.compile(r"(?:FROM|TO):[ ]?", re.IGNORECASE),
-        re.compile(r'<((?:"(?:[^"\\]|\\.)*"|[^<>"])*)>'),
-    )
-
-
-@functools.cache
-def _param_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """RFC 5321 §4.1.2 esmtp-keyword; the value is any run of non-space, non-"="
-    characters (esmtp-value, widened to UTF-8 by RFC 6531 §3.3)."""
-    return re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*"), re.compile(r"[^\s=]+")
-
-
-def parse_command_line(line: bytes) -> tuple[str, str]:
-    """Server side: split one command line into ``(VERB, argument)``.
-
-    The line end (CRLF or LF) is removed, the verb upper-cased, the argument stripped of
-    surrounding spaces: ``b"mail FROM:<a@b> SIZE=10\\r\\n"`` -> ``("MAIL", "FROM:<a@b>
-    SIZE=10")``.  Raises :class:`~trio_smtp.protocol.CommandSyntaxError` (code 500) for a
-    line that is not UTF-8, contains a control character (a bare CR included), or whose
-    verb is not alphabetic (an empty line included).
-    """
-    if line.endswith(b"\r\n"):
-        line = line[:-2]
-    elif line.endswith(b"\n"):
-        line = line[:-1]
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CommandSyntaxError(500, "command line is not UTF-8") from None
-    if _line_control().search(text):
-        raise CommandSyntaxError(500, "control character in command line")
-    verb, _, argument = text.partition(" ")
-    if not (verb.isascii() and verb.isalpha()):
-        raise CommandSyntaxError(500, f"unrecognised command {verb[:20]!r}")
-    return verb.upper(), argument.strip(" ")
-
-
-def parse_path_and_params(argument: str) -> tuple[str, dict[str, str | None]]:
-    """Server side: parse a MAIL/RCPT argument into ``(address, {KEYWORD: value})``.
-
-    A leading ``FROM:`` or ``TO:`` (any case, one optional space after the colon) is
-    skipped, then ``<path>`` and space-separated ``KEYWORD[=value]`` parameters
-    (RFC 5321 §4.1.2).  The address comes back without brackets and without an obsolete
-    source route (``<@a,@b:u@c>`` -> ``u@c``, RFC 5321 §4.1.2 / Appendix C); ``<>`` gives
-    ``""``.  The address is not otherwise validated (use :func:`validate_address`);
-    keywords are upper-cased, values are raw (decode ENVID/ORCPT with
-    :func:`xtext_decode`), a bare keyword maps to ``None``.  Raises
-    :class:`~trio_smtp.protocol.CommandSyntaxError` (code 501) for a missing or
-    unterminated path, text glued to the path, a malformed or repeated parameter.
-    """
-    path_prefix, path_pattern = _path_patterns()
-    prefix = path_prefix.match(argument)
-    rest = argument[prefix.end() :] if prefix else argument
-    path = path_pattern.match(rest)
-    if path is None:
-        raise CommandSyntaxError(501, "expected a path in angle brackets")
-    address = _strip_source_route(path.group(1))
-    tail = rest[path.end() :]
-    if tail and not tail.startswith(" "):
-        raise CommandSyntaxError(501, "unexpected text after the path")
-    return address, _parse_params(tail.split())
-
-
-def _strip_source_route(address: str) -> str:
-    if not address.startswith("@"):
-        return address
-    _route, colon, mailbox = address.partition(":")
-    if not colon:
-        raise CommandSyntaxError(501, "malformed source route")
-    return mailbox
-
-
-def _parse_params(tokens: list[str]) -> dict[str, str | None]:
-    params: dict[str, str | None] = {}
-    keyword_pattern, value_pattern = _param_patterns()
-    for token in tokens:
-        keyword, eq, value = token.partition("=")
-        if not keyword_pattern.fullmatch(keyword) or (eq and not value_pattern.fullmatch(value)):
-            raise CommandSyntaxError(501, f"malformed parameter {token[:40]!r}")
-        keyword = keyword.upper()
-        if keyword in params:
-            raise CommandSyntaxError(501, f"parameter {keyword} given twice")
-        params[keyword] = value if eq else None
-    return params

@@ -37,7 +37,6 @@ __all__ = [
     "BodyKind",
     "DataEncoder",
     "LineEndingNormalizer",
-    "decode_data",
     "encode_data",
     "normalize_line_endings",
 ]
@@ -221,21 +220,3 @@ def normalize_line_endings(body: bytes | bytearray | memoryview) -> bytes:
     """One-shot :class:`LineEndingNormalizer`: CRLF line ends, a final CRLF unless empty."""
     normalizer = LineEndingNormalizer()
     return normalizer.encode(body) + normalizer.finish()
-
-
-def decode_data(data: bytes) -> bytes:
-    """Server side / tests: un-stuff DATA bytes (RFC 5321 §4.5.2).
-
-    ``data`` is what the client sent after the 354 reply up to, but not including, the
-    terminator line ``.CRLF``: so it is empty or ends with the CRLF of the last line.  The
-    leading "." of every line (lines end at CRLF only) is removed.  For any body,
-    ``decode_data(encode_data(body)[:-3]) == normalize_line_endings(body)``.
-
-    Raises ValueError if ``data`` contains a line that is a lone ".": that is the
-    terminator, so the data was not cut at it.
-    """
-    if data.startswith(b".\r\n") or b"\r\n.\r\n" in data:
-        raise ValueError("DATA payload contains the terminator line")
-    if data[:1] == b".":
-        data = data[1:]
-    return data.replace(b"\r\n.", b"\r\n")

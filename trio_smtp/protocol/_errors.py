@@ -10,7 +10,7 @@ bytes injected after STARTTLS).  The connection is in ERROR and must be closed.
 
 from __future__ import annotations
 
-__all__ = ["CommandSyntaxError", "LocalProtocolError", "ProtocolError", "RemoteProtocolError"]
+__all__ = ["LocalProtocolError", "ProtocolError", "RemoteProtocolError"]
 
 
 class ProtocolError(Exception):
@@ -23,16 +23,3 @@ class LocalProtocolError(ProtocolError, ValueError):
 
 class RemoteProtocolError(ProtocolError):
     """The server violated the protocol; the connection must not be reused."""
-
-
-class CommandSyntaxError(RemoteProtocolError, ValueError):
-    """Server side: a client's command line broke the RFC 5321 grammar.
-
-    Raised by :func:`~trio_smtp.protocol.parse_command_line` and
-    :func:`~trio_smtp.protocol.parse_path_and_params`.  ``code`` is the reply a server
-    should give: 500 (line or command unrecognisable) or 501 (bad arguments).
-    """
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code

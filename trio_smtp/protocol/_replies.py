@@ -13,13 +13,13 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, ClassVar
 
-from ._errors import LocalProtocolError, RemoteProtocolError
+from ._errors import RemoteProtocolError
 from ._frozen import Frozen, set_field
 
 if TYPE_CHECKING:
     from ._commands import Command
 
-__all__ = ["ReceiveBuffer", "Reply", "ReplyLimits", "ReplyParser", "format_reply"]
+__all__ = ["ReceiveBuffer", "Reply", "ReplyLimits", "ReplyParser"]
 
 
 class ReplyLimits(Frozen):
@@ -95,31 +95,6 @@ class Reply(Frozen):
     def __str__(self) -> str:
         return f"{self.code} {self.text}"
 
-
-def format_reply(code: int, text: str | list[str] | tuple[str, ...] = "") -> bytes:
-    """Serialise a reply as a server would (used by :mod:`trio_smtp.testing`).
-
-    Multi-line text (a list, or a string with ``\\n``) becomes ``NNN-`` lines ending with
-    ``NNN <last>``; an empty last line is the bare ``NNN``.  Text is encoded as UTF-8
-    (RFC 6531 §3.7.4).  Raises :class:`~trio_smtp.protocol.LocalProtocolError` for a code
-    outside 200-599, or text containing CR, NUL or another control character (a list item
-    must not contain ``\\n`` either).
-    """
-    if type(code) is not int or not 200 <= code <= 599:
-        raise LocalProtocolError(f"reply code must be an int in 200-599, not {code!r}")
-    lines = text.split("\n") if isinstance(text, str) else list(text)
-    if not lines:
-        lines = [""]
-    for line in lines:
-        if not isinstance(line, str) or _CONTROL.search(line):
-            raise LocalProtocolError(f"invalid reply text {line!r}")
-    out = [f"{code}-{line}\r\n" for line in lines[:-1]]
-    out.append(f"{code} {lines[-1]}\r\n" if lines[-1] else f"{code}\r\n")
-    return "".join(out).encode("utf-8")
-
-
-# Control characters other than TAB (which RFC 5321 §4.2 textstring admits).
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 # RFC 3463 §2: class "." subject "." detail, followed by SP or the end of the text.
 _ENHANCED = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?= |$)")
@@ -210,8 +185,14 @@ class ReplyParser:
         self._lines: list[str] = []
         self._size = 0  # octets of the lines assembled so far
         self._broken: RemoteProtocolError | None = None
+        # One-line replies recur verbatim ("250 2.1.0 Ok", "354 End data ..."): a Reply is
+        # immutable and a function of the line's bytes alone, so this parser keeps the ones
+        # it has seen and skips parsing, decoding and building them again (about 1.5 us of
+        # 2.5 us per reply).  Bounded: emptied when full, so varying lines (queue ids) cost
+        # at most one clear per _CACHE_SIZE.
+        self._one_line: dict[bytes, Reply] = {}
         # A line this long or shorter is within every limit as a one-line reply (and short
-        # enough to be in _ONE_LINE_REPLIES).
+        # enough to be kept in _one_line).
         limits = self._limits
         self._cached_limit = (
             min(_CACHED_LINE_LENGTH, limits.max_line_length, limits.max_reply_size)
@@ -250,7 +231,7 @@ class ReplyParser:
                 return None
             if not self._code and len(raw) <= self._cached_limit:
                 # A one-line reply within every limit: if seen before, it is parsed already.
-                reply = _ONE_LINE_REPLIES.get(raw)
+                reply = self._one_line.get(raw)
                 if reply is not None:
                     return reply
             code, last, text = _parse_line(raw)
@@ -267,9 +248,15 @@ class ReplyParser:
                 raise RemoteProtocolError(f"reply larger than {limits.max_reply_size} octets")
             if last:
                 reply = self._finish()
-                if len(reply.lines) == 1 and len(raw) <= _CACHED_LINE_LENGTH:
-                    _remember(raw, reply)
+                if len(reply.lines) == 1 and len(raw) <= self._cached_limit:
+                    self._remember(raw, reply)
                 return reply
+
+    def _remember(self, raw: bytes, reply: Reply) -> None:
+        known = self._one_line
+        if len(known) >= _CACHE_SIZE:
+            known.clear()
+        known[raw] = reply
 
     def _finish(self) -> Reply:
         code, lines = self._code, tuple(self._lines)
@@ -277,19 +264,9 @@ class ReplyParser:
         return Reply(code, lines, _enhanced_status(code, lines[0]))
 
 
-# One-line replies recur verbatim ("250 2.1.0 Ok", "354 End data ..."): a Reply is immutable
-# and a function of the line's bytes alone, so a small memo (like re's pattern cache) saves
-# parsing, decoding and building it again (about 1.5 us of 2.5 us per reply).  Bounded:
-# emptied when full, so varying lines (queue ids) cost at most one clear per 256.
-_ONE_LINE_REPLIES: dict[bytes, Reply] = {}
-_CACHE_SIZE = 256
+#: How many one-line replies a parser keeps, and the longest line it keeps.
+_CACHE_SIZE = 64
 _CACHED_LINE_LENGTH = 128
-
-
-def _remember(raw: bytes, reply: Reply) -> None:
-    if len(_ONE_LINE_REPLIES) >= _CACHE_SIZE:
-        _ONE_LINE_REPLIES.clear()
-    _ONE_LINE_REPLIES[raw] = reply
 
 
 # RFC 5321 §4.2: three ASCII digits, the first 2-5, then "-", SP, or the end of the line.

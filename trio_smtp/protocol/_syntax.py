@@ -16,7 +16,6 @@ __all__ = [
     "check_text",
     "validate_address",
     "validate_domain",
-    "xtext_decode",
     "xtext_encode",
 ]
 
@@ -82,8 +81,6 @@ def _general_literal() -> re.Pattern[str]:
     """RFC 5321 §4.1.3 General-address-literal: Standardized-tag ":" 1*dcontent."""
     return re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?:[\x21-\x5a\x5e-\x7e]+")
 
-
-_HEX = "0123456789ABCDEF"
 
 # The everyday address in one C-level match: an ASCII dot-string local part of at most
 # MAX_LOCAL_PART octets, "@", ASCII labels of at most MAX_LABEL octets.  Everything it
@@ -212,27 +209,3 @@ def xtext_encode(value: str) -> str:
         else:
             out.extend(f"+{octet:02X}" for octet in char.encode("utf-8"))
     return "".join(out)
-
-
-def xtext_decode(value: str) -> str:
-    """Inverse of :func:`xtext_encode`; raises LocalProtocolError on a malformed ``+HH``,
-    a character outside xtext, or octets that are not UTF-8.  Lower-case hex is accepted."""
-    octets = bytearray()
-    i = 0
-    while i < len(value):
-        char = value[i]
-        if char == "+":
-            pair = value[i + 1 : i + 3].upper()
-            if len(pair) != 2 or any(c not in _HEX for c in pair):
-                raise LocalProtocolError(f"malformed xtext escape in {value!r}")
-            octets.append(int(pair, 16))
-            i += 3
-        elif "!" <= char <= "~" and char != "=":
-            octets.append(ord(char))
-            i += 1
-        else:
-            raise LocalProtocolError(f"invalid character {char!r} in xtext")
-    try:
-        return octets.decode("utf-8")
-    except UnicodeDecodeError:
-        raise LocalProtocolError(f"xtext {value!r} does not decode to UTF-8") from None

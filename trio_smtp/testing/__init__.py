@@ -6,7 +6,9 @@ PLAIN/LOGIN/CRAM-MD5/XOAUTH2/SCRAM-SHA-256 (and, when asked for through ``auth_m
 SCRAM-SHA-1 and OAUTHBEARER: see :data:`ALL_MECHANISMS`), PIPELINING, SIZE, 8BITMIME,
 SMTPUTF8, DSN, CHUNKING/BDAT, ENHANCEDSTATUSCODES.  It records every command and message,
 lets a test wait for the n-th message, and misbehaves on request (:meth:`SmtpServer.on` with
-the actions below).
+the actions below).  The server's side of the SMTP grammar (:func:`parse_command_line`,
+:func:`parse_path_and_params`, :func:`xtext_decode`, :func:`decode_data`,
+:func:`format_reply`) reads back what :mod:`trio_smtp.protocol` writes.
 
 The pytest plugin (registered through the ``pytest11`` entry point) provides the ``smtp_server`` and
 ``smtp_client_factory`` fixtures.  See the how-to "Testing code that sends mail".
@@ -26,6 +28,12 @@ from ._faults import Hangup as Hangup
 from ._faults import Inject as Inject
 from ._faults import Respond as Respond
 from ._faults import Shutdown as Shutdown
+from ._grammar import CommandSyntaxError as CommandSyntaxError
+from ._grammar import decode_data as decode_data
+from ._grammar import format_reply as format_reply
+from ._grammar import parse_command_line as parse_command_line
+from ._grammar import parse_path_and_params as parse_path_and_params
+from ._grammar import xtext_decode as xtext_decode
 from ._records import CommandRecord as CommandRecord
 from ._records import ConnectionRecord as ConnectionRecord
 from ._records import Message as Message
@@ -39,6 +47,7 @@ __all__ = [
     "DEFAULT_MECHANISMS",
     "Action",
     "CommandRecord",
+    "CommandSyntaxError",
     "ConnectionRecord",
     "Delay",
     "Drip",
@@ -56,4 +65,9 @@ __all__ = [
     "Shutdown",
     "SmtpServer",
     "TlsMode",
+    "decode_data",
+    "format_reply",
+    "parse_command_line",
+    "parse_path_and_params",
+    "xtext_decode",
 ]

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..protocol import format_reply
 from . import _auth as sasl
 from . import _grammar
 from ._config import ServerConfig, TlsMode
@@ -300,7 +299,7 @@ class Session:
     async def reply_raw(self, code: int, text: str | Sequence[str]) -> None:
         """Send exactly this reply, applying the pending drip/inject modifiers."""
         lines = tuple(text.split("\n")) if isinstance(text, str) else tuple(text)
-        raw = format_reply(code, list(lines))
+        raw = _grammar.format_reply(code, list(lines))
         if code == 334 and raw == b"334\r\n":
             raw = b"334 \r\n"  # RFC 4954 §4: continue-req = "334" SP [base64]
         reply = ServerReply(code, lines, raw)

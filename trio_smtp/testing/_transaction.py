@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..protocol import ProtocolError, decode_data, validate_address
+from ..protocol import ProtocolError, validate_address
 from . import _grammar
 from ._faults import Action, EarlyReply
 from ._records import Message, trim
@@ -179,7 +179,7 @@ class Transaction:
         elif _longest_line(result.body) > s.config.max_data_line:
             problem = (554, "5.6.0", "Error: message line too long (RFC 5321 §4.5.3.1.6)")
         else:
-            data = decode_data(result.body)
+            data = _grammar.decode_data(result.body)
             if len(data) > s.config.max_message_size:
                 problem = (552, "5.3.4", "Error: message too large")
         await self._finish("DATA", data, problem)
