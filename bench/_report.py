@@ -240,8 +240,8 @@ def _ratio_cell(
     row: dict[str, Cell], targets: list[dict[str, Any]], name: str, peer: str, variant: str
 ) -> str:
     """``variant`` / ``peer`` (blank for a variant's own row), with its PASS/FAIL if any."""
-    if peer in VARIANTS:
-        return ""
+    if peer in VARIANTS or (peer.endswith(BEFORE) and peer != variant + BEFORE):
+        return ""  # --compare-with: only a variant against its own other-checkout run
     mine, theirs = median(row[variant]), median(row[peer])
     ratio = f"{mine / theirs:.2f}x" if mine is not None and theirs else "-"
     status = _target(targets, name, peer, variant).get("status")
@@ -291,6 +291,15 @@ def _summary(targets: list[dict[str, Any]]) -> list[str]:
     with the judged variant's verdict first and the other variants' for information."""
     if not targets:
         return ["targets: none evaluated"]
+    if any(t["peer"] and t["peer"].endswith(BEFORE) for t in targets):
+        lines = [
+            f"targets (issue 11): this checkout / the --compare-with checkout "
+            f"(VARIANT{BEFORE}), >= {COMPARE_MINIMUM}x for every trio_smtp variant"
+        ]
+        for t in targets:
+            where = f"{t['scenario']}/{t['variant']}"
+            lines.append(f"  {where:36}{t['target']:>10}  {_value(t)} {t['status']}")
+        return lines
     judged = {t["scenario"]: t["variant"] for t in targets if t["judged"]}
     lines = ["targets (issues 6, 11, 12), judged on: " + "; ".join(
         f"{name} by {variant} ({describe(name, variant)})" for name, variant in judged.items()
@@ -313,7 +322,7 @@ def _summary(targets: list[dict[str, Any]]) -> list[str]:
         ]
         extra = f"  (not judged: {', '.join(others)})" if others else ""
         lines.append(
-            f"  {where:24}{t['target']:>12}  {t['variant']} {_value(t)} {t['status']}{extra}"
+            f"  {where:28}{t['target']:>10}  {t['variant']} {_value(t)} {t['status']}{extra}"
         )
     return lines
 
@@ -389,6 +398,19 @@ def rst_results(data: dict[str, Any]) -> str:
         f"trio {m['trio']}, aiosmtplib {m['aiosmtplib']}, Postfix {m['postfix']}; "
         f"median of {data['rounds']} rounds; load average {m['loadavg'][0]:.2f} at the start.",
     ]
+    proxy = data.get("delay_proxy") or {}
+    for server, late in (proxy.get("lateness") or {}).items():
+        if late and late.get("chunks"):
+            out[0] += (
+                f" Delay proxy ({server}): {proxy['one_way_delay'] * 1000:g} ms each way, "
+                f"late behind it by {late['mean_us']:,.0f} us on average "
+                f"(99th percentile {late['p99_us']:,.0f} us)."
+            )
+    if data.get("compare_with"):
+        out[0] += (
+            f" ``VARIANT{BEFORE}`` rows ran the trio_smtp of ``{data['compare_with']}``; "
+            "the others this checkout's."
+        )
     targets = {(t["scenario"], t["peer"], t["variant"]): t for t in data["targets"]}
     for name, sc in data["scenarios"].items():
         clients = sc["clients"]
@@ -409,12 +431,15 @@ def rst_results(data: dict[str, Any]) -> str:
             for v in variants:
                 mine = clients[v]["median"]
                 t = targets.get((name, client, v))
+                own = not client.endswith(BEFORE) or client == v + BEFORE
+                mine = mine if own else None  # --compare-with: only against its own run
                 ratio = f"{mine / med:.2f}x" if mine and med and client not in VARIANTS else ""
                 ratios.append(f"{ratio} {t['status']}" if t and ratio else ratio)
-            t = targets.get((name, None if client in VARIANTS else client, judged or ""))
+            on = client.removesuffix(BEFORE) if client.endswith(BEFORE) else judged
+            t = targets.get((name, None if client in VARIANTS else client, on or ""))
             target = ""
             if t and client not in VARIANTS:
-                target = f"{t['target']} on {judged}"
+                target = f"{t['target']} on {on}"
             elif t and client == judged:
                 target = f"{t['target']}: {t['status']}"
             rows.append((client, _fmt(med), spread, *ratios, target))
