@@ -202,9 +202,20 @@ def compare_targets(cells: dict[str, dict[str, Cell]]) -> list[dict[str, Any]]:
                 {"scenario": name, "peer": variant + BEFORE, "variant": variant,
                  "judged": True, "target": f">= {COMPARE_MINIMUM}x",
                  "value": ratio, "status": "n/a" if ratio is None else
-                 ("PASS" if ok else "FAIL")}
+                 ("PASS" if ok else "FAIL"),
+                 "cpu_value": _cpu_ratio(row[variant], row[variant + BEFORE])}
             )  # fmt: skip
     return out
+
+
+def _cpu_ratio(after: Cell, before: Cell) -> float | None:
+    """before / after of the clients' own CPU seconds (medians): above 1 when this checkout
+    uses less CPU for the same work.  For information next to the wall-clock verdict."""
+    cpu = [[r["cpu_seconds"] for r in c.raw if "cpu_seconds" in r] for c in (after, before)]
+    if not cpu[0] or not cpu[1]:
+        return None
+    mine, theirs = statistics.median(cpu[0]), statistics.median(cpu[1])
+    return theirs / mine if mine else None
 
 
 #: Scenarios where lower is better (their compare ratio is inverted).
@@ -298,7 +309,9 @@ def _summary(targets: list[dict[str, Any]]) -> list[str]:
         ]
         for t in targets:
             where = f"{t['scenario']}/{t['variant']}"
-            lines.append(f"  {where:36}{t['target']:>10}  {_value(t)} {t['status']}")
+            cpu = t.get("cpu_value")
+            extra = f"  (client CPU, other / this: {cpu:.2f}x)" if cpu is not None else ""
+            lines.append(f"  {where:36}{t['target']:>10}  {_value(t)} {t['status']}{extra}")
         return lines
     judged = {t["scenario"]: t["variant"] for t in targets if t["judged"]}
     lines = ["targets (issues 6, 11, 12), judged on: " + "; ".join(
