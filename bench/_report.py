@@ -18,11 +18,28 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: trio_smtp's rows (``client`` names in the results) and the API each one measures.  Every
 #: variant gets its own ratio to each peer and its own PASS/FAIL; one is judged (below).
-VARIANTS = {"trio_smtp": "SmtpClient.send", "trio_smtp_many": "SmtpClient.send_many"}
+VARIANTS = {
+    "trio_smtp": "SmtpClient.send",
+    "trio_smtp_many": "SmtpClient.send_many",
+    "trio_smtp_pool": "SmtpPool.send_many",
+    "trio_smtp_pool_send": "SmtpPool.send from 8 tasks",
+    "trio_smtp_clients": "8 SmtpClients doing send_many",
+}
 #: The variant judged against a scenario's targets (``--check``), when it ran: for small
-#: messages the best documented bulk API, send_many; ``trio_smtp`` (send) everywhere else.
-JUDGED = {"small": "trio_smtp_many"}
-#: Issue 6's targets: (scenario, peer, minimum ratio trio_smtp / peer).
+#: messages the best documented bulk API, send_many; on many connections the pool; for
+#: sessions the pool that reconnects and resumes TLS; ``trio_smtp`` (send) everywhere else.
+JUDGED = {
+    "small": "trio_smtp_many",
+    "long": "trio_smtp_pool",
+    "long_chunking": "trio_smtp_many",
+    "many": "trio_smtp_pool",
+    "long_send": "trio_smtp_pool_send",
+    "tls": "trio_smtp_pool",
+}
+#: The pseudo-client of the long-link scenarios: one round trip per message on each
+#: connection (connections / RTT), computed from the proxy's delay, not measured.
+LIMIT = "limit"
+#: Issues 6 and 12's targets: (scenario, peer, minimum ratio trio_smtp / peer).
 RATIO_TARGETS = [
     ("small", "aiosmtplib", 3.0),
     ("small", "smtplib", 2.0),
@@ -30,9 +47,28 @@ RATIO_TARGETS = [
     ("large", "smtplib", 2.0),
     ("large", "smtp-source", 0.7),
     ("emailmessage", "aiosmtplib", 1.3),
+    ("long", "aiosmtplib", 4.5),
+    ("long", LIMIT, 0.9),
+    ("long_chunking", LIMIT, 3.0),
+    ("many", "aiosmtplib", 2.0),
+    ("many", "smtplib", 1.2),
+    ("long_send", "aiosmtplib", 2.0),
+    ("tls", "aiosmtplib", 1.5),
 ]
+#: Issue 11: with --compare-with, every scenario of this checkout within 5% of the other.
+COMPARE_MINIMUM = 0.95
+BEFORE = "@before"
 #: Issue 6: streaming a 200 MB message from a file grows the client's RSS by under 32 MB.
 RSS_LIMIT_MIB = 32.0
+
+
+def describe(scenario: str, variant: str) -> str:
+    """What a trio_smtp variant does in a scenario."""
+    if scenario == "tls" and variant == "trio_smtp_pool":
+        return "an SmtpPool reconnecting for each session, resuming TLS"
+    if scenario == "tls" and variant == "trio_smtp":
+        return "a new SmtpClient per session"
+    return VARIANTS[variant]
 
 
 def _cpu_model() -> str:
@@ -151,6 +187,41 @@ def evaluate_targets(cells: dict[str, dict[str, Cell]]) -> list[dict[str, Any]]:
     return out
 
 
+def compare_targets(cells: dict[str, dict[str, Cell]]) -> list[dict[str, Any]]:
+    """``--compare-with``: each trio_smtp variant against its own run from the other
+    checkout (``VARIANT@before``), every one judged: this / other >= 0.95."""
+    out: list[dict[str, Any]] = []
+    for name, row in cells.items():
+        for variant in (v for v in VARIANTS if v in row and v + BEFORE in row):
+            mine, theirs = median(row[variant]), median(row[variant + BEFORE])
+            ratio = mine / theirs if mine is not None and theirs else None
+            if ratio is not None and not SCENARIO_HIGHER.get(name, True):
+                ratio = 1 / ratio if ratio else None  # lower is better: before / after
+            ok = ratio is not None and ratio >= COMPARE_MINIMUM
+            out.append(
+                {"scenario": name, "peer": variant + BEFORE, "variant": variant,
+                 "judged": True, "target": f">= {COMPARE_MINIMUM}x",
+                 "value": ratio, "status": "n/a" if ratio is None else
+                 ("PASS" if ok else "FAIL"),
+                 "cpu_value": _cpu_ratio(row[variant], row[variant + BEFORE])}
+            )  # fmt: skip
+    return out
+
+
+def _cpu_ratio(after: Cell, before: Cell) -> float | None:
+    """before / after of the clients' own CPU seconds (medians): above 1 when this checkout
+    uses less CPU for the same work.  For information next to the wall-clock verdict."""
+    cpu = [[r["cpu_seconds"] for r in c.raw if "cpu_seconds" in r] for c in (after, before)]
+    if not cpu[0] or not cpu[1]:
+        return None
+    mine, theirs = statistics.median(cpu[0]), statistics.median(cpu[1])
+    return theirs / mine if mine else None
+
+
+#: Scenarios where lower is better (their compare ratio is inverted).
+SCENARIO_HIGHER = {"file": False}
+
+
 def failed(targets: list[dict[str, Any]]) -> bool:
     """True when a judged target did not pass (``--check``'s exit status)."""
     return any(t["judged"] and t["status"] != "PASS" for t in targets)
@@ -165,7 +236,8 @@ def _fmt(x: float | None) -> str:
 def _scale(sc: Scenario) -> str:
     size = sc.size
     human = f"{size // 1048576} MiB" if size >= 1048576 else f"{size // 1024} KiB"
-    return f"{sc.count:,} x {human}" if sc.name != "tls" else f"{sc.count:,} sessions"
+    scale = f"{sc.count:,} x {human}" if sc.name != "tls" else f"{sc.count:,} sessions"
+    return scale if sc.connections == 1 else f"{scale}, {sc.connections} connections"
 
 
 def _target(targets: list[dict[str, Any]], name: str, peer: str, variant: str) -> dict[str, Any]:
@@ -179,8 +251,8 @@ def _ratio_cell(
     row: dict[str, Cell], targets: list[dict[str, Any]], name: str, peer: str, variant: str
 ) -> str:
     """``variant`` / ``peer`` (blank for a variant's own row), with its PASS/FAIL if any."""
-    if peer in VARIANTS:
-        return ""
+    if peer in VARIANTS or (peer.endswith(BEFORE) and peer != variant + BEFORE):
+        return ""  # --compare-with: only a variant against its own other-checkout run
     mine, theirs = median(row[variant]), median(row[peer])
     ratio = f"{mine / theirs:.2f}x" if mine is not None and theirs else "-"
     status = _target(targets, name, peer, variant).get("status")
@@ -193,19 +265,23 @@ def table(sc: Scenario, row: dict[str, Cell], rounds: int, targets: list[dict[st
     better = "higher" if sc.higher_is_better else "lower"
     variants = [v for v in VARIANTS if v in row]
     judged = judged_variant(sc.name, row)
-    heads = "".join(f"{v + ' /':>18}" for v in variants)
+    width = {v: max(18, len(v) + 4) for v in variants}
+    cw = max(15, *(len(c) + 2 for c in row))
+    heads = "".join(f"{v + ' /':>{width[v]}}" for v in variants)
     lines = [
         f"[{sc.name}] {_scale(sc)}: {sc.title}",
         f"  {sc.unit}, median of {rounds} rounds, {better} is better; ratio = variant / client",
-        f"  {'client':15}{'median':>11}{'min':>11}{'max':>11}{heads}  target",
+        f"  {'client':{cw}}{'median':>11}{'min':>11}{'max':>11}{heads}  target",
     ]
     peers = [c for c in row if c not in VARIANTS]
     for client, cell in ((c, row[c]) for c in (*variants, *peers)):
         m = median(cell)
         if cell.error is not None and m is None:
-            lines.append(f"  {client:15}  ERROR {cell.error[:90]}")
+            lines.append(f"  {client:{cw}}  ERROR {cell.error[:90]}")
             continue
-        ratios = "".join(f"{_ratio_cell(row, targets, sc.name, client, v):>18}" for v in variants)
+        ratios = "".join(
+            f"{_ratio_cell(row, targets, sc.name, client, v):>{width[v]}}" for v in variants
+        )
         lo, hi = (min(cell.values), max(cell.values)) if cell.values else (None, None)
         target = ""
         if client not in VARIANTS and judged and _target(targets, sc.name, client, judged):
@@ -214,10 +290,10 @@ def table(sc: Scenario, row: dict[str, Cell], rounds: int, targets: list[dict[st
             target = next((f"{t['target']} {t['status']}" for t in targets
                            if t["scenario"] == "file"), "")  # fmt: skip
         lines.append(
-            f"  {client:15}{_fmt(m):>11}{_fmt(lo):>11}{_fmt(hi):>11}{ratios}  {target}".rstrip()
+            f"  {client:{cw}}{_fmt(m):>11}{_fmt(lo):>11}{_fmt(hi):>11}{ratios}  {target}".rstrip()
         )
         if cell.error is not None:
-            lines.append(f"  {'':15}  (then ERROR {cell.error[:80]})")
+            lines.append(f"  {'':{cw}}  (then ERROR {cell.error[:80]})")
     return "\n".join(lines)
 
 
@@ -226,9 +302,20 @@ def _summary(targets: list[dict[str, Any]]) -> list[str]:
     with the judged variant's verdict first and the other variants' for information."""
     if not targets:
         return ["targets: none evaluated"]
+    if any(t["peer"] and t["peer"].endswith(BEFORE) for t in targets):
+        lines = [
+            f"targets (issue 11): this checkout / the --compare-with checkout "
+            f"(VARIANT{BEFORE}), >= {COMPARE_MINIMUM}x for every trio_smtp variant"
+        ]
+        for t in targets:
+            where = f"{t['scenario']}/{t['variant']}"
+            cpu = t.get("cpu_value")
+            extra = f"  (client CPU, other / this: {cpu:.2f}x)" if cpu is not None else ""
+            lines.append(f"  {where:36}{t['target']:>10}  {_value(t)} {t['status']}{extra}")
+        return lines
     judged = {t["scenario"]: t["variant"] for t in targets if t["judged"]}
-    lines = ["targets (issue 6), judged on: " + "; ".join(
-        f"{name} by {variant} ({VARIANTS[variant]})" for name, variant in judged.items()
+    lines = ["targets (issues 6, 11, 12), judged on: " + "; ".join(
+        f"{name} by {variant} ({describe(name, variant)})" for name, variant in judged.items()
     )]  # fmt: skip
     if judged.get("small") == "trio_smtp_many":
         lines.append(
@@ -248,7 +335,7 @@ def _summary(targets: list[dict[str, Any]]) -> list[str]:
         ]
         extra = f"  (not judged: {', '.join(others)})" if others else ""
         lines.append(
-            f"  {where:24}{t['target']:>12}  {t['variant']} {_value(t)} {t['status']}{extra}"
+            f"  {where:28}{t['target']:>10}  {t['variant']} {_value(t)} {t['status']}{extra}"
         )
     return lines
 
@@ -324,6 +411,19 @@ def rst_results(data: dict[str, Any]) -> str:
         f"trio {m['trio']}, aiosmtplib {m['aiosmtplib']}, Postfix {m['postfix']}; "
         f"median of {data['rounds']} rounds; load average {m['loadavg'][0]:.2f} at the start.",
     ]
+    proxy = data.get("delay_proxy") or {}
+    for server, late in (proxy.get("lateness") or {}).items():
+        if late and late.get("chunks"):
+            out[0] += (
+                f" Delay proxy ({server}): {proxy['one_way_delay'] * 1000:g} ms each way, "
+                f"late behind it by {late['mean_us']:,.0f} us on average "
+                f"(99th percentile {late['p99_us']:,.0f} us)."
+            )
+    if data.get("compare_with"):
+        out[0] += (
+            f" ``VARIANT{BEFORE}`` rows ran the trio_smtp of ``{data['compare_with']}``; "
+            "the others this checkout's."
+        )
     targets = {(t["scenario"], t["peer"], t["variant"]): t for t in data["targets"]}
     for name, sc in data["scenarios"].items():
         clients = sc["clients"]
@@ -344,12 +444,15 @@ def rst_results(data: dict[str, Any]) -> str:
             for v in variants:
                 mine = clients[v]["median"]
                 t = targets.get((name, client, v))
+                own = not client.endswith(BEFORE) or client == v + BEFORE
+                mine = mine if own else None  # --compare-with: only against its own run
                 ratio = f"{mine / med:.2f}x" if mine and med and client not in VARIANTS else ""
                 ratios.append(f"{ratio} {t['status']}" if t and ratio else ratio)
-            t = targets.get((name, None if client in VARIANTS else client, judged or ""))
+            on = client.removesuffix(BEFORE) if client.endswith(BEFORE) else judged
+            t = targets.get((name, None if client in VARIANTS else client, on or ""))
             target = ""
             if t and client not in VARIANTS:
-                target = f"{t['target']} on {judged}"
+                target = f"{t['target']} on {on}"
             elif t and client == judged:
                 target = f"{t['target']}: {t['status']}"
             rows.append((client, _fmt(med), spread, *ratios, target))

@@ -1,9 +1,17 @@
-"""trio_smtp's testing server for the session scenario, in a process of its own.
+"""trio_smtp's testing server for the session and CHUNKING scenarios, in a process of its own.
 
 ``python bench/_server.py --cafile PATH`` listens on 127.0.0.1 (a free port) with STARTTLS
 (a trustme certificate) and AUTH, writes the CA certificate to PATH, prints one JSON line
 (host, port, cafile, user, password) and serves until its stdin is closed; then it prints a
-second JSON line with the number of messages it received.
+second JSON line with the number of messages it received.  ``--plain`` serves without TLS
+and AUTH instead (PIPELINING and CHUNKING offered, as by default): the CHUNKING server of the
+``long_chunking`` scenario, where smtp-sink (no CHUNKING) cannot serve.
+
+The server's bounds are set so that they do not shape a long run: it keeps only the last
+few message, connection and command records (the defaults keep 1000 of each, and trimming
+or growing them costs time per message; the count comes from :meth:`statistics`, which
+counts everything), 10 MiB messages and 100 connections at once (the defaults: far above
+what a scenario sends).
 
 Only AUTH PLAIN is offered, so both clients authenticate the same way: with SCRAM or CRAM-MD5
 on offer each library would pick its own favourite and the scenario would compare SASL
@@ -16,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 import trio
 
@@ -25,28 +34,45 @@ USER = "bench"
 PASSWORD = "bench-password"
 
 
-async def serve(cafile: str) -> None:
-    async with SmtpServer(
-        credentials={USER: PASSWORD},
-        auth_mechanisms=("PLAIN",),
-        require_tls=True,
-        require_auth=True,
-    ) as server:
-        server.write_ca_file(cafile)
-        address = {"host": server.host, "port": server.port, "cafile": cafile}
-        print(json.dumps({**address, "user": USER, "password": PASSWORD}), flush=True)
+KEEP = 10  # records kept of each kind: enough to look at, too few to cost anything
+
+
+async def serve(cafile: str | None) -> None:
+    bounds: dict[str, Any] = {
+        "max_kept_messages": KEEP,
+        "max_kept_connections": KEEP,
+        "max_kept_commands": KEEP,
+    }
+    if cafile is None:
+        server = SmtpServer(tls="none", **bounds)
+    else:
+        server = SmtpServer(
+            credentials={USER: PASSWORD},
+            auth_mechanisms=("PLAIN",),
+            require_tls=True,
+            require_auth=True,
+            **bounds,
+        )
+    async with server:
+        address: dict[str, Any] = {"host": server.host, "port": server.port}
+        if cafile is not None:
+            server.write_ca_file(cafile)
+            address.update(cafile=cafile, user=USER, password=PASSWORD)
+        print(json.dumps(address), flush=True)
         stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
         async with stdin:
             while await stdin.receive_some():  # until the parent closes our stdin
                 pass
-        received = len(server.messages)
+        received = server.statistics().messages
         server.messages.clear()
     print(json.dumps({"messages": received}), flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--cafile", required=True)
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--cafile", help="STARTTLS + AUTH; write the CA certificate here")
+    mode.add_argument("--plain", action="store_true", help="no TLS, no AUTH (CHUNKING)")
     trio.run(serve, p.parse_args().cafile)
 
 

@@ -15,6 +15,13 @@ deadline, and the servers are stopped on the way out.
 
 Scenarios 1-4 talk to Postfix's smtp-sink (see bench/_sink.py); scenario 5 talks to
 trio_smtp's own testing server (STARTTLS + AUTH), run in a separate process (bench/_server.py).
+The many-connection scenarios (issue 12) use 8 connections per client: ``many`` on loopback
+to smtp-sink, ``long`` and ``long_send`` through a delay proxy (bench/_delay.py, 5 ms each
+way) to smtp-sink, ``long_chunking`` through the proxy to the testing server (CHUNKING).
+
+``--compare-with OTHER_CHECKOUT`` measures trio_smtp only, twice per round: with this
+checkout's trio_smtp and with OTHER_CHECKOUT's (PYTHONPATH), alternately, and reports
+this / other for each scenario (issue 11: every scenario within 5%).
 """
 
 from __future__ import annotations
@@ -42,6 +49,15 @@ PY_CLIENTS = ("trio_smtp", "aiosmtplib", "smtplib")
 ALL_CLIENTS = (*PY_CLIENTS, "smtp-source")
 #: trio_smtp's bulk API (SmtpClient.send_many), measured next to the plain send loop.
 MANY = "trio_smtp_many"
+#: SmtpPool.send_many (tls: a pool that reconnects for every session, resuming TLS).
+POOL = "trio_smtp_pool"
+#: await SmtpPool.send() from one task per connection.
+POOL_SEND = "trio_smtp_pool_send"
+#: Hand-made SmtpClients, one per connection, each doing send_many (the pool's reference).
+CLIENTS = "trio_smtp_clients"
+TRIO_CLIENTS = ("trio_smtp", MANY, POOL, POOL_SEND, CLIENTS)
+#: The suffix of a trio_smtp client run from the --compare-with checkout.
+BEFORE = "@before"
 
 
 @dataclass
@@ -57,6 +73,9 @@ class Scenario:
     quick_count: int
     quick_size: int | None = None
     higher_is_better: bool = True
+    connections: int = 1  # per client (the many-connection scenarios: 8)
+    link: str = "loopback"  # or "long": through the delay proxy
+    server: str = "sink"  # or "chunking" (the testing server, plain) or "tls"
 
     def metric(self, result: dict[str, Any]) -> float:
         """The figure shown in the table for one measurement."""
@@ -80,9 +99,25 @@ SCENARIOS = {
                  "MiB", 1, 200 * MIB, ALL_CLIENTS, quick_count=1, quick_size=64 * MIB,
                  higher_is_better=False),
         Scenario("tls", "sessions: connect, STARTTLS, AUTH PLAIN, one 1 KiB message, QUIT",
-                 "sessions/s", 200, 1024, ("trio_smtp", "aiosmtplib"), quick_count=20),
+                 "sessions/s", 200, 1024, ("trio_smtp", POOL, "aiosmtplib"), quick_count=20,
+                 server="tls"),
+        Scenario("long", "long link (5 ms each way), 8 connections, smtp-sink (no CHUNKING)",
+                 "msg/s", 4000, 1024, (POOL, CLIENTS, "aiosmtplib", "smtplib"),
+                 quick_count=400, connections=8, link="long"),
+        Scenario("long_chunking", "long link (5 ms each way), ONE connection, CHUNKING server",
+                 "msg/s", 1000, 1024, (MANY, POOL), quick_count=100, link="long",
+                 server="chunking"),
+        Scenario("many", "loopback, 8 connections, smtp-sink",
+                 "msg/s", 12000, 1024, (POOL, CLIENTS, "aiosmtplib", "smtplib"),
+                 quick_count=1200, connections=8),
+        Scenario("long_send", "long link (5 ms each way), await pool.send() from 8 tasks",
+                 "msg/s", 2000, 1024, (POOL_SEND, "aiosmtplib"), quick_count=200,
+                 connections=8, link="long"),
     ]
 }  # fmt: skip
+#: The pseudo-client whose figure is computed, not measured: one round trip per message on
+#: each connection (connections / RTT), for the scenarios on the long link.
+LIMIT = report.LIMIT
 
 
 @dataclass
@@ -103,16 +138,24 @@ class Servers:
     tls_proc: subprocess.Popen[bytes] | None = None
     tls_received: int | None = None  # messages the testing server got, read at shutdown
     big_file: Path | None = None
+    chunking: dict[str, Any] | None = None  # the testing server without TLS (CHUNKING)
+    chunking_proc: subprocess.Popen[bytes] | None = None
+    chunking_received: int | None = None
+    #: The delay proxies, by the server behind them ("sink", "chunking").
+    proxies: dict[str, tuple[subprocess.Popen[bytes], dict[str, Any]]] = field(default_factory=dict)
+    lateness: dict[str, Any] = field(default_factory=dict)  # each proxy's, at shutdown
 
 
-def run_child(cmd: list[str], timeout: float) -> tuple[int, str, str, float, int]:
+def run_child(
+    cmd: list[str], timeout: float, env: dict[str, str] | None = None
+) -> tuple[int, str, str, float, int]:
     """Run ``cmd``; return (status, stdout, stderr, wall seconds, peak RSS KiB of the child).
 
     ``os.wait4`` gives the child's own rusage (``RUSAGE_CHILDREN`` would mix all children).
     """
     with tempfile.TemporaryFile() as out:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, env=env)
         killer = threading.Timer(timeout, proc.kill)
         killer.start()
         assert proc.stderr is not None
@@ -129,13 +172,20 @@ def run_child(cmd: list[str], timeout: float) -> tuple[int, str, str, float, int
 
 def worker_command(client: str, sc: Scenario, args: argparse.Namespace, srv: Servers) -> list[str]:
     """The command line of one Python-client measurement."""
-    cmd = [sys.executable, str(HERE / "_workers.py"), client, sc.name]
+    cmd = [sys.executable, str(HERE / "_workers.py"), client.removesuffix(BEFORE), sc.name]
     cmd += ["--count", str(args.counts[sc.name]), "--size", str(args.sizes[sc.name])]
-    if sc.name == "tls":
+    cmd += ["--connections", str(sc.connections)]
+    if sc.server == "tls":
         assert srv.tls is not None
         t = srv.tls
         cmd += ["--host", t["host"], "--port", str(t["port"]), "--cafile", t["cafile"]]
         cmd += ["--user", t["user"], "--password", t["password"]]
+    elif sc.link == "long":
+        proxy = srv.proxies[sc.server][1]
+        cmd += ["--host", proxy["host"], "--port", str(proxy["port"])]
+    elif sc.server == "chunking":
+        assert srv.chunking is not None
+        cmd += ["--host", srv.chunking["host"], "--port", str(srv.chunking["port"])]
     else:
         assert srv.sink is not None
         cmd += ["--host", srv.sink.host, "--port", str(srv.sink.port)]
@@ -159,11 +209,16 @@ def measure(client: str, sc: Scenario, args: argparse.Namespace, srv: Servers) -
     """One measurement; raises RuntimeError with a readable reason when it failed."""
     count = args.counts[sc.name]
     before = srv.sink.messages if srv.sink is not None else 0
+    env = None
     if client == "smtp-source":
         cmd = source_command(sc, args, srv)
     else:
         cmd = worker_command(client, sc, args, srv)
-    status, out, err, seconds, maxrss = run_child(cmd, args.timeout)
+        if args.compare_with is not None and client.removesuffix(BEFORE) in TRIO_CLIENTS:
+            # Which trio_smtp the worker imports: this checkout's, or the other one's.
+            root = args.compare_with if client.endswith(BEFORE) else HERE.parent
+            env = dict(os.environ, PYTHONPATH=str(root))
+    status, out, err, seconds, maxrss = run_child(cmd, args.timeout, env)
     if client == "smtp-source":
         if status != 0:
             raise RuntimeError(f"smtp-source exited {status}: {(out + err).strip()[-300:]}")
@@ -177,30 +232,72 @@ def measure(client: str, sc: Scenario, args: argparse.Namespace, srv: Servers) -
         if not result.get("ok"):
             raise RuntimeError(result.get("error", "failed"))
     result["child_maxrss_kib"] = maxrss
-    if sc.name != "tls" and srv.sink is not None:
+    if sc.server == "sink" and srv.sink is not None:
         got = srv.sink.wait_messages(before + count) - before
         if got != count:
             raise RuntimeError(f"smtp-sink received {got} of {count} messages")
     return result
 
 
-def start_tls_server(tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    """Start trio_smtp's testing server (STARTTLS + AUTH) in its own process."""
-    cmd = [sys.executable, str(HERE / "_server.py"), "--cafile", str(tmp / "ca.pem")]
+def start_helper(cmd: list[str]) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Start a helper process that prints its address as one JSON line once it listens,
+    and stops when its stdin is closed."""
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the server prints its address once it listens
     if not line:
         proc.wait(timeout=10)
-        raise RuntimeError(f"testing server exited with status {proc.returncode}")
+        raise RuntimeError(f"{cmd[1]} exited with status {proc.returncode}")
     return proc, json.loads(line)
+
+
+def start_tls_server(tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Start trio_smtp's testing server (STARTTLS + AUTH) in its own process."""
+    return start_helper([sys.executable, str(HERE / "_server.py"), "--cafile", str(tmp / "ca.pem")])
+
+
+def stop_helper(proc: subprocess.Popen[bytes]) -> dict[str, Any] | None:
+    """Close a helper's stdin, read its last JSON line, wait for it (kill it if it hangs)."""
+    result = None
+    if proc.stdin is not None:
+        proc.stdin.close()
+    if proc.stdout is not None:
+        last = proc.stdout.readline()
+        result = json.loads(last) if last else None
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+    return result
+
+
+def start_long_link(args: argparse.Namespace, srv: Servers) -> None:
+    """The servers behind the delay proxy, and one proxy in front of each."""
+    wanted = {SCENARIOS[n].server for n in args.scenarios if SCENARIOS[n].link == "long"}
+    if "chunking" in wanted or "chunking" in {SCENARIOS[n].server for n in args.scenarios}:
+        srv.chunking_proc, srv.chunking = start_helper(
+            [sys.executable, str(HERE / "_server.py"), "--plain"]
+        )
+    for server in sorted(wanted):
+        if server == "sink":
+            assert srv.sink is not None
+            target = f"{srv.sink.host}:{srv.sink.port}"
+        else:
+            assert srv.chunking is not None
+            target = f"{srv.chunking['host']}:{srv.chunking['port']}"
+        cmd = [sys.executable, str(HERE / "_delay.py"), "--target", target]
+        srv.proxies[server] = start_helper([*cmd, "--delay", str(args.delay)])
 
 
 def prepare(args: argparse.Namespace, srv: Servers, tmp: Path) -> None:
     """Start what the selected scenarios need; a failure disables only those scenarios."""
-    if any(n != "tls" for n in args.scenarios):
+    if any(SCENARIOS[n].server == "sink" for n in args.scenarios):
         ensure_postfix()
         srv.sink = Sink()
+    start_long_link(args, srv)
     if "file" in args.scenarios:
         srv.big_file = tmp / "big.eml"
         with srv.big_file.open("wb") as f:
@@ -215,22 +312,16 @@ def prepare(args: argparse.Namespace, srv: Servers, tmp: Path) -> None:
 
 def shutdown(srv: Servers) -> None:
     """Stop the servers (always runs, also on errors and Ctrl-C)."""
+    for server, (proc, _) in srv.proxies.items():
+        srv.lateness[server] = (stop_helper(proc) or {}).get("lateness")
     if srv.sink is not None:
         srv.sink.close()
     if srv.tls_proc is not None:
-        p = srv.tls_proc
-        if p.stdin is not None:
-            p.stdin.close()  # the server exits when its stdin closes
-        if p.stdout is not None:
-            last = p.stdout.readline()
-            srv.tls_received = json.loads(last)["messages"] if last else None
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        if p.stdout is not None:
-            p.stdout.close()
+        last = stop_helper(srv.tls_proc)
+        srv.tls_received = last["messages"] if last else None
+    if srv.chunking_proc is not None:
+        last = stop_helper(srv.chunking_proc)
+        srv.chunking_received = last["messages"] if last else None
 
 
 def run_rounds(args: argparse.Namespace, srv: Servers) -> dict[str, dict[str, Cell]]:
@@ -260,13 +351,24 @@ def run_rounds(args: argparse.Namespace, srv: Servers) -> dict[str, dict[str, Ce
     return cells
 
 
-def check_tls_count(args: argparse.Namespace, srv: Servers, row: dict[str, Cell]) -> None:
-    """The testing server must have received one message per session the clients ran."""
-    if not row or any(cell.error for cell in row.values()):
-        return  # a failed run may have delivered part of its sessions
-    expected = sum(len(cell.values) for cell in row.values()) * args.counts["tls"]
-    if srv.tls_received != expected:
-        print(f"WARNING: testing server received {srv.tls_received} of {expected} messages")
+def check_server_count(
+    args: argparse.Namespace, cells: dict[str, dict[str, Cell]], server: str, received: int | None
+) -> None:
+    """A testing server must have received every message the clients say they sent."""
+    names = [n for n in cells if SCENARIOS[n].server == server]
+    if not names or any(cell.error for n in names for cell in cells[n].values()):
+        return  # a failed run may have delivered part of its messages
+    expected = sum(len(cell.values) * args.counts[n] for n in names for cell in cells[n].values())
+    if received != expected:
+        print(f"WARNING: testing server ({server}) received {received} of {expected} messages")
+
+
+def add_limits(args: argparse.Namespace, cells: dict[str, dict[str, Cell]]) -> None:
+    """The one-round-trip-per-message limit of each long-link scenario, as a pseudo-client."""
+    for name, row in cells.items():
+        sc = SCENARIOS[name]
+        if sc.link == "long" and row:
+            row[LIMIT] = Cell(values=[sc.connections / (2 * args.delay)])
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -280,24 +382,44 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="append",
         default=[],
         help="comma-separated scenario and/or client names: "
-        f"{', '.join(SCENARIOS)}; {', '.join(ALL_CLIENTS)}",
+        f"{', '.join(SCENARIOS)}; {', '.join([*ALL_CLIENTS, *TRIO_CLIENTS[1:]])}",
     )
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
     p.add_argument("--rst", type=Path, help="also write the result tables as reStructuredText")
     p.add_argument("--check", action="store_true", help="exit 1 unless every target passes")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per measurement")
+    p.add_argument(
+        "--delay", type=float, default=0.005, help="one-way delay of the long link (seconds)"
+    )
+    p.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="CHECKOUT",
+        help="measure only trio_smtp, with this checkout's and with CHECKOUT's trio_smtp "
+        "alternately, and report this / CHECKOUT (issue 11: within 5%%)",
+    )
     args = p.parse_args(argv)
     if args.rounds is None:
         args.rounds = 2 if args.quick else 5
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
     only = {x.strip() for item in args.only for x in item.split(",") if x.strip()}
-    unknown = only - set(SCENARIOS) - set(ALL_CLIENTS) - {MANY}
+    every_client = [*ALL_CLIENTS, *TRIO_CLIENTS[1:]]
+    unknown = only - set(SCENARIOS) - set(every_client)
     if unknown:
         p.error(f"--only: unknown name(s) {', '.join(sorted(unknown))}")
     want_sc = [n for n in SCENARIOS if n in only] or list(SCENARIOS)
-    want_cl = [c for c in (*ALL_CLIENTS, MANY) if c in only] or [*ALL_CLIENTS, MANY]
+    want_cl = [c for c in every_client if c in only] or every_client
+    if args.compare_with is not None:
+        args.compare_with = args.compare_with.resolve()
+        if not (args.compare_with / "trio_smtp" / "__init__.py").is_file():
+            p.error(f"--compare-with: no trio_smtp package in {args.compare_with}")
+        want_cl = [c for c in want_cl if c in TRIO_CLIENTS]
     args.clients_for = {n: [c for c in SCENARIOS[n].clients if c in want_cl] for n in want_sc}
+    if args.compare_with is not None:  # each trio_smtp client twice: after, then before
+        args.clients_for = {
+            n: [x for c in cl for x in (c, c + BEFORE)] for n, cl in args.clients_for.items()
+        }
     args.scenarios = [n for n in want_sc if args.clients_for[n]]
     args.counts = {n: s.quick_count if args.quick else s.count for n, s in SCENARIOS.items()}
     args.sizes = {
@@ -321,11 +443,21 @@ def main(argv: list[str]) -> int:
             cells = run_rounds(args, srv)
         finally:
             shutdown(srv)
-    check_tls_count(args, srv, cells.get("tls", {}))
-    targets = report.evaluate_targets(cells)
+    check_server_count(args, cells, "tls", srv.tls_received)
+    check_server_count(args, cells, "chunking", srv.chunking_received)
+    add_limits(args, cells)
+    if srv.lateness:
+        print(f"delay proxy lateness behind the due time: {srv.lateness}")
+    if args.compare_with is not None:
+        targets = report.compare_targets(cells)
+    else:
+        targets = report.evaluate_targets(cells)
     print(report.tables(SCENARIOS, cells, args.rounds, targets))
     command = " ".join(["python", *sys.argv])
     data = report.as_json(SCENARIOS, cells, args, targets, command, host)
+    data["delay_proxy"] = {"one_way_delay": args.delay, "lateness": srv.lateness}
+    if args.compare_with is not None:
+        data["compare_with"] = str(args.compare_with)
     if args.json is not None:
         args.json.write_text(json.dumps(data, indent=2) + "\n")
         print(f"results written to {args.json}")
