@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from trio_smtp import SmtpDeliveryTimeoutError, SmtpTimeoutError
-from trio_smtp._deadlines import Phases, Watchdog
+from trio_smtp._io.deadlines import Phases, Watchdog
 
 
 def _transport(watchdog: Watchdog | None) -> Any:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .protocol import Reply
 
 if TYPE_CHECKING:
-    from ._client import SendResult
+    from ._client.client import SendResult
 
 __all__ = [
     "SmtpAuthenticationError",

@@ -28,8 +28,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ._message import PreparedMessage
-from .protocol import BodyInspector, BodyKind, normalize_line_endings
+from ..protocol import BodyInspector, BodyKind, normalize_line_endings
+from .prepare import PreparedMessage
 
 __all__ = ["DkimSigner", "choose_signer", "sign_prepared"]
 

@@ -1,5 +1,5 @@
 """What ``send_many`` takes and gives back: its items, read and validated one at a time, and
-one outcome per item, in order (see :mod:`trio_smtp._batch` for how they are sent)."""
+one outcome per item, in order (see :mod:`trio_smtp._delivery.batch` for how they are sent)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from collections.abc import (
 from email.message import EmailMessage, Message
 from typing import Literal
 
-from ._dkim import DkimSigner, choose_signer, sign_prepared
-from ._errors import SmtpError
-from ._message import PreparedMessage, prepare_message, with_delivery_options
-from ._options import DeliveryNotification, DsnReturn
-from ._results import SendResult
-from ._stats import Counters
+from .._errors import SmtpError
+from .._message.dkim import DkimSigner, choose_signer, sign_prepared
+from .._message.options import DeliveryNotification, DsnReturn
+from .._message.prepare import PreparedMessage, prepare_message, with_delivery_options
+from .._results import SendResult
+from .stats import Counters
 
 __all__ = [
     "BatchItem",

@@ -28,12 +28,12 @@ from typing import IO, Any
 
 import trio
 
-from ._batch_items import OutgoingMessage
-from ._errors import SmtpDeliveryUnknownError, SmtpError, SmtpFailedRecipientsError
-from ._pool import SmtpPool
-from ._probe import EXIT_FAILED, EXIT_MAYBE_DELIVERED, EXIT_OK, EXIT_USAGE, UsageError
-from ._results import SendResult
-from ._streamed import BatchOutcome
+from .._client.pool import SmtpPool
+from .._client.streamed import BatchOutcome
+from .._delivery.batch_items import OutgoingMessage
+from .._errors import SmtpDeliveryUnknownError, SmtpError, SmtpFailedRecipientsError
+from .._results import SendResult
+from .probe import EXIT_FAILED, EXIT_MAYBE_DELIVERED, EXIT_OK, EXIT_USAGE, UsageError
 
 __all__ = ["Mailbox", "is_bulk_source", "open_source", "run_bulk"]
 

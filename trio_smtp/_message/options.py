@@ -15,9 +15,9 @@ import enum
 from collections.abc import Mapping
 from typing import ClassVar, Literal
 
-from ._errors import SmtpError, SmtpStatusCode, SmtpTlsError
-from .protocol import Extensions, LocalProtocolError, Mail, Rcpt, xtext_encode
-from .protocol._frozen import Frozen, set_field
+from .._errors import SmtpError, SmtpStatusCode, SmtpTlsError
+from ..protocol import Extensions, LocalProtocolError, Mail, Rcpt, xtext_encode
+from ..protocol._frozen import Frozen, set_field
 
 __all__ = ["DeliveryNotification", "DeliveryOptions", "DsnReturn", "delivery_options"]
 

@@ -12,8 +12,8 @@ from email.message import EmailMessage
 
 import trio
 
-from ._client import SendCompleted, SmtpClient
-from ._config import Security
+from .._client.client import SendCompleted, SmtpClient
+from .._config import Security
 
 __all__ = ["run_demo"]
 
@@ -45,7 +45,7 @@ def _show_event(event: SendCompleted[str]) -> None:
 async def run_demo() -> int:
     """Run the demo; return the process exit status (0 when the message was delivered)."""
     try:
-        from .testing import SmtpServer
+        from ..testing import SmtpServer
     except ImportError as exc:  # trustme is a test extra
         print(f"trio-smtp demo needs the test extra (pip install 'trio-smtp[test]'): {exc}")
         return 2

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from ._errors import SmtpResponseError
-from ._transport import LOST_OR_GARBLED, Transport, delivery_unknown
-from .protocol import Bdat, LineEndingNormalizer, Reply
+from .._errors import SmtpResponseError
+from .._io.transport import LOST_OR_GARBLED, Transport, delivery_unknown
+from ..protocol import Bdat, LineEndingNormalizer, Reply
 
 __all__ = ["send_bdat"]
 

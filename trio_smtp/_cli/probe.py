@@ -1,8 +1,8 @@
 """``trio-smtp probe``: what a server offers, without authenticating or sending mail.
 
 Theory of operation: the probe drives the same pieces as a real session
-(:func:`~trio_smtp._transport.open_transport` and the session's EHLO and STARTTLS steps in
-:mod:`trio_smtp._session`), but stops short of AUTH and MAIL and records what it saw on the
+(:func:`~trio_smtp._io.transport.open_transport` and the session's EHLO and STARTTLS steps in
+:mod:`trio_smtp._delivery.session`), but stops short of AUTH and MAIL and records what it saw on the
 way: the greeting, the EHLO reply before and after TLS, the TLS version and cipher and the
 server's certificate.  It then says QUIT.  A server that does not meet the URL's security
 (``smtp://`` without STARTTLS) is still described; :attr:`ProbeReport.problem` says why a
@@ -29,13 +29,13 @@ from urllib.parse import quote, unquote
 
 import trio
 
-from ._config import Security, Timeouts
-from ._errors import SmtpConnectError, SmtpError, SmtpTimeoutError, SmtpTlsError
-from ._proxy import Proxy, parse_proxy
-from ._session import SessionConfig, _ehlo_domain, _hello, _starttls
-from ._transport import Transport, open_transport
-from ._url import parse_smtp_url
-from .protocol import Command, Ehlo, Extensions, Helo, Reply, StartTls
+from .._client.url import parse_smtp_url
+from .._config import Security, Timeouts
+from .._delivery.session import SessionConfig, _ehlo_domain, _hello, _starttls
+from .._errors import SmtpConnectError, SmtpError, SmtpTimeoutError, SmtpTlsError
+from .._io.proxy import Proxy, parse_proxy
+from .._io.transport import Transport, open_transport
+from ..protocol import Command, Ehlo, Extensions, Helo, Reply, StartTls
 
 __all__ = [
     "EXIT_CONNECTION",
@@ -131,7 +131,7 @@ async def probe(
     :class:`~trio_smtp.SmtpTimeoutError` when the server cannot be reached or TLS fails
     (including a certificate that does not verify, unless ``context`` skips verification);
     ``report`` then still holds what was learned before (the greeting, the plaintext EHLO).
-    ``proxy``: connect through it (see :mod:`trio_smtp._proxy`).
+    ``proxy``: connect through it (see :mod:`trio_smtp._io.proxy`).
     """
     transport = await open_transport(
         report.host,
@@ -403,7 +403,7 @@ def split_user(url: str, *, allow_password: bool = False) -> tuple[str | None, s
 
     A password in the URL is refused (it would be visible in the process list and the shell
     history) unless ``allow_password``; it is then dropped.  The rest of the URL is left for
-    :func:`~trio_smtp._url.parse_smtp_url` to check.
+    :func:`~trio_smtp._client.url.parse_smtp_url` to check.
     """
     scheme, sep, rest = url.partition("://")
     userinfo, at, hostpart = rest.rpartition("@")
@@ -575,7 +575,7 @@ def failure_hint(exc: SmtpError, security: Security, where: str) -> str | None:
 
 
 def add_probe_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``trio-smtp probe URL``: what the server offers (see :mod:`trio_smtp._probe`)."""
+    """``trio-smtp probe URL``: what the server offers (see :mod:`trio_smtp._cli.probe`)."""
     parser = subcommands.add_parser(
         "probe",
         help="show a server's greeting, extensions, TLS, certificate and AUTH mechanisms",

@@ -4,16 +4,16 @@ Theory of operation: a :class:`Connection` is a slot that holds at most one sess
 opened lazily by the first send, reused while it is idle and healthy, and replaced when it
 is broken, or was closed or spoken on by the server while idle (DESIGN rules 11 and 12: a
 kept connection is looked at before each send, see :meth:`Transport.check_idle
-<trio_smtp._transport.Transport.check_idle>`; a 421, an idle timeout, a stray line all
+<trio_smtp._io.transport.Transport.check_idle>`; a 421, an idle timeout, a stray line all
 mean a new one).  A reused connection found stale before
-its MAIL was answered raises :class:`~trio_smtp._transaction.ConnectionStaleError`, and the
+its MAIL was answered raises :class:`~trio_smtp._delivery.transaction.ConnectionStaleError`, and the
 message goes again on a fresh one: nothing of it was accepted (RFC 5321 §4.1.1.4).  Nothing
 is ever retried after the end of data was written (``SmtpDeliveryUnknownError``).  Closing
 says QUIT when the session is idle, shielded, with a short deadline (DESIGN rule 9).
 
 The slot contains no SMTP transaction logic: it drives :func:`open_session`,
 :func:`deliver` and :func:`send_batch`, and counts what they did in the owner's
-:class:`~trio_smtp._stats.Counters`.
+:class:`~trio_smtp._delivery.stats.Counters`.
 
 :func:`send_completed` is the one place a ``send_async`` outcome is decided (DESIGN rule
 10), for SmtpClient and SmtpPool alike; it is given the slot's
@@ -29,17 +29,17 @@ from typing import Any
 
 import trio
 
-from ._batch import send_batch
-from ._batch_items import Outcome, Outcomes
-from ._deadlines import Watchdog
-from ._dkim import DkimSigner
-from ._errors import SmtpDeliveryUnknownError
-from ._message import PreparedMessage
-from ._results import SendCompleted, SendResult
-from ._session import SessionConfig, open_session
-from ._stats import Counters
-from ._transaction import ConnectionStaleError, deliver
-from ._transport import Transport
+from .._delivery.batch import send_batch
+from .._delivery.batch_items import Outcome, Outcomes
+from .._delivery.session import SessionConfig, open_session
+from .._delivery.stats import Counters
+from .._delivery.transaction import ConnectionStaleError, deliver
+from .._errors import SmtpDeliveryUnknownError
+from .._io.deadlines import Watchdog
+from .._io.transport import Transport
+from .._message.dkim import DkimSigner
+from .._message.prepare import PreparedMessage
+from .._results import SendCompleted, SendResult
 
 __all__ = ["Connection", "close_body", "late_cancel", "send_completed"]
 
@@ -173,7 +173,7 @@ class Connection:
                     await self._drop_transport(polite=False)
 
     async def _deliver_to_pickup(self, prepared: PreparedMessage) -> SendResult:
-        from ._pickup import deliver_to_pickup  # only pickup delivery pays its import
+        from .._delivery.pickup import deliver_to_pickup  # only pickup delivery pays its import
 
         assert self._pickup_directory is not None
         envelope = prepared.envelope

@@ -1,6 +1,6 @@
 """Opening an SMTP session: greeting, EHLO/HELO, STARTTLS, AUTH.
 
-Theory of operation: :func:`open_session` connects (see :mod:`trio_smtp._transport`) and runs
+Theory of operation: :func:`open_session` connects (see :mod:`trio_smtp._io.transport`) and runs
 the handshake in order, refusing to go on whenever security would be weakened: STARTTLS
 required but not advertised, refused, or not cleanly followed by the handshake is an
 :class:`~trio_smtp.SmtpTlsError` before any credential or envelope is sent (RFC 3207 §4, §6);
@@ -15,14 +15,14 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from . import _sasl
-from ._config import Security, Timeouts
-from ._errors import SmtpAuthenticationError, SmtpConnectError, SmtpTlsError
-from ._hostname import address_literal, local_fqdn
-from ._proxy import Proxy
-from ._transport import StreamFactory, Transport, deadline, open_transport
-from .protocol import AuthResponse, Ehlo, Helo, Reply, StartTls
-from .protocol._frozen import Frozen, set_field
+from .._config import Security, Timeouts
+from .._errors import SmtpAuthenticationError, SmtpConnectError, SmtpTlsError
+from .._io.hostname import address_literal, local_fqdn
+from .._io.proxy import Proxy
+from .._io.transport import StreamFactory, Transport, deadline, open_transport
+from ..protocol import AuthResponse, Ehlo, Helo, Reply, StartTls
+from ..protocol._frozen import Frozen, set_field
+from ..sasl import _mechanisms as _sasl
 
 __all__ = ["Credentials", "OAuth2", "SessionConfig", "TlsSessionCache", "open_session"]
 
@@ -121,7 +121,7 @@ class SessionConfig(Frozen):
     stream_factory: StreamFactory | None
     #: Connect to this Unix socket path instead of TCP to ``host:port``.
     unix_socket: str | None
-    #: Connect through this SOCKS or HTTP CONNECT proxy (see :mod:`trio_smtp._proxy`).
+    #: Connect through this SOCKS or HTTP CONNECT proxy (see :mod:`trio_smtp._io.proxy`).
     proxy: Proxy | None
     #: The session the next TLS handshake offers to resume (shared by the client's
     #: connections; the same object in every copy of this config: ``_replace`` passes it on).

@@ -31,8 +31,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Literal
 
-from ._chunking import send_bdat
-from ._errors import (
+from .._errors import (
     SmtpConnectError,
     SmtpDeliveryUnknownError,
     SmtpError,
@@ -42,11 +41,11 @@ from ._errors import (
     SmtpResponseError,
     SmtpStatusCode,
 )
-from ._message import PreparedMessage, check_against_server
-from ._results import SendResult
-from ._sources import CHUNK_SIZE
-from ._transport import LOST_OR_GARBLED, Transport, delivery_unknown
-from .protocol import (
+from .._io.transport import LOST_OR_GARBLED, Transport, delivery_unknown
+from .._message.prepare import PreparedMessage, check_against_server
+from .._message.sources import CHUNK_SIZE
+from .._results import SendResult
+from ..protocol import (
     Bdat,
     BodyKind,
     Data,
@@ -58,7 +57,8 @@ from .protocol import (
     Rset,
     normalize_line_endings,
 )
-from .protocol._frozen import Frozen, set_field
+from ..protocol._frozen import Frozen, set_field
+from .chunking import send_bdat
 
 __all__ = ["ConnectionStaleError", "deliver"]
 

@@ -3,7 +3,7 @@
 Everything wrong with the configuration is a ``TypeError`` or ``ValueError`` raised by the
 constructor, before any task or connection exists (the seed's failure table: no host with
 network delivery, a bad port, TLS with a pickup directory).  The result is the immutable
-:class:`~trio_smtp._session.SessionConfig` the client uses for every connection.
+:class:`~trio_smtp._delivery.session.SessionConfig` the client uses for every connection.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import ssl
 
-from . import _sasl
-from ._config import DeliveryMethod, Security, Timeouts, default_port
-from ._proxy import Proxy, check_destination, parse_proxy
-from ._session import Credentials, OAuth2, SessionConfig
-from ._transport import StreamFactory
-from .protocol import LocalProtocolError, validate_domain
+from .._config import DeliveryMethod, Security, Timeouts, default_port
+from .._delivery.session import Credentials, OAuth2, SessionConfig
+from .._io.proxy import Proxy, check_destination, parse_proxy
+from .._io.transport import StreamFactory
+from ..protocol import LocalProtocolError, validate_domain
+from ..sasl import _mechanisms as _sasl
 
 __all__ = ["session_config"]
 
@@ -106,7 +106,7 @@ def _check_proxy(
     stream_factory: StreamFactory | None,
     unix_socket: str | None,
 ) -> Proxy | None:
-    """``proxy=`` is a URL (see :func:`~trio_smtp._proxy.parse_proxy`) for TCP delivery."""
+    """``proxy=`` is a URL (see :func:`~trio_smtp._io.proxy.parse_proxy`) for TCP delivery."""
     if proxy is None:
         return None
     if pickup:

@@ -10,7 +10,7 @@ Grammar (RFC 3986 syntax; the schemes follow common client practice and RFC 8314
     pickup:///absolute/directory/path
 
 ``smtp`` and ``smtps`` also take ``proxy=URL`` (a SOCKS or HTTP CONNECT proxy, see
-:mod:`trio_smtp._proxy`), percent-encoded as a whole: its "@", "&" and "+" at least must be
+:mod:`trio_smtp._io.proxy`), percent-encoded as a whole: its "@", "&" and "+" at least must be
 written %40, %26 and %2B (``urllib.parse.quote(proxy_url, safe="")`` does it).
 
 ``smtp+unix`` (as in ``http+unix``) connects to a Unix-domain socket, without TLS: the
@@ -36,7 +36,7 @@ import ipaddress
 from typing import TypedDict
 from urllib.parse import parse_qsl, unquote
 
-from ._config import DeliveryMethod, Security, default_port
+from .._config import DeliveryMethod, Security, default_port
 
 __all__ = ["SmtpUrlConfig", "parse_smtp_url"]
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._errors import (
+from .._errors import (
     SmtpConnectError,
     SmtpDeliveryUnknownError,
     SmtpError,
@@ -29,10 +29,10 @@ from ._errors import (
     SmtpTimeoutError,
     SmtpTlsError,
 )
-from .protocol import RemoteProtocolError
+from ..protocol import RemoteProtocolError
 
 if TYPE_CHECKING:
-    from ._transport import Transport
+    from .transport import Transport
 
 __all__ = [
     "ARMED",

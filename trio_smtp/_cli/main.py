@@ -2,7 +2,7 @@
 
 Each subcommand is one ``add_<name>_parser`` function that registers its arguments and one
 ``run_<name>`` function that does the work: ``send`` (one message to a server given by URL),
-``probe`` (what a server offers; the work is in :mod:`trio_smtp._probe`), ``serve`` (the
+``probe`` (what a server offers; the work is in :mod:`trio_smtp._cli.probe`), ``serve`` (the
 testing server as a local debugging server) and ``demo``.
 """
 
@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
-from ._cli_bulk import is_bulk_source, run_bulk
-from ._client import SendResult, SmtpClient
-from ._config import Security
-from ._errors import (
+from .._client.client import SendResult, SmtpClient
+from .._client.url import SmtpUrlConfig, parse_smtp_url
+from .._config import Security
+from .._delivery.session import OAuth2
+from .._errors import (
     SmtpAuthenticationError,
     SmtpConnectError,
     SmtpDeliveryUnknownError,
@@ -40,9 +41,10 @@ from ._errors import (
     SmtpTimeoutError,
     SmtpTlsError,
 )
-from ._message import parse_address_list
-from ._options import DeliveryNotification, DsnReturn, delivery_options
-from ._probe import (
+from .._message.options import DeliveryNotification, DsnReturn, delivery_options
+from .._message.prepare import parse_address_list
+from .bulk import is_bulk_source, run_bulk
+from .probe import (
     EXIT_CONNECTION,
     EXIT_FAILED,
     EXIT_MAYBE_DELIVERED,
@@ -61,18 +63,16 @@ from ._probe import (
     tls_context,
     url_argument,
 )
-from ._session import OAuth2
-from ._url import SmtpUrlConfig, parse_smtp_url
 
 if TYPE_CHECKING:
-    from .testing import Message, SmtpServer
+    from ..testing import Message, SmtpServer
 
 __all__ = ["build_parser", "main", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``trio-smtp`` parser with every subcommand."""
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(prog="trio-smtp", description="SMTP tools for Trio.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -262,7 +262,7 @@ def run_send(args: argparse.Namespace) -> int:
 
 
 def _run_bulk(args: argparse.Namespace) -> int:
-    """Many messages (see :mod:`trio_smtp._cli_bulk`)."""
+    """Many messages (see :mod:`trio_smtp._cli.bulk`)."""
     try:
         _no_composing(args, "a directory, maildir or mbox")
         user, url = split_user(args.server)
@@ -496,7 +496,7 @@ def add_demo_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPar
 
 def run_demo_command(args: argparse.Namespace) -> int:
     """Run ``trio-smtp demo``; 0 when the message was delivered."""
-    from ._demo import run_demo
+    from .demo import run_demo
 
     if not _have_trustme():
         print("trio-smtp demo: the demo's server needs trustme (for its TLS certificate), "
@@ -680,7 +680,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def _auth_mechanisms(names: list[str]) -> tuple[str, ...] | None:
     """``--auth-mechanism`` values, checked; None when none was given (the default set)."""
-    from .testing import ALL_MECHANISMS
+    from ..testing import ALL_MECHANISMS
 
     chosen: list[str] = []
     for name in names:
@@ -751,7 +751,7 @@ async def serve(
     task_status: trio.TaskStatus[SmtpServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve and print messages forever; ``task_status.started`` gets the server."""
-    from .testing import DEFAULT_MECHANISMS, SmtpServer
+    from ..testing import DEFAULT_MECHANISMS, SmtpServer
 
     out = out or sys.stdout
     server = SmtpServer(

@@ -1,12 +1,13 @@
 """SmtpPool: concurrent sending over several connections to one server.
 
-Theory of operation: the pool is a scheduler over :class:`~trio_smtp._connection_slot.Connection`
-slots -- the very object an :class:`~trio_smtp.SmtpClient` drives its one connection with --
-and contains no SMTP of its own.  A send *leases* a slot: an idle one (the most recently
+Theory of operation: the pool is a scheduler over
+:class:`~trio_smtp._client.connection_slot.Connection` slots -- the very object an
+:class:`~trio_smtp.SmtpClient` drives its one connection with -- and contains no SMTP of its
+own.  A send *leases* a slot: an idle one (the most recently
 used, so that the others reach their idle time and close), or a new one while fewer than the
 current concurrency limit are open, or else it waits in a FIFO queue.  A new slot connects
-(greeting, EHLO, STARTTLS, AUTH: :func:`~trio_smtp._session.open_session`); the message then
-goes as ``SmtpClient.send`` sends it, with the client's reconnect rules (a reused connection
+(greeting, EHLO, STARTTLS, AUTH: :func:`~trio_smtp._delivery.session.open_session`); the message
+then goes as ``SmtpClient.send`` sends it, with the client's reconnect rules (a reused connection
 found stale is replaced and the message goes again; nothing is retried once its end of data
 may have arrived).  Giving the slot back keeps it idle, or closes it with QUIT when it is
 broken, has sent ``max_messages_per_connection`` messages, or is above the limit.
@@ -48,28 +49,28 @@ from typing import Any, Literal
 
 import trio
 
-from ._batch_items import BatchItem, Outcome, Outcomes, check_batch_source
-from ._client import Message_, _prepare, _signed
-from ._config import DeliveryMethod, Security, Timeouts
-from ._connection_slot import Connection, close_body, send_completed
-from ._deadlines import Watchdog
-from ._dkim import DkimSigner, choose_signer
-from ._errors import (
+from .._config import DeliveryMethod, Security, Timeouts
+from .._delivery.batch_items import BatchItem, Outcome, Outcomes, check_batch_source
+from .._delivery.session import Credentials
+from .._delivery.stats import Counters
+from .._errors import (
     SmtpConnectError,
     SmtpError,
     SmtpFailedRecipientsError,
     SmtpResponseError,
     SmtpTimeoutError,
 )
-from ._message import PreparedMessage
-from ._options import DeliveryNotification, DsnReturn
-from ._results import SendCompleted, SendResult
-from ._session import Credentials
-from ._settings import session_config
-from ._stats import Counters
-from ._streamed import Emit, OutcomeStream, RecordedItems, stream_outcomes
-from ._transport import StreamFactory
-from ._url import parse_smtp_url
+from .._io.deadlines import Watchdog
+from .._io.transport import StreamFactory
+from .._message.dkim import DkimSigner, choose_signer
+from .._message.options import DeliveryNotification, DsnReturn
+from .._message.prepare import PreparedMessage
+from .._results import SendCompleted, SendResult
+from .client import Message_, _prepare, _signed
+from .connection_slot import Connection, close_body, send_completed
+from .settings import session_config
+from .streamed import Emit, OutcomeStream, RecordedItems, stream_outcomes
+from .url import parse_smtp_url
 
 __all__ = ["Backoff", "PoolStatistics", "SmtpPool"]
 
@@ -482,7 +483,7 @@ class SmtpPool:
         self, prepared: PreparedMessage, user_token: object, scope: trio.CancelScope
     ) -> None:
         """Exactly one event, decided as :meth:`SmtpClient.send_async`'s (one function,
-        :func:`~trio_smtp._connection_slot.send_completed`)."""
+        :func:`~trio_smtp._client.connection_slot.send_completed`)."""
         error: BaseException | None = None
         result: SendResult | None = None
         late = _Late()

@@ -9,7 +9,7 @@ field the envelope is read from holds a part that is not an address (``a@x;b@y``
 is a ``ValueError`` naming the field and the part, as is an empty or unparsable ``sender=``
 or ``recipients=`` entry.  Fields the envelope is not read from are not parsed for this.
 An :class:`~email.message.EmailMessage` is serialised exactly once, with CRLF line ends
-and without its Bcc fields, by :mod:`trio_smtp._serialise` (the caller's object is never
+and without its Bcc fields, by :mod:`trio_smtp._message.serialise` (the caller's object is never
 mutated).  What the server must support is decided here too: SMTPUTF8
 when an address is non-ASCII (RFC 6531), and the body's
 :class:`~trio_smtp.protocol.BodyKind` for BODY=8BITMIME (RFC 6152).  Matching that against
@@ -24,17 +24,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from email.message import Message
 from typing import Any
 
-from ._errors import SmtpError, SmtpStatusCode
-from ._options import (
+from .._errors import SmtpError, SmtpStatusCode
+from ..protocol import BodyInspector, BodyKind, Extensions, validate_address
+from ..protocol._frozen import Frozen, set_field
+from .options import (
     NO_OPTIONS,
     DeliveryNotification,
     DeliveryOptions,
     DsnReturn,
     delivery_options,
 )
-from ._sources import StreamedBody, streamed_body
-from .protocol import BodyInspector, BodyKind, Extensions, validate_address
-from .protocol._frozen import Frozen, set_field
+from .sources import StreamedBody, streamed_body
 
 __all__ = [
     "Envelope",
@@ -103,7 +103,7 @@ class PreparedMessage(Frozen):
     message_id: str | None
     #: A body read at send time (file, path, async iterable) instead of :attr:`data`.
     body: StreamedBody | None
-    #: DSN and REQUIRETLS options (see :mod:`trio_smtp._options`).
+    #: DSN and REQUIRETLS options (see :mod:`trio_smtp._message.options`).
     options: DeliveryOptions
     #: True when the data holds a NUL octet: only BDAT with BODY=BINARYMIME carries it.
     has_nul: bool
@@ -498,7 +498,7 @@ def _prepare_email(
     # A non-ASCII addr-spec in a header cannot be written as an RFC 2047 encoded word
     # (RFC 2047 §5): only SMTPUTF8 carries it (RFC 6532).
     utf8 = utf8 or headers.need_utf8()
-    from ._serialise import serialise  # see _default_policy
+    from .serialise import serialise  # see _default_policy
 
     data = serialise(message, utf8)
     message_id = headers.first("message-id")

@@ -10,7 +10,7 @@ Two rules make a half-spoken session impossible to reuse: any exception or cance
 an I/O step marks the transport broken (and tells the machine through ``send_failed()``), and
 the client closes a transport that is not :attr:`Transport.reusable`.  Errors from Trio, the
 ``ssl`` module and the protocol core become the library's exceptions in :func:`map_errors`
-only; it and the deadlines live in :mod:`trio_smtp._deadlines`.
+only; it and the deadlines live in :mod:`trio_smtp._io.deadlines`.
 """
 
 from __future__ import annotations
@@ -24,18 +24,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import trio
 
-from ._config import Security, Timeouts
-from ._deadlines import (
-    ARMED,
-    Armed,
-    Phases,
-    Watchdog,
-    deadline,
-    map_errors,
-    mapped_error,
-    timeout_error,
-)
-from ._errors import (
+from .._config import Security, Timeouts
+from .._errors import (
     SmtpConnectError,
     SmtpDeliveryTimeoutError,
     SmtpDeliveryUnknownError,
@@ -45,9 +35,7 @@ from ._errors import (
     SmtpTimeoutError,
     SmtpTlsError,
 )
-from ._log import ProtocolLog
-from ._proxy import Proxy
-from .protocol import (
+from ..protocol import (
     NEED_DATA,
     ClientConnection,
     Command,
@@ -59,6 +47,18 @@ from .protocol import (
     ReplyParser,
     State,
 )
+from .deadlines import (
+    ARMED,
+    Armed,
+    Phases,
+    Watchdog,
+    deadline,
+    map_errors,
+    mapped_error,
+    timeout_error,
+)
+from .log import ProtocolLog
+from .proxy import Proxy
 
 __all__ = ["StreamFactory", "Transport", "deadline", "map_errors", "open_transport"]
 

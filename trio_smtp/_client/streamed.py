@@ -5,7 +5,7 @@ Theory of operation: Trio forbids yielding from inside a nursery in an async gen
 generator's consumer would run inside the nursery's scope), so the batch runs as a task in
 the client's or pool's own nursery and its outcomes travel over a memory channel; the caller
 gets an async context manager whose value, an :class:`OutcomeStream`, iterates over that
-channel.  Each outcome is put on the channel by :class:`~trio_smtp._batch_items.Outcomes`
+channel.  Each outcome is put on the channel by :class:`~trio_smtp._delivery.batch_items.Outcomes`
 the moment the batch decides it, so outcomes are in completion order and one that is known
 is never lost: a caller cancelled while iterating finds every outcome decided before the
 cancel still on the stream (:meth:`OutcomeStream.receive_nowait`), and the items that were
@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from ._batch_items import Outcome
+from .._delivery.batch_items import Outcome
 
 __all__ = ["BatchOutcome", "OutcomeStream", "RecordedItems", "stream_outcomes"]
 

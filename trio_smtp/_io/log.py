@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .protocol import Reply
+from ..protocol import Reply
 
 __all__ = ["LOGGER_NAME", "ProtocolLog", "protocol_logger"]
 

@@ -6,7 +6,7 @@ as a task in the client's nursery, inside its own cancel scope (which ``send_asy
 cancels), and that task always ends by putting exactly one :class:`SendCompleted` on the
 ``completed`` channel.  One send is in flight at a time (``trio.BusyResourceError``
 otherwise), so one connection is enough: it is opened on the first send and reused while it
-is idle and healthy (see :attr:`Transport.reusable <trio_smtp._transport.Transport>`).
+is idle and healthy (see :attr:`Transport.reusable <trio_smtp._io.transport.Transport>`).
 
 Only one exception can ever escape: the send task catches everything but ``Cancelled`` and
 hands it over in its event, and the user's own code never runs inside the client's nursery
@@ -33,27 +33,27 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
-from ._batch_items import BatchItem, Outcomes, check_batch_source
-from ._batch_items import OutgoingMessage as OutgoingMessage
-from ._config import DeliveryMethod, Security, Timeouts
-from ._connection_slot import Connection, send_completed
-from ._deadlines import Watchdog
-from ._dkim import DkimSigner, choose_signer, sign_prepared
-from ._errors import SmtpFailedRecipientsError
-from ._message import PreparedMessage, prepare_message, with_delivery_options
-from ._options import DeliveryNotification, DsnReturn
-from ._results import SendCompleted as SendCompleted
-from ._results import SendResult as SendResult
-from ._session import Credentials
-from ._settings import session_config
-from ._sources import SupportsAsyncRead, SupportsRead
-from ._stats import ClientStatistics as ClientStatistics
-from ._stats import Counters
-from ._transport import StreamFactory
-from ._url import parse_smtp_url
+from .._config import DeliveryMethod, Security, Timeouts
+from .._delivery.batch_items import BatchItem, Outcomes, check_batch_source
+from .._delivery.batch_items import OutgoingMessage as OutgoingMessage
+from .._delivery.session import Credentials
+from .._delivery.stats import ClientStatistics as ClientStatistics
+from .._delivery.stats import Counters
+from .._errors import SmtpFailedRecipientsError
+from .._io.deadlines import Watchdog
+from .._io.transport import StreamFactory
+from .._message.dkim import DkimSigner, choose_signer, sign_prepared
+from .._message.options import DeliveryNotification, DsnReturn
+from .._message.prepare import PreparedMessage, prepare_message, with_delivery_options
+from .._message.sources import SupportsAsyncRead, SupportsRead
+from .._results import SendCompleted as SendCompleted
+from .._results import SendResult as SendResult
+from .connection_slot import Connection, send_completed
+from .settings import session_config
+from .url import parse_smtp_url
 
 if TYPE_CHECKING:  # loaded by send_many_as_completed: SmtpClient alone does not pay for it
-    from ._streamed import Emit, OutcomeStream
+    from .streamed import Emit, OutcomeStream
 
 __all__ = ["ClientStatistics", "OutgoingMessage", "SendCompleted", "SendResult", "SmtpClient"]
 
@@ -384,7 +384,7 @@ class SmtpClient:
         iterable itself ends the batch: the messages already read finish and report their
         outcomes, then it is raised by the iteration.
         """
-        from ._streamed import RecordedItems, stream_outcomes
+        from .streamed import RecordedItems, stream_outcomes
 
         self._check_open()
         items = RecordedItems(check_batch_source(messages))

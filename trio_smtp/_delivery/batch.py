@@ -33,10 +33,7 @@ from collections.abc import (
 )
 from typing import Literal
 
-from ._batch_items import Outcome, Outcomes, Pending, Source
-from ._deadlines import Phases
-from ._dkim import DkimSigner
-from ._errors import (
+from .._errors import (
     SmtpConnectError,
     SmtpDeliveryTimeoutError,
     SmtpDeliveryUnknownError,
@@ -45,11 +42,16 @@ from ._errors import (
     SmtpResponseError,
     SmtpTimeoutError,
 )
-from ._message import PreparedMessage, check_against_server
-from ._options import NO_OPTIONS
-from ._results import SendResult
-from ._stats import Counters
-from ._transaction import (
+from .._io.deadlines import Phases
+from .._io.transport import _DATA_CHUNK, Transport, delivery_unknown
+from .._message.dkim import DkimSigner
+from .._message.options import NO_OPTIONS
+from .._message.prepare import PreparedMessage, check_against_server
+from .._results import SendResult
+from ..protocol import Data, Rcpt, Reply, Rset, State
+from .batch_items import Outcome, Outcomes, Pending, Source
+from .stats import Counters
+from .transaction import (
     ConnectionStaleError,
     _check_421,
     _check_envelope,
@@ -59,8 +61,6 @@ from ._transaction import (
     _plan,
     _sort,
 )
-from ._transport import _DATA_CHUNK, Transport, delivery_unknown
-from .protocol import Data, Rcpt, Reply, Rset, State
 
 __all__ = ["send_batch", "send_pipelined"]
 
@@ -179,7 +179,7 @@ async def send_pipelined(
     source ends or the connection breaks; return a message that must go first on the next
     connection (``ConnectionStaleError``), if any.
 
-    One :class:`~trio_smtp._deadlines.Phases` scope covers the whole connection, its
+    One :class:`~trio_smtp._io.deadlines.Phases` scope covers the whole connection, its
     deadline moved at each write and read (entering a scope per write and per read was a
     tenth of the client's time per message); it is disarmed while the source is read, so
     a slow source is never timed.  A phase that times out unwinds to that scope as

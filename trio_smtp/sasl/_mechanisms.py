@@ -32,7 +32,7 @@ import hmac
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
-from .protocol import Auth
+from ..protocol import Auth
 
 if TYPE_CHECKING:
     import scramp

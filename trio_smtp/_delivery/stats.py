@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._errors import SmtpFailedRecipientsError
-from ._results import SendResult
+from .._errors import SmtpFailedRecipientsError
+from .._results import SendResult
 
 __all__ = ["ClientStatistics", "Counters"]
 

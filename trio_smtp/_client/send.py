@@ -14,11 +14,11 @@ import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._client import Message_, SendResult, SmtpClient
-from ._config import DeliveryMethod, Security, Timeouts
-from ._options import DeliveryNotification, DsnReturn
-from ._session import Credentials
-from ._transport import StreamFactory
+from .._config import DeliveryMethod, Security, Timeouts
+from .._delivery.session import Credentials
+from .._io.transport import StreamFactory
+from .._message.options import DeliveryNotification, DsnReturn
+from .client import Message_, SendResult, SmtpClient
 
 __all__ = ["send"]
 
