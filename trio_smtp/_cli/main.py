@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 import trio
 
 from .._client.client import SendResult, SmtpClient
-from .._client.url import SmtpUrlConfig, parse_smtp_url
 from .._config import Security
 from .._delivery.session import OAuth2
 from .._errors import (
@@ -41,6 +40,7 @@ from .._errors import (
     SmtpTimeoutError,
     SmtpTlsError,
 )
+from .._io.url import SmtpUrlConfig, parse_smtp_url
 from .._message.options import DeliveryNotification, DsnReturn, delivery_options
 from .._message.prepare import parse_address_list
 from .bulk import is_bulk_source, run_bulk

@@ -29,12 +29,12 @@ from urllib.parse import quote, unquote
 
 import trio
 
-from .._client.url import parse_smtp_url
 from .._config import Security, Timeouts
-from .._delivery.session import SessionConfig, _ehlo_domain, _hello, _starttls
+from .._delivery.session import SessionConfig, ehlo_domain, ehlo_or_helo, negotiate_starttls
 from .._errors import SmtpConnectError, SmtpError, SmtpTimeoutError, SmtpTlsError
 from .._io.proxy import Proxy, parse_proxy
 from .._io.transport import Transport, open_transport
+from .._io.url import parse_smtp_url
 from ..protocol import Command, Ehlo, Extensions, Helo, Reply, StartTls
 
 __all__ = [
@@ -185,8 +185,8 @@ async def _converse(
     report.greeting = await transport.read_reply("the greeting", timeouts.greeting)
     if report.greeting.code != 220:
         raise SmtpConnectError("the server refused the session", reply=report.greeting)
-    domain = local_hostname or await _ehlo_domain(transport)
-    await _hello(transport, domain)  # EHLO, or HELO when EHLO is refused
+    domain = local_hostname or await ehlo_domain(transport)
+    await ehlo_or_helo(transport, domain)  # EHLO, or HELO when EHLO is refused
     hello = _last(replies, Ehlo, Helo)
     report.extensions = transport.conn.extensions
     if report.security is Security.IMPLICIT_TLS:
@@ -219,7 +219,7 @@ async def _probe_starttls(
     )
     try:
         # The session's own STARTTLS step (RFC 3207): the same checks as a real send.
-        await _starttls(transport, config, domain)
+        await negotiate_starttls(transport, config, domain)
     except SmtpTlsError as exc:
         if exc.reply is None:
             raise  # the handshake or the certificate failed: nothing more to learn
@@ -403,7 +403,7 @@ def split_user(url: str, *, allow_password: bool = False) -> tuple[str | None, s
 
     A password in the URL is refused (it would be visible in the process list and the shell
     history) unless ``allow_password``; it is then dropped.  The rest of the URL is left for
-    :func:`~trio_smtp._client.url.parse_smtp_url` to check.
+    :func:`~trio_smtp._io.url.parse_smtp_url` to check.
     """
     scheme, sep, rest = url.partition("://")
     userinfo, at, hostpart = rest.rpartition("@")

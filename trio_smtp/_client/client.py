@@ -42,6 +42,7 @@ from .._delivery.stats import Counters
 from .._errors import SmtpFailedRecipientsError
 from .._io.deadlines import Watchdog
 from .._io.transport import StreamFactory
+from .._io.url import parse_smtp_url
 from .._message.dkim import DkimSigner, choose_signer, sign_prepared
 from .._message.options import DeliveryNotification, DsnReturn
 from .._message.prepare import PreparedMessage, prepare_message, with_delivery_options
@@ -50,7 +51,6 @@ from .._results import SendCompleted as SendCompleted
 from .._results import SendResult as SendResult
 from .connection_slot import Connection, send_completed
 from .settings import session_config
-from .url import parse_smtp_url
 
 if TYPE_CHECKING:  # loaded by send_many_as_completed: SmtpClient alone does not pay for it
     from .streamed import Emit, OutcomeStream
@@ -312,8 +312,10 @@ class SmtpClient:
         and ``Cancelled`` comes at the caller's next checkpoint.
         """
         self._check_open()
-        prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
-        prepared = _signed(prepared, choose_signer(self._dkim, dkim))
+        prepared = prepare_outgoing(
+            message, sender, recipients, notify, ret, envid, orcpt, requiretls
+        )
+        prepared = signed(prepared, choose_signer(self._dkim, dkim))
         self._claim()
         try:
             return await self._deliver(prepared)
@@ -423,8 +425,10 @@ class SmtpClient:
         file object must stay open (and unread by anyone else) until the completion event.
         """
         self._check_open()
-        prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
-        prepared = _signed(prepared, choose_signer(self._dkim, dkim))
+        prepared = prepare_outgoing(
+            message, sender, recipients, notify, ret, envid, orcpt, requiretls
+        )
+        prepared = signed(prepared, choose_signer(self._dkim, dkim))
         self._claim()
         scope = trio.CancelScope()
         self._send_scope = scope
@@ -516,7 +520,7 @@ class SmtpClient:
         self._idle.set()
 
 
-def _prepare(
+def prepare_outgoing(
     message: object,
     sender: str | None,
     recipients: Sequence[str] | None,
@@ -532,6 +536,6 @@ def _prepare(
     )
 
 
-def _signed(prepared: PreparedMessage, signer: DkimSigner | None) -> PreparedMessage:
-    # After _prepare: the signature covers the data as serialised (Bcc removed).
+def signed(prepared: PreparedMessage, signer: DkimSigner | None) -> PreparedMessage:
+    # After prepare_outgoing: the signature covers the data as serialised (Bcc removed).
     return prepared if signer is None else sign_prepared(prepared, signer)

@@ -62,15 +62,15 @@ from .._errors import (
 )
 from .._io.deadlines import Watchdog
 from .._io.transport import StreamFactory
+from .._io.url import parse_smtp_url
 from .._message.dkim import DkimSigner, choose_signer
 from .._message.options import DeliveryNotification, DsnReturn
 from .._message.prepare import PreparedMessage
 from .._results import SendCompleted, SendResult
-from .client import Message_, _prepare, _signed
+from .client import Message_, prepare_outgoing, signed
 from .connection_slot import Connection, close_body, send_completed
 from .settings import session_config
 from .streamed import Emit, OutcomeStream, RecordedItems, stream_outcomes
-from .url import parse_smtp_url
 
 __all__ = ["Backoff", "PoolStatistics", "SmtpPool"]
 
@@ -382,8 +382,10 @@ class SmtpPool:
         be read twice).  Cancelled, it behaves as :meth:`SmtpClient.send`.
         """
         self._check_open()
-        prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
-        prepared = _signed(prepared, choose_signer(self._dkim, dkim))
+        prepared = prepare_outgoing(
+            message, sender, recipients, notify, ret, envid, orcpt, requiretls
+        )
+        prepared = signed(prepared, choose_signer(self._dkim, dkim))
         self._started()
         try:
             return await self._send_counted(prepared, _Late())
@@ -411,8 +413,10 @@ class SmtpPool:
         raises ``trio.WouldBlock`` (nothing is started), and :meth:`submit` waits for room.
         """
         self._check_open()
-        prepared = _prepare(message, sender, recipients, notify, ret, envid, orcpt, requiretls)
-        prepared = _signed(prepared, choose_signer(self._dkim, dkim))
+        prepared = prepare_outgoing(
+            message, sender, recipients, notify, ret, envid, orcpt, requiretls
+        )
+        prepared = signed(prepared, choose_signer(self._dkim, dkim))
         if self.max_pending is not None and len(self._async_scopes) >= self.max_pending:
             raise trio.WouldBlock
         scope = trio.CancelScope()

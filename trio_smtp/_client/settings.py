@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import ssl
 
+from .. import sasl
 from .._config import DeliveryMethod, Security, Timeouts, default_port
 from .._delivery.session import Credentials, OAuth2, SessionConfig
 from .._io.proxy import Proxy, check_destination, parse_proxy
 from .._io.transport import StreamFactory
 from ..protocol import LocalProtocolError, validate_domain
-from ..sasl import _mechanisms as _sasl
 
 __all__ = ["session_config"]
 
@@ -140,7 +140,7 @@ def _check_types(
         raise TypeError(f"delivery_method must be a DeliveryMethod, not {delivery_method!r}")
     if timeouts is not None and not isinstance(timeouts, Timeouts):
         raise TypeError(f"timeouts must be a trio_smtp.Timeouts, not {timeouts!r}")
-    if credentials is None or isinstance(credentials, (_sasl.Mechanism, OAuth2)):
+    if credentials is None or isinstance(credentials, (sasl.Mechanism, OAuth2)):
         return
     if callable(credentials):
         return

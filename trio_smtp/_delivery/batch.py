@@ -43,7 +43,7 @@ from .._errors import (
     SmtpTimeoutError,
 )
 from .._io.deadlines import Phases
-from .._io.transport import _DATA_CHUNK, Transport, delivery_unknown
+from .._io.transport import DATA_CHUNK, Transport, delivery_unknown
 from .._message.dkim import DkimSigner
 from .._message.options import NO_OPTIONS
 from .._message.prepare import PreparedMessage, check_against_server
@@ -53,13 +53,13 @@ from .batch_items import Outcome, Outcomes, Pending, Source
 from .stats import Counters
 from .transaction import (
     ConnectionStaleError,
-    _check_421,
-    _check_envelope,
-    _mail_reply,
-    _outcome,
-    _Plan,
-    _plan,
-    _sort,
+    TransferPlan,
+    check_envelope,
+    check_not_closing,
+    plan_transfer,
+    read_mail_reply,
+    sort_recipients,
+    transaction_outcome,
 )
 
 __all__ = ["send_batch", "send_pipelined"]
@@ -212,7 +212,7 @@ class _PipelinedSender:
         self._written = False
         # The commands of the last message, for the next one if it needs the same.
         self._last_key: tuple[object, ...] = ()
-        self._last: tuple[_Plan, list[Rcpt]] | None = None
+        self._last: tuple[TransferPlan, list[Rcpt]] | None = None
 
     async def run(self, source: Source, first: Pending, phases: Phases) -> Pending | None:
         """The loop of :func:`send_pipelined`, inside its Phases scope."""
@@ -282,12 +282,12 @@ class _PipelinedSender:
             self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
             raise
         try:
-            mail_reply = await _mail_reply(transport, plan.mail)
+            mail_reply = await read_mail_reply(transport, plan.mail)
             rcpt_replies = [
-                _check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt))
+                check_not_closing(await transport.read_reply("RCPT", transport.timeouts.rcpt))
                 for _ in rcpts
             ]
-            data_reply = _check_421(
+            data_reply = check_not_closing(
                 await transport.read_reply("DATA", transport.timeouts.data_initiation)
             )
         except ConnectionStaleError:
@@ -304,7 +304,7 @@ class _PipelinedSender:
         await self._after_envelope(pending, plan, mail_reply, rcpt_replies, data_reply)
         return False
 
-    def _commands(self, prepared: PreparedMessage) -> tuple[_Plan, list[Rcpt]]:
+    def _commands(self, prepared: PreparedMessage) -> tuple[TransferPlan, list[Rcpt]]:
         """The plan (MAIL) and the RCPTs for ``prepared``: those of the message before
         when everything they depend on is the same object or value (a batch to the same
         people, the usual case), built afresh otherwise."""
@@ -321,7 +321,7 @@ class _PipelinedSender:
         )
         if key == self._last_key and self._last is not None:
             return self._last
-        plan = _plan(prepared, extensions)
+        plan = plan_transfer(prepared, extensions)
         options = prepared.options
         commands = plan, [options.rcpt(r) for r in prepared.envelope.recipients]
         self._last_key, self._last = key, commands
@@ -330,16 +330,16 @@ class _PipelinedSender:
     async def _after_envelope(
         self,
         pending: Pending,
-        plan: _Plan,
+        plan: TransferPlan,
         mail_reply: Reply,
         rcpt_replies: list[Reply],
         data_reply: Reply,
     ) -> None:
         transport, prepared = self.transport, pending.prepared
         conn = transport.conn
-        accepted, rejected = _sort(prepared.envelope.recipients, rcpt_replies)
+        accepted, rejected = sort_recipients(prepared.envelope.recipients, rcpt_replies)
         try:
-            _check_envelope(mail_reply, accepted, rejected)
+            check_envelope(mail_reply, accepted, rejected)
             if data_reply.code != 354:
                 raise SmtpResponseError("the server refused DATA", reply=data_reply, command="DATA")
         except SmtpError as exc:
@@ -356,7 +356,7 @@ class _PipelinedSender:
             transport.mark_broken()
             self.outcomes.set(pending.slot, exc, pending.prepared.size)
             raise
-        if len(prepared.data) > _DATA_CHUNK:
+        if len(prepared.data) > DATA_CHUNK:
             await self._send_large(pending, accepted, rejected)
             return
         self.tail, self.finish = conn.send_data(prepared.data), "end_data"
@@ -428,7 +428,7 @@ class _PipelinedSender:
         if awaiting.final is not None:
             pending, accepted, rejected = awaiting.final
             self._set_final(pending, final, accepted, rejected)
-        _check_421(final)  # the pipelined MAIL behind it will never be answered
+        check_not_closing(final)  # the pipelined MAIL behind it will never be answered
 
     async def _read(self, what: str, limit: float | None, maybe_delivered: bool) -> Reply:
         try:
@@ -455,7 +455,7 @@ class _PipelinedSender:
         self, pending: Pending, final: Reply, accepted: list[str], rejected: dict[str, Reply]
     ) -> None:
         try:
-            outcome: Outcome = _outcome(pending.prepared, final, accepted, rejected)
+            outcome: Outcome = transaction_outcome(pending.prepared, final, accepted, rejected)
         except SmtpError as exc:
             outcome = exc
         self.outcomes.set(pending.slot, outcome, pending.prepared.size)

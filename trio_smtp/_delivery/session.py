@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from .. import sasl
 from .._config import Security, Timeouts
 from .._errors import SmtpAuthenticationError, SmtpConnectError, SmtpTlsError
 from .._io.hostname import address_literal, local_fqdn
@@ -22,7 +23,6 @@ from .._io.proxy import Proxy
 from .._io.transport import StreamFactory, Transport, deadline, open_transport
 from ..protocol import AuthResponse, Ehlo, Helo, Reply, StartTls
 from ..protocol._frozen import Frozen, set_field
-from ..sasl import _mechanisms as _sasl
 
 __all__ = ["Credentials", "OAuth2", "SessionConfig", "TlsSessionCache", "open_session"]
 
@@ -68,7 +68,7 @@ class OAuth2:
 #: What ``credentials=`` accepts: a (user, password) pair, :class:`OAuth2` token
 #: credentials, a mechanism object to force one (``auth_command()`` restarts it on each
 #: connection), or a callable returning a new mechanism.
-Credentials = tuple[str, str] | OAuth2 | _sasl.Mechanism | Callable[[], _sasl.Mechanism]
+Credentials = tuple[str, str] | OAuth2 | sasl.Mechanism | Callable[[], sasl.Mechanism]
 
 #: A resolver that hangs must not stall the session: after this, use an address literal.
 _FQDN_LOOKUP_LIMIT = 5.0
@@ -183,16 +183,16 @@ async def _handshake(transport: Transport, config: SessionConfig) -> None:
     if greeting.code != 220:
         # RFC 5321 §3.1: 554 (or 421) instead of 220 means no service here.
         raise SmtpConnectError("the server refused the session", reply=greeting)
-    domain = config.local_hostname or await _ehlo_domain(transport)
-    await _hello(transport, domain)
+    domain = config.local_hostname or await ehlo_domain(transport)
+    await ehlo_or_helo(transport, domain)
     if config.security in (Security.STARTTLS, Security.STARTTLS_OPPORTUNISTIC):
-        await _starttls(transport, config, domain)
+        await negotiate_starttls(transport, config, domain)
     if config.credentials is not None:
         _check_credentials_allowed(transport)
         await authenticate(transport, config.credentials, host=config.host, port=config.port)
 
 
-async def _ehlo_domain(transport: Transport) -> str:
+async def ehlo_domain(transport: Transport) -> str:
     """This machine's FQDN (looked up once, in a thread), or the address literal of our end
     of the connection when the lookup is slow or gives nothing usable (RFC 5321 §4.1.4)."""
     local = _local_address(transport)
@@ -219,7 +219,7 @@ def _local_address(transport: Transport) -> str | None:
     return None
 
 
-async def _hello(transport: Transport, domain: str) -> None:
+async def ehlo_or_helo(transport: Transport, domain: str) -> None:
     """EHLO, falling back to HELO when EHLO is not recognised (RFC 5321 §4.1.4)."""
     limit = transport.timeouts.command
     reply = await transport.command(Ehlo(domain), "EHLO", limit)
@@ -232,7 +232,7 @@ async def _hello(transport: Transport, domain: str) -> None:
         raise SmtpConnectError("the server refused EHLO and HELO", reply=reply)
 
 
-async def _starttls(transport: Transport, config: SessionConfig, domain: str) -> None:
+async def negotiate_starttls(transport: Transport, config: SessionConfig, domain: str) -> None:
     """RFC 3207.  Required: not advertised, any reply but 220, bytes after the 220 or a failed
     handshake are SmtpTlsError.  Opportunistic: used when advertised; a refusal leaves the
     session in plaintext."""
@@ -263,17 +263,17 @@ def _check_credentials_allowed(transport: Transport) -> None:
 
 async def _mechanism(
     credentials: Credentials, offered: frozenset[str], host: str, port: int, limit: float | None
-) -> _sasl.Mechanism:
-    if isinstance(credentials, _sasl.Mechanism):
+) -> sasl.Mechanism:
+    if isinstance(credentials, sasl.Mechanism):
         return credentials  # forced; auth_command() starts a fresh exchange
     if isinstance(credentials, OAuth2):
         token = await _oauth_token(credentials, limit)
-        chosen = _sasl.choose_oauth_mechanism(
+        chosen = sasl.choose_oauth_mechanism(
             offered, credentials.username, token, host or None, port
         )
         return _offered_or_fail(chosen, offered, "OAuth 2.0 (OAUTHBEARER, XOAUTH2)")
     if isinstance(credentials, tuple):
-        chosen = _sasl.choose_mechanism(offered, credentials[0], credentials[1])
+        chosen = sasl.choose_mechanism(offered, credentials[0], credentials[1])
         return _offered_or_fail(chosen, offered, "password")
     return credentials()
 
@@ -287,8 +287,8 @@ async def _oauth_token(credentials: OAuth2, limit: float | None) -> str:
 
 
 def _offered_or_fail(
-    mechanism: _sasl.Mechanism | None, offered: frozenset[str], kind: str
-) -> _sasl.Mechanism:
+    mechanism: sasl.Mechanism | None, offered: frozenset[str], kind: str
+) -> sasl.Mechanism:
     if mechanism is None:
         raise SmtpAuthenticationError(
             f"no supported {kind} authentication mechanism offered "
@@ -317,8 +317,8 @@ async def authenticate(
     reply = await transport.command(mechanism.auth_command(), "AUTH", limit)
     while reply.code == 334:
         try:
-            response = mechanism.respond(_sasl.decode_challenge(reply.text))
-        except _sasl.SaslError as exc:
+            response = mechanism.respond(sasl.decode_challenge(reply.text))
+        except sasl.SaslError as exc:
             reply = await transport.command(AuthResponse(cancel=True), "AUTH cancel", limit)
             raise SmtpAuthenticationError(
                 f"authentication cancelled: malformed challenge or too many rounds ({exc})",
@@ -330,7 +330,7 @@ async def authenticate(
     _complete(transport, mechanism, reply)
 
 
-def _failure_text(mechanism: _sasl.Mechanism) -> str:
+def _failure_text(mechanism: sasl.Mechanism) -> str:
     # XOAUTH2/OAUTHBEARER: the server's JSON error says why (an expired token, a scope).
     server_error = getattr(mechanism, "server_error", None)
     if server_error:
@@ -338,10 +338,10 @@ def _failure_text(mechanism: _sasl.Mechanism) -> str:
     return "authentication failed"
 
 
-def _complete(transport: Transport, mechanism: _sasl.Mechanism, reply: Reply) -> None:
+def _complete(transport: Transport, mechanism: sasl.Mechanism, reply: Reply) -> None:
     try:
         mechanism.complete()
-    except _sasl.SaslError as exc:
+    except sasl.SaslError as exc:
         # SCRAM: the server could not prove it knows the password; do not trust this peer.
         transport.mark_broken()
         raise SmtpAuthenticationError(

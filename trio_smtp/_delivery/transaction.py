@@ -81,7 +81,7 @@ async def deliver(transport: Transport, prepared: PreparedMessage) -> SendResult
     extensions = transport.conn.extensions
     check_against_server(prepared, extensions)  # RFC 1870 §4, RFC 6531 §3.4: before MAIL
     prepared.options.check_server(extensions, tls=transport.tls)  # RFC 3461, RFC 8689
-    plan = _plan(prepared, extensions)
+    plan = plan_transfer(prepared, extensions)
     try:
         if prepared.body is None:
             # In-memory data: one deadline scope for the whole transaction (Phases).
@@ -96,7 +96,7 @@ async def deliver(transport: Transport, prepared: PreparedMessage) -> SendResult
     return result
 
 
-class _Plan(Frozen):
+class TransferPlan(Frozen):
     """How this message goes: the MAIL command, and DATA or BDAT (raw or normalised)."""
 
     __slots__ = ("bdat", "mail", "raw")
@@ -111,7 +111,7 @@ class _Plan(Frozen):
         set_field(self, "raw", raw)
 
 
-def _plan(prepared: PreparedMessage, extensions: Extensions) -> _Plan:
+def plan_transfer(prepared: PreparedMessage, extensions: Extensions) -> TransferPlan:
     """Choose BODY= and the transfer (RFC 6152, RFC 3030).
 
     * CHUNKING offered: BDAT.  A binary body (NUL, or a line over 998 octets) goes as it is
@@ -145,10 +145,12 @@ def _plan(prepared: PreparedMessage, extensions: Extensions) -> _Plan:
     )
     if prepared.options.wants_dsn or prepared.options.requiretls:
         mail = prepared.options.mail(mail)
-    return _Plan(mail, bdat, raw)
+    return TransferPlan(mail, bdat, raw)
 
 
-async def _transaction(transport: Transport, prepared: PreparedMessage, plan: _Plan) -> SendResult:
+async def _transaction(
+    transport: Transport, prepared: PreparedMessage, plan: TransferPlan
+) -> SendResult:
     await _before_envelope(transport)
     recipients = prepared.envelope.recipients
     rcpts = [prepared.options.rcpt(r) for r in recipients]
@@ -163,7 +165,7 @@ async def _transaction(transport: Transport, prepared: PreparedMessage, plan: _P
         mail_reply, rcpt_replies, data_reply = await _envelope_one_by_one(
             transport, plan.mail, rcpts, last=Data()
         )
-    accepted, rejected = _sort(recipients, rcpt_replies)
+    accepted, rejected = sort_recipients(recipients, rcpt_replies)
     if (
         data_reply is not None
         and data_reply.code == 354
@@ -172,7 +174,7 @@ async def _transaction(transport: Transport, prepared: PreparedMessage, plan: _P
         # RFC 2920 §3.1: DATA went in the same write; never send a body nobody should get.
         await _terminator_alone(transport)
         data_reply = None
-    _check_envelope(mail_reply, accepted, rejected)
+    check_envelope(mail_reply, accepted, rejected)
     assert data_reply is not None
     if data_reply.code != 354:
         raise SmtpResponseError("the server refused DATA", reply=data_reply, command="DATA")
@@ -180,7 +182,7 @@ async def _transaction(transport: Transport, prepared: PreparedMessage, plan: _P
         final = await transport.send_message(prepared.data)
     else:
         final = await transport.send_stream(_no_nul(prepared.body.chunks()))
-    return _outcome(prepared, final, accepted, rejected)
+    return transaction_outcome(prepared, final, accepted, rejected)
 
 
 async def _terminator_alone(transport: Transport) -> None:
@@ -197,7 +199,7 @@ async def _terminator_alone(transport: Transport) -> None:
 
 
 async def _transaction_bdat(
-    transport: Transport, prepared: PreparedMessage, plan: _Plan, rcpts: list[Rcpt]
+    transport: Transport, prepared: PreparedMessage, plan: TransferPlan, rcpts: list[Rcpt]
 ) -> SendResult:
     """RFC 3030.  A small in-memory message goes with the envelope in ONE write (MAIL, RCPTs
     and ``BDAT n LAST`` with its octets, pipelined as RFC 3030 §4.2 allows); otherwise the
@@ -211,24 +213,24 @@ async def _transaction_bdat(
         mail_reply, rcpt_replies, final = await _envelope_with_last(
             transport, plan.mail, rcpts, Bdat(data, last=True)
         )
-        accepted, rejected = _sort(recipients, rcpt_replies)
-        _check_envelope(mail_reply, accepted, rejected)
-        return _outcome(prepared, final, accepted, rejected)
+        accepted, rejected = sort_recipients(recipients, rcpt_replies)
+        check_envelope(mail_reply, accepted, rejected)
+        return transaction_outcome(prepared, final, accepted, rejected)
     if conn.extensions.pipelining:
         mail_reply, rcpt_replies, _ = await _envelope_pipelined(transport, plan.mail, rcpts, None)
     else:
         mail_reply, rcpt_replies, _ = await _envelope_one_by_one(
             transport, plan.mail, rcpts, last=None
         )
-    accepted, rejected = _sort(recipients, rcpt_replies)
-    _check_envelope(mail_reply, accepted, rejected)
+    accepted, rejected = sort_recipients(recipients, rcpt_replies)
+    check_envelope(mail_reply, accepted, rejected)
     if data is not None:
         chunks = _slices(data)
     else:
         assert prepared.body is not None
         chunks = _no_nul(prepared.body.chunks())
     final = await send_bdat(transport, chunks, normalise=data is None)
-    return _outcome(prepared, final, accepted, rejected)
+    return transaction_outcome(prepared, final, accepted, rejected)
 
 
 async def _slices(data: bytes) -> AsyncIterator[bytes]:
@@ -250,7 +252,9 @@ async def _no_nul(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def _sort(recipients: tuple[str, ...], replies: list[Reply]) -> tuple[list[str], dict[str, Reply]]:
+def sort_recipients(
+    recipients: tuple[str, ...], replies: list[Reply]
+) -> tuple[list[str], dict[str, Reply]]:
     accepted: list[str] = []
     rejected: dict[str, Reply] = {}
     for recipient, reply in zip(recipients, replies, strict=False):
@@ -264,7 +268,7 @@ def _sort(recipients: tuple[str, ...], replies: list[Reply]) -> tuple[list[str],
 _SENDER_REFUSED = "the server refused the sender (MAIL)"
 
 
-def _check_envelope(mail_reply: Reply, accepted: list[str], rejected: dict[str, Reply]) -> None:
+def check_envelope(mail_reply: Reply, accepted: list[str], rejected: dict[str, Reply]) -> None:
     # RFC 5321 §4.2.2: 251 and 252 are acceptance as much as 250 (DESIGN rule 10).
     if mail_reply.code // 100 != 2:
         raise SmtpResponseError(_SENDER_REFUSED, reply=mail_reply, command="MAIL")
@@ -272,7 +276,7 @@ def _check_envelope(mail_reply: Reply, accepted: list[str], rejected: dict[str, 
         raise SmtpFailedRecipientsError(_failures(rejected))
 
 
-def _outcome(
+def transaction_outcome(
     prepared: PreparedMessage, final: Reply, accepted: list[str], rejected: dict[str, Reply]
 ) -> SendResult:
     if final.code // 100 != 2:
@@ -289,14 +293,14 @@ def _failures(rejected: dict[str, Reply]) -> list[SmtpFailedRecipientError]:
     return [SmtpFailedRecipientError(r, reply) for r, reply in rejected.items()]
 
 
-def _check_421(reply: Reply) -> Reply:
+def check_not_closing(reply: Reply) -> Reply:
     # RFC 5321 §3.8: 421 means the server is closing the channel; stop reading replies.
     if reply.code == 421:
         raise SmtpResponseError("the server is closing the connection", reply=reply)
     return reply
 
 
-async def _mail_reply(transport: Transport, mail: Mail, group: bytes | None = None) -> Reply:
+async def read_mail_reply(transport: Transport, mail: Mail, group: bytes | None = None) -> Reply:
     """The MAIL reply; a reused connection that is already dead becomes ConnectionStale.
 
     ``group``: the pipelined group, written here under MAIL's budget with its reply read (as
@@ -316,7 +320,7 @@ async def _mail_reply(transport: Transport, mail: Mail, group: bytes | None = No
         raise
     if reply.code == 421 and transport.reused:
         raise ConnectionStaleError("the reused connection was closed", reply=reply)
-    return _check_421(reply)
+    return check_not_closing(reply)
 
 
 async def _envelope_pipelined(
@@ -326,14 +330,15 @@ async def _envelope_pipelined(
     group = [transport.encode(mail, "MAIL"), *(transport.encode(r, "RCPT") for r in rcpts)]
     if last is not None:
         group.append(transport.encode(last, "DATA"))
-    mail_reply = await _mail_reply(transport, mail, b"".join(group))  # one write
+    mail_reply = await read_mail_reply(transport, mail, b"".join(group))  # one write
     rcpt_replies = [
-        _check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt)) for _ in rcpts
+        check_not_closing(await transport.read_reply("RCPT", transport.timeouts.rcpt))
+        for _ in rcpts
     ]
     if last is None:
         return mail_reply, rcpt_replies, mail_reply
     last_reply = await transport.read_reply("DATA", transport.timeouts.data_initiation)
-    return mail_reply, rcpt_replies, _check_421(last_reply)
+    return mail_reply, rcpt_replies, check_not_closing(last_reply)
 
 
 async def _envelope_with_last(
@@ -365,10 +370,10 @@ async def _envelope_with_last(
         raise delivery_unknown(exc) from exc
     if mail_reply.code == 421 and transport.reused:
         raise ConnectionStaleError("the reused connection was closed", reply=mail_reply)
-    _check_421(mail_reply)
+    check_not_closing(mail_reply)
     try:
         rcpt_replies = [
-            _check_421(await _group_reply(transport, "RCPT", transport.timeouts.rcpt))
+            check_not_closing(await _group_reply(transport, "RCPT", transport.timeouts.rcpt))
             for _ in rcpts
         ]
         final = await transport.end_of_data_reply("the end of data")
@@ -413,17 +418,17 @@ async def _group_reply(transport: Transport, what: str, limit: float | None) -> 
 async def _envelope_one_by_one(
     transport: Transport, mail: Mail, rcpts: list[Rcpt], *, last: Data | None
 ) -> tuple[Reply, list[Reply], Reply | None]:
-    mail_reply = await _mail_reply(transport, mail)
+    mail_reply = await read_mail_reply(transport, mail)
     if mail_reply.code // 100 != 2:
         return mail_reply, [], None
     rcpt_replies = []
     for rcpt in rcpts:
         reply = await transport.command(rcpt, "RCPT", transport.timeouts.rcpt)
-        rcpt_replies.append(_check_421(reply))
+        rcpt_replies.append(check_not_closing(reply))
     if last is None or not any(reply.code // 100 == 2 for reply in rcpt_replies):
         return mail_reply, rcpt_replies, None
     data_reply = await transport.command(last, "DATA", transport.timeouts.data_initiation)
-    return mail_reply, rcpt_replies, _check_421(data_reply)
+    return mail_reply, rcpt_replies, check_not_closing(data_reply)
 
 
 async def _after_failure(transport: Transport, error: SmtpError) -> None:

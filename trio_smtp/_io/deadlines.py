@@ -16,8 +16,8 @@ import math
 import re
 import socket
 import ssl
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 import trio
 
@@ -30,9 +30,6 @@ from .._errors import (
     SmtpTlsError,
 )
 from ..protocol import RemoteProtocolError
-
-if TYPE_CHECKING:
-    from .transport import Transport
 
 __all__ = [
     "ARMED",
@@ -198,22 +195,26 @@ class Phases:
     scope cancelled; the next phase then reports the previous one as timed out instead of
     failing later under the wrong name.  Streamed bodies do not use it (their source's reads
     are not phases): :meth:`Transport.send_stream` suspends it.
+
+    ``register`` is told this object on entry and None on exit: the transport that made it
+    (:meth:`Transport.phases`) arms it from then on instead of opening a scope per phase.
     """
 
-    __slots__ = ("_error", "_scope", "_seconds", "_transport", "_watchdog", "_what")
+    __slots__ = ("_error", "_register", "_scope", "_seconds", "_watchdog", "_what")
 
-    def __init__(self, transport: Transport) -> None:
-        self._transport = transport
+    def __init__(
+        self, watchdog: Watchdog | None, register: Callable[[Phases | None], None]
+    ) -> None:
+        self._register = register
         self._scope = trio.CancelScope()
         self._seconds: float | None = None
         self._what = "the transaction"
         self._error: type[SmtpTimeoutError] = SmtpTimeoutError
-        watchdog = transport.watchdog
         self._watchdog = watchdog if watchdog is not None and watchdog.running else None
 
     def __enter__(self) -> Phases:
         self._scope.__enter__()
-        self._transport._phases = self
+        self._register(self)
         if self._watchdog is not None:
             self._watchdog.watch(self._scope)
         return self
@@ -224,7 +225,7 @@ class Phases:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._transport._phases = None
+        self._register(None)
         if self._watchdog is not None:
             self._watchdog.watch(None)
         self._scope.__exit__(exc_type, exc, tb)  # swallows only its own Cancelled

@@ -32,9 +32,8 @@ from typing import Any
 
 import trio
 
-from .._client.url import _decode as decode_component
-from .._client.url import _host_and_port as host_and_port
 from .._errors import SmtpConnectError
+from .url import decode_component, host_and_port
 
 __all__ = ["Proxy", "parse_proxy"]
 

@@ -70,7 +70,7 @@ RECEIVE_SIZE = 65536
 _REASON_WAIT = 5.0
 
 #: Message data per write: large enough to amortise the syscall, small enough to bound memory.
-_DATA_CHUNK = 256 * 1024
+DATA_CHUNK = 256 * 1024
 # Message data may be written in these states with no reply in between.
 _DATA_STATES = frozenset({State.DATA, State.BDAT})
 
@@ -175,7 +175,10 @@ class Transport:
 
     def phases(self) -> Phases:
         """One deadline scope for a transaction of in-memory data (see :class:`Phases`)."""
-        return Phases(self)
+        return Phases(self.watchdog, self._set_phases)
+
+    def _set_phases(self, phases: Phases | None) -> None:
+        self._phases = phases
 
     def _limit(
         self, seconds: float | None, what: str, error: type[SmtpTimeoutError] = SmtpTimeoutError
@@ -407,7 +410,7 @@ class Transport:
         -- the end of the terminator -- never left, so the server cannot have accepted the
         message (SmtpConnectError, or SmtpTimeoutError).
         """
-        if len(data) > _DATA_CHUNK:
+        if len(data) > DATA_CHUNK:
             return await self.send_stream(_slices(data))
         try:
             await self.receive_ready("the message data")
@@ -705,8 +708,8 @@ class _SourceFailed(Exception):
 
 async def _slices(data: bytes) -> AsyncIterator[bytes]:
     view = memoryview(data)
-    for start in range(0, len(view), _DATA_CHUNK):
-        yield bytes(view[start : start + _DATA_CHUNK])
+    for start in range(0, len(view), DATA_CHUNK):
+        yield bytes(view[start : start + DATA_CHUNK])
 
 
 class _Watcher:

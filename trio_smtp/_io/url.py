@@ -76,7 +76,9 @@ _TLS_VALUES = {
 _PARAMETERS = ("tls", "local_hostname", "proxy")
 
 
-def _decode(value: str, what: str) -> str:
+def decode_component(value: str, what: str) -> str:
+    """Percent-decode one URL component as strict UTF-8 (also for proxy URLs); the error
+    names *what* it was and never quotes the value."""
     try:
         return unquote(value, errors="strict")
     except UnicodeDecodeError:
@@ -123,23 +125,24 @@ def _credentials(userinfo: str | None) -> tuple[str, str] | None:
         raise ValueError("the URL has a user name but no password (use user:password@host)")
     if not user:
         raise ValueError("the URL has a password but no user name")
-    return _decode(user, "user name"), _decode(password, "password")
+    return decode_component(user, "user name"), decode_component(password, "password")
 
 
-def _host_and_port(hostport: str) -> tuple[str, int | None]:
+def host_and_port(hostport: str) -> tuple[str, int | None]:
+    """``host[:port]`` or ``[IPv6]:port`` of an SMTP or proxy URL -> (host, port or None)."""
     if hostport.startswith("["):
         literal, bracket, tail = hostport[1:].partition("]")
         if not bracket:
             raise ValueError("unterminated '[' in the URL's host")
         # RFC 6874: a zone id is written "%25eth0" inside the brackets.
-        host = _decode(literal, "host")
+        host = decode_component(literal, "host")
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
             raise ValueError(f"not an IPv6 address in brackets: {host!r}") from None
     else:
         raw_host = hostport.partition(":")[0]
-        host, tail = _decode(raw_host, "host"), hostport[len(raw_host) :]
+        host, tail = decode_component(raw_host, "host"), hostport[len(raw_host) :]
         if any(c in host for c in "[]@:/%") or _has_control(host):
             raise ValueError(f"invalid host name in the URL: {host!r}")
     if not host:
@@ -203,7 +206,7 @@ def _local_hostname(value: str | None) -> str | None:
 def _unix_url(userinfo: str | None, hostport: str, path: str, query: str) -> SmtpUrlConfig:
     if hostport:
         raise ValueError("smtp+unix:// takes a socket path, not a host: smtp+unix:///path")
-    socket_path = _decode(path, "socket path")
+    socket_path = decode_component(path, "socket path")
     if socket_path in ("", "/") or _has_control(socket_path.replace(" ", "")):
         raise ValueError("smtp+unix:// needs the socket's absolute path: smtp+unix:///path")
     params = _query(query)
@@ -225,7 +228,7 @@ def _pickup_url(userinfo: str | None, hostport: str, path: str, query: str) -> S
         raise ValueError("pickup:// takes a directory, not a user or host: pickup:///path")
     if query:
         raise ValueError("pickup:// takes no parameters")
-    directory = _decode(path, "directory")
+    directory = decode_component(path, "directory")
     if directory in ("", "/") or _has_control(directory.replace(" ", "")):
         raise ValueError("pickup:// needs the directory's absolute path: pickup:///path/to/dir")
     return SmtpUrlConfig(
@@ -272,7 +275,7 @@ def parse_smtp_url(url: str) -> SmtpUrlConfig:
     if path not in ("", "/"):
         raise ValueError("an SMTP URL has no path (only an optional trailing '/')")
     credentials = _credentials(userinfo)
-    host, port = _host_and_port(hostport)
+    host, port = host_and_port(hostport)
     params = _query(query)
     security = _security(scheme, params.get("tls"))
     return SmtpUrlConfig(
