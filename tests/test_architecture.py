@@ -340,3 +340,17 @@ def test_detects_trio_in_the_core(fake_package: Path) -> None:
         "trio_smtp.protocol:2 -> trio_smtp._errors leaves the core",
         "trio_smtp.protocol._state:3 imports trio.lowlevel",
     ]
+
+
+def test_tests_import_helpers_not_conftest() -> None:
+    # conftest.py holds fixtures; a helper a test imports lives in tests/helpers/ (a plain
+    # package), so that no test depends on how pytest puts conftest on sys.path.
+    tests_dir = Path(__file__).parent
+    found = [
+        f"{path.relative_to(tests_dir)}:{node.lineno}"
+        for path in sorted(tests_dir.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if (isinstance(node, ast.ImportFrom) and node.module == "conftest")
+        or (isinstance(node, ast.Import) and any(a.name == "conftest" for a in node.names))
+    ]
+    assert found == []
