@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "trio_smtp.protocol": 0,  # sans-IO SMTP client core
     "trio_smtp.sasl": 1,  # SASL mechanisms (public), over protocol's Auth only
     "trio_smtp._config": 2,  # Security, Timeouts, DeliveryMethod: plain settings values
+    "trio_smtp._credentials": 2,  # what credentials= accepts, OAuth2
     "trio_smtp._errors": 2,  # the public exception hierarchy
     "trio_smtp._results": 2,  # SendResult, SendCompleted: what a send returns
     "trio_smtp._message": 3,  # a message made ready for the wire, before any connection
