@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from conftest import ForwardingStream
+from helpers.streams import ForwardingStream
 
 from trio_smtp import (
     OutgoingMessage,
@@ -22,7 +22,7 @@ from trio_smtp import (
     SmtpConnectError,
     SmtpDeliveryUnknownError,
 )
-from trio_smtp._sources import StreamedBody
+from trio_smtp._message.sources import StreamedBody
 from trio_smtp.testing import Delay, Shutdown, SmtpServer
 
 FROM = "a@example.org"

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 import trio
-from conftest import build_message
+from helpers.messages import build_message
 from proxy_daemons import RunningProxy, dante, free_port, system_user, tinyproxy
 
 from trio_smtp import (
@@ -26,8 +26,8 @@ from trio_smtp import (
     SmtpTlsError,
     Timeouts,
 )
-from trio_smtp._proxy import ascii_host, parse_proxy
-from trio_smtp._transport import open_transport
+from trio_smtp._io.proxy import ascii_host, parse_proxy
+from trio_smtp._io.transport import open_transport
 from trio_smtp.testing import SmtpServer
 from trio_smtp.testing._tls import TlsMaterial
 
