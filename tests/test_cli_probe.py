@@ -206,7 +206,7 @@ async def test_unix_socket(
 
 
 def test_a_certificate_that_does_not_parse_shows_its_fingerprint() -> None:
-    from trio_smtp._probe import _unverified_certificate
+    from trio_smtp._cli.probe import _unverified_certificate
 
     cert = _unverified_certificate(b"not DER at all")
     assert (cert.subject, cert.not_after, cert.alt_names) == ("(malformed)", "?", ())

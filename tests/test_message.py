@@ -632,7 +632,7 @@ def _build(
 def test_serialise_is_as_bytes_of_the_message_built_without_bcc(
     fields: list[tuple[str, str]], body: str, parts: int, utf8: bool, limit: int, boundary: bool
 ) -> None:
-    from trio_smtp._serialise import serialise
+    from trio_smtp._message.serialise import serialise
 
     policy = email.policy.default.clone(max_line_length=limit)
     hidden = {"bcc", "resent-bcc"}

@@ -147,12 +147,12 @@ async def test_tls_records_already_taken_from_the_transport_are_seen() -> None:
     (already read) shows it.  ``_readable`` looks into trio's private ``_incoming``: if this
     fails, trio renamed it and the look before a write is blind to such records (DESIGN rule
     11: the stray line would be read as the reply to the next command)."""
-    from trio_smtp._transport import _readable
+    from trio_smtp._io.transport import _readable
 
     client, server = await _tls_pair()
     assert isinstance(getattr(client, "_incoming", None), ssl.MemoryBIO), (
         "trio.SSLStream no longer keeps its received TLS records in _incoming: "
-        "update trio_smtp._transport._readable"
+        "update trio_smtp._io.transport._readable"
     )
     await server.send_all(b"250 2.0.0 queued\r\n")
     await server.send_all(b"250 2.0.0 stray\r\n")  # a second record, in the same read
