@@ -81,6 +81,28 @@ async def test_small_message_gets_one_final_call(server: SmtpServer) -> None:
     assert calls == [(len(SMALL), len(SMALL))]
 
 
+@pytest.mark.parametrize("lines", [10, 300_000], ids=["small", "large"])
+async def test_bare_lf_bytes_end_at_their_total(server: SmtpServer, lines: int) -> None:
+    """Line ends normalised on the way (DATA, BDAT): the last call still has sent == total."""
+    body = b"Subject: lf\n\n" + b"x\n" * lines
+    calls: Calls = []
+    async with client_for(server) as client:
+        await client.send(body, sender=FROM, recipients=TO, progress=lambda *a: calls.append(a))
+    assert calls[-1][0] == calls[-1][1]
+    assert server.messages[0].accepted
+
+
+async def test_send_async_event_carries_the_callbacks_error(server: SmtpServer) -> None:
+    def progress(sent: int, total: int | None) -> None:
+        raise Stop("enough")
+
+    async with client_for(server) as client:
+        client.send_async(LARGE, "t", sender=FROM, recipients=TO, progress=progress)
+        event = await client.completed.receive()
+    assert isinstance(event.error, Stop) and not event.cancelled
+    assert not any(m.accepted for m in server.messages)
+
+
 class Stop(Exception):
     pass
 

@@ -302,13 +302,14 @@ class SmtpClient:
         before anything is written (``ValueError`` for a streamed body).
 
         ``progress``: a plain callable ``progress(sent, total)``, called in the sending task
-        as the message data goes out: ``sent`` counts the message's octets (before
-        dot-stuffing), ``total`` is its size when known (in memory, a regular file), else
-        None (an async iterable).  At most about ten calls a second and one per 256 KiB
-        chunk, plus a final call ``(size, total)`` just before the end of the data is
-        written -- a small message gets only that one.  It must not block (it runs between
-        writes).  An exception it raises fails the send, as it is, before the end of the
-        data: nothing is delivered and the connection is closed.  See :doc:`howto/large`.
+        as the message data goes out: ``sent`` counts the message's octets (never the
+        protocol's: no dot-stuffing, no terminator), ``total`` is its size when known (in
+        memory, a regular file), else None (an async iterable).  At most about ten calls a
+        second and one per 256 KiB chunk, plus a final call ``(size, total)`` just before
+        the end of the data is written -- a small message gets only that one.  It must not
+        block (it runs between writes).  An exception it raises fails the send, as it is,
+        before the end of the data: nothing is delivered and the connection is closed.  See
+        :doc:`howto/large`.
 
         Raises ``TypeError``/``ValueError`` for bad input, ``trio.BusyResourceError`` while
         another send is in flight, ``trio.ClosedResourceError`` after the client is closed,

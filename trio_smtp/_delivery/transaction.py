@@ -211,10 +211,12 @@ async def _transaction_bdat(
     data = prepared.data if plan.raw else None
     if prepared.body is None and data is None:
         data = normalize_line_endings(prepared.data)
-    reporter = progress_reporter(prepared.progress, prepared.size)
+    # In memory, the octets counted are those sent (line ends normalised): sent ends at total.
+    total = prepared.size if data is None else len(data)
+    reporter = progress_reporter(prepared.progress, total)
     if conn.extensions.pipelining and data is not None and len(data) <= CHUNK_SIZE:
         if reporter is not None:
-            reporter.finish(len(prepared.data))  # before anything is written
+            reporter.finish(len(data))  # before anything is written
         mail_reply, rcpt_replies, final = await _envelope_with_last(
             transport, plan.mail, rcpts, Bdat(data, last=True)
         )

@@ -7,10 +7,11 @@ line).  Before each chunk is written it calls :meth:`ProgressReporter.wrote` wit
 message octets that chunk carries; before the write that carries the end of the data
 (the terminator, or ``BDAT n LAST``), :meth:`ProgressReporter.finish`.
 
-What is counted: octets of the message as the user handed it over -- before dot-stuffing
-(RFC 5321 §4.5.2) and before CRLF normalisation for BDAT (RFC 3030) -- so ``sent`` reaches
-exactly ``total`` (the size RFC 1870 SIZE declares: the in-memory message, or a regular
-file's size) and never counts the protocol's own octets (``BDAT n``, the terminator).
+What is counted: the message's own octets, never the protocol's -- no dot-stuffing (RFC 5321
+§4.5.2), no ``BDAT n`` lines, no terminator -- as read from the source (a stream, or the
+message in memory; for BDAT an in-memory message is counted with its line ends normalised,
+as it goes, and ``total`` is that size), so that ``sent`` ends exactly at ``total`` when the
+size is known (the message in memory, a regular file).
 
 Rate: a call at most every :data:`MIN_INTERVAL` seconds of Trio time (and at most once
 per chunk, as chunks are what is written), plus the final call, which is always made:
