@@ -63,6 +63,7 @@ from .probe import (
     tls_context,
     url_argument,
 )
+from .transfer_bar import TransferBar
 
 if TYPE_CHECKING:
     from ..testing import Message, SmtpServer
@@ -192,6 +193,12 @@ def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPar
         "message waits at least 600 (RFC 5321)",
     )  # fmt: skip
     add_proxy_argument(parser)
+    parser.add_argument(
+        "--progress", action="store_true",
+        help="a progress bar for the message data whatever its size (without it, only for "
+        "a message over 1 MiB; either way only when stderr is a terminal and tqdm is "
+        "installed: pip install 'trio-smtp[progress]')",
+    )  # fmt: skip
     bulk = parser.add_argument_group("many messages (EML is a directory, a maildir or an mbox)")
     bulk.add_argument(
         "--connections", type=_positive_int, default=4, metavar="N",
@@ -205,7 +212,7 @@ def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPar
         "--report", type=Path, metavar="FILE",
         help="write one JSON line per message: its source, status and the server's replies",
     )  # fmt: skip
-    bulk.add_argument(
+    parser.add_argument(
         "--no-progress", action="store_true",
         help="no progress bar (there is none anyway unless stderr is a terminal and tqdm "
         "is installed)",
@@ -432,9 +439,13 @@ async def _send(
     config: SmtpUrlConfig,
     args: argparse.Namespace,
 ) -> int:
+    bar = TransferBar(always=args.progress, never=args.no_progress)
     try:
         async with client:
-            result = await client.send(message, **options)
+            try:
+                result = await client.send(message, progress=bar, **options)
+            finally:
+                bar.close()
     except SmtpFailedRecipientsError as exc:
         _print_outcome(exc.result, exc.failures)
         return EXIT_FAILED

@@ -41,6 +41,7 @@ from .._delivery.stats import ClientStatistics as ClientStatistics
 from .._delivery.stats import Counters
 from .._errors import SmtpFailedRecipientsError
 from .._io.deadlines import Watchdog
+from .._io.progress import ProgressCallback
 from .._io.transport import StreamFactory
 from .._io.url import parse_smtp_url
 from .._message.dkim import DkimSigner, choose_signer, sign_prepared
@@ -276,6 +277,7 @@ class SmtpClient:
         orcpt: Mapping[str, str] | None = None,
         requiretls: bool = False,
         dkim: DkimSigner | Literal[False] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> SendResult:
         """Send ``message`` and wait for the outcome.
 
@@ -299,6 +301,16 @@ class SmtpClient:
         unsigned, or None (the default) for the client's ``dkim``.  Signing happens here,
         before anything is written (``ValueError`` for a streamed body).
 
+        ``progress``: a plain callable ``progress(sent, total)``, called in the sending task
+        as the message data goes out: ``sent`` counts the message's octets (never the
+        protocol's: no dot-stuffing, no terminator), ``total`` is its size when known (in
+        memory, a regular file), else None (an async iterable).  At most about ten calls a
+        second and one per 256 KiB chunk, plus a final call ``(size, total)`` just before
+        the end of the data is written -- a small message gets only that one.  It must not
+        block (it runs between writes).  An exception it raises fails the send, as it is,
+        before the end of the data: nothing is delivered and the connection is closed.  See
+        :doc:`howto/large`.
+
         Raises ``TypeError``/``ValueError`` for bad input, ``trio.BusyResourceError`` while
         another send is in flight, ``trio.ClosedResourceError`` after the client is closed,
         and an :class:`~trio_smtp.SmtpError` subclass for every delivery failure.
@@ -315,7 +327,7 @@ class SmtpClient:
         prepared = prepare_outgoing(
             message, sender, recipients, notify, ret, envid, orcpt, requiretls
         )
-        prepared = signed(prepared, choose_signer(self._dkim, dkim))
+        prepared = signed(prepared, choose_signer(self._dkim, dkim)).with_progress(progress)
         self._claim()
         try:
             return await self._deliver(prepared)
@@ -417,6 +429,7 @@ class SmtpClient:
         orcpt: Mapping[str, str] | None = None,
         requiretls: bool = False,
         dkim: DkimSigner | Literal[False] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> None:
         """Validate now, send in the client's nursery, return at once.
 
@@ -428,7 +441,7 @@ class SmtpClient:
         prepared = prepare_outgoing(
             message, sender, recipients, notify, ret, envid, orcpt, requiretls
         )
-        prepared = signed(prepared, choose_signer(self._dkim, dkim))
+        prepared = signed(prepared, choose_signer(self._dkim, dkim)).with_progress(progress)
         self._claim()
         scope = trio.CancelScope()
         self._send_scope = scope

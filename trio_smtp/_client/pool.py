@@ -61,6 +61,7 @@ from .._errors import (
     SmtpTimeoutError,
 )
 from .._io.deadlines import Watchdog
+from .._io.progress import ProgressCallback
 from .._io.transport import StreamFactory
 from .._io.url import parse_smtp_url
 from .._message.dkim import DkimSigner, choose_signer
@@ -372,6 +373,7 @@ class SmtpPool:
         orcpt: Mapping[str, str] | None = None,
         requiretls: bool = False,
         dkim: DkimSigner | Literal[False] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> SendResult:
         """Send ``message`` on the first free connection and wait for the outcome.
 
@@ -385,7 +387,7 @@ class SmtpPool:
         prepared = prepare_outgoing(
             message, sender, recipients, notify, ret, envid, orcpt, requiretls
         )
-        prepared = signed(prepared, choose_signer(self._dkim, dkim))
+        prepared = signed(prepared, choose_signer(self._dkim, dkim)).with_progress(progress)
         self._started()
         try:
             return await self._send_counted(prepared, _Late())
@@ -405,6 +407,7 @@ class SmtpPool:
         orcpt: Mapping[str, str] | None = None,
         requiretls: bool = False,
         dkim: DkimSigner | Literal[False] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> None:
         """Validate now, send in the pool's nursery, return at once; the outcome arrives as
         one :class:`SendCompleted` on :attr:`completed`.
@@ -416,7 +419,7 @@ class SmtpPool:
         prepared = prepare_outgoing(
             message, sender, recipients, notify, ret, envid, orcpt, requiretls
         )
-        prepared = signed(prepared, choose_signer(self._dkim, dkim))
+        prepared = signed(prepared, choose_signer(self._dkim, dkim)).with_progress(progress)
         if self.max_pending is not None and len(self._async_scopes) >= self.max_pending:
             raise trio.WouldBlock
         scope = trio.CancelScope()

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from .._errors import SmtpResponseError
+from .._io.progress import ProgressReporter
 from .._io.transport import LOST_OR_GARBLED, Transport, delivery_unknown
 from ..protocol import Bdat, LineEndingNormalizer, Reply
 
@@ -24,21 +25,32 @@ __all__ = ["send_bdat"]
 
 
 async def send_bdat(
-    transport: Transport, chunks: AsyncIterator[bytes], *, normalise: bool
+    transport: Transport,
+    chunks: AsyncIterator[bytes],
+    *,
+    normalise: bool,
+    reporter: ProgressReporter | None = None,
 ) -> Reply:
     """Send the body (CRLF-normalised unless ``normalise`` is False: BINARYMIME) and return
-    the reply to ``BDAT n LAST``; raise SmtpResponseError when a chunk is refused."""
+    the reply to ``BDAT n LAST``; raise SmtpResponseError when a chunk is refused.
+    ``reporter`` counts the octets read from ``chunks`` (see :mod:`trio_smtp._io.progress`)."""
     normalizer = LineEndingNormalizer() if normalise else None
     sender = _ChunkSender(transport)
     ahead: bytes | None = None
+    ahead_size = read = 0  # message octets in ahead, and read since (before normalising)
     async for chunk in chunks:
+        read += len(chunk)
         encoded = normalizer.encode(chunk) if normalizer is not None else chunk
         if not encoded:
             continue
         if ahead is not None:
+            if reporter is not None:
+                reporter.wrote(ahead_size)
             await sender.send(ahead)
-        ahead = encoded
+        ahead, ahead_size, read = encoded, read, 0
     last = (ahead or b"") + (normalizer.finish() if normalizer is not None else b"")
+    if reporter is not None:
+        reporter.finish(ahead_size + read)
     return await sender.send_last(last)
 
 

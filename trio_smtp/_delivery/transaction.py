@@ -41,6 +41,7 @@ from .._errors import (
     SmtpResponseError,
     SmtpStatusCode,
 )
+from .._io.progress import progress_reporter
 from .._io.transport import LOST_OR_GARBLED, Transport, delivery_unknown
 from .._message.prepare import PreparedMessage, check_against_server
 from .._message.sources import CHUNK_SIZE
@@ -178,10 +179,11 @@ async def _transaction(
     assert data_reply is not None
     if data_reply.code != 354:
         raise SmtpResponseError("the server refused DATA", reply=data_reply, command="DATA")
+    reporter = progress_reporter(prepared.progress, prepared.size)
     if prepared.body is None:
-        final = await transport.send_message(prepared.data)
+        final = await transport.send_message(prepared.data, reporter)
     else:
-        final = await transport.send_stream(_no_nul(prepared.body.chunks()))
+        final = await transport.send_stream(_no_nul(prepared.body.chunks()), reporter)
     return transaction_outcome(prepared, final, accepted, rejected)
 
 
@@ -209,7 +211,12 @@ async def _transaction_bdat(
     data = prepared.data if plan.raw else None
     if prepared.body is None and data is None:
         data = normalize_line_endings(prepared.data)
+    # In memory, the octets counted are those sent (line ends normalised): sent ends at total.
+    total = prepared.size if data is None else len(data)
+    reporter = progress_reporter(prepared.progress, total)
     if conn.extensions.pipelining and data is not None and len(data) <= CHUNK_SIZE:
+        if reporter is not None:
+            reporter.finish(len(data))  # before anything is written
         mail_reply, rcpt_replies, final = await _envelope_with_last(
             transport, plan.mail, rcpts, Bdat(data, last=True)
         )
@@ -229,7 +236,7 @@ async def _transaction_bdat(
     else:
         assert prepared.body is not None
         chunks = _no_nul(prepared.body.chunks())
-    final = await send_bdat(transport, chunks, normalise=data is None)
+    final = await send_bdat(transport, chunks, normalise=data is None, reporter=reporter)
     return transaction_outcome(prepared, final, accepted, rejected)
 
 

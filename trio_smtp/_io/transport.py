@@ -58,6 +58,7 @@ from .deadlines import (
     timeout_error,
 )
 from .log import ProtocolLog
+from .progress import ProgressReporter
 from .proxy import Proxy
 
 __all__ = ["StreamFactory", "Transport", "deadline", "map_errors", "open_transport"]
@@ -398,7 +399,7 @@ class Transport:
         except BaseException as exc:
             raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
 
-    async def send_message(self, data: bytes) -> Reply:
+    async def send_message(self, data: bytes, reporter: ProgressReporter | None = None) -> Reply:
         """After 354: the message data, the terminator, and the reply to the terminator.
 
         A message that fits in one write goes with its terminator in one ``send_all``; the
@@ -408,13 +409,16 @@ class Transport:
         is SmtpDeliveryUnknownError (RFC 5321 §4.1.1.4: the message may have been
         accepted).  A write that fails is not: ``send_all`` raising means its last octets
         -- the end of the terminator -- never left, so the server cannot have accepted the
-        message (SmtpConnectError, or SmtpTimeoutError).
+        message (SmtpConnectError, or SmtpTimeoutError).  ``reporter``: see
+        :mod:`trio_smtp._io.progress`.
         """
         if len(data) > DATA_CHUNK:
-            return await self.send_stream(_slices(data))
+            return await self.send_stream(_slices(data), reporter)
         try:
             await self.receive_ready("the message data")
             self._check_nothing_buffered()
+            if reporter is not None:
+                reporter.finish(len(data))
             payload = self.conn.send_data(data) + self.conn.end_data()
             await self._send_data_block(payload)
         except BaseException:
@@ -423,7 +427,9 @@ class Transport:
         self.end_of_data_written = True
         return await self.end_of_data_reply("the end of data")
 
-    async def send_stream(self, chunks: AsyncIterator[bytes]) -> Reply:
+    async def send_stream(
+        self, chunks: AsyncIterator[bytes], reporter: ProgressReporter | None = None
+    ) -> Reply:
         """After 354: the chunks, dot-stuffed, the terminator, and its reply.
 
         The server is watched while we write: a reply that arrives before the terminator is
@@ -431,9 +437,10 @@ class Transport:
         never sent, and it is raised with its code.  An exception from ``chunks`` (a file
         that fails to read) stops the data without the terminator and is raised as it is.
         A cancellation comes out as a bare ``Cancelled``, never inside an exception group
-        (see :meth:`_write_watched`).
+        (see :meth:`_write_watched`).  A ``reporter`` that raises stops the data the same
+        way (see :mod:`trio_smtp._io.progress`).
         """
-        watcher = _Watcher(self.stream)
+        watcher = _Watcher(self.stream, reporter)
         # A streamed source's reads are not phases: every step below has its own deadline.
         phases, self._phases = self._phases, None
         try:
@@ -549,6 +556,7 @@ class Transport:
     async def _write_data(self, chunks: AsyncIterator[bytes], watcher: _Watcher) -> None:
         # One chunk of look-ahead: the last chunk goes in the same write as the terminator.
         pending: bytes | None = None
+        size = 0  # the message octets in pending (before dot-stuffing)
         while True:
             try:
                 chunk = await anext(chunks, None)
@@ -559,8 +567,9 @@ class Transport:
             if chunk is None:
                 break
             if pending:
+                _report(watcher.reporter, size, last=False)
                 await self._watched_block(pending, watcher)
-            pending = self.conn.send_data(chunk)
+            pending, size = self.conn.send_data(chunk), len(chunk)
         if _readable(self.stream):
             # The server already spoke or closed: the watcher is reading it; the terminator
             # must not follow (DESIGN rule 10: not delivered, not "maybe").
@@ -568,6 +577,7 @@ class Transport:
                 await watcher.arrived.wait()
                 return
         payload = (pending or b"") + self.conn.end_data()
+        _report(watcher.reporter, size, last=True)
         watcher.terminator_started = True
         await self._watched_block(payload, watcher)
         self.end_of_data_written = True  # only now can the server have it all
@@ -716,6 +726,19 @@ class _SourceFailed(Exception):
         self.error = error
 
 
+def _report(reporter: ProgressReporter | None, size: int, *, last: bool) -> None:
+    """Tell the reporter, if any; what it raises stops the data as a failing source does."""
+    if reporter is None:
+        return
+    try:
+        if last:
+            reporter.finish(size)
+        else:
+            reporter.wrote(size)
+    except Exception as exc:
+        raise _SourceFailed(exc) from exc
+
+
 async def _slices(data: bytes) -> AsyncIterator[bytes]:
     view = memoryview(data)
     for start in range(0, len(view), DATA_CHUNK):
@@ -725,8 +748,10 @@ async def _slices(data: bytes) -> AsyncIterator[bytes]:
 class _Watcher:
     """Reads the first bytes the server sends during DATA (see Transport.send_message)."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, reporter: ProgressReporter | None) -> None:
         self.stream = stream
+        #: Told of the data written (None: nobody asked for progress).
+        self.reporter = reporter
         self.writer_scope = trio.CancelScope()
         self.arrived = trio.Event()
         self.terminator_started = False

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import email.errors
 import email.utils
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from email.message import Message
 from typing import Any
 
@@ -86,6 +86,7 @@ class PreparedMessage(Frozen):
         "has_nul",
         "message_id",
         "options",
+        "progress",
         "smtputf8_required",
         "smtputf8_wanted",
     )
@@ -107,6 +108,9 @@ class PreparedMessage(Frozen):
     options: DeliveryOptions
     #: True when the data holds a NUL octet: only BDAT with BODY=BINARYMIME carries it.
     has_nul: bool
+    #: The caller's ``progress(sent, total)`` callback for this send, or None (see
+    #: :mod:`trio_smtp._io.progress`).
+    progress: Callable[[int, int | None], object] | None
 
     def __init__(
         self,
@@ -119,6 +123,7 @@ class PreparedMessage(Frozen):
         body: StreamedBody | None = None,
         options: DeliveryOptions = NO_OPTIONS,
         has_nul: bool = False,
+        progress: Callable[[int, int | None], object] | None = None,
     ) -> None:
         set_field(self, "envelope", envelope)
         set_field(self, "data", data)
@@ -129,6 +134,7 @@ class PreparedMessage(Frozen):
         set_field(self, "body", body)
         set_field(self, "options", options)
         set_field(self, "has_nul", has_nul)
+        set_field(self, "progress", progress)
 
     def with_options(self, options: DeliveryOptions) -> PreparedMessage:
         """A copy with other delivery options."""
@@ -142,6 +148,28 @@ class PreparedMessage(Frozen):
             self.body,
             options,
             self.has_nul,
+            self.progress,
+        )
+
+    def with_progress(
+        self, progress: Callable[[int, int | None], object] | None
+    ) -> PreparedMessage:
+        """A copy that reports the transfer of its data to ``progress`` (None: itself)."""
+        if progress is None:
+            return self
+        if not callable(progress):
+            raise TypeError(f"progress must be a callable(sent, total), not {progress!r}")
+        return PreparedMessage(
+            self.envelope,
+            self.data,
+            self.smtputf8_required,
+            self.smtputf8_wanted,
+            self.body_kind,
+            self.message_id,
+            self.body,
+            self.options,
+            self.has_nul,
+            progress,
         )
 
     @property
