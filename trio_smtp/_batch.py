@@ -37,9 +37,6 @@ from ._batch_items import Outcome, Outcomes, Pending, Source
 from ._deadlines import Phases
 from ._dkim import DkimSigner
 from ._errors import (
-    SmtpConnectError,
-    SmtpDeliveryTimeoutError,
-    SmtpDeliveryUnknownError,
     SmtpError,
     SmtpProtocolError,
     SmtpResponseError,
@@ -47,19 +44,20 @@ from ._errors import (
 )
 from ._message import PreparedMessage, check_against_server
 from ._options import NO_OPTIONS
+from ._outcome import (
+    ConnectionStaleError,
+    after_data,
+    check_421,
+    check_envelope,
+    final_outcome,
+    maybe_delivered,
+    not_delivered,
+    sort_recipients,
+)
 from ._results import SendResult
 from ._stats import Counters
-from ._transaction import (
-    ConnectionStaleError,
-    _check_421,
-    _check_envelope,
-    _mail_reply,
-    _outcome,
-    _Plan,
-    _plan,
-    _sort,
-)
-from ._transport import _DATA_CHUNK, Transport, delivery_unknown
+from ._transaction import _mail_reply, _Plan, _plan
+from ._transport import _DATA_CHUNK, Transport
 from .protocol import Data, Rcpt, Reply, Rset, State
 
 __all__ = ["send_batch", "send_pipelined"]
@@ -80,24 +78,6 @@ class _Awaiting:
     ) -> None:
         self.final = final
         self.rset = rset
-
-
-def _not_delivered(error: SmtpError) -> SmtpConnectError:
-    """The message's envelope went (or was going) out, its data never did."""
-    text = f"not delivered (the session ended before its data was sent): {error}"
-    failure = SmtpConnectError(text, reply=error.reply)
-    failure.__cause__ = error
-    return failure
-
-
-def _unknown(error: SmtpError) -> SmtpDeliveryUnknownError:
-    if isinstance(error, SmtpDeliveryUnknownError):
-        return error
-    if isinstance(error, SmtpTimeoutError):
-        unknown = SmtpDeliveryTimeoutError(f"{error}; the message may have been delivered")
-        unknown.__cause__ = error
-        return unknown
-    return delivery_unknown(error)  # a lost connection, or a malformed reply
 
 
 async def send_batch(
@@ -242,7 +222,7 @@ class _PipelinedSender:
         self._lost(error, written=self._written)
         pending, self._in_flight = self._in_flight, None
         if pending is not None:
-            self.outcomes.set(pending.slot, _not_delivered(error), pending.prepared.size)
+            self.outcomes.set(pending.slot, not_delivered(error), pending.prepared.size)
 
     async def send(self, pending: Pending) -> bool:
         """Write the tail and ``pending``'s envelope in one write, read the tail's reply and
@@ -269,7 +249,7 @@ class _PipelinedSender:
             self._lost(exc, written=False)
             if after_another:  # nothing of ``pending`` was written: a new connection
                 return True
-            self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
+            self.outcomes.set(pending.slot, not_delivered(exc), prepared.size)
             raise
         self._in_flight, self._written = pending, False
         try:
@@ -279,15 +259,15 @@ class _PipelinedSender:
                 await self._read_awaiting()
         except SmtpError as exc:
             self._in_flight = None
-            self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
+            self.outcomes.set(pending.slot, not_delivered(exc), prepared.size)
             raise
         try:
             mail_reply = await _mail_reply(transport, plan.mail)
             rcpt_replies = [
-                _check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt))
+                check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt))
                 for _ in rcpts
             ]
-            data_reply = _check_421(
+            data_reply = check_421(
                 await transport.read_reply("DATA", transport.timeouts.data_initiation)
             )
         except ConnectionStaleError:
@@ -297,7 +277,7 @@ class _PipelinedSender:
             self._in_flight = None
             # A reply of its own envelope that broke the protocol (garbage, DATA answered
             # 334): what send() raises for it; a lost connection: not delivered.
-            own = exc if isinstance(exc, SmtpProtocolError) else _not_delivered(exc)
+            own = exc if isinstance(exc, SmtpProtocolError) else not_delivered(exc)
             self.outcomes.set(pending.slot, own, prepared.size)
             raise
         self._in_flight, self._written = None, False
@@ -337,9 +317,9 @@ class _PipelinedSender:
     ) -> None:
         transport, prepared = self.transport, pending.prepared
         conn = transport.conn
-        accepted, rejected = _sort(prepared.envelope.recipients, rcpt_replies)
+        accepted, rejected = sort_recipients(prepared.envelope.recipients, rcpt_replies)
         try:
-            _check_envelope(mail_reply, accepted, rejected)
+            check_envelope(mail_reply, accepted, rejected)
             if data_reply.code != 354:
                 raise SmtpResponseError("the server refused DATA", reply=data_reply, command="DATA")
         except SmtpError as exc:
@@ -366,10 +346,12 @@ class _PipelinedSender:
         self, pending: Pending, accepted: list[str], rejected: dict[str, Reply]
     ) -> None:
         # Written while the server is watched for an early reply, as send() does.
+        transport = self.transport
         try:
-            final = await self.transport.send_message(pending.prepared.data)
+            final = await transport.send_message(pending.prepared.data)
         except SmtpError as exc:
-            self.outcomes.set(pending.slot, exc, pending.prepared.size)
+            outcome = after_data(exc, transport.end_of_data_written)
+            self.outcomes.set(pending.slot, outcome, pending.prepared.size)
             raise
         self._set_final(pending, final, accepted, rejected)
 
@@ -428,7 +410,7 @@ class _PipelinedSender:
         if awaiting.final is not None:
             pending, accepted, rejected = awaiting.final
             self._set_final(pending, final, accepted, rejected)
-        _check_421(final)  # the pipelined MAIL behind it will never be answered
+        check_421(final)  # the pipelined MAIL behind it will never be answered
 
     async def _read(self, what: str, limit: float | None, maybe_delivered: bool) -> Reply:
         try:
@@ -448,14 +430,14 @@ class _PipelinedSender:
         awaiting, self.awaiting = self.awaiting, None
         if awaiting is not None and awaiting.final is not None:
             pending = awaiting.final[0]
-            outcome = _unknown(error) if written else error
+            outcome = maybe_delivered(error) if written else error
             self.outcomes.set(pending.slot, outcome, pending.prepared.size)
 
     def _set_final(
         self, pending: Pending, final: Reply, accepted: list[str], rejected: dict[str, Reply]
     ) -> None:
         try:
-            outcome: Outcome = _outcome(pending.prepared, final, accepted, rejected)
+            outcome: Outcome = final_outcome(pending.prepared, final, accepted, rejected)
         except SmtpError as exc:
             outcome = exc
         self.outcomes.set(pending.slot, outcome, pending.prepared.size)

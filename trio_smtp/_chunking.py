@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from ._errors import SmtpResponseError
-from ._transport import LOST_OR_GARBLED, Transport, delivery_unknown
+from ._outcome import LOST_OR_GARBLED, delivery_unknown
+from ._transport import Transport
 from .protocol import Bdat, LineEndingNormalizer, Reply
 
 __all__ = ["send_bdat"]
@@ -76,10 +77,10 @@ class _ChunkSender:
                 # The previous chunk's reply, now with LAST out: a loss, or a reply we
                 # cannot parse, is "maybe delivered".
                 await self._read_chunk_reply(maybe_delivered=True)
+            self.outstanding = 0
+            return await transport.end_of_data_reply("BDAT LAST")
         except LOST_OR_GARBLED as exc:
             raise delivery_unknown(exc) from exc
-        self.outstanding = 0
-        return await transport.end_of_data_reply("BDAT LAST")
 
     async def _read_chunk_reply(self, *, maybe_delivered: bool = False) -> None:
         transport = self.transport

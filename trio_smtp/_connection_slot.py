@@ -33,15 +33,15 @@ from ._batch import send_batch
 from ._batch_items import Outcome, Outcomes
 from ._deadlines import Watchdog
 from ._dkim import DkimSigner
-from ._errors import SmtpDeliveryUnknownError
 from ._message import PreparedMessage
+from ._outcome import ConnectionStaleError, late_cancel
 from ._results import SendCompleted, SendResult
 from ._session import SessionConfig, open_session
 from ._stats import Counters
-from ._transaction import ConnectionStaleError, deliver
+from ._transaction import deliver
 from ._transport import Transport
 
-__all__ = ["Connection", "close_body", "late_cancel", "send_completed"]
+__all__ = ["Connection", "close_body", "send_completed"]
 
 
 def _counted(
@@ -256,10 +256,3 @@ def send_completed(
     if failure is None or scope.cancel_called:
         return SendCompleted(user_token, None, True, None)
     return SendCompleted(user_token, failure, False, result)
-
-
-def late_cancel() -> SmtpDeliveryUnknownError:
-    """What a cancel that came after the end of data is reported as."""
-    return SmtpDeliveryUnknownError(
-        "cancelled after the end of data: the message may have been delivered"
-    )

@@ -36,16 +36,28 @@ from ._errors import (
     SmtpConnectError,
     SmtpDeliveryUnknownError,
     SmtpError,
-    SmtpFailedRecipientError,
     SmtpFailedRecipientsError,
     SmtpProtocolError,
     SmtpResponseError,
     SmtpStatusCode,
 )
 from ._message import PreparedMessage, check_against_server
+from ._outcome import (
+    LOST_OR_GARBLED,
+    SENDER_REFUSED,
+    ConnectionStaleError,
+    after_data,
+    check_421,
+    check_envelope,
+    check_mail_421,
+    delivery_unknown,
+    final_outcome,
+    sort_recipients,
+    stale_if_reused,
+)
 from ._results import SendResult
 from ._sources import CHUNK_SIZE
-from ._transport import LOST_OR_GARBLED, Transport, delivery_unknown
+from ._transport import Transport
 from .protocol import (
     Bdat,
     BodyKind,
@@ -61,11 +73,6 @@ from .protocol import (
 from .protocol._frozen import Frozen, set_field
 
 __all__ = ["ConnectionStaleError", "deliver"]
-
-
-class ConnectionStaleError(SmtpConnectError):
-    """A reused connection turned out dead before the server accepted anything (it closed
-    an idle session, or said 421): safe to retry once on a new connection."""
 
 
 class BinaryBodyError(SmtpError):
@@ -163,7 +170,7 @@ async def _transaction(transport: Transport, prepared: PreparedMessage, plan: _P
         mail_reply, rcpt_replies, data_reply = await _envelope_one_by_one(
             transport, plan.mail, rcpts, last=Data()
         )
-    accepted, rejected = _sort(recipients, rcpt_replies)
+    accepted, rejected = sort_recipients(recipients, rcpt_replies)
     if (
         data_reply is not None
         and data_reply.code == 354
@@ -172,15 +179,18 @@ async def _transaction(transport: Transport, prepared: PreparedMessage, plan: _P
         # RFC 2920 §3.1: DATA went in the same write; never send a body nobody should get.
         await _terminator_alone(transport)
         data_reply = None
-    _check_envelope(mail_reply, accepted, rejected)
+    check_envelope(mail_reply, accepted, rejected)
     assert data_reply is not None
     if data_reply.code != 354:
         raise SmtpResponseError("the server refused DATA", reply=data_reply, command="DATA")
-    if prepared.body is None:
-        final = await transport.send_message(prepared.data)
-    else:
-        final = await transport.send_stream(_no_nul(prepared.body.chunks()))
-    return _outcome(prepared, final, accepted, rejected)
+    try:
+        if prepared.body is None:
+            final = await transport.send_message(prepared.data)
+        else:
+            final = await transport.send_stream(_no_nul(prepared.body.chunks()))
+    except SmtpError as exc:
+        raise after_data(exc, transport.end_of_data_written)  # noqa: B904 -- sets the cause
+    return final_outcome(prepared, final, accepted, rejected)
 
 
 async def _terminator_alone(transport: Transport) -> None:
@@ -211,24 +221,24 @@ async def _transaction_bdat(
         mail_reply, rcpt_replies, final = await _envelope_with_last(
             transport, plan.mail, rcpts, Bdat(data, last=True)
         )
-        accepted, rejected = _sort(recipients, rcpt_replies)
-        _check_envelope(mail_reply, accepted, rejected)
-        return _outcome(prepared, final, accepted, rejected)
+        accepted, rejected = sort_recipients(recipients, rcpt_replies)
+        check_envelope(mail_reply, accepted, rejected)
+        return final_outcome(prepared, final, accepted, rejected)
     if conn.extensions.pipelining:
         mail_reply, rcpt_replies, _ = await _envelope_pipelined(transport, plan.mail, rcpts, None)
     else:
         mail_reply, rcpt_replies, _ = await _envelope_one_by_one(
             transport, plan.mail, rcpts, last=None
         )
-    accepted, rejected = _sort(recipients, rcpt_replies)
-    _check_envelope(mail_reply, accepted, rejected)
+    accepted, rejected = sort_recipients(recipients, rcpt_replies)
+    check_envelope(mail_reply, accepted, rejected)
     if data is not None:
         chunks = _slices(data)
     else:
         assert prepared.body is not None
         chunks = _no_nul(prepared.body.chunks())
     final = await send_bdat(transport, chunks, normalise=data is None)
-    return _outcome(prepared, final, accepted, rejected)
+    return final_outcome(prepared, final, accepted, rejected)
 
 
 async def _slices(data: bytes) -> AsyncIterator[bytes]:
@@ -250,52 +260,6 @@ async def _no_nul(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def _sort(recipients: tuple[str, ...], replies: list[Reply]) -> tuple[list[str], dict[str, Reply]]:
-    accepted: list[str] = []
-    rejected: dict[str, Reply] = {}
-    for recipient, reply in zip(recipients, replies, strict=False):
-        if reply.code // 100 == 2:
-            accepted.append(recipient)
-        else:
-            rejected[recipient] = reply
-    return accepted, rejected
-
-
-_SENDER_REFUSED = "the server refused the sender (MAIL)"
-
-
-def _check_envelope(mail_reply: Reply, accepted: list[str], rejected: dict[str, Reply]) -> None:
-    # RFC 5321 §4.2.2: 251 and 252 are acceptance as much as 250 (DESIGN rule 10).
-    if mail_reply.code // 100 != 2:
-        raise SmtpResponseError(_SENDER_REFUSED, reply=mail_reply, command="MAIL")
-    if not accepted:
-        raise SmtpFailedRecipientsError(_failures(rejected))
-
-
-def _outcome(
-    prepared: PreparedMessage, final: Reply, accepted: list[str], rejected: dict[str, Reply]
-) -> SendResult:
-    if final.code // 100 != 2:
-        raise SmtpResponseError(
-            "the server refused the message", reply=final, command="end of data"
-        )
-    result = SendResult(tuple(accepted), rejected, final, prepared.message_id)
-    if rejected:
-        raise SmtpFailedRecipientsError(_failures(rejected), result)
-    return result
-
-
-def _failures(rejected: dict[str, Reply]) -> list[SmtpFailedRecipientError]:
-    return [SmtpFailedRecipientError(r, reply) for r, reply in rejected.items()]
-
-
-def _check_421(reply: Reply) -> Reply:
-    # RFC 5321 §3.8: 421 means the server is closing the channel; stop reading replies.
-    if reply.code == 421:
-        raise SmtpResponseError("the server is closing the connection", reply=reply)
-    return reply
-
-
 async def _mail_reply(transport: Transport, mail: Mail, group: bytes | None = None) -> Reply:
     """The MAIL reply; a reused connection that is already dead becomes ConnectionStale.
 
@@ -311,12 +275,8 @@ async def _mail_reply(transport: Transport, mail: Mail, group: bytes | None = No
         else:
             reply = await transport.command(mail, "MAIL", limit)
     except SmtpConnectError as exc:
-        if transport.reused:
-            raise ConnectionStaleError(f"the reused connection was closed: {exc}") from exc
-        raise
-    if reply.code == 421 and transport.reused:
-        raise ConnectionStaleError("the reused connection was closed", reply=reply)
-    return _check_421(reply)
+        raise stale_if_reused(exc, transport.reused)  # noqa: B904 -- it sets the cause
+    return check_mail_421(reply, transport.reused)
 
 
 async def _envelope_pipelined(
@@ -328,12 +288,12 @@ async def _envelope_pipelined(
         group.append(transport.encode(last, "DATA"))
     mail_reply = await _mail_reply(transport, mail, b"".join(group))  # one write
     rcpt_replies = [
-        _check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt)) for _ in rcpts
+        check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt)) for _ in rcpts
     ]
     if last is None:
         return mail_reply, rcpt_replies, mail_reply
     last_reply = await transport.read_reply("DATA", transport.timeouts.data_initiation)
-    return mail_reply, rcpt_replies, _check_421(last_reply)
+    return mail_reply, rcpt_replies, check_421(last_reply)
 
 
 async def _envelope_with_last(
@@ -356,25 +316,20 @@ async def _envelope_with_last(
     try:
         await transport.write_end_of_data(data, "MAIL", transport.timeouts.mail)
     except SmtpConnectError as exc:
-        if transport.reused:
-            raise ConnectionStaleError(f"the reused connection was closed: {exc}") from exc
-        raise
+        raise stale_if_reused(exc, transport.reused)  # noqa: B904 -- it sets the cause
     try:
         mail_reply = await _group_reply(transport, "MAIL", transport.timeouts.mail)
     except LOST_OR_GARBLED as exc:
         raise delivery_unknown(exc) from exc
-    if mail_reply.code == 421 and transport.reused:
-        raise ConnectionStaleError("the reused connection was closed", reply=mail_reply)
-    _check_421(mail_reply)
+    check_mail_421(mail_reply, transport.reused)
     try:
         rcpt_replies = [
-            _check_421(await _group_reply(transport, "RCPT", transport.timeouts.rcpt))
-            for _ in rcpts
+            check_421(await _group_reply(transport, "RCPT", transport.timeouts.rcpt)) for _ in rcpts
         ]
         final = await transport.end_of_data_reply("the end of data")
     except (*LOST_OR_GARBLED, SmtpDeliveryUnknownError) as exc:
         if mail_reply.code // 100 != 2:  # the transaction never started: refused, not unknown
-            raise SmtpResponseError(_SENDER_REFUSED, reply=mail_reply, command="MAIL") from exc
+            raise SmtpResponseError(SENDER_REFUSED, reply=mail_reply, command="MAIL") from exc
         if isinstance(exc, SmtpDeliveryUnknownError):
             raise
         raise delivery_unknown(exc) from exc
@@ -419,11 +374,11 @@ async def _envelope_one_by_one(
     rcpt_replies = []
     for rcpt in rcpts:
         reply = await transport.command(rcpt, "RCPT", transport.timeouts.rcpt)
-        rcpt_replies.append(_check_421(reply))
+        rcpt_replies.append(check_421(reply))
     if last is None or not any(reply.code // 100 == 2 for reply in rcpt_replies):
         return mail_reply, rcpt_replies, None
     data_reply = await transport.command(last, "DATA", transport.timeouts.data_initiation)
-    return mail_reply, rcpt_replies, _check_421(data_reply)
+    return mail_reply, rcpt_replies, check_421(data_reply)
 
 
 async def _after_failure(transport: Transport, error: SmtpError) -> None:

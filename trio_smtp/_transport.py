@@ -43,7 +43,6 @@ from ._errors import (
     SmtpProtocolError,
     SmtpResponseError,
     SmtpTimeoutError,
-    SmtpTlsError,
 )
 from ._log import ProtocolLog
 from ._proxy import Proxy
@@ -73,33 +72,6 @@ _REASON_WAIT = 5.0
 _DATA_CHUNK = 256 * 1024
 # Message data may be written in these states with no reply in between.
 _DATA_STATES = frozenset({State.DATA, State.BDAT})
-
-UNKNOWN = (
-    "the connection was lost after the end of data and before the server's reply: "
-    "the message may have been delivered"
-)
-
-
-#: Once the end of data was written, these leave the message possibly delivered: a lost
-#: connection, or a reply we cannot parse (which is no refusal).  RFC 5321 §4.1.1.4.
-LOST_OR_GARBLED = (SmtpConnectError, SmtpTlsError, SmtpProtocolError)
-
-
-def delivery_unknown(error: SmtpError) -> SmtpDeliveryUnknownError:
-    """What ``error`` becomes once the write carrying the end of data has completed: the
-    server has the whole message (RFC 5321 §4.1.1.4), so a lost connection and a reply we
-    cannot parse alike leave it possibly delivered.  ``error`` is kept as ``__cause__``."""
-    if isinstance(error, SmtpProtocolError):
-        text = (
-            f"the reply to the end of data broke the protocol ({error}): "
-            "the message may have been delivered"
-        )
-    else:
-        text = UNKNOWN
-    unknown = SmtpDeliveryUnknownError(text)
-    unknown.__cause__ = error
-    return unknown
-
 
 #: A user-supplied way to open the connection (instead of TCP to host:port).
 StreamFactory = Callable[[], Awaitable[trio.abc.Stream]]
@@ -401,11 +373,9 @@ class Transport:
         A message that fits in one write goes with its terminator in one ``send_all``; the
         server cannot tell it apart from a reply to the terminator, so its next reply is
         read as the final one.  A larger message is written while the server is watched
-        (see :meth:`send_stream`).  A connection lost between the terminator and its reply
-        is SmtpDeliveryUnknownError (RFC 5321 §4.1.1.4: the message may have been
-        accepted).  A write that fails is not: ``send_all`` raising means its last octets
-        -- the end of the terminator -- never left, so the server cannot have accepted the
-        message (SmtpConnectError, or SmtpTimeoutError).
+        (see :meth:`send_stream`).  :attr:`end_of_data_written` is set only once the write
+        carrying the terminator completed: ``send_all`` raising means its last octets never
+        left (the caller decides what a failure means, see :mod:`trio_smtp._outcome`).
         """
         if len(data) > _DATA_CHUNK:
             return await self.send_stream(_slices(data))
@@ -453,20 +423,13 @@ class Transport:
 
     async def end_of_data_reply(self, what: str, limit: float | None = None) -> Reply:
         """The reply to the end of data, once it was completely written
-        (:attr:`end_of_data_written`).
-
-        A lost connection or a malformed reply (garbage, a line over the limit, a bad code)
-        is SmtpDeliveryUnknownError, and a timeout SmtpDeliveryTimeoutError (RFC 5321
-        §4.1.1.4: the server has the whole message; a reply we cannot read is no refusal).
-        The connection is broken either way, never reused.  ``limit`` defaults to
-        :attr:`Timeouts.data_termination <trio_smtp.Timeouts.data_termination>`."""
+        (:attr:`end_of_data_written`), within ``limit`` (by default
+        :attr:`Timeouts.data_termination <trio_smtp.Timeouts.data_termination>`); a timeout
+        is SmtpDeliveryTimeoutError.  What a lost connection or a malformed reply now means
+        ("maybe delivered") is decided by the caller, in :mod:`trio_smtp._outcome`."""
         if limit is None:
             limit = self.timeouts.data_termination
-        try:
-            reply = await self.read_reply(what, limit, maybe_delivered=True)
-        except LOST_OR_GARBLED as exc:
-            raise delivery_unknown(exc) from exc
-        return reply
+        return await self.read_reply(what, limit, maybe_delivered=True)
 
     def _check_nothing_buffered(self) -> None:
         """A reply that came in the same read as the 354 (or that :meth:`receive_ready`
@@ -593,7 +556,8 @@ class Transport:
                 "the reply to the end of data",
             )
         if not watcher.data:
-            raise SmtpDeliveryUnknownError(UNKNOWN) from watcher.error
+            lost = "the server closed the connection after the end of data"
+            raise SmtpConnectError(lost) from watcher.error
         self.conn.receive_data(watcher.data)
         # end_of_data_reply parses it: malformed, it is "maybe delivered" as for DATA in memory.
         return await self.end_of_data_reply("the end of data")
