@@ -42,8 +42,7 @@ from ._errors import (
     SmtpResponseError,
     SmtpTimeoutError,
 )
-from ._message import PreparedMessage, check_against_server
-from ._options import NO_OPTIONS
+from ._message import PreparedMessage
 from ._outcome import (
     ConnectionStaleError,
     after_data,
@@ -56,9 +55,9 @@ from ._outcome import (
 )
 from ._results import SendResult
 from ._stats import Counters
-from ._transaction import _mail_reply, _Plan, _plan
+from ._transaction import Plan, check_server, make_plan, read_envelope
 from ._transport import _DATA_CHUNK, Transport
-from .protocol import Data, Rcpt, Reply, Rset, State
+from .protocol import Data, Rcpt, Reply, Rset
 
 __all__ = ["send_batch", "send_pipelined"]
 
@@ -115,7 +114,7 @@ async def send_batch(
             break
         retry: Pending | None = None
         try:
-            extensions = transport.conn.extensions
+            extensions = transport.extensions
             if extensions.pipelining and not extensions.chunking:
                 retry = await send_pipelined(transport, source, outcomes, pending)
             else:
@@ -192,7 +191,7 @@ class _PipelinedSender:
         self._written = False
         # The commands of the last message, for the next one if it needs the same.
         self._last_key: tuple[object, ...] = ()
-        self._last: tuple[_Plan, list[Rcpt]] | None = None
+        self._last: tuple[Plan, list[Rcpt]] | None = None
 
     async def run(self, source: Source, first: Pending, phases: Phases) -> Pending | None:
         """The loop of :func:`send_pipelined`, inside its Phases scope."""
@@ -228,11 +227,8 @@ class _PipelinedSender:
         """Write the tail and ``pending``'s envelope in one write, read the tail's reply and
         the envelope's; True when ``pending`` must be retried on a new connection."""
         transport, prepared = self.transport, pending.prepared
-        conn = transport.conn
         try:
-            check_against_server(prepared, conn.extensions)  # before MAIL
-            if prepared.options is not NO_OPTIONS:  # RFC 3461, RFC 8689: as deliver() does
-                prepared.options.check_server(conn.extensions, tls=transport.tls)
+            check_server(transport, prepared)
             plan, rcpts = self._commands(prepared)
         except SmtpError as exc:
             self.outcomes.set(pending.slot, exc, prepared.size)
@@ -262,14 +258,10 @@ class _PipelinedSender:
             self.outcomes.set(pending.slot, not_delivered(exc), prepared.size)
             raise
         try:
-            mail_reply = await _mail_reply(transport, plan.mail)
-            rcpt_replies = [
-                check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt))
-                for _ in rcpts
-            ]
-            data_reply = check_421(
-                await transport.read_reply("DATA", transport.timeouts.data_initiation)
+            mail_reply, rcpt_replies, data_reply = await read_envelope(
+                transport, len(rcpts), data=True
             )
+            assert data_reply is not None
         except ConnectionStaleError:
             self._in_flight = None
             return True  # RFC 5321 §4.1.1.4 aside, nothing of it was accepted: send again
@@ -284,11 +276,11 @@ class _PipelinedSender:
         await self._after_envelope(pending, plan, mail_reply, rcpt_replies, data_reply)
         return False
 
-    def _commands(self, prepared: PreparedMessage) -> tuple[_Plan, list[Rcpt]]:
+    def _commands(self, prepared: PreparedMessage) -> tuple[Plan, list[Rcpt]]:
         """The plan (MAIL) and the RCPTs for ``prepared``: those of the message before
         when everything they depend on is the same object or value (a batch to the same
         people, the usual case), built afresh otherwise."""
-        extensions = self.transport.conn.extensions
+        extensions = self.transport.extensions
         key = (
             prepared.envelope,
             prepared.options,
@@ -301,7 +293,7 @@ class _PipelinedSender:
         )
         if key == self._last_key and self._last is not None:
             return self._last
-        plan = _plan(prepared, extensions)
+        plan = make_plan(prepared, extensions)
         options = prepared.options
         commands = plan, [options.rcpt(r) for r in prepared.envelope.recipients]
         self._last_key, self._last = key, commands
@@ -310,13 +302,12 @@ class _PipelinedSender:
     async def _after_envelope(
         self,
         pending: Pending,
-        plan: _Plan,
+        plan: Plan,
         mail_reply: Reply,
         rcpt_replies: list[Reply],
         data_reply: Reply,
     ) -> None:
         transport, prepared = self.transport, pending.prepared
-        conn = transport.conn
         accepted, rejected = sort_recipients(prepared.envelope.recipients, rcpt_replies)
         try:
             check_envelope(mail_reply, accepted, rejected)
@@ -327,11 +318,11 @@ class _PipelinedSender:
             if data_reply.code == 354:
                 # RFC 2920 §3.1: the server reads data now; send only the terminator.
                 self.finish, self.awaiting = "end_data", _Awaiting()
-            elif conn.state is not State.READY:  # MAIL accepted: a transaction is open
+            elif transport.in_transaction:  # MAIL accepted: a transaction is open
                 self.finish, self.awaiting = "rset", _Awaiting(rset=True)
             return
         try:
-            transport._check_nothing_buffered()  # a reply after 354 is an early reply
+            transport.check_nothing_buffered()  # a reply after 354 is an early reply
         except SmtpError as exc:
             transport.mark_broken()
             self.outcomes.set(pending.slot, exc, pending.prepared.size)
@@ -339,7 +330,7 @@ class _PipelinedSender:
         if len(prepared.data) > _DATA_CHUNK:
             await self._send_large(pending, accepted, rejected)
             return
-        self.tail, self.finish = conn.send_data(prepared.data), "end_data"
+        self.tail, self.finish = transport.encode_data(prepared.data), "end_data"
         self.awaiting = _Awaiting(final=(pending, accepted, rejected))
 
     async def _send_large(
@@ -363,8 +354,8 @@ class _PipelinedSender:
         try:
             await transport.receive_ready("the message data")
             if self.finish == "end_data":
-                transport._check_nothing_buffered()
-                self.tail += transport.conn.end_data()
+                transport.check_nothing_buffered()
+                self.tail += transport.encode_end_of_data()
             elif self.finish == "rset":
                 self.tail = transport.encode(Rset(), "RSET")
         except SmtpError as exc:

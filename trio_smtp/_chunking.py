@@ -47,7 +47,7 @@ class _ChunkSender:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         # RFC 3030 §4.2: with PIPELINING a chunk may go before the previous reply is read.
-        self.window = 1 if transport.conn.extensions.pipelining else 0
+        self.window = 1 if transport.extensions.pipelining else 0
         self.outstanding = 0
 
     async def send(self, chunk: bytes) -> None:
@@ -66,7 +66,7 @@ class _ChunkSender:
         # DESIGN rule 10: a close or a reply that already came is seen before LAST goes
         # (a refusal of a chunk in flight is read first: then LAST never goes).
         await transport.receive_ready(what)
-        while self.outstanding and transport.conn.buffered:
+        while self.outstanding and transport.buffered:
             await self._read_chunk_reply()
         data = transport.encode(Bdat(chunk, last=True), what)
         # A write that fails is not "maybe delivered": LAST's octets never all left.

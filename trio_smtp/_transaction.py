@@ -42,6 +42,7 @@ from ._errors import (
     SmtpStatusCode,
 )
 from ._message import PreparedMessage, check_against_server
+from ._options import NO_OPTIONS
 from ._outcome import (
     LOST_OR_GARBLED,
     SENDER_REFUSED,
@@ -72,7 +73,7 @@ from .protocol import (
 )
 from .protocol._frozen import Frozen, set_field
 
-__all__ = ["ConnectionStaleError", "deliver"]
+__all__ = ["BinaryBodyError", "Plan", "check_server", "deliver", "make_plan", "read_envelope"]
 
 
 class BinaryBodyError(SmtpError):
@@ -85,10 +86,8 @@ async def deliver(transport: Transport, prepared: PreparedMessage) -> SendResult
     """Run one transaction on a ready session; see the module docstring for the outcomes."""
     if prepared.body is not None:
         await prepared.body.open()  # before MAIL: a missing file is an OSError, nothing sent
-    extensions = transport.conn.extensions
-    check_against_server(prepared, extensions)  # RFC 1870 §4, RFC 6531 §3.4: before MAIL
-    prepared.options.check_server(extensions, tls=transport.tls)  # RFC 3461, RFC 8689
-    plan = _plan(prepared, extensions)
+    check_server(transport, prepared)
+    plan = make_plan(prepared, transport.extensions)
     try:
         if prepared.body is None:
             # In-memory data: one deadline scope for the whole transaction (Phases).
@@ -103,7 +102,16 @@ async def deliver(transport: Transport, prepared: PreparedMessage) -> SendResult
     return result
 
 
-class _Plan(Frozen):
+def check_server(transport: Transport, prepared: PreparedMessage) -> None:
+    """Before MAIL: refuse locally what this server cannot take (RFC 1870 §4, RFC 6531
+    §3.4; DSN and REQUIRETLS, RFC 3461, RFC 8689)."""
+    extensions = transport.extensions
+    check_against_server(prepared, extensions)
+    if prepared.options is not NO_OPTIONS:
+        prepared.options.check_server(extensions, tls=transport.tls)
+
+
+class Plan(Frozen):
     """How this message goes: the MAIL command, and DATA or BDAT (raw or normalised)."""
 
     __slots__ = ("bdat", "mail", "raw")
@@ -118,7 +126,7 @@ class _Plan(Frozen):
         set_field(self, "raw", raw)
 
 
-def _plan(prepared: PreparedMessage, extensions: Extensions) -> _Plan:
+def make_plan(prepared: PreparedMessage, extensions: Extensions) -> Plan:
     """Choose BODY= and the transfer (RFC 6152, RFC 3030).
 
     * CHUNKING offered: BDAT.  A binary body (NUL, or a line over 998 octets) goes as it is
@@ -152,17 +160,17 @@ def _plan(prepared: PreparedMessage, extensions: Extensions) -> _Plan:
     )
     if prepared.options.wants_dsn or prepared.options.requiretls:
         mail = prepared.options.mail(mail)
-    return _Plan(mail, bdat, raw)
+    return Plan(mail, bdat, raw)
 
 
-async def _transaction(transport: Transport, prepared: PreparedMessage, plan: _Plan) -> SendResult:
+async def _transaction(transport: Transport, prepared: PreparedMessage, plan: Plan) -> SendResult:
     await _before_envelope(transport)
     recipients = prepared.envelope.recipients
     rcpts = [prepared.options.rcpt(r) for r in recipients]
     if plan.bdat:
         return await _transaction_bdat(transport, prepared, plan, rcpts)
     data_reply: Reply | None
-    if transport.conn.extensions.pipelining:
+    if transport.extensions.pipelining:
         mail_reply, rcpt_replies, data_reply = await _envelope_pipelined(
             transport, plan.mail, rcpts, Data()
         )
@@ -198,33 +206,32 @@ async def _terminator_alone(transport: Transport) -> None:
     the server already spoke or closed, nothing more goes: the connection is closed."""
     try:
         await transport.receive_ready("the end of data")
-        transport._check_nothing_buffered()
+        transport.check_nothing_buffered()
     except SmtpError:
         transport.mark_broken()  # what the envelope's replies said is the outcome
         return
-    await transport.write(transport.conn.end_data(), "the end of data", None)
+    await transport.write(transport.encode_end_of_data(), "the end of data", None)
     await transport.read_reply("the end of data", transport.timeouts.data_termination)
 
 
 async def _transaction_bdat(
-    transport: Transport, prepared: PreparedMessage, plan: _Plan, rcpts: list[Rcpt]
+    transport: Transport, prepared: PreparedMessage, plan: Plan, rcpts: list[Rcpt]
 ) -> SendResult:
     """RFC 3030.  A small in-memory message goes with the envelope in ONE write (MAIL, RCPTs
     and ``BDAT n LAST`` with its octets, pipelined as RFC 3030 §4.2 allows); otherwise the
     envelope's replies are read first, then the body is sent in chunks."""
     recipients = prepared.envelope.recipients
-    conn = transport.conn
     data = prepared.data if plan.raw else None
     if prepared.body is None and data is None:
         data = normalize_line_endings(prepared.data)
-    if conn.extensions.pipelining and data is not None and len(data) <= CHUNK_SIZE:
+    if transport.extensions.pipelining and data is not None and len(data) <= CHUNK_SIZE:
         mail_reply, rcpt_replies, final = await _envelope_with_last(
             transport, plan.mail, rcpts, Bdat(data, last=True)
         )
         accepted, rejected = sort_recipients(recipients, rcpt_replies)
         check_envelope(mail_reply, accepted, rejected)
         return final_outcome(prepared, final, accepted, rejected)
-    if conn.extensions.pipelining:
+    if transport.extensions.pipelining:
         mail_reply, rcpt_replies, _ = await _envelope_pipelined(transport, plan.mail, rcpts, None)
     else:
         mail_reply, rcpt_replies, _ = await _envelope_one_by_one(
@@ -260,20 +267,11 @@ async def _no_nul(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _mail_reply(transport: Transport, mail: Mail, group: bytes | None = None) -> Reply:
-    """The MAIL reply; a reused connection that is already dead becomes ConnectionStale.
-
-    ``group``: the pipelined group, written here under MAIL's budget with its reply read (as
-    :meth:`Transport.command` does for MAIL alone).  Never for a group carrying BDAT LAST
-    (see :func:`_envelope_with_last`)."""
-    limit = transport.timeouts.mail
+async def _mail_reply(transport: Transport, mail: Mail) -> Reply:
+    """MAIL alone (no PIPELINING); a reused connection that is already dead becomes
+    ConnectionStale."""
     try:
-        if group is not None:
-            reply = await transport.exchange(group, "MAIL", limit)
-        elif transport.conn.extensions.pipelining:
-            reply = await transport.read_reply("MAIL", limit)
-        else:
-            reply = await transport.command(mail, "MAIL", limit)
+        reply = await transport.command(mail, "MAIL", transport.timeouts.mail)
     except SmtpConnectError as exc:
         raise stale_if_reused(exc, transport.reused)  # noqa: B904 -- it sets the cause
     return check_mail_421(reply, transport.reused)
@@ -286,14 +284,40 @@ async def _envelope_pipelined(
     group = [transport.encode(mail, "MAIL"), *(transport.encode(r, "RCPT") for r in rcpts)]
     if last is not None:
         group.append(transport.encode(last, "DATA"))
-    mail_reply = await _mail_reply(transport, mail, b"".join(group))  # one write
-    rcpt_replies = [
-        check_421(await transport.read_reply("RCPT", transport.timeouts.rcpt)) for _ in rcpts
-    ]
-    if last is None:
-        return mail_reply, rcpt_replies, mail_reply
-    last_reply = await transport.read_reply("DATA", transport.timeouts.data_initiation)
-    return mail_reply, rcpt_replies, check_421(last_reply)
+    mail_reply, rcpt_replies, data_reply = await read_envelope(
+        transport, len(rcpts), data=last is not None, group=b"".join(group)
+    )
+    return mail_reply, rcpt_replies, mail_reply if data_reply is None else data_reply
+
+
+async def read_envelope(
+    transport: Transport, rcpts: int, *, data: bool, group: bytes | None = None
+) -> tuple[Reply, list[Reply], Reply | None]:
+    """The replies to a pipelined envelope (RFC 2920): MAIL, ``rcpts`` RCPTs and, when
+    ``data``, DATA -- in one pass (:meth:`Transport.read_replies`).  ``group``: its bytes,
+    written here under MAIL's budget; None when the caller already wrote it (a batch puts
+    the previous message's tail first).  Never for a group carrying BDAT LAST (see
+    :func:`_envelope_with_last`).
+
+    MAIL's write or reply lost, or MAIL answered 421, on a reused connection: stale (the
+    message goes again on a new one); any other 421 is SmtpResponseError."""
+    timeouts = transport.timeouts
+    phases = [("MAIL", timeouts.mail), *[("RCPT", timeouts.rcpt)] * rcpts]
+    if data:
+        phases.append(("DATA", timeouts.data_initiation))
+    replies: list[Reply] = []
+    try:
+        if group is None:
+            await transport.read_replies(phases, replies)
+        else:
+            await transport.exchange_group(group, phases, replies)
+    except SmtpConnectError as exc:
+        if replies:
+            raise
+        raise stale_if_reused(exc, transport.reused)  # noqa: B904 -- it sets the cause
+    mail_reply = check_mail_421(replies[0], transport.reused)
+    rcpt_replies = [check_421(reply) for reply in replies[1 : rcpts + 1]]
+    return mail_reply, rcpt_replies, check_421(replies[-1]) if data else None
 
 
 async def _envelope_with_last(
@@ -343,7 +367,7 @@ async def _before_envelope(transport: Transport) -> None:
     (SmtpClient looks before handing the connection out; this closes the gap after it.)"""
     try:
         await transport.receive_ready("MAIL")
-        if transport.conn.buffered:
+        if transport.buffered:
             transport.mark_broken()
             raise SmtpProtocolError("the server sent a reply nobody asked for before MAIL")
     except (SmtpConnectError, SmtpProtocolError) as exc:
@@ -390,7 +414,7 @@ async def _after_failure(transport: Transport, error: SmtpError) -> None:
     if error.reply is not None and error.reply.code == 421:
         transport.mark_broken()
         return
-    if isinstance(error, BinaryBodyError) and transport.conn.pending:
+    if isinstance(error, BinaryBodyError) and transport.owed:
         transport.mark_broken()
         return
     try:

@@ -20,7 +20,7 @@ import math
 import select
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import trio
 
@@ -51,6 +51,7 @@ from .protocol import (
     ClientConnection,
     Command,
     ConnectionClosed,
+    Extensions,
     ProtocolError,
     Quit,
     RemoteProtocolError,
@@ -159,6 +160,34 @@ class Transport:
             return deadline(seconds, what, error)
         phases.arm(seconds, what, error)
         return ARMED
+
+    @property
+    def extensions(self) -> Extensions:
+        """What the server's last EHLO reply offered (empty before it, and after STARTTLS)."""
+        return self.conn.extensions
+
+    @property
+    def buffered(self) -> int:
+        """Octets received from the server and not read as a reply yet (0: none)."""
+        return self.conn.buffered
+
+    @property
+    def owed(self) -> bool:
+        """True while a command written has no reply yet."""
+        return bool(self.conn.pending)
+
+    @property
+    def in_transaction(self) -> bool:
+        """True between an accepted MAIL and the end of its transaction (RSET clears it)."""
+        return self.conn.state is not State.READY
+
+    def encode_data(self, data: bytes) -> bytes:
+        """Message data after 354, dot-stuffed (RFC 5321 §4.5.2), counted in the log."""
+        return self.conn.send_data(data)
+
+    def encode_end_of_data(self) -> bytes:
+        """The terminator ``CRLF.CRLF`` (RFC 5321 §4.1.1.4) that ends the message data."""
+        return self.conn.end_data()
 
     @property
     def broken(self) -> bool:
@@ -356,16 +385,40 @@ class Transport:
         except BaseException as exc:
             raise self._failed(exc, what, tls=tls)  # noqa: B904 -- _failed sets the cause
 
-    async def exchange(self, data: bytes, what: str, limit: float | None) -> Reply:
-        """Write ``data`` (a pipelined group, already through ``conn.send``) and read the
-        first reply, both under one deadline (as :meth:`command`)."""
+    async def exchange_group(
+        self, data: bytes, phases: Sequence[tuple[str, float | None]], replies: list[Reply]
+    ) -> None:
+        """Write ``data`` (a pipelined group, already through :meth:`encode`) and read one
+        reply per entry of ``phases`` (what it answers, its budget) into ``replies``.
+
+        The write and the first reply share the first budget (as :meth:`command`); each
+        later reply has its own, armed only when it is not already here: the replies of a
+        group usually arrive together, and are then parsed in one pass after one receive.
+        Reading stops after a 421 (RFC 5321 §3.8: the server closes; nothing more comes).
+        On an error, ``replies`` holds the replies read before it: none means the write or
+        the first reply failed."""
+        what, limit = phases[0]
         self.log.log_sent(data)
         try:
             with self._limit(limit, what):
                 await self.stream.send_all(data)
-                return await self._next_reply(what)
+                replies.append(await self._next_reply(what))
         except BaseException as exc:
             raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
+        await self.read_replies(phases[1:], replies)
+
+    async def read_replies(
+        self, phases: Sequence[tuple[str, float | None]], replies: list[Reply]
+    ) -> None:
+        """Read one reply per entry of ``phases`` into ``replies`` (see
+        :meth:`exchange_group`); a reply already received costs no await and no deadline."""
+        for what, limit in phases:
+            if replies and replies[-1].code == 421:
+                return
+            reply = self._buffered_reply(what)
+            if reply is None:
+                reply = await self.read_reply(what, limit)
+            replies.append(reply)
 
     async def send_message(self, data: bytes) -> Reply:
         """After 354: the message data, the terminator, and the reply to the terminator.
@@ -381,8 +434,8 @@ class Transport:
             return await self.send_stream(_slices(data))
         try:
             await self.receive_ready("the message data")
-            self._check_nothing_buffered()
-            payload = self.conn.send_data(data) + self.conn.end_data()
+            self.check_nothing_buffered()
+            payload = self.encode_data(data) + self.encode_end_of_data()
             await self._send_data_block(payload)
         except BaseException:
             self.mark_broken()
@@ -406,7 +459,7 @@ class Transport:
         try:
             if phases is not None:
                 phases.arm(None, "the message data", SmtpTimeoutError)
-            self._check_nothing_buffered()
+            self.check_nothing_buffered()
             error = await self._write_watched(chunks, watcher)
             return await self._finish_data(watcher, error)
         except BaseException:
@@ -431,7 +484,7 @@ class Transport:
             limit = self.timeouts.data_termination
         return await self.read_reply(what, limit, maybe_delivered=True)
 
-    def _check_nothing_buffered(self) -> None:
+    def check_nothing_buffered(self) -> None:
         """A reply that came in the same read as the 354 (or that :meth:`receive_ready`
         fed since) is an early reply too."""
         try:
@@ -520,14 +573,14 @@ class Transport:
                 break
             if pending:
                 await self._watched_block(pending, watcher)
-            pending = self.conn.send_data(chunk)
+            pending = self.encode_data(chunk)
         if _readable(self.stream):
             # The server already spoke or closed: the watcher is reading it; the terminator
             # must not follow (DESIGN rule 10: not delivered, not "maybe").
             with trio.move_on_after(_TLS_RECORD_WAIT if self.tls else math.inf):
                 await watcher.arrived.wait()
                 return
-        payload = (pending or b"") + self.conn.end_data()
+        payload = (pending or b"") + self.encode_end_of_data()
         watcher.terminator_started = True
         await self._watched_block(payload, watcher)
         self.end_of_data_written = True  # only now can the server have it all
