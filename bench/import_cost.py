@@ -6,11 +6,11 @@ Usage::
     python bench/import_cost.py --runs 30 --no-bytecode
 
 Each run is ``python -X importtime -c "import trio, ssl, email.message; import
-trio_smtp._client"`` in a fresh interpreter; the script sums the self times of the
+trio_smtp._client.client"`` in a fresh interpreter; the script sums the self times of the
 ``trio_smtp.*`` rows, and separately of the modules neither Trio nor those stdlib modules
 load (scramp, uuid, ...), and shows the best run and the per-module minima.
 (``trio_smtp.SmtpClient`` through the lazy package gives the same figures, but
-``-X importtime`` does not report ``importlib.import_module``, so ``trio_smtp._client``'s
+``-X importtime`` does not report ``importlib.import_module``, so ``trio_smtp._client.client``'s
 own row would be missing.)  Bytecode is cached under a temporary ``PYTHONPYCACHEPREFIX``, as
 an installed package has its ``.pyc`` files; ``--no-bytecode`` compiles every module from
 source at each start instead.
@@ -56,7 +56,7 @@ def main() -> None:
             env["PYTHONDONTWRITEBYTECODE"] = "1"
         else:
             env["PYTHONPYCACHEPREFIX"] = cache
-        statement = f"{BASELINE}; import trio_smtp._client"
+        statement = f"{BASELINE}; import trio_smtp._client.client"
         rows(statement, env)  # writes the bytecode cache
         baseline = {name for _, name in rows(BASELINE, env)}
         ours: list[int] = []

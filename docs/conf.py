@@ -72,9 +72,9 @@ nitpick_ignore_regex = [
     (r"py:class", r"trio_smtp\.protocol\._frozen\.Frozen"),
     # Structural types of the message sources SmtpClient.send accepts (anything with
     # .read(n) -> bytes, sync or async): described in send()'s docstring, not importable API.
-    (r"py:class", r"trio_smtp\._sources\.Supports(Async)?Read"),
+    (r"py:class", r"trio_smtp\._message\.sources\.Supports(Async)?Read"),
     # The type variable of SendCompleted[T] (the token's type): not a documented object.
     (r"py:(class|obj)", r"trio_smtp\._results\.T"),
     # What OutcomeStream is built from (the pool and the client build it, users never do).
-    (r"py:class", r"trio_smtp\._streamed\.RecordedItems"),
+    (r"py:class", r"trio_smtp\._client\.streamed\.RecordedItems"),
 ]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from trio_smtp._cli import main
+from trio_smtp._cli.main import main
 from trio_smtp.testing import Hangup, Respond, SmtpServer
 
 
@@ -118,7 +118,7 @@ async def test_bulk_refuses_composing_options(
 
 
 def test_no_progress_bar_without_tqdm(monkeypatch: pytest.MonkeyPatch) -> None:
-    from trio_smtp import _cli_bulk
+    from trio_smtp._cli import bulk as _cli_bulk
 
     monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm -> ImportError
     assert _cli_bulk._progress(10, quiet=False) is None

@@ -7,7 +7,7 @@ import sys
 
 
 def test_trio_smtp_demo_command_sends_and_prints_the_received_message() -> None:
-    # A real process, as the README runs it: the console entry point is `trio_smtp._cli:main`.
+    # A real process, as the README runs it: the console entry point is `trio_smtp._cli.main:main`.
     proc = subprocess.run(
         [sys.executable, "-m", "trio_smtp", "demo"],
         capture_output=True,

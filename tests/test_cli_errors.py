@@ -16,7 +16,7 @@ import pytest
 import trio
 
 import trio_smtp
-from trio_smtp._cli import main
+from trio_smtp._cli.main import main
 from trio_smtp.testing import Handover, SmtpServer
 
 
@@ -189,7 +189,7 @@ def test_dsn_options_are_checked_as_options(
 # trustme made unimportable, as in an installation without the `test` extra.
 _WITHOUT_TRUSTME = (
     "import sys; sys.modules['trustme'] = None; "
-    "from trio_smtp._cli import main; sys.exit(main(sys.argv[1:]))"
+    "from trio_smtp._cli.main import main; sys.exit(main(sys.argv[1:]))"
 )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from trio_smtp._cli import main
+from trio_smtp._cli.main import main
 from trio_smtp.testing import Hangup, Respond, SmtpServer
 
 USER, PASSWORD = "alice", "s3cret pw"

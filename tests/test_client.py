@@ -19,7 +19,7 @@ from trio_smtp import (
     SmtpStatusCode,
     SmtpTlsError,
 )
-from trio_smtp._sasl import Login
+from trio_smtp.sasl._mechanisms import Login
 from trio_smtp.testing import Handover, Inject, Respond, Shutdown, SmtpServer
 
 MakeMessage = Callable[..., EmailMessage]

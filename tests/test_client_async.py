@@ -264,7 +264,7 @@ def test_bad_credentials_type() -> None:
 async def test_pickup_directory_delivery(tmp_path: object, make_message: MakeMessage) -> None:
     from pathlib import Path
 
-    from trio_smtp._pickup import read_pickup_file
+    from trio_smtp._delivery.pickup import read_pickup_file
 
     directory = Path(str(tmp_path))
     client = SmtpClient(

@@ -20,9 +20,9 @@ from trio_smtp import (
     SmtpTimeoutError,
     Timeouts,
 )
-from trio_smtp._cli import _report_error
-from trio_smtp._probe import EXIT_CONNECTION, EXIT_MAYBE_DELIVERED
-from trio_smtp._transport import Transport
+from trio_smtp._cli.main import _report_error
+from trio_smtp._cli.probe import EXIT_CONNECTION, EXIT_MAYBE_DELIVERED
+from trio_smtp._io.transport import Transport
 from trio_smtp.protocol import ClientConnection
 from trio_smtp.testing import Delay, SmtpServer
 

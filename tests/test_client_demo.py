@@ -1,10 +1,10 @@
-"""``trio-smtp demo`` (trio_smtp._demo.run_demo): one real send_async, end to end."""
+"""``trio-smtp demo`` (trio_smtp._cli.demo.run_demo): one real send_async, end to end."""
 
 from __future__ import annotations
 
 import pytest
 
-from trio_smtp._demo import run_demo
+from trio_smtp._cli.demo import run_demo
 
 
 async def test_demo_delivers_and_prints_event_and_message(

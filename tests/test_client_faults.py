@@ -22,7 +22,7 @@ from trio_smtp import (
     SmtpTimeoutError,
     Timeouts,
 )
-from trio_smtp._sasl import Login
+from trio_smtp.sasl._mechanisms import Login
 from trio_smtp.testing import (
     Delay,
     EarlyReply,

@@ -22,10 +22,10 @@ from trio_smtp import (
     SmtpProtocolError,
     SmtpTimeoutError,
     Timeouts,
-    _connection_slot,
-    _session,
-    _sources,
 )
+from trio_smtp._client import connection_slot as _connection_slot
+from trio_smtp._delivery import session as _session
+from trio_smtp._message import sources as _sources
 from trio_smtp.testing import Delay, Handover, SmtpServer
 
 FROM = "a@example.org"

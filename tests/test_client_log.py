@@ -11,7 +11,7 @@ from email.message import EmailMessage
 import pytest
 
 from trio_smtp import OAuth2, SmtpClient
-from trio_smtp._log import ProtocolLog
+from trio_smtp._io.log import ProtocolLog
 from trio_smtp.protocol import Reply
 from trio_smtp.testing import SmtpServer
 

@@ -22,7 +22,7 @@ from trio_smtp import (
     SmtpConnectError,
     SmtpDeliveryUnknownError,
 )
-from trio_smtp._sources import StreamedBody
+from trio_smtp._message.sources import StreamedBody
 from trio_smtp.testing import Delay, Shutdown, SmtpServer
 
 FROM = "a@example.org"

@@ -109,8 +109,8 @@ def stuck_lookup(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
         release.wait(30)
         return "late.example.org"
 
-    monkeypatch.setattr("trio_smtp._hostname._cached_fqdn", None)
-    monkeypatch.setattr("trio_smtp._hostname._lookup", lookup)
+    monkeypatch.setattr("trio_smtp._io.hostname._cached_fqdn", None)
+    monkeypatch.setattr("trio_smtp._io.hostname._lookup", lookup)
     yield release
     release.set()
 

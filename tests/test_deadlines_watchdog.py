@@ -4,18 +4,17 @@ in time never fires, and stopping the watchdog never leaves a phase without a li
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import trio
 
 from trio_smtp import SmtpDeliveryTimeoutError, SmtpTimeoutError
-from trio_smtp._deadlines import Phases, Watchdog
+from trio_smtp._io.deadlines import Phases, Watchdog
 
 
-def _transport(watchdog: Watchdog | None) -> Any:
-    return SimpleNamespace(watchdog=watchdog, _phases=None)
+def _phases(watchdog: Watchdog | None) -> Phases:
+    return Phases(watchdog, lambda phases: None)
 
 
 async def _with_watchdog(body: Any) -> Any:
@@ -33,7 +32,7 @@ async def test_each_phase_times_out_at_its_own_budget(autojump_clock: trio.abc.C
         start = trio.current_time()
         with (
             pytest.raises(SmtpTimeoutError, match="after 5 s waiting for MAIL"),
-            Phases(_transport(watchdog)) as phases,
+            _phases(watchdog) as phases,
         ):
             phases.arm(100, "the message data", SmtpTimeoutError)
             await trio.sleep(1)
@@ -53,7 +52,7 @@ async def test_a_longer_budget_after_a_shorter_one_is_honoured(
         start = trio.current_time()
         with (
             pytest.raises(SmtpDeliveryTimeoutError, match="after 50 s"),
-            Phases(_transport(watchdog)) as phases,
+            _phases(watchdog) as phases,
         ):
             phases.arm(5, "MAIL", SmtpTimeoutError)
             await trio.sleep(1)  # in time
@@ -68,7 +67,7 @@ async def test_a_longer_budget_after_a_shorter_one_is_honoured(
 
 async def test_phases_done_in_time_never_fire(autojump_clock: trio.abc.Clock) -> None:
     async def body(watchdog: Watchdog) -> None:
-        with Phases(_transport(watchdog)) as phases:
+        with _phases(watchdog) as phases:
             for _ in range(20):  # far longer in total than any one budget
                 phases.arm(5, "RCPT", SmtpTimeoutError)
                 await trio.sleep(4)
@@ -85,7 +84,7 @@ async def test_stopping_the_watchdog_hands_the_deadline_to_the_scope(
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watchdog.run)
-        with pytest.raises(SmtpTimeoutError, match="DATA"), Phases(_transport(watchdog)) as phases:
+        with pytest.raises(SmtpTimeoutError, match="DATA"), _phases(watchdog) as phases:
             phases.arm(10, "DATA", SmtpTimeoutError)
             await trio.sleep(1)
             watchdog.close()  # e.g. the client closing while this send runs
@@ -107,7 +106,7 @@ async def test_a_cancelled_watchdog_leaves_no_phase_unlimited(
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run_watchdog)
-        with pytest.raises(SmtpTimeoutError, match="MAIL"), Phases(_transport(watchdog)) as phases:
+        with pytest.raises(SmtpTimeoutError, match="MAIL"), _phases(watchdog) as phases:
             phases.arm(10, "MAIL", SmtpTimeoutError)
             await trio.sleep(1)
             watchdog_scope.cancel()  # the watchdog's task dies, this phase goes on
@@ -120,7 +119,7 @@ async def test_without_a_watchdog_phases_move_their_own_deadline(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     start = trio.current_time()
-    with pytest.raises(SmtpTimeoutError, match="MAIL"), Phases(_transport(None)) as phases:
+    with pytest.raises(SmtpTimeoutError, match="MAIL"), _phases(None) as phases:
         phases.arm(100, "the message data", SmtpTimeoutError)
         phases.arm(5, "MAIL", SmtpTimeoutError)
         await trio.sleep(60)

@@ -274,8 +274,8 @@ def _only_file(directory: Path) -> bytes:
 
 
 def test_binary_body_with_bare_line_ends_is_refused(rsa_key: bytes) -> None:
-    from trio_smtp._dkim import sign_prepared
-    from trio_smtp._message import prepare_message
+    from trio_smtp._message.dkim import sign_prepared
+    from trio_smtp._message.prepare import prepare_message
 
     signer = DkimSigner(DOMAIN, SELECTOR, rsa_key)
     head = b"From: a@example.org\r\nTo: b@example.net\r\n\r\n"

@@ -53,8 +53,8 @@ import trio
 import trio.testing
 
 import trio_smtp
-import trio_smtp._connection_slot
-import trio_smtp._session
+import trio_smtp._client.connection_slot
+import trio_smtp._delivery.session
 import trio_smtp.protocol
 from trio_smtp.testing import SmtpServer
 
@@ -345,7 +345,7 @@ async def redirected(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Servers]:
     """Send every non-loopback session to a loopback testing server."""
     # The client opens every session through this name (if that changes, only_loopback below
     # makes the examples fail rather than reach a remote host).
-    real_open_session = trio_smtp._session.open_session
+    real_open_session = trio_smtp._delivery.session.open_session
     real_open_tcp_stream = trio.open_tcp_stream
 
     async def open_session(config: Any) -> Any:
@@ -366,7 +366,7 @@ async def redirected(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Servers]:
         assert is_loopback(host), f"an example tried to connect to {host}:{port}"
         return await real_open_tcp_stream(host, port, **kwargs)
 
-    monkeypatch.setattr(trio_smtp._connection_slot, "open_session", open_session)
+    monkeypatch.setattr(trio_smtp._client.connection_slot, "open_session", open_session)
     monkeypatch.setattr(trio, "open_tcp_stream", only_loopback)
     async with trio.open_nursery() as nursery:
         servers = Servers(nursery)

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from trio_smtp import _hostname
-from trio_smtp._hostname import address_literal, is_ehlo_domain, local_fqdn
+from trio_smtp._io import hostname as _hostname
+from trio_smtp._io.hostname import address_literal, is_ehlo_domain, local_fqdn
 
 
 @pytest.fixture(autouse=True)

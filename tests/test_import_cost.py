@@ -24,15 +24,15 @@ OPTIONAL = (
     "asn1crypto",
     "uuid",
     "email.policy",  # loaded with the first EmailMessage (whose author has loaded it)
-    "trio_smtp._serialise",
-    "trio_smtp._pickup",
+    "trio_smtp._message.serialise",
+    "trio_smtp._delivery.pickup",
     "trio_smtp.testing",
-    "trio_smtp._cli",
-    "trio_smtp._probe",
-    "trio_smtp._send",
-    "trio_smtp._pool",  # SmtpPool, and what only it and send_many_as_completed use
-    "trio_smtp._streamed",
-    "trio_smtp._cli_bulk",
+    "trio_smtp._cli.main",
+    "trio_smtp._cli.probe",
+    "trio_smtp._client.send",
+    "trio_smtp._client.pool",  # SmtpPool, and what only it and send_many_as_completed use
+    "trio_smtp._client.streamed",
+    "trio_smtp._cli.bulk",
     "tqdm",
 )
 
@@ -59,7 +59,7 @@ def _loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:
 
 def test_touching_smtpclient_loads_no_optional_module() -> None:
     modules = loaded_after("import trio_smtp\ntrio_smtp.SmtpClient('smtp.example.org')")
-    assert "trio_smtp._client" in modules
+    assert "trio_smtp._client.client" in modules
     assert _loaded(modules, OPTIONAL) == []
 
 
@@ -67,7 +67,7 @@ def test_password_authentication_without_scram_does_not_load_scramp() -> None:
     modules = loaded_after(
         "import trio_smtp.sasl as s\ns.choose_mechanism(['PLAIN', 'LOGIN'], 'u', 'p')"
     )
-    assert "trio_smtp._sasl" in modules
+    assert "trio_smtp.sasl._mechanisms" in modules
     assert _loaded(modules, ("scramp",)) == []
 
 
@@ -78,17 +78,17 @@ def test_scram_loads_scramp_when_used() -> None:
 
 #: The public classes that stay dataclasses (users may ``dataclasses.replace`` them).
 PUBLIC_DATACLASSES = {
-    "trio_smtp._batch_items.OutgoingMessage",
+    "trio_smtp._delivery.batch_items.OutgoingMessage",
     "trio_smtp._config.Timeouts",
     "trio_smtp._results.SendCompleted",
     "trio_smtp._results.SendResult",
-    "trio_smtp._stats.ClientStatistics",
+    "trio_smtp._delivery.stats.ClientStatistics",
 }
 
 
 @pytest.mark.parametrize(
     ("module", "expected"),
-    [("trio_smtp.protocol", set()), ("trio_smtp._client", PUBLIC_DATACLASSES)],
+    [("trio_smtp.protocol", set()), ("trio_smtp._client.client", PUBLIC_DATACLASSES)],
 )
 def test_the_client_path_builds_only_the_public_dataclasses(
     module: str, expected: set[str]
@@ -108,9 +108,9 @@ def test_the_client_path_builds_only_the_public_dataclasses(
 
 def test_an_email_message_loads_the_serialiser_when_prepared() -> None:
     code = (
-        "import email.message, trio_smtp._message as m\n"
+        "import email.message, trio_smtp._message.prepare as m\n"
         "msg = email.message.EmailMessage()\n"
         "msg['From'] = 'a@example.org'; msg['To'] = 'b@example.org'; msg.set_content('hi')\n"
         "m.prepare_message(msg)"
     )
-    assert "trio_smtp._serialise" in loaded_after(code)
+    assert "trio_smtp._message.serialise" in loaded_after(code)

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from trio_smtp._log import LOGGER_NAME, ProtocolLog
+from trio_smtp._io.log import LOGGER_NAME, ProtocolLog
 from trio_smtp.protocol import Reply
 
 SECRET = b"\x00user\x00Sup3rS3cret"
@@ -211,7 +211,7 @@ def test_disabled_log_does_no_formatting(
     def fail(data: bytes) -> str:
         raise AssertionError("formatted while logging is off")
 
-    monkeypatch.setattr("trio_smtp._log._printable", fail)
+    monkeypatch.setattr("trio_smtp._io.log._printable", fail)
     caplog.set_level(logging.INFO, logger=LOGGER_NAME)
     log = ProtocolLog("peer")
     log.log_sent(b"EHLO x\r\nAUTH PLAIN abc\r\nMAIL FROM:<a@b.c>\r\n")

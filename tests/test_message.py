@@ -1,4 +1,4 @@
-"""Envelope extraction and serialisation (trio_smtp._message)."""
+"""Envelope extraction and serialisation (trio_smtp._message.prepare)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trio_smtp._errors import SmtpError, SmtpStatusCode
-from trio_smtp._message import check_against_server, prepare_message
+from trio_smtp._message.prepare import check_against_server, prepare_message
 from trio_smtp.protocol import BodyInspector, BodyKind, Extensions, Reply
 
 

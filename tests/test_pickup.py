@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_smtp._pickup import deliver_to_pickup, parse_pickup_file, read_pickup_file
+from trio_smtp._delivery.pickup import deliver_to_pickup, parse_pickup_file, read_pickup_file
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nHello.\r\n"
 
@@ -268,7 +268,7 @@ async def test_cancellation_during_commit_still_delivers(
 ) -> None:
     import threading
 
-    from trio_smtp import _pickup
+    from trio_smtp._delivery import pickup as _pickup
 
     entered, release = threading.Event(), threading.Event()
     real_commit = _pickup._commit

@@ -7,6 +7,7 @@ listed here is private.  A new public name must be added to ``EXPORTS`` and to d
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.metadata
 import importlib.resources
 import re
@@ -203,8 +204,13 @@ def test_ships_py_typed() -> None:
 
 
 def test_console_script_is_registered() -> None:
-    scripts = importlib.metadata.entry_points(group="console_scripts")
-    assert {ep.value for ep in scripts if ep.name == "trio-smtp"} == {"trio_smtp._cli:main"}
+    # pyproject.toml, not the installed metadata: an editable install keeps the entry point it
+    # was installed with until it is reinstalled, so only the source says what ships.
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    (target,) = re.findall(r'(?m)^trio-smtp = "(.*)"$', pyproject)
+    assert target == "trio_smtp._cli.main:main"
+    module, _, attribute = target.partition(":")
+    assert callable(getattr(importlib.import_module(module), attribute))
 
 
 async def test_python_m_trio_smtp_help() -> None:

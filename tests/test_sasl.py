@@ -10,7 +10,8 @@ import scramp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_smtp._sasl import (
+from trio_smtp.protocol import Auth
+from trio_smtp.sasl._mechanisms import (
     CramMd5,
     Login,
     Mechanism,
@@ -25,7 +26,6 @@ from trio_smtp._sasl import (
     decode_challenge,
     password_mechanisms,
 )
-from trio_smtp.protocol import Auth
 
 # ---------------------------------------------------------------- AUTH line and helpers
 

@@ -1,4 +1,4 @@
-"""The Trio driver (trio_smtp._transport): error mapping, deadlines, loopback detection and
+"""The Trio driver (trio_smtp._io.transport): error mapping, deadlines, loopback detection and
 what happens to a connection when a command is interrupted."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from trio_smtp import (
     SmtpTlsError,
     Timeouts,
 )
-from trio_smtp._transport import Transport, deadline, map_errors, peer_is_loopback
+from trio_smtp._io.transport import Transport, deadline, map_errors, peer_is_loopback
 from trio_smtp.protocol import ClientConnection, Ehlo, RemoteProtocolError
 
 

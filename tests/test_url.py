@@ -9,8 +9,8 @@ import pytest
 import trio
 
 from trio_smtp import DeliveryMethod, Security
-from trio_smtp._client import SmtpClient
-from trio_smtp._url import parse_smtp_url
+from trio_smtp._client.client import SmtpClient
+from trio_smtp._io.url import parse_smtp_url
 
 
 def test_smtps_is_implicit_tls_on_465() -> None:

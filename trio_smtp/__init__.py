@@ -16,15 +16,24 @@ import typing as _typing
 __version__ = "0.1.0"
 
 if _typing.TYPE_CHECKING:
-    from ._client import ClientStatistics as ClientStatistics
-    from ._client import OutgoingMessage as OutgoingMessage
-    from ._client import SendCompleted as SendCompleted
-    from ._client import SendResult as SendResult
-    from ._client import SmtpClient as SmtpClient
+    from ._client.client import ClientStatistics as ClientStatistics
+    from ._client.client import OutgoingMessage as OutgoingMessage
+    from ._client.client import SendCompleted as SendCompleted
+    from ._client.client import SendResult as SendResult
+    from ._client.client import SmtpClient as SmtpClient
+    from ._client.pool import Backoff as Backoff
+    from ._client.pool import PoolStatistics as PoolStatistics
+    from ._client.pool import SmtpPool as SmtpPool
+    from ._client.send import send as send
+    from ._client.streamed import BatchOutcome as BatchOutcome
+    from ._client.streamed import OutcomeStream as OutcomeStream
     from ._config import DeliveryMethod as DeliveryMethod
     from ._config import Security as Security
     from ._config import Timeouts as Timeouts
-    from ._dkim import DkimSigner as DkimSigner
+    from ._delivery.pickup import PickupFile as PickupFile
+    from ._delivery.pickup import parse_pickup_file as parse_pickup_file
+    from ._delivery.pickup import read_pickup_file as read_pickup_file
+    from ._delivery.session import OAuth2 as OAuth2
     from ._errors import SmtpAuthenticationError as SmtpAuthenticationError
     from ._errors import SmtpConnectError as SmtpConnectError
     from ._errors import SmtpDeliveryTimeoutError as SmtpDeliveryTimeoutError
@@ -37,31 +46,22 @@ if _typing.TYPE_CHECKING:
     from ._errors import SmtpStatusCode as SmtpStatusCode
     from ._errors import SmtpTimeoutError as SmtpTimeoutError
     from ._errors import SmtpTlsError as SmtpTlsError
-    from ._options import DeliveryNotification as DeliveryNotification
-    from ._options import DsnReturn as DsnReturn
-    from ._pickup import PickupFile as PickupFile
-    from ._pickup import parse_pickup_file as parse_pickup_file
-    from ._pickup import read_pickup_file as read_pickup_file
-    from ._pool import Backoff as Backoff
-    from ._pool import PoolStatistics as PoolStatistics
-    from ._pool import SmtpPool as SmtpPool
-    from ._send import send as send
-    from ._session import OAuth2 as OAuth2
-    from ._streamed import BatchOutcome as BatchOutcome
-    from ._streamed import OutcomeStream as OutcomeStream
+    from ._message.dkim import DkimSigner as DkimSigner
+    from ._message.options import DeliveryNotification as DeliveryNotification
+    from ._message.options import DsnReturn as DsnReturn
     from .protocol import Reply as Reply
 
 #: Public name -> the module that defines it (relative to this package).
 _EXPORTS: dict[str, str] = {
-    "ClientStatistics": "._client",
-    "OutgoingMessage": "._client",
-    "SendCompleted": "._client",
-    "SendResult": "._client",
-    "SmtpClient": "._client",
+    "ClientStatistics": "._client.client",
+    "OutgoingMessage": "._client.client",
+    "SendCompleted": "._client.client",
+    "SendResult": "._client.client",
+    "SmtpClient": "._client.client",
     "DeliveryMethod": "._config",
     "Security": "._config",
     "Timeouts": "._config",
-    "DkimSigner": "._dkim",
+    "DkimSigner": "._message.dkim",
     "SmtpAuthenticationError": "._errors",
     "SmtpConnectError": "._errors",
     "SmtpDeliveryTimeoutError": "._errors",
@@ -74,18 +74,18 @@ _EXPORTS: dict[str, str] = {
     "SmtpStatusCode": "._errors",
     "SmtpTimeoutError": "._errors",
     "SmtpTlsError": "._errors",
-    "DeliveryNotification": "._options",
-    "DsnReturn": "._options",
-    "PickupFile": "._pickup",
-    "parse_pickup_file": "._pickup",
-    "read_pickup_file": "._pickup",
-    "Backoff": "._pool",
-    "PoolStatistics": "._pool",
-    "SmtpPool": "._pool",
-    "send": "._send",
-    "OAuth2": "._session",
-    "BatchOutcome": "._streamed",
-    "OutcomeStream": "._streamed",
+    "DeliveryNotification": "._message.options",
+    "DsnReturn": "._message.options",
+    "PickupFile": "._delivery.pickup",
+    "parse_pickup_file": "._delivery.pickup",
+    "read_pickup_file": "._delivery.pickup",
+    "Backoff": "._client.pool",
+    "PoolStatistics": "._client.pool",
+    "SmtpPool": "._client.pool",
+    "send": "._client.send",
+    "OAuth2": "._delivery.session",
+    "BatchOutcome": "._client.streamed",
+    "OutcomeStream": "._client.streamed",
     "Reply": ".protocol",
 }
 

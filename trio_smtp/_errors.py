@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .protocol import Reply
 
 if TYPE_CHECKING:
-    from ._client import SendResult
+    from ._results import SendResult
 
 __all__ = [
     "SmtpAuthenticationError",

@@ -304,7 +304,13 @@ def public_candidates(target: str) -> Iterable[str]:
     private = [i for i, p in enumerate(parts) if p.startswith("_") and not p.startswith("__")]
     if parts[0] != "trio_smtp" or not private:
         return
-    rest = ".".join(parts[private[-1] + 1 :])
+    # The name starts after the defining module: inside a private package (``_client``) the
+    # modules themselves need no underscore (``trio_smtp._client.client.SmtpClient``).
+    module_end = max(
+        (k for k in range(private[-1] + 1, len(parts)) if ".".join(parts[:k]) in sys.modules),
+        default=private[-1] + 1,
+    )
+    rest = ".".join(parts[module_end:])
     if not rest:
         return
     yield ".".join([*parts[: private[0]], rest])

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
-from trio_smtp._cli import build_parser, serve
+from trio_smtp._cli.main import build_parser, serve
 from trio_smtp.testing import SmtpServer
 
 from .helpers import RawClient, send_mail, start_session
@@ -183,7 +183,7 @@ _CHILD = """
 import resource, sys
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (40, hard))  # this child process only
-from trio_smtp._cli import main
+from trio_smtp._cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 

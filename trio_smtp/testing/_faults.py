@@ -252,3 +252,13 @@ class FaultTable:
     def unfired(self, *, all_required: bool) -> list[Fault]:
         """Faults that are required (each, or all with ``all_required``) and never fired."""
         return [f for f in self.faults if f.hits == 0 and (f.required or all_required)]
+
+
+@dataclass(slots=True)
+class Modifiers:
+    """How the next reply is changed by the fault being applied."""
+
+    override: Respond | None = None
+    drip: float | None = None
+    inject: bytes = b""
+    early: EarlyReply | None = None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
@@ -31,11 +30,13 @@ from ._faults import (
     Handover,
     Hangup,
     Inject,
+    Modifiers,
     Respond,
     Shutdown,
 )
 from ._io import ClientTimeout, ServerIO
 from ._records import CommandRecord, ConnectionRecord, Message, ServerReply, trim
+from ._transaction import Transaction
 
 if TYPE_CHECKING:
     from ._tls import TlsMaterial
@@ -54,16 +55,6 @@ _JUNK = frozenset({"NOOP", "VRFY", "RSET", "EHLO", "HELO"})
 
 class SessionClosed(Exception):
     """Raised inside the session to end it after the server decided to close."""
-
-
-@dataclass(slots=True)
-class _Modifiers:
-    """How the next reply is changed by the fault being applied."""
-
-    override: Respond | None = None
-    drip: float | None = None
-    inject: bytes = b""
-    early: EarlyReply | None = None
 
 
 class Session:
@@ -97,11 +88,9 @@ class Session:
         self.errors = 0
         self.junk = 0
         self.close_reason: str | None = None
-        self.mods = _Modifiers()
+        self.mods = Modifiers()
         self.current: CommandRecord | None = None
         self.last_reply: ServerReply | None = None
-        from ._transaction import Transaction
-
         self.transaction = Transaction(self)
 
     # -- the loop --------------------------------------------------------------------------
@@ -134,7 +123,7 @@ class Session:
         # As Postfix does: an unsolicited 421 (if the client still reads), then close.
         self.close_reason = "timeout"
         self.current = None
-        self.mods = _Modifiers()
+        self.mods = Modifiers()
         if not self.tls_pending:
             with trio.move_on_after(self.config.idle_seconds):
                 await self.reply_raw(421, f"4.4.2 {self.config.hostname} Error: timeout exceeded")
@@ -145,7 +134,7 @@ class Session:
         await self.reply(220, None, f"{self.config.hostname} {self.config.greeting}")
 
     async def _handle_line(self, line: bytes | None) -> None:
-        self.mods = _Modifiers()
+        self.mods = Modifiers()
         if line is None:
             self._start_command(b"", "", "")
             await self.reply(500, "5.5.2", "Error: line too long (RFC 5321 §4.5.3.1.4)")
@@ -481,7 +470,7 @@ class Session:
                 return
             await self.reply_raw(334, base64.b64encode(step.data).decode("ascii"))
             line = await self.read_command_line(self.config.max_auth_line)
-            self.mods = _Modifiers()
+            self.mods = Modifiers()
             if line is None:
                 self._start_command(b"", "", "")
                 await self.reply(500, "5.5.6", "Error: authentication exchange line too long")

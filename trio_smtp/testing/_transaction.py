@@ -8,7 +8,7 @@ its end, so the session stays in step with the client.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..protocol import ProtocolError, decode_data, validate_address
 from . import _grammar
@@ -16,7 +16,12 @@ from ._faults import Action, EarlyReply
 from ._records import Message, trim
 
 if TYPE_CHECKING:
-    from ._session import Session
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from ._config import ServerConfig
+    from ._faults import FaultTable, Modifiers
+    from ._io import ServerIO
+    from ._records import ConnectionRecord, ServerReply
 
 __all__ = ["Transaction"]
 
@@ -27,10 +32,36 @@ _RCPT_PARAMS = {"NOTIFY": "DSN", "ORCPT": "DSN"}
 _BODY_TYPES = {"7BIT": "", "8BITMIME": "8BITMIME", "BINARYMIME": "BINARYMIME"}
 
 
+class OwningSession(Protocol):
+    """What a transaction uses of its session (:class:`~._session.Session`, which owns it):
+    declared here so that the two modules do not import each other."""
+
+    config: ServerConfig
+    record: ConnectionRecord
+    io: ServerIO
+    faults: FaultTable
+    mods: Modifiers
+    authenticated: str | None
+    tls_active: bool
+    esmtp: bool
+    last_reply: ServerReply | None
+    on_message: Callable[[Message], None]
+
+    def ehlo_lines(self) -> list[str]: ...
+
+    async def reply(self, code: int, enhanced: str | None, text: str | Sequence[str]) -> None: ...
+
+    async def reply_raw(self, code: int, text: str | Sequence[str]) -> None: ...
+
+    async def hold_and_close(self, hold: float | None) -> None: ...
+
+    async def apply(self, action: Action | None, normal: Callable[[], Awaitable[None]]) -> None: ...
+
+
 class Transaction:
     """The transaction state of one session and the commands that drive it."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: OwningSession) -> None:
         self.session = session
         #: Messages finished in this session (the records may keep fewer).
         self.finished = 0

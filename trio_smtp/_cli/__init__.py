@@ -1,0 +1,1 @@
+"""The ``trio-smtp`` command line (send, bulk, probe, serve, demo), on top of the public API."""

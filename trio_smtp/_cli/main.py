@@ -1,0 +1,826 @@
+"""The ``trio-smtp`` command line.
+
+Each subcommand is one ``add_<name>_parser`` function that registers its arguments and one
+``run_<name>`` function that does the work: ``send`` (one message to a server given by URL),
+``probe`` (what a server offers; the work is in :mod:`trio_smtp._cli.probe`), ``serve`` (the
+testing server as a local debugging server) and ``demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import email.utils
+import errno
+import getpass
+import ipaddress
+import mimetypes
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from email.message import EmailMessage
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import trio
+
+from .._client.client import SendResult, SmtpClient
+from .._config import Security
+from .._delivery.session import OAuth2
+from .._errors import (
+    SmtpAuthenticationError,
+    SmtpConnectError,
+    SmtpDeliveryUnknownError,
+    SmtpError,
+    SmtpFailedRecipientError,
+    SmtpFailedRecipientsError,
+    SmtpTimeoutError,
+    SmtpTlsError,
+)
+from .._io.url import SmtpUrlConfig, parse_smtp_url
+from .._message.options import DeliveryNotification, DsnReturn, delivery_options
+from .._message.prepare import parse_address_list
+from .bulk import is_bulk_source, run_bulk
+from .probe import (
+    EXIT_CONNECTION,
+    EXIT_FAILED,
+    EXIT_MAYBE_DELIVERED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    add_probe_parser,
+    add_proxy_argument,
+    add_timeout_option,
+    cli_timeouts,
+    failure_hint,
+    port_number,
+    proxy_from_cli,
+    server_address,
+    split_user,
+    tls_context,
+    url_argument,
+)
+
+if TYPE_CHECKING:
+    from ..testing import Message, SmtpServer
+
+__all__ = ["build_parser", "main", "serve"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``trio-smtp`` parser with every subcommand."""
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="trio-smtp", description="SMTP tools for Trio.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_send_parser(subcommands)
+    add_probe_parser(subcommands)
+    add_serve_parser(subcommands)
+    add_demo_parser(subcommands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``trio-smtp`` and ``python -m trio_smtp``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except BaseException as exc:  # Ctrl-C: no traceback (serve handles its own)
+        if not _interrupted(exc):
+            raise
+        print(f"\ntrio-smtp {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return result
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """True for a KeyboardInterrupt, also when a nursery it crossed wrapped it in a group."""
+    group = getattr(exc, "exceptions", None)
+    if group:
+        return all(_interrupted(member) for member in group)
+    return isinstance(exc, KeyboardInterrupt)
+
+
+#: Ctrl-C, as shells report a SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
+
+
+# -- send and probe ----------------------------------------------------------------------
+
+
+_SEND_EPILOG = """\
+The server URL is smtps://[user@]host[:port] (implicit TLS, port 465),
+smtp://[user@]host[:port][?tls=opportunistic|none] (STARTTLS required unless tls=
+says otherwise, port 587), smtp+unix://[user@]/path/to/socket (a local socket) or
+pickup:///path/to/dir (write the message as an .eml file into that directory).
+With a user name, the password comes from the environment variable named by
+--password-env, or is asked for when standard input is a terminal; it is never
+taken from the command line or the URL.
+
+exit status:
+  0  every recipient accepted the message
+  1  not delivered to everyone: a recipient, the sender or the message was refused
+  2  usage error (bad option, URL, address or file); nothing was sent
+  3  the connection broke, or the reply timed out, after the message was sent: it
+     MAY have been delivered (check before sending it again)
+  4  connection, TLS, authentication or timeout failure; nothing was delivered
+  130  interrupted (Ctrl-C); after the message was sent, it MAY have been delivered
+"""
+
+
+def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``trio-smtp send``: a .eml file, or a message composed from options."""
+    parser = subcommands.add_parser(
+        "send",
+        help="send a .eml file or a message composed from options",
+        description="Send one message and print each recipient's outcome and the server's "
+        "final reply.  Give a .eml file (or - for standard input), or compose a message "
+        "with --from, --to, --subject, --body and --attach.",
+        epilog=_SEND_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "eml", nargs="?", metavar="EML",
+        help=".eml file to send (- for stdin); or a directory of .eml files, a maildir or an "
+        "mbox: every message in it, through a pool of connections",
+    )  # fmt: skip
+    parser.add_argument(
+        "--server", required=True, metavar="URL", type=url_argument,
+        help="smtps://user@host:465 (see below)",
+    )  # fmt: skip
+    parser.add_argument("--from", dest="sender", metavar="ADDR", help="From header")
+    for flag, what in (("--to", "To"), ("--cc", "Cc"), ("--bcc", "Bcc (not in the data)")):
+        parser.add_argument(flag, action="append", default=[], metavar="ADDR", help=what)
+    parser.add_argument("--subject", help="Subject header")
+    body = parser.add_mutually_exclusive_group()
+    body.add_argument("--body", help="the text of the message")
+    body.add_argument("--body-file", type=Path, metavar="FILE", help="text file (- for stdin)")
+    parser.add_argument(
+        "--attach", action="append", default=[], type=Path, metavar="FILE",
+        help="attach FILE (repeatable; MIME type guessed from its name)",
+    )  # fmt: skip
+    parser.add_argument("--envelope-from", metavar="ADDR", help="MAIL FROM instead of From")
+    parser.add_argument(
+        "--envelope-to", action="append", metavar="ADDR",
+        help="RCPT TO instead of To/Cc/Bcc (repeatable)",
+    )  # fmt: skip
+    dsn = parser.add_argument_group("delivery status notifications (RFC 3461) and REQUIRETLS")
+    dsn.add_argument(
+        "--notify", type=_notify, metavar="WHEN",
+        help="success,failure,delay (any of them, comma-separated) or never",
+    )  # fmt: skip
+    dsn.add_argument("--ret", choices=["full", "headers"], help="what a failure report returns")
+    dsn.add_argument(
+        "--envid", type=_envid, metavar="ID", help="identifier returned in every report"
+    )
+    dsn.add_argument("--requiretls", action="store_true", help="TLS on every hop (RFC 8689)")
+    parser.add_argument(
+        "--password-env", default="TRIO_SMTP_PASSWORD", metavar="NAME",
+        help="environment variable holding the password (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--oauth2", action="store_true",
+        help="the secret is an OAuth 2.0 access token (OAUTHBEARER or XOAUTH2), not a password",
+    )  # fmt: skip
+    parser.add_argument("--ca-file", type=Path, metavar="PEM", help="trust only this CA")
+    add_timeout_option(
+        parser, "connect, greeting, each reply, TLS, each write; the reply to the end of the "
+        "message waits at least 600 (RFC 5321)",
+    )  # fmt: skip
+    add_proxy_argument(parser)
+    bulk = parser.add_argument_group("many messages (EML is a directory, a maildir or an mbox)")
+    bulk.add_argument(
+        "--connections", type=_positive_int, default=4, metavar="N",
+        help="connections at once (default: %(default)s)",
+    )  # fmt: skip
+    bulk.add_argument(
+        "--rate", type=_positive_float, metavar="PER_SECOND",
+        help="at most this many messages per second, evenly spaced",
+    )  # fmt: skip
+    bulk.add_argument(
+        "--report", type=Path, metavar="FILE",
+        help="write one JSON line per message: its source, status and the server's replies",
+    )  # fmt: skip
+    bulk.add_argument(
+        "--no-progress", action="store_true",
+        help="no progress bar (there is none anyway unless stderr is a terminal and tqdm "
+        "is installed)",
+    )  # fmt: skip
+    parser.set_defaults(handler=run_send)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
+
+
+def run_send(args: argparse.Namespace) -> int:
+    """Run ``trio-smtp send``; returns one of the EXIT_* statuses."""
+    args.ret_value = {"full": DsnReturn.FULL, "headers": DsnReturn.HEADERS}.get(args.ret or "")
+    if args.eml is not None and is_bulk_source(args.eml):
+        return _run_bulk(args)
+    try:
+        _check_recipients(args)
+        message = read_message(args) if args.eml is not None else compose_message(args)
+        user, url = split_user(args.server)
+        config = parse_smtp_url(url)
+        client = SmtpClient.from_url(url, **_client_options(args, config, user))
+    except OSError as exc:  # the .eml, --body-file or an --attach file
+        print(f"trio-smtp send: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    except (UsageError, ValueError, TypeError, ImportError) as exc:
+        print(f"trio-smtp send: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    options = {
+        "sender": args.envelope_from,
+        "recipients": args.envelope_to,
+        "notify": args.notify,
+        "ret": args.ret_value,
+        "envid": args.envid,
+        "requiretls": args.requiretls,
+    }
+    return trio.run(_send, client, message, options, config, args)
+
+
+def _run_bulk(args: argparse.Namespace) -> int:
+    """Many messages (see :mod:`trio_smtp._cli.bulk`)."""
+    try:
+        _no_composing(args, "a directory, maildir or mbox")
+        user, url = split_user(args.server)
+        options = _client_options(args, parse_smtp_url(url), user)
+    except (UsageError, ValueError, TypeError, ImportError) as exc:
+        print(f"trio-smtp send: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_bulk(args, url, options)
+
+
+def _notify(text: str) -> DeliveryNotification:
+    """``--notify success,failure,delay`` or ``never`` -> the flag."""
+    names = {
+        "success": DeliveryNotification.ON_SUCCESS,
+        "failure": DeliveryNotification.ON_FAILURE,
+        "delay": DeliveryNotification.DELAY,
+        "never": DeliveryNotification.NEVER,
+    }
+    flag = DeliveryNotification.NONE
+    words = [word.strip() for word in text.lower().split(",")]
+    for word in words:
+        if word not in names:
+            raise argparse.ArgumentTypeError(f"{word!r} is not one of {', '.join(names)}")
+        flag |= names[word]
+    if "never" in words and len(set(words)) > 1:
+        raise argparse.ArgumentTypeError("never cannot be combined with success, failure or delay")
+    return flag
+
+
+def _envid(text: str) -> str:
+    """``--envid``: checked as ``send(envid=)`` checks it, reported as this option."""
+    try:
+        delivery_options(("x@example.org",), envid=text)
+    except ValueError as exc:
+        detail = str(exc).removeprefix("invalid envid: ")
+        raise argparse.ArgumentTypeError(f"not a valid envelope identifier: {detail}") from None
+    return text
+
+
+def _client_options(
+    args: argparse.Namespace, config: SmtpUrlConfig, user: str | None
+) -> dict[str, Any]:
+    options: dict[str, Any] = {"timeouts": cli_timeouts(args.timeout)}
+    if args.proxy is not None:
+        options["proxy"] = proxy_from_cli(args.proxy)
+    if config["security"] is not Security.NONE:
+        options["ssl_context"] = tls_context(args.ca_file)
+    if user is not None:
+        secret = _password(args.password_env, user)
+        options["credentials"] = OAuth2(user, secret) if args.oauth2 else (user, secret)
+    elif args.oauth2:
+        raise UsageError("--oauth2 needs the user name in the URL: smtp://user@host")
+    return options
+
+
+def _password(variable: str, user: str) -> str:
+    password = os.environ.get(variable)
+    if password is not None:
+        return password
+    if sys.stdin is not None and sys.stdin.isatty():
+        return getpass.getpass(f"password for {user}: ")
+    raise UsageError(f"no password for {user}: set the environment variable {variable}")
+
+
+_COMPOSING = ("sender", "to", "cc", "bcc", "subject", "body", "body_file", "attach")
+
+
+def _check_recipients(args: argparse.Namespace) -> None:
+    """A composed message needs a recipient: said in this command's options, before the
+    library would say it in ``send()``'s arguments."""
+    composed = args.eml is None and args.sender
+    if composed and not (args.to or args.cc or args.bcc or args.envelope_to):
+        raise UsageError("no recipients: give --to, --cc or --bcc (or --envelope-to)")
+
+
+#: The library's validation errors name ``send()``'s arguments; this command's options are
+#: their counterparts (``--envid`` and the others are checked when parsed).
+_OPTION_FOR_ARGUMENT = {"sender=": "--envelope-from", "recipients=": "--envelope-to"}
+
+
+def _in_cli_terms(error: Exception, args: argparse.Namespace) -> str:
+    text = str(error)
+    for argument, option in _OPTION_FOR_ARGUMENT.items():
+        text = text.replace(argument, option)
+    if args.eml is not None:
+        text = text.replace("the message has", f"the message in {args.eml} has")
+    return text
+
+
+def read_message(args: argparse.Namespace) -> EmailMessage:
+    """The .eml file (or stdin) as an EmailMessage; its Bcc is dropped when it is sent."""
+    _no_composing(args, "a .eml file")
+    data = sys.stdin.buffer.read() if args.eml == "-" else Path(args.eml).read_bytes()
+    if not data.strip():
+        raise UsageError(f"the message in {args.eml} is empty")
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def _no_composing(args: argparse.Namespace, what: str) -> None:
+    used = [name for name in _COMPOSING if getattr(args, name)]
+    if used:
+        flags = ", ".join("--" + name.replace("_", "-") for name in used)
+        raise UsageError(f"{flags} cannot be combined with {what} (use --envelope-*)")
+
+
+def compose_message(args: argparse.Namespace) -> EmailMessage:
+    """A text message with attachments, from --from/--to/--subject/--body/--attach."""
+    if not args.sender:
+        raise UsageError("give a .eml file, or --from (and --to) to compose a message")
+    _check_addresses(args)
+    message = EmailMessage()
+    message["From"] = args.sender
+    for header, values in (("To", args.to), ("Cc", args.cc), ("Bcc", args.bcc)):
+        if values:
+            message[header] = ", ".join(values)
+    if args.subject is not None:
+        message["Subject"] = args.subject
+    message["Date"] = email.utils.formatdate(localtime=True)
+    domain = args.sender.rpartition("@")[2].strip(" >") or "localhost"
+    message["Message-ID"] = email.utils.make_msgid(domain=domain)
+    message.set_content(_body_text(args))
+    for path in args.attach:
+        attach_file(message, path)
+    return message
+
+
+def _check_addresses(args: argparse.Namespace) -> None:
+    """Each --from/--to/--cc/--bcc value must be addresses through and through: one the
+    header parser cannot read would otherwise be dropped and the rest of the list used."""
+    options = [("--from", [args.sender]), ("--to", args.to), ("--cc", args.cc)]
+    for option, values in [*options, ("--bcc", args.bcc)]:
+        for value in values:
+            try:
+                found = parse_address_list(value, f"{option} {value!r}")
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            if not found:
+                raise UsageError(f"{option} {value!r} holds no address")
+
+
+def _body_text(args: argparse.Namespace) -> str:
+    if args.body_file is None:
+        return str(args.body or "")
+    if str(args.body_file) == "-":
+        return sys.stdin.read()
+    return Path(args.body_file).read_text(encoding="utf-8")
+
+
+def attach_file(message: EmailMessage, path: Path) -> None:
+    """Attach ``path`` with the MIME type its name suggests (application/octet-stream
+    when unknown or compressed: a .gz is not text)."""
+    kind, encoding = mimetypes.guess_type(path.name)
+    if kind is None or encoding is not None:
+        kind = "application/octet-stream"
+    maintype, _, subtype = kind.partition("/")
+    message.add_attachment(
+        path.read_bytes(), maintype=maintype, subtype=subtype, filename=path.name
+    )
+
+
+async def _send(
+    client: SmtpClient,
+    message: EmailMessage,
+    options: dict[str, Any],
+    config: SmtpUrlConfig,
+    args: argparse.Namespace,
+) -> int:
+    try:
+        async with client:
+            result = await client.send(message, **options)
+    except SmtpFailedRecipientsError as exc:
+        _print_outcome(exc.result, exc.failures)
+        return EXIT_FAILED
+    except (ValueError, TypeError) as exc:  # the message or an address: nothing was sent
+        print(f"trio-smtp send: {_in_cli_terms(exc, args)}", file=sys.stderr)
+        return EXIT_USAGE
+    except SmtpError as exc:
+        status = _report_error(exc)
+        hint = failure_hint(exc, config["security"], server_address(config))
+        if hint is not None:
+            print(f"hint: {hint}", file=sys.stderr)
+        return status
+    _print_outcome(result, [])
+    if "pickup_directory" in config:
+        print(f"written:  into the pickup directory {config['pickup_directory']}")
+    return EXIT_OK
+
+
+def _print_outcome(result: SendResult | None, failures: list[SmtpFailedRecipientError]) -> None:
+    for recipient in result.accepted if result else ():
+        print(f"accepted: {recipient}")
+    for failure in failures:
+        print(f"refused:  {failure.recipient}: {failure.reply}")
+    if result is None:
+        print("not sent: every recipient was refused")
+    elif result.reply is not None:
+        print(f"reply:    {result.reply}")
+
+
+def _report_error(exc: SmtpError) -> int:
+    # Also SmtpDeliveryTimeoutError: a timeout waiting for the reply to the end of data is
+    # as uncertain as a lost connection.
+    if isinstance(exc, SmtpDeliveryUnknownError):
+        print(f"trio-smtp send: MAYBE DELIVERED: {exc}", file=sys.stderr)
+        return EXIT_MAYBE_DELIVERED
+    connection = (SmtpConnectError, SmtpTlsError, SmtpAuthenticationError, SmtpTimeoutError)
+    print(f"trio-smtp send: {type(exc).__name__}: {exc}", file=sys.stderr)
+    if isinstance(exc, connection):
+        return EXIT_CONNECTION
+    return EXIT_FAILED
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+def add_demo_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``trio-smtp demo``: one real send through the client to the testing server."""
+    parser = subcommands.add_parser(
+        "demo",
+        help="send one message to the embedded testing server (loopback, STARTTLS, AUTH)",
+        description=(
+            "Start the testing server on 127.0.0.1 with STARTTLS and AUTH, send one message "
+            "with SmtpClient.send_async, and print the completion event and the message as "
+            "the server received it."
+        ),
+    )
+    parser.set_defaults(handler=run_demo_command)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    """Run ``trio-smtp demo``; 0 when the message was delivered."""
+    from .demo import run_demo
+
+    if not _have_trustme():
+        print("trio-smtp demo: the demo's server needs trustme (for its TLS certificate), "
+              "which comes with the test extra: pip install 'trio-smtp[test]'",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    return trio.run(run_demo)
+
+
+def _have_trustme() -> bool:
+    """True when trustme imports: the testing server makes its certificates with it."""
+    try:
+        import trustme  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- serve ---------------------------------------------------------------------------------
+
+
+def add_serve_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``trio-smtp serve``: a local debugging server that prints what it receives."""
+    parser = subcommands.add_parser(
+        "serve",
+        help="run a local debugging SMTP server that prints each message",
+        description="Run trio_smtp.testing's server on loopback and print each message "
+        "received (envelope and headers).  Nothing is relayed anywhere.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--port", type=port_number, default=8025, help="TCP port (0: any free port)"
+    )
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--starttls",
+        dest="tls",
+        action="store_const",
+        const="starttls",
+        help="offer STARTTLS with a throw-away certificate (needs trustme)",
+    )
+    tls.add_argument(
+        "--tls",
+        dest="tls",
+        action="store_const",
+        const="implicit",
+        help="implicit TLS from the first byte (needs trustme)",
+    )
+    parser.set_defaults(tls="none")
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        help="with --tls/--starttls: write the CA certificate here for clients",
+    )
+    parser.add_argument(
+        "--auth",
+        action="append",
+        default=[],
+        metavar="USER:PASSWORD",
+        help="accept these credentials (repeatable); AUTH is offered only then",
+    )
+    parser.add_argument(
+        "--auth-mechanism",
+        dest="auth_mechanisms",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="offer this SASL mechanism (repeatable; 'all' for every one the server speaks: "
+        "SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, PLAIN, LOGIN, OAUTHBEARER, XOAUTH2); "
+        "default: all but SCRAM-SHA-1 and OAUTHBEARER",
+    )
+    parser.add_argument("--require-auth", action="store_true", help="refuse MAIL before AUTH")
+    parser.add_argument(
+        "--maildir", type=Path, metavar="DIR", help="also store each message as DIR/<time>-<n>.eml"
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow listening on an address other than loopback",
+    )
+    _add_serve_limits(parser)
+    parser.set_defaults(handler=run_serve)  # fmt: skip
+
+
+def _add_serve_limits(parser: argparse.ArgumentParser) -> None:
+    """``serve``'s bounds on what the server holds (SmtpServer's options of the same names)."""
+    limits = parser.add_argument_group("limits, so that a long serve stays bounded (0: none)")
+    limits.add_argument(
+        "--max-connections",
+        type=_count,
+        default=100,
+        metavar="N",
+        help="sessions at once; then new clients wait (default 100)",
+    )
+    limits.add_argument(
+        "--max-message-size",
+        type=_size,
+        default=10 * 1024 * 1024,
+        metavar="OCTETS",
+        help="largest message, advertised with SIZE and "
+        "enforced while reading DATA and BDAT: 552 (default 10485760)",
+    )
+    limits.add_argument(
+        "--max-kept-messages",
+        type=_count,
+        default=1000,
+        metavar="N",
+        help="messages kept in memory, the most recent (default 1000)",
+    )
+    limits.add_argument(
+        "--max-kept-connections",
+        type=_count,
+        default=1000,
+        metavar="N",
+        help="connection records kept, the most recent (default 1000)",
+    )
+
+
+def _count(text: str) -> int | None:
+    """A limit given on the command line: a whole number, 0 for no limit (None)."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(text) or None
+
+
+def _size(text: str) -> int:
+    """``--max-message-size``: a whole number of octets, at least 1."""
+    size = _count(text)
+    if size is None:
+        raise argparse.ArgumentTypeError("the message size limit must be at least 1")
+    return size
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run ``serve`` until interrupted (Ctrl-C)."""
+    if not args.allow_remote and not _is_loopback(args.host):
+        print(f"trio-smtp serve: refusing to listen on {args.host}, which is not a loopback "
+              "address (pass --allow-remote to do it anyway)", file=sys.stderr)  # fmt: skip
+        return 2
+    credentials = {}
+    for item in args.auth:
+        user, sep, password = item.partition(":")
+        if not sep or not user:
+            print(f"trio-smtp serve: --auth needs USER:PASSWORD, not {item!r}", file=sys.stderr)
+            return 2
+        credentials[user] = password
+    try:
+        _auth_mechanisms(args.auth_mechanisms)  # checked before anything listens
+    except ValueError as exc:
+        print(f"trio-smtp serve: {exc}", file=sys.stderr)
+        return 2
+    if args.ca_file is not None and args.tls == "none":
+        print("trio-smtp serve: --ca-file needs --tls or --starttls (a plain-text server "
+              "has no certificate)", file=sys.stderr)  # fmt: skip
+        return 2
+    if args.tls != "none" and not _have_trustme():
+        flag = "--tls" if args.tls == "implicit" else "--starttls"
+        print(f"trio-smtp serve: {flag} needs trustme (for a throw-away certificate), which "
+              "comes with the test extra: pip install 'trio-smtp[test]'; without "
+              f"{flag}, the server speaks plain text", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        error = trio.run(_serve_until_signalled, args, credentials)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the handler was installed
+        error = None
+    if error is not None:
+        print(f"trio-smtp serve: {error}", file=sys.stderr)
+        return 1
+    print("stopped", file=sys.stderr)
+    return 0
+
+
+def _auth_mechanisms(names: list[str]) -> tuple[str, ...] | None:
+    """``--auth-mechanism`` values, checked; None when none was given (the default set)."""
+    from ..testing import ALL_MECHANISMS
+
+    chosen: list[str] = []
+    for name in names:
+        upper = name.upper()
+        if upper == "ALL":
+            chosen.extend(ALL_MECHANISMS)
+        elif upper in ALL_MECHANISMS:
+            chosen.append(upper)
+        else:
+            raise ValueError(
+                f"unknown --auth-mechanism {name!r} (one of {', '.join(ALL_MECHANISMS)}, or all)"
+            )
+    return tuple(dict.fromkeys(chosen)) or None
+
+
+async def _serve_until_signalled(
+    args: argparse.Namespace, credentials: dict[str, str]
+) -> str | None:
+    """Serve until SIGINT (Ctrl-C) or SIGTERM, then shut down cleanly.
+
+    The signals are received as events (trio.open_signal_receiver) rather than as a
+    KeyboardInterrupt raised wherever the main task happens to be, so the server's nursery
+    always closes in order and the exit status does not depend on timing.
+    """
+    error: str | None = None
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_first_signal, signals, nursery.cancel_scope)
+            try:
+                await serve(args, credentials)
+            except Exception as exc:  # e.g. the port is taken (inside the server's nursery)
+                error = _listen_error(args, exc)
+            nursery.cancel_scope.cancel()
+    return error
+
+
+def _listen_error(args: argparse.Namespace, exc: Exception) -> str:
+    """The one error inside ``exc`` (the server's nursery may wrap it in a group), said in
+    this command's options; anything else is a bug and is raised."""
+    leaf: BaseException = exc
+    while len(getattr(leaf, "exceptions", ())) == 1:
+        leaf = leaf.exceptions[0]  # type: ignore[attr-defined]
+    if not isinstance(leaf, (OSError, RuntimeError)):
+        raise exc
+    if isinstance(leaf, OSError) and leaf.errno in _LISTEN_REASONS:
+        return f"cannot listen on {args.host}:{args.port}: {_LISTEN_REASONS[leaf.errno]}"
+    return str(leaf)
+
+
+_LISTEN_REASONS = {
+    errno.EADDRINUSE: "the port is in use (choose another --port, or --port 0 for any free one)",
+    errno.EACCES: "permission denied (ports below 1024 need privileges: choose another --port)",
+    errno.EADDRNOTAVAIL: "no such address on this machine (choose another --host)",
+}
+
+
+async def _cancel_on_first_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for _ in signals:
+        scope.cancel()
+        return
+
+
+async def serve(
+    args: argparse.Namespace,
+    credentials: dict[str, str],
+    *,
+    out: TextIO | None = None,
+    task_status: trio.TaskStatus[SmtpServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve and print messages forever; ``task_status.started`` gets the server."""
+    from ..testing import DEFAULT_MECHANISMS, SmtpServer
+
+    out = out or sys.stdout
+    server = SmtpServer(
+        host=args.host,
+        port=args.port,
+        tls=args.tls,
+        credentials=credentials,
+        require_auth=args.require_auth,
+        auth_mechanisms=_auth_mechanisms(args.auth_mechanisms) or DEFAULT_MECHANISMS,
+        max_connections=args.max_connections,
+        max_message_size=args.max_message_size,
+        max_kept_messages=args.max_kept_messages,
+        max_kept_connections=args.max_kept_connections,
+        fail_on_crash=False,  # a crashed session is logged to stderr; the server goes on
+    )
+    async with server:
+        print(f"listening on {server.host}:{server.port} (tls: {args.tls})", file=out, flush=True)
+        if args.ca_file and args.tls != "none":
+            server.write_ca_file(args.ca_file)
+            print(f"CA certificate written to {args.ca_file}", file=out, flush=True)
+        task_status.started(server)
+        number = 0
+        while True:
+            number += 1
+            try:
+                message = await server.wait_for_message(number)
+            except LookupError:  # more than --max-kept-messages arrived while printing
+                print(f"=== message {number}: no longer kept", file=out, flush=True)
+                continue
+            print(describe_message(number, message), file=out, flush=True)
+            if args.maildir is not None:
+                path = await trio.to_thread.run_sync(store_message, args.maildir, number, message)
+                print(f"stored as {path}", file=out, flush=True)
+
+
+def describe_message(number: int, message: Message) -> str:
+    """The envelope and headers of ``message``, as ``serve`` prints them."""
+    connection = message.connection
+    facts = []
+    if connection is not None:
+        facts.append(f"from {connection.peer}" if connection.peer else "from a stream")
+        facts.append(connection.tls_version or "no TLS")
+        if connection.auth_identity:
+            facts.append(f"authenticated as {connection.auth_identity}")
+    reply = message.reply
+    lines = [
+        f"=== message {number} ({', '.join(facts)}) -> {reply if reply else 'no reply'}",
+        f"MAIL FROM:<{message.sender}>{_params(message.mail_params)}",
+    ]
+    for recipient in message.recipients:
+        lines.append(f"RCPT TO:<{recipient}>{_params(message.rcpt_params.get(recipient, {}))}")
+    lines.append(f"{len(message.data)} octets via {message.transfer}")
+    header, _, _ = message.data.partition(b"\r\n\r\n")
+    lines.append(header.decode("utf-8", "replace").replace("\r\n", "\n"))
+    return "\n".join(lines)
+
+
+def _params(params: dict[str, str | None]) -> str:
+    return "".join(
+        f" {key}" if value is None else f" {key}={value}" for key, value in params.items()
+    )
+
+
+def store_message(directory: Path, number: int, message: Message) -> Path:
+    """Write the message data to ``directory`` as a new .eml file, atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"{time.time_ns()}-{os.getpid()}-{number}"
+    temporary = directory / f".{stem}.tmp"
+    target = directory / f"{stem}.eml"
+    temporary.write_bytes(message.data)
+    os.replace(temporary, target)  # readers never see a half-written file
+    return target

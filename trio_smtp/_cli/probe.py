@@ -1,0 +1,640 @@
+"""``trio-smtp probe``: what a server offers, without authenticating or sending mail.
+
+Theory of operation: the probe drives the same pieces as a real session
+(:func:`~trio_smtp._io.transport.open_transport` and the session's EHLO and STARTTLS steps in
+:mod:`trio_smtp._delivery.session`), but stops short of AUTH and MAIL and records what it saw on the
+way: the greeting, the EHLO reply before and after TLS, the TLS version and cipher and the
+server's certificate.  It then says QUIT.  A server that does not meet the URL's security
+(``smtp://`` without STARTTLS) is still described; :attr:`ProbeReport.problem` says why a
+client would refuse it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import hashlib
+import math
+import os
+import ssl
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import trio
+
+from .._config import Security, Timeouts
+from .._delivery.session import SessionConfig, ehlo_domain, ehlo_or_helo, negotiate_starttls
+from .._errors import SmtpConnectError, SmtpError, SmtpTimeoutError, SmtpTlsError
+from .._io.proxy import Proxy, parse_proxy
+from .._io.transport import Transport, open_transport
+from .._io.url import parse_smtp_url
+from ..protocol import Command, Ehlo, Extensions, Helo, Reply, StartTls
+
+__all__ = [
+    "EXIT_CONNECTION",
+    "EXIT_FAILED",
+    "EXIT_MAYBE_DELIVERED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CertificateInfo",
+    "ProbeReport",
+    "TlsInfo",
+    "UsageError",
+    "add_probe_parser",
+    "add_proxy_argument",
+    "add_timeout_option",
+    "cli_timeouts",
+    "failure_hint",
+    "format_report",
+    "port_number",
+    "probe",
+    "proxy_from_cli",
+    "run_probe",
+    "server_address",
+    "split_user",
+    "tls_context",
+    "url_argument",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateInfo:
+    """The server certificate, as far as the ``ssl`` module decodes it."""
+
+    subject: str
+    issuer: str
+    not_before: str
+    not_after: str
+    #: subjectAltName entries as ``"DNS:name"`` / ``"IP Address:addr"``.
+    alt_names: tuple[str, ...]
+    #: SHA-256 of the DER certificate, hex with colons.
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class TlsInfo:
+    """The TLS session: how it was set up and what the server presented."""
+
+    #: ``"implicit"`` (smtps://) or ``"STARTTLS"``.
+    how: str
+    version: str | None
+    cipher: str | None
+    bits: int | None
+    #: False when the probe ran with verification switched off (``--insecure``).
+    verified: bool
+    certificate: CertificateInfo | None
+
+
+@dataclass(slots=True)
+class ProbeReport:
+    """Everything the probe learned, in the order it learned it."""
+
+    host: str
+    #: ``None`` with a Unix socket.
+    port: int | None
+    security: Security
+    #: The socket path for ``smtp+unix://``, else ``None``.
+    unix_socket: str | None = None
+    greeting: Reply | None = None
+    #: The EHLO (or HELO) reply on the plaintext connection; ``None`` with implicit TLS.
+    ehlo_before_tls: Reply | None = None
+    #: The reply to STARTTLS, when it was sent.
+    starttls_reply: Reply | None = None
+    tls: TlsInfo | None = None
+    #: The EHLO reply inside TLS (implicit TLS or after STARTTLS).
+    ehlo_after_tls: Reply | None = None
+    #: The extensions a client would use (the last EHLO's).
+    extensions: Extensions = field(default_factory=Extensions)
+    #: Why a client with this URL would refuse this server (e.g. STARTTLS not offered).
+    problem: str | None = None
+
+
+async def probe(
+    report: ProbeReport,
+    *,
+    context: ssl.SSLContext | None,
+    timeouts: Timeouts,
+    local_hostname: str | None = None,
+    proxy: Proxy | None = None,
+) -> ProbeReport:
+    """Connect to ``report.host``, read the greeting, EHLO, STARTTLS when
+    ``report.security`` asks for it, EHLO again, QUIT; fill in ``report`` on the way.
+
+    Raises :class:`~trio_smtp.SmtpConnectError`, :class:`~trio_smtp.SmtpTlsError` or
+    :class:`~trio_smtp.SmtpTimeoutError` when the server cannot be reached or TLS fails
+    (including a certificate that does not verify, unless ``context`` skips verification);
+    ``report`` then still holds what was learned before (the greeting, the plaintext EHLO).
+    ``proxy``: connect through it (see :mod:`trio_smtp._io.proxy`).
+    """
+    transport = await open_transport(
+        report.host,
+        report.port or 0,
+        security=report.security,
+        context=context,
+        timeouts=timeouts,
+        unix_socket=report.unix_socket,
+        proxy=proxy,
+    )
+    try:
+        with _recording(transport) as replies:
+            await _converse(transport, report, replies, context, local_hostname)
+    except BaseException:
+        await transport.aclose()
+        raise
+    await transport.quit()
+    return report
+
+
+@contextmanager
+def _recording(transport: Transport) -> Iterator[list[Reply]]:
+    """Keep every reply to a command the session steps send (they return none of them)."""
+    replies: list[Reply] = []
+    original = transport.command
+
+    async def command(*args: Any, **kwargs: Any) -> Reply:
+        reply = await original(*args, **kwargs)
+        replies.append(reply)
+        return reply
+
+    setattr(transport, "command", command)  # noqa: B010 - an instance override, on purpose
+    try:
+        yield replies
+    finally:
+        delattr(transport, "command")
+
+
+def _last(replies: list[Reply], *kinds: type[Command]) -> Reply | None:
+    return next((r for r in reversed(replies) if isinstance(r.command, kinds)), None)
+
+
+async def _converse(
+    transport: Transport,
+    report: ProbeReport,
+    replies: list[Reply],
+    context: ssl.SSLContext | None,
+    local_hostname: str | None,
+) -> None:
+    timeouts = transport.timeouts
+    report.greeting = await transport.read_reply("the greeting", timeouts.greeting)
+    if report.greeting.code != 220:
+        raise SmtpConnectError("the server refused the session", reply=report.greeting)
+    domain = local_hostname or await ehlo_domain(transport)
+    await ehlo_or_helo(transport, domain)  # EHLO, or HELO when EHLO is refused
+    hello = _last(replies, Ehlo, Helo)
+    report.extensions = transport.extensions
+    if report.security is Security.IMPLICIT_TLS:
+        report.tls = tls_info(transport.stream, "implicit", context)
+        report.ehlo_after_tls = hello
+    else:
+        report.ehlo_before_tls = hello
+        if report.security is not Security.NONE:
+            await _probe_starttls(transport, report, replies, context, domain)
+    report.extensions = transport.extensions
+
+
+async def _probe_starttls(
+    transport: Transport,
+    report: ProbeReport,
+    replies: list[Reply],
+    context: ssl.SSLContext | None,
+    domain: str,
+) -> None:
+    if not transport.extensions.starttls:
+        if report.security is Security.STARTTLS:
+            report.problem = "STARTTLS is required by the URL but the server does not offer it"
+        return
+    config = SessionConfig(
+        host=report.host,
+        port=report.port or 0,
+        security=report.security,
+        ssl_context=context,
+        timeouts=transport.timeouts,
+    )
+    try:
+        # The session's own STARTTLS step (RFC 3207): the same checks as a real send.
+        await negotiate_starttls(transport, config, domain)
+    except SmtpTlsError as exc:
+        if exc.reply is None:
+            raise  # the handshake or the certificate failed: nothing more to learn
+        report.starttls_reply = exc.reply
+        report.problem = f"the server refused STARTTLS: {exc.reply}"
+        return
+    report.starttls_reply = _last(replies, StartTls)
+    if not transport.tls:  # opportunistic and refused: plaintext goes on
+        return
+    report.tls = tls_info(transport.stream, "STARTTLS", context)
+    report.ehlo_after_tls = _last(replies, Ehlo)
+
+
+def tls_info(stream: trio.abc.Stream, how: str, context: ssl.SSLContext | None) -> TlsInfo:
+    """Version, cipher and certificate of the TLS ``stream`` (a ``trio.SSLStream``)."""
+    assert isinstance(stream, trio.SSLStream)
+    ssl_stream: Any = stream  # SSLStream forwards these to its SSLObject
+    cipher = ssl_stream.cipher()
+    der = ssl_stream.getpeercert(binary_form=True)
+    decoded = ssl_stream.getpeercert() or (_decode_der(der) if der else {})
+    verified = context is not None and context.verify_mode is not ssl.CERT_NONE
+    return TlsInfo(
+        how=how,
+        version=ssl_stream.version(),
+        cipher=cipher[0] if cipher else None,
+        bits=cipher[2] if cipher else None,
+        verified=verified,
+        certificate=_certificate(decoded, der) if der else None,
+    )
+
+
+def _certificate(decoded: Mapping[str, Any], der: bytes) -> CertificateInfo:
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return CertificateInfo(
+        subject=_name(decoded.get("subject", ())),
+        issuer=_name(decoded.get("issuer", ())),
+        not_before=str(decoded.get("notBefore", "?")),
+        not_after=str(decoded.get("notAfter", "?")),
+        alt_names=tuple(f"{kind}:{value}" for kind, value in decoded.get("subjectAltName", ())),
+        sha256=":".join(digest[i : i + 2] for i in range(0, len(digest), 2)),
+    )
+
+
+def _name(rdns: Any) -> str:
+    """``((('commonName', 'x'),), ...)`` -> ``"commonName=x, ..."``."""
+    return ", ".join(f"{key}={value}" for rdn in rdns for key, value in rdn) or "(empty)"
+
+
+def _decode_der(der: bytes) -> Mapping[str, Any]:
+    """Decode a certificate that was not verified (``getpeercert()`` is empty then).
+
+    The ssl module decodes only through its private ``_test_decode_cert``, which reads a
+    file; when it is missing, only the fingerprint is shown.
+    """
+    decode = getattr(getattr(ssl, "_ssl", None), "_test_decode_cert", None)
+    if decode is None:
+        return {}
+    fd, path = tempfile.mkstemp(suffix=".pem")
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(ssl.DER_cert_to_PEM_cert(der))
+        result: Mapping[str, Any] = decode(path)
+        return result
+    except (OSError, ValueError, ssl.SSLError):
+        return {}
+    finally:
+        os.unlink(path)
+
+
+def expires_in(not_after: str, now: datetime.datetime | None = None) -> str:
+    """``"in 89 days"`` or ``"EXPIRED 3 days ago"`` for an ``ssl`` notAfter string."""
+    try:
+        seconds = ssl.cert_time_to_seconds(not_after)
+    except ValueError:
+        return "unknown"
+    expiry = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    days = (expiry - (now or datetime.datetime.now(datetime.timezone.utc))).days
+    return f"in {days} days" if days >= 0 else f"EXPIRED {-days} days ago"
+
+
+# -- printing --------------------------------------------------------------------------------
+
+
+def format_report(report: ProbeReport) -> str:
+    """The report as ``trio-smtp probe`` prints it."""
+    return "\n".join(_lines(report))
+
+
+def _lines(report: ProbeReport) -> Iterator[str]:
+    where = report.unix_socket or f"{report.host}:{report.port}"
+    yield f"server:     {where} ({_describe_security(report.security)})"
+    if report.greeting is not None:
+        yield f"greeting:   {_one_line(report.greeting)}"
+    if report.ehlo_before_tls is not None:
+        yield from _ehlo("EHLO (before TLS):", report.ehlo_before_tls)
+    if report.starttls_reply is not None:
+        yield f"STARTTLS:   {_one_line(report.starttls_reply)}"
+    if report.tls is not None:
+        yield from _tls_lines(report.tls)
+    if report.ehlo_after_tls is not None:
+        yield from _ehlo("EHLO (after TLS):", report.ehlo_after_tls)
+    mechanisms = report.extensions.params("AUTH")
+    if "AUTH" in report.extensions:
+        yield f"AUTH:       {' '.join(mechanisms) or '(no mechanism listed)'}"
+    else:
+        yield "AUTH:       not offered" + ("" if report.tls else " (before TLS)")
+    if report.problem is not None:
+        yield f"PROBLEM:    {report.problem}"
+
+
+def _describe_security(security: Security) -> str:
+    return {
+        Security.IMPLICIT_TLS: "implicit TLS",
+        Security.STARTTLS: "STARTTLS required",
+        Security.STARTTLS_OPPORTUNISTIC: "STARTTLS if offered",
+        Security.NONE: "no TLS",
+    }[security]
+
+
+def _one_line(reply: Reply) -> str:
+    return f"{reply.code} {' | '.join(reply.lines)}"
+
+
+def _ehlo(title: str, reply: Reply) -> Iterator[str]:
+    yield f"{title} {reply.code} {reply.lines[0]}"
+    for line in reply.lines[1:]:
+        yield f"  {line}"
+
+
+def _tls_lines(tls: TlsInfo) -> Iterator[str]:
+    bits = f" ({tls.bits} bits)" if tls.bits else ""
+    yield f"TLS:        {tls.version}, {tls.cipher}{bits} [{tls.how}]"
+    cert = tls.certificate
+    if cert is None:
+        yield "certificate: none presented"
+        return
+    yield "certificate:"
+    yield f"  subject:  {cert.subject}"
+    yield f"  issuer:   {cert.issuer}"
+    expiry = expires_in(cert.not_after)
+    yield f"  valid:    {cert.not_before} to {cert.not_after} (expires {expiry})"
+    if cert.alt_names:
+        yield f"  names:    {', '.join(cert.alt_names)}"
+    yield f"  sha256:   {cert.sha256}"
+    if tls.verified:
+        yield "  verified: yes (chain and host name)"
+    else:
+        yield "  verified: NO -- verification was switched off (--insecure)"
+
+
+# -- command line (shared with `trio-smtp send`) ------------------------------------------
+
+#: Exit statuses of ``send`` and ``probe`` (documented in their ``--help`` epilogs).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_MAYBE_DELIVERED = 3
+EXIT_CONNECTION = 4
+
+_PROBE_EPILOG = """\
+The probe connects, reads the greeting, says EHLO, starts TLS as the URL asks
+(smtps:// implicit TLS, smtp:// STARTTLS; smtp+unix:///path is a local socket
+without TLS), says EHLO again and QUIT.  It never
+authenticates nor sends mail; a user name or password in the URL is ignored.
+
+exit status:
+  0  the server can be used with this URL
+  1  it answered, but a client with this URL would refuse it (e.g. no STARTTLS)
+  2  usage error
+  4  connection, TLS (including certificate verification) or timeout failure
+  130  interrupted (Ctrl-C)
+"""
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported on stderr with exit status 2."""
+
+
+def split_user(url: str, *, allow_password: bool = False) -> tuple[str | None, str]:
+    """``smtp://user@host`` -> ``("user", "smtp://host")``; the user is percent-decoded.
+
+    A password in the URL is refused (it would be visible in the process list and the shell
+    history) unless ``allow_password``; it is then dropped.  The rest of the URL is left for
+    :func:`~trio_smtp._io.url.parse_smtp_url` to check.
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not sep or not at:
+        return None, url
+    user, colon, _ = userinfo.partition(":")
+    if colon and not allow_password:
+        raise UsageError(
+            "do not put the password in the URL: give smtp://user@host and set the "
+            "password in the environment (--password-env) or type it when asked"
+        )
+    if not user:
+        raise UsageError("the URL has an empty user name before '@'")
+    return unquote(user), f"{scheme}://{hostpart}"
+
+
+#: Where ``--proxy scheme://user@host:port`` finds the proxy's password.
+PROXY_PASSWORD_ENV = "TRIO_SMTP_PROXY_PASSWORD"
+
+
+def add_proxy_argument(parser: argparse.ArgumentParser) -> None:
+    """``--proxy URL`` for send and probe (see :func:`proxy_from_cli`)."""
+    parser.add_argument(
+        "--proxy", metavar="URL",
+        help="connect through this proxy: socks5://[user@]host[:port] (also socks5h, "
+        f"socks4, socks4a), or http://[user@]host:port; password from ${PROXY_PASSWORD_ENV}",
+    )  # fmt: skip
+
+
+def proxy_from_cli(url: str | None) -> str | None:
+    """``--proxy``'s URL, its password taken from :data:`PROXY_PASSWORD_ENV` (as the
+    server's, never from the command line, where every user can read it)."""
+    if url is None:
+        return None
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if sep and at:
+        if ":" in userinfo:
+            raise UsageError(
+                f"do not put the proxy's password in --proxy: set {PROXY_PASSWORD_ENV}"
+            )
+        password = os.environ.get(PROXY_PASSWORD_ENV)
+        if password is not None:
+            url = f"{scheme}://{userinfo}:{quote(password, safe='')}@{hostpart}"
+        elif not scheme.lower().startswith("socks4"):  # SOCKS4 has no password
+            raise UsageError(f"--proxy has a user name: set {PROXY_PASSWORD_ENV}")
+    parse_proxy(url)  # a usage error now rather than a connection error later
+    return url
+
+
+def tls_context(ca_file: Path | None, *, insecure: bool = False) -> ssl.SSLContext:
+    """A client context: the system's CAs, only ``ca_file``'s, or no verification at all."""
+    if insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        # With cafile, create_default_context trusts that file only (no system CAs).
+        return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load the CA file {ca_file}: {exc}") from None
+
+
+def port_number(text: str) -> int:
+    """argparse type of a TCP port: 0 to 65535 (an out-of-range port is a usage error,
+    never a port the kernel picks)."""
+    if not text.isascii() or not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return int(text)
+
+
+def url_argument(text: str) -> str:
+    """argparse type of a server URL: checked as :func:`parse_smtp_url` checks it (the user
+    name is split off first; :func:`split_user` decides about a password later)."""
+    try:
+        parse_smtp_url(split_user(text, allow_password=True)[1])
+    except (UsageError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+#: ``--timeout``'s default: long enough for a slow server, short enough that a command
+#: talking to the wrong kind of port (see :func:`failure_hint`) does not seem to hang.
+DEFAULT_TIMEOUT = 30.0
+
+
+def add_timeout_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--timeout SECONDS`` (default :data:`DEFAULT_TIMEOUT`) for a network command."""
+    parser.add_argument(
+        "--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+        help=f"deadline for each step: {what} (default: %(default)g)",
+    )  # fmt: skip
+
+
+def cli_timeouts(seconds: float) -> Timeouts:
+    """Every phase limited to ``seconds``, except the reply to the end of data.
+
+    That reply keeps RFC 5321 §4.5.3.2.6's ten minutes unless ``seconds`` is longer: a
+    timeout there leaves the message possibly delivered (exit status 3), the one outcome
+    that impatience should not cause.
+    """
+    return Timeouts(
+        connect=seconds, greeting=seconds, command=seconds, tls_handshake=seconds,
+        mail=seconds, rcpt=seconds, data_initiation=seconds, data_block=seconds,
+        data_termination=max(seconds, Timeouts().data_termination or 0.0),
+        quit=min(seconds, 5.0),
+    )  # fmt: skip
+
+
+def server_address(config: Mapping[str, Any]) -> str:
+    """``host:port`` (``[::1]:25`` for IPv6) or the socket path of a parsed URL."""
+    if config["unix_socket"]:
+        return str(config["unix_socket"])
+    host = str(config["host"])
+    return f"[{host}]:{config['port']}" if ":" in host else f"{host}:{config['port']}"
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def failure_hint(exc: SmtpError, security: Security, where: str) -> str | None:
+    """What a person should try after ``exc``, when the failure says more than its text.
+
+    A TLS-mode mismatch shows only indirectly (RFC 8314 §3.3): implicit TLS against a
+    plain-text port fails the handshake with WRONG_VERSION_NUMBER (the greeting "220 ..."
+    is read as a TLS record), and plain text against an implicit-TLS port waits for a
+    greeting that never comes (the server waits for the TLS ClientHello).  A certificate
+    that does not verify is the one TLS failure that --ca-file or --insecure address.
+    """
+    causes = list(_causes(exc))
+    if isinstance(exc, SmtpTlsError) and security is Security.IMPLICIT_TLS:
+        reasons = {getattr(c, "reason", None) for c in causes if isinstance(c, ssl.SSLError)}
+        if "WRONG_VERSION_NUMBER" in reasons:
+            return (
+                f"the server did not answer in TLS: {where} probably speaks plain-text SMTP "
+                f"(STARTTLS, or no TLS at all): try smtp://{where}"
+            )
+    greeting = isinstance(exc, SmtpTimeoutError) and "the greeting" in str(exc)
+    if greeting and security is not Security.IMPLICIT_TLS and "/" not in where:  # not Unix
+        return (
+            f"no greeting: {where} probably expects implicit TLS (the server waits for "
+            f"the client to start TLS): try smtps://{where}"
+        )
+    if isinstance(exc, SmtpTlsError) and "did not advertise" in str(exc):
+        return (
+            f"the server offers no STARTTLS: smtp://{where}?tls=opportunistic (or ?tls=none) "
+            "sends in plain text, a password only to a loopback address"
+        )
+    if any(isinstance(c, ssl.SSLCertVerificationError) for c in causes):
+        return "--ca-file to trust a private CA; probe --insecure to inspect it anyway"
+    return None
+
+
+def add_probe_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``trio-smtp probe URL``: what the server offers (see :mod:`trio_smtp._cli.probe`)."""
+    parser = subcommands.add_parser(
+        "probe",
+        help="show a server's greeting, extensions, TLS, certificate and AUTH mechanisms",
+        description="Connect to the server and print its greeting, its EHLO extensions "
+        "before and after TLS, the TLS version, cipher and certificate, and its AUTH "
+        "mechanisms.  Nothing is authenticated or sent.",
+        epilog=_PROBE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "url", metavar="URL", type=url_argument,
+        help="smtp://host[:port], smtps://host[:port] or smtp+unix:///path",
+    )  # fmt: skip
+    verify = parser.add_mutually_exclusive_group()
+    verify.add_argument("--ca-file", type=Path, metavar="PEM", help="trust only this CA")
+    verify.add_argument(
+        "--insecure", action="store_true",
+        help="INSECURE: do not verify the certificate (to inspect a server whose "
+        "certificate is wrong)",
+    )  # fmt: skip
+    add_timeout_option(parser, "connect, greeting, each reply, TLS")
+    add_proxy_argument(parser)
+    parser.set_defaults(handler=run_probe)
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    """Run ``trio-smtp probe``; returns one of the EXIT_* statuses."""
+    try:
+        _, url = split_user(args.url, allow_password=True)
+        config = parse_smtp_url(url)
+        if "pickup_directory" in config:
+            raise UsageError("probe needs a server: a pickup:// URL names a directory")
+        proxy_url = proxy_from_cli(args.proxy) or config["proxy"]
+        proxy = parse_proxy(proxy_url) if proxy_url is not None else None
+        context = None
+        if config["security"] is not Security.NONE:
+            context = tls_context(args.ca_file, insecure=args.insecure)
+    except (UsageError, ValueError, ImportError) as exc:
+        print(f"trio-smtp probe: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    timeouts = cli_timeouts(args.timeout)
+    if args.insecure:
+        print("WARNING: --insecure: the certificate is NOT verified", flush=True)
+    report = ProbeReport(
+        config["host"], config["port"], config["security"], unix_socket=config["unix_socket"]
+    )
+    probing = functools.partial(
+        probe, report, context=context, timeouts=timeouts,
+        local_hostname=config["local_hostname"], proxy=proxy,
+    )  # fmt: skip
+    try:
+        trio.run(probing)
+    except SmtpError as exc:
+        if report.greeting is not None:
+            print(format_report(report), flush=True)  # what was learned before the failure
+        hint = failure_hint(exc, report.security, server_address(config))
+        print(f"trio-smtp probe: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if hint is not None:
+            print(f"hint: {hint}", file=sys.stderr)
+        return EXIT_CONNECTION
+    print(format_report(report))
+    return EXIT_OK if report.problem is None else EXIT_FAILED

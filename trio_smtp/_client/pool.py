@@ -1,0 +1,896 @@
+"""SmtpPool: concurrent sending over several connections to one server.
+
+Theory of operation: the pool is a scheduler over
+:class:`~trio_smtp._client.connection_slot.Connection` slots -- the very object an
+:class:`~trio_smtp.SmtpClient` drives its one connection with -- and contains no SMTP of its
+own.  A send *leases* a slot: an idle one (the most recently
+used, so that the others reach their idle time and close), or a new one while fewer than the
+current concurrency limit are open, or else it waits in a FIFO queue.  A new slot connects
+(greeting, EHLO, STARTTLS, AUTH: :func:`~trio_smtp._delivery.session.open_session`); the message
+then goes as ``SmtpClient.send`` sends it, with the client's reconnect rules (a reused connection
+found stale is replaced and the message goes again; nothing is retried once its end of data
+may have arrived).  Giving the slot back keeps it idle, or closes it with QUIT when it is
+broken, has sent ``max_messages_per_connection`` messages, or is above the limit.
+
+Refusals that mean "not now" -- a failed connect, a timeout while connecting, a 4xx greeting
+or EHLO (RFC 5321 §3.1: 421 "too many connections"), 421 anywhere, or a 4xx to MAIL -- are
+*overload signals*: the concurrency limit drops to the number of connections the server is
+taking (at least one), new connections wait for a backoff delay that doubles with each
+signal in a row (with jitter, so that many clients do not come back in step), and after
+``Backoff.recovery`` seconds without a signal the limit rises by one, up to
+``max_connections``.  A message refused by an overload signal was not delivered, so ``send``
+tries it again (``Backoff.attempts`` in all) before reporting the refusal.
+
+The rate limit spaces the *start* of messages evenly (one every ``1/rate`` seconds across the
+pool): never a burst, even after an idle spell.  ``send_many`` runs one batch per connection
+over a shared iterator (each connection pipelines its own messages, as ``SmtpClient.send_many``
+does) and returns the outcomes in order; ``send_many_as_completed`` streams them.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import os
+import random
+import ssl
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import Any, Literal
+
+import trio
+
+from .._config import DeliveryMethod, Security, Timeouts
+from .._delivery.batch_items import BatchItem, Outcome, Outcomes, check_batch_source
+from .._delivery.session import Credentials
+from .._delivery.stats import Counters
+from .._errors import (
+    SmtpConnectError,
+    SmtpError,
+    SmtpFailedRecipientsError,
+    SmtpResponseError,
+    SmtpTimeoutError,
+)
+from .._io.deadlines import Watchdog
+from .._io.transport import StreamFactory
+from .._io.url import parse_smtp_url
+from .._message.dkim import DkimSigner, choose_signer
+from .._message.options import DeliveryNotification, DsnReturn
+from .._message.prepare import PreparedMessage
+from .._results import SendCompleted, SendResult
+from .client import Message_, prepare_outgoing, signed
+from .connection_slot import Connection, close_body, send_completed
+from .settings import session_config
+from .streamed import Emit, OutcomeStream, RecordedItems, stream_outcomes
+
+__all__ = ["Backoff", "PoolStatistics", "SmtpPool"]
+
+#: ``send_async_cancel()`` without a token: every pending send.
+_ALL: Any = object()
+
+#: The window over which :attr:`PoolStatistics.rate` is measured, in seconds.
+RATE_WINDOW = 10.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Backoff:
+    """How an :class:`SmtpPool` backs off when the server says "not now".
+
+    The n-th overload signal in a row delays new connections by ``min(maximum, first *
+    2**(n-1))`` seconds times a random factor between 0.5 and 1 (jitter).  A send refused by
+    an overload signal is tried ``attempts`` times in all.  After ``recovery`` seconds without
+    a signal the concurrency limit rises by one connection.
+    """
+
+    #: The first delay, in seconds.
+    first: float = 1.0
+    #: The longest delay, in seconds.
+    maximum: float = 60.0
+    #: Tries per send (and per connection of a batch) before the refusal is its outcome.
+    attempts: int = 4
+    #: Seconds without an overload signal before one more connection is allowed.
+    recovery: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not (self.first >= 0 and self.maximum >= self.first and self.recovery >= 0):
+            raise ValueError("Backoff needs 0 <= first <= maximum and recovery >= 0")
+        if self.attempts < 1:
+            raise ValueError("Backoff.attempts must be at least 1")
+
+    def delay(self, signals: int) -> float:
+        """The delay after ``signals`` overload signals in a row (jittered)."""
+        base = min(self.maximum, self.first * 2.0 ** min(signals - 1, 64))
+        return base * random.uniform(0.5, 1.0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    """A snapshot of an :class:`SmtpPool` (see its ``statistics()``)."""
+
+    #: Connections open (a session is established), idle or busy.
+    connections_open: int = 0
+    #: Open connections waiting for a message.
+    connections_idle: int = 0
+    #: Connections leased by a send (connecting or sending).
+    connections_busy: int = 0
+    #: How many connections the pool allows now (lower than ``max_connections`` after an
+    #: overload signal, until it recovers).
+    concurrency_limit: int = 0
+    #: Sends waiting for a connection.
+    sends_queued: int = 0
+    #: Messages being sent (a connection leased, the outcome not yet known).
+    sends_in_flight: int = 0
+    #: Messages delivered to at least one recipient.
+    messages_sent: int = 0
+    #: Messages that failed (nobody got them).
+    messages_failed: int = 0
+    #: Recipients accepted / refused over every message.
+    recipients_accepted: int = 0
+    recipients_rejected: int = 0
+    #: Message data octets of sent messages.
+    bytes_sent: int = 0
+    #: Connections (sessions) opened, including reconnections.
+    connections_opened: int = 0
+    #: Messages finished (sent or failed) per second over the last ten seconds.
+    rate: float = 0.0
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class _Pooled:
+    """A slot of the pool with the watchdog that times its transactions."""
+
+    connection: Connection
+    watchdog: Watchdog
+    idle_since: float = 0.0
+    #: Transactions done when the current lease began (for the per-connection cap).
+    messages_at_lease: int = 0
+
+
+class SmtpPool:
+    """Several connections to one server, shared by any number of tasks.
+
+    ``SmtpPool(host=None, port=None, *, max_connections=4, ...)`` takes every
+    :class:`SmtpClient` option (``security``, ``credentials``, ``ssl_context``,
+    ``local_hostname``, ``timeouts``, ``delivery_method``, ``pickup_directory``,
+    ``stream_factory``, ``unix_socket``, ``proxy``, ``dkim``) with the same meaning and
+    checks (every connection goes through the proxy; every message is signed as
+    :meth:`SmtpClient.send` signs it), and:
+
+    - ``max_connections`` (4): connections open at once.
+    - ``idle_timeout`` (30 s): an idle connection is closed (QUIT) after this long; ``None``
+      keeps it until the pool closes.  Servers drop idle sessions too (RFC 5321 §4.5.3.2.7:
+      after 5 minutes), which the pool notices and repairs, but closing first is polite.
+    - ``max_messages_per_connection`` (100): a connection is closed after this many
+      messages and the next send opens a fresh one (many providers cap it); ``None``: no cap.
+    - ``rate`` (``None``): at most this many messages per second across the pool, started
+      evenly spaced (not in bursts).
+    - ``backoff`` (:class:`Backoff`): what the pool does after a failed connect, a 4xx/421
+      at connect or a 4xx to MAIL.
+    - ``max_pending`` (1000): how many ``send_async`` sends may be unfinished at once; at the
+      bound ``send_async`` raises ``trio.WouldBlock`` and :meth:`submit` waits.  ``None``:
+      no bound.
+
+    New connections resume the TLS session of the last one when the server allows it (see
+    :doc:`/howto/pool`).
+
+    Leaving ``async with`` normally waits for every send started (``send_async`` included)
+    and then says QUIT on every connection (shielded, short deadline); leaving it with an
+    exception first cancels them, each ``send_async`` still reporting its one
+    :class:`SendCompleted`.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        max_connections: int = 4,
+        idle_timeout: float | None = 30.0,
+        max_messages_per_connection: int | None = 100,
+        rate: float | None = None,
+        backoff: Backoff | None = None,
+        max_pending: int | None = 1000,
+        security: Security | None = None,
+        credentials: Credentials | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+        timeouts: Timeouts | None = None,
+        delivery_method: DeliveryMethod = DeliveryMethod.NETWORK,
+        pickup_directory: str | os.PathLike[str] | None = None,
+        stream_factory: StreamFactory | None = None,
+        unix_socket: str | os.PathLike[str] | None = None,
+        proxy: str | None = None,
+        dkim: DkimSigner | None = None,
+    ) -> None:
+        _check_pool_options(max_connections, idle_timeout, max_messages_per_connection, rate)
+        if max_pending is not None and max_pending < 1:
+            raise ValueError("max_pending must be at least 1 (or None)")
+        self._dkim = choose_signer(None, dkim)
+        self._config = session_config(
+            host,
+            port,
+            security=security,
+            credentials=credentials,
+            ssl_context=ssl_context,
+            local_hostname=local_hostname,
+            timeouts=timeouts,
+            delivery_method=delivery_method,
+            pickup_directory=pickup_directory,
+            stream_factory=stream_factory,
+            unix_socket=unix_socket,
+            proxy=proxy,
+        )
+        pickup = delivery_method is DeliveryMethod.PICKUP_DIRECTORY
+        self._pickup_directory = pickup_directory if pickup else None
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.max_messages_per_connection = max_messages_per_connection
+        self.rate = rate
+        self.backoff = backoff if backoff is not None else Backoff()
+        self.max_pending = max_pending
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._counters = Counters()
+        self._send_channel, self._completed = trio.open_memory_channel[SendCompleted[Any]](math.inf)
+        self._state = "new"  # -> "open" -> "closing" -> "closed"
+        self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
+        self._nursery: trio.Nursery | None = None
+        self._idle: list[_Pooled] = []
+        self._busy: set[_Pooled] = set()
+        self._waiters = trio.lowlevel.ParkingLot()  # sends waiting for a connection
+        self._room = trio.lowlevel.ParkingLot()  # submit() waiting under max_pending
+        self._limit = self.max_connections
+        self._lowered_at = -math.inf
+        self._signals = 0  # overload signals in a row
+        self._not_before = -math.inf  # no new connection before this (backoff)
+        self._next_start = -math.inf  # the rate limit's next slot
+        self._queued = 0
+        self._in_flight = 0
+        self._finished: collections.deque[float] = collections.deque()
+        self._sends = 0  # sends and batches running (waited for on close)
+        self._all_done = trio.Event()
+        self._async_scopes: dict[trio.CancelScope, object] = {}
+        self._reaper_scope: trio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        config = self._config
+        if self._pickup_directory is not None:
+            where = f"pickup_directory={os.fspath(self._pickup_directory)!r}"
+        elif config.unix_socket is not None:
+            where = f"unix_socket={config.unix_socket!r}"
+        else:
+            where = f"host={config.host!r} port={config.port}"
+        return (
+            f"<SmtpPool {where} security={config.security.name} state={self._state} "
+            f"connections={self._open_count()}/{self._limit} max_connections="
+            f"{self.max_connections}>"
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> SmtpPool:
+        """As :meth:`SmtpClient.from_url`; keyword arguments add the pool's options."""
+        return cls(**{**parse_smtp_url(url), **kwargs})
+
+    def statistics(self) -> PoolStatistics:
+        """A snapshot of the pool: connections, sends queued and in flight, what is done
+        (cheap and synchronous, Trio's ``statistics()`` convention)."""
+        counters = self._counters
+        open_busy = sum(1 for slot in self._busy if slot.connection.connected)
+        return PoolStatistics(
+            connections_open=len(self._idle) + open_busy,
+            connections_idle=len(self._idle),
+            connections_busy=len(self._busy),
+            concurrency_limit=self._current_limit(),
+            sends_queued=self._queued,
+            sends_in_flight=self._in_flight,
+            messages_sent=counters.messages_sent,
+            messages_failed=counters.messages_failed,
+            recipients_accepted=counters.recipients_accepted,
+            recipients_rejected=counters.recipients_rejected,
+            bytes_sent=counters.bytes_sent,
+            connections_opened=counters.connections_opened,
+            rate=self._rate(),
+        )
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> SmtpPool:
+        if self._state != "new":
+            raise RuntimeError("an SmtpPool can be entered only once")
+        manager = trio.open_nursery()
+        self._nursery = await manager.__aenter__()
+        self._nursery_manager = manager
+        self._nursery.start_soon(self._reap_idle)
+        self._state = "open"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Leaving normally waits for every send started; with an exception, cancels them
+        first (each ``send_async`` still reports one event); then QUIT everywhere."""
+        self._state = "closing"
+        assert self._nursery_manager is not None and self._nursery is not None
+        if exc is not None:
+            self.send_async_cancel()
+        try:
+            while self._sends:
+                await self._all_done.wait()
+        finally:
+            self.send_async_cancel()  # only if this wait was cancelled: nothing else runs
+            if self._reaper_scope is not None:
+                self._reaper_scope.cancel()
+            for slot in (*self._idle, *self._busy):
+                slot.watchdog.close()  # their tasks end; a send still running times itself
+            try:
+                await self._nursery_manager.__aexit__(None, None, None)
+            finally:
+                self._state = "closed"
+                self._send_channel.close()
+                await self._close_all()
+
+    async def _close_all(self) -> None:
+        slots, self._idle = [*self._idle, *self._busy], []
+        self._busy.clear()
+        # Shielded: QUIT on every connection at once, each with its own short deadline.
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                for slot in slots:
+                    slot.watchdog.close()
+                    nursery.start_soon(slot.connection.aclose)
+
+    @property
+    def completed(self) -> trio.MemoryReceiveChannel[SendCompleted[Any]]:
+        """One :class:`SendCompleted` per :meth:`send_async`, never dropped (unbounded, as
+        :attr:`SmtpClient.completed`; ``max_pending`` bounds the sends behind it)."""
+        return self._completed
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def send(
+        self,
+        message: Message_,
+        *,
+        sender: str | None = None,
+        recipients: Sequence[str] | None = None,
+        notify: DeliveryNotification | Mapping[str, DeliveryNotification] | None = None,
+        ret: DsnReturn | None = None,
+        envid: str | None = None,
+        orcpt: Mapping[str, str] | None = None,
+        requiretls: bool = False,
+        dkim: DkimSigner | Literal[False] | None = None,
+    ) -> SendResult:
+        """Send ``message`` on the first free connection and wait for the outcome.
+
+        Takes and raises what :meth:`SmtpClient.send` does, from any number of tasks at
+        once: a send waits for a connection instead of raising ``BusyResourceError``.  A
+        refusal that is an overload signal (see the class) is retried after the backoff,
+        ``Backoff.attempts`` tries in all, for an in-memory message (a streamed body cannot
+        be read twice).  Cancelled, it behaves as :meth:`SmtpClient.send`.
+        """
+        self._check_open()
+        prepared = prepare_outgoing(
+            message, sender, recipients, notify, ret, envid, orcpt, requiretls
+        )
+        prepared = signed(prepared, choose_signer(self._dkim, dkim))
+        self._started()
+        try:
+            return await self._send_counted(prepared, _Late())
+        finally:
+            self._ended()
+
+    def send_async(
+        self,
+        message: Message_,
+        user_token: Any = None,
+        *,
+        sender: str | None = None,
+        recipients: Sequence[str] | None = None,
+        notify: DeliveryNotification | Mapping[str, DeliveryNotification] | None = None,
+        ret: DsnReturn | None = None,
+        envid: str | None = None,
+        orcpt: Mapping[str, str] | None = None,
+        requiretls: bool = False,
+        dkim: DkimSigner | Literal[False] | None = None,
+    ) -> None:
+        """Validate now, send in the pool's nursery, return at once; the outcome arrives as
+        one :class:`SendCompleted` on :attr:`completed`.
+
+        Any number may be pending (no one-in-flight rule), up to ``max_pending``: then this
+        raises ``trio.WouldBlock`` (nothing is started), and :meth:`submit` waits for room.
+        """
+        self._check_open()
+        prepared = prepare_outgoing(
+            message, sender, recipients, notify, ret, envid, orcpt, requiretls
+        )
+        prepared = signed(prepared, choose_signer(self._dkim, dkim))
+        if self.max_pending is not None and len(self._async_scopes) >= self.max_pending:
+            raise trio.WouldBlock
+        scope = trio.CancelScope()
+        self._async_scopes[scope] = user_token
+        self._started()
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_send_async, prepared, user_token, scope)
+
+    async def submit(self, message: Message_, user_token: Any = None, **options: Any) -> None:
+        """:meth:`send_async`, waiting while ``max_pending`` sends are pending (the
+        awaitable twin: backpressure for a producer faster than the server)."""
+        while True:
+            try:
+                self.send_async(message, user_token, **options)
+            except trio.WouldBlock:
+                await self._waiters_for_room()
+            else:
+                await trio.lowlevel.checkpoint()
+                return
+
+    def send_async_cancel(self, user_token: Any = _ALL) -> None:
+        """Cancel pending ``send_async`` sends: all of them, or those whose ``user_token``
+        equals the one given.  Each reports ``cancelled=True``, or -- too late, its end of
+        data was written -- :class:`~trio_smtp.SmtpDeliveryUnknownError`, exactly as
+        :meth:`SmtpClient.send_async_cancel` says."""
+        for scope, token in list(self._async_scopes.items()):
+            if user_token is _ALL or token == user_token:
+                scope.cancel()
+
+    async def send_many(
+        self, messages: Iterable[BatchItem] | AsyncIterable[BatchItem]
+    ) -> list[SendResult | Exception]:
+        """:meth:`SmtpClient.send_many`'s contract, spread over the pool's connections: one
+        outcome per item, in the order given.
+
+        Each connection pipelines its share of the messages as ``SmtpClient.send_many``
+        does; a connection that breaks ends its share (the outcomes of its messages are
+        those ``SmtpClient.send_many`` gives) and the others carry on; a new one is opened
+        while items remain.  When no connection can be opened, every remaining item gets
+        that error.  Cancelled, it raises ``Cancelled``; use
+        :meth:`send_many_as_completed` to keep the outcomes already known."""
+        results: dict[int, Outcome] = {}
+        async with self.send_many_as_completed(messages) as outcomes:
+            async for done in outcomes:
+                results[done.index] = done.outcome
+        return [results[index] for index in range(len(results))]
+
+    @asynccontextmanager
+    async def send_many_as_completed(
+        self, messages: Iterable[BatchItem] | AsyncIterable[BatchItem]
+    ) -> AsyncIterator[OutcomeStream]:
+        """As :meth:`SmtpClient.send_many_as_completed`, spread over the pool's connections:
+        outcomes in completion order, each with its item's ``index`` and ``item``."""
+        self._check_open()
+        items = RecordedItems(check_batch_source(messages))
+        self._started()
+        try:
+            assert self._nursery is not None
+            run = _Batch(self, items).run
+            async with stream_outcomes(self._nursery, items, run) as outcomes:
+                yield outcomes
+        finally:
+            self._ended()
+
+    # -- one message -------------------------------------------------------------------------
+
+    async def _run_send_async(
+        self, prepared: PreparedMessage, user_token: object, scope: trio.CancelScope
+    ) -> None:
+        """Exactly one event, decided as :meth:`SmtpClient.send_async`'s (one function,
+        :func:`~trio_smtp._client.connection_slot.send_completed`)."""
+        error: BaseException | None = None
+        result: SendResult | None = None
+        late = _Late()
+        try:
+            with scope:
+                result = await self._send_counted(prepared, late)
+        except SmtpFailedRecipientsError as exc:
+            error, result = exc, exc.result
+        except BaseException as exc:
+            # An Exception is the send's failure; a cancel from outside (the pool torn down
+            # under the caller's cancellation) still sends the event, and propagates.
+            error = exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            event = send_completed(
+                user_token,
+                scope,
+                result,
+                error,
+                end_of_data_written=late.end_of_data_written,
+                counters=self._counters,
+                size=prepared.size,
+            )
+            del self._async_scopes[scope]
+            self._ended()
+            self._room.unpark()  # room for one submit()
+            self._send_channel.send_nowait(event)
+
+    async def _send_counted(self, prepared: PreparedMessage, late: _Late) -> SendResult:
+        """One message, counted once whatever the attempts; its body closed at the end."""
+        try:
+            result = await self._attempts(prepared, late)
+        except Exception as exc:
+            self._counters.failed(exc, prepared.size)
+            self._done()
+            raise
+        finally:
+            await close_body(prepared)
+        self._counters.sent(result, prepared.size)
+        self._done()
+        return result
+
+    async def _attempts(self, prepared: PreparedMessage, late: _Late) -> SendResult:
+        attempts = self.backoff.attempts if prepared.body is None else 1
+        for attempt in range(1, attempts + 1):
+            # An attempt before this one ended with a refusal: nothing of it can arrive.
+            late.end_of_data_written = False
+            if attempt > 1:  # refused with an overload signal: wait out the backoff
+                await trio.sleep_until(self._not_before)
+            slot = await self._lease(attempts - attempt + 1)
+            connection = slot.connection
+            connection.begin_send()
+            self._in_flight += 1
+            try:
+                await self._pace()
+                return await connection.deliver_uncounted(prepared)
+            except SmtpError as exc:
+                if not _overload_signal(exc) or attempt == attempts:
+                    raise
+                self._overloaded()
+            finally:
+                # Read before the slot goes back: another send may begin on it at once.
+                late.end_of_data_written = connection.end_of_data_written
+                self._in_flight -= 1
+                self._give_back(slot)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- connections -------------------------------------------------------------------------
+
+    async def _lease(self, attempts: int) -> _Pooled:
+        """A slot with an open session (or a pickup slot): an idle one, a new one within the
+        limit, or the next one given back.  Connect failures that are overload signals are
+        tried ``attempts`` times in all, each after the backoff delay."""
+        for attempt in range(1, attempts + 1):
+            slot = await self._acquire()
+            if slot.connection.ready:
+                return slot
+            try:
+                await trio.sleep_until(self._not_before)
+                await slot.connection.connect()
+            except SmtpError as exc:
+                self._give_back(slot)
+                if not _connect_overload(exc) or attempt == attempts:
+                    raise
+                self._overloaded()
+                continue
+            except BaseException:
+                self._give_back(slot)
+                raise
+            self._signals = 0
+            return slot
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _acquire(self) -> _Pooled:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._queued += 1
+        try:
+            while True:
+                slot = self._take()
+                if slot is not None:
+                    slot.messages_at_lease = slot.connection.messages
+                    return slot
+                with trio.move_on_at(self._next_recovery()):
+                    await self._waiters.park()
+        finally:
+            self._queued -= 1
+
+    def _take(self) -> _Pooled | None:
+        if self._idle:
+            slot = self._idle.pop()  # the most recently used: the others may idle out
+        elif self._open_count() < self._current_limit():
+            slot = self._new_slot()
+        else:
+            return None
+        self._busy.add(slot)
+        return slot
+
+    def _new_slot(self) -> _Pooled:
+        watchdog = Watchdog()
+        connection = Connection(
+            self._config, self._counters, watchdog, pickup_directory=self._pickup_directory
+        )
+        assert self._nursery is not None
+        self._nursery.start_soon(watchdog.run)
+        return _Pooled(connection, watchdog)
+
+    def _give_back(self, slot: _Pooled) -> None:
+        """A lease ends: keep the slot idle, or retire it (broken, capped, over the limit,
+        the pool closing)."""
+        self._busy.discard(slot)
+        connection = slot.connection
+        cap = self.max_messages_per_connection
+        capped = cap is not None and connection.messages >= cap
+        if (
+            not connection.ready
+            or capped
+            or self._state != "open"
+            or self._open_count() >= self._current_limit()
+        ):
+            self._retire(slot)
+        else:
+            slot.idle_since = trio.current_time()
+            self._idle.append(slot)
+            if self._reaper_scope is not None and self.idle_timeout is not None:
+                expiry = slot.idle_since + self.idle_timeout
+                self._reaper_scope.deadline = min(self._reaper_scope.deadline, expiry)
+        self._waiters.unpark()
+
+    def _retire(self, slot: _Pooled) -> None:
+        slot.watchdog.close()
+        if slot.connection.connected and self._nursery is not None and self._state == "open":
+            self._nursery.start_soon(slot.connection.aclose)  # QUIT, shielded, short
+        elif slot.connection.connected:
+            self._busy.add(slot)  # closing: _close_all says QUIT to it
+
+    async def _reap_idle(self) -> None:
+        """Close connections idle for longer than ``idle_timeout`` (QUIT)."""
+        while self._state in ("new", "open"):  # closing: _close_all says QUIT
+            with trio.CancelScope(deadline=self._next_expiry()) as scope:
+                self._reaper_scope = scope
+                await trio.sleep_forever()
+            self._reaper_scope = None
+            if self._state != "open":
+                return
+            now = trio.current_time()
+            assert self.idle_timeout is not None
+            expired = [s for s in self._idle if s.idle_since + self.idle_timeout <= now]
+            self._idle = [s for s in self._idle if s not in expired]
+            for slot in expired:
+                self._retire(slot)
+
+    def _next_expiry(self) -> float:
+        if self.idle_timeout is None or not self._idle:
+            return math.inf
+        return min(slot.idle_since for slot in self._idle) + self.idle_timeout
+
+    def _open_count(self) -> int:
+        return len(self._idle) + len(self._busy)
+
+    # -- overload, backoff, rate -------------------------------------------------------------
+
+    def _overloaded(self) -> None:
+        """An overload signal: fewer connections for a while, and a backoff delay."""
+        self._signals += 1
+        now = trio.current_time()
+        taking = sum(1 for slot in (*self._idle, *self._busy) if slot.connection.connected)
+        self._limit = max(1, min(self._current_limit() - 1, taking))
+        self._lowered_at = now
+        self._not_before = max(self._not_before, now + self.backoff.delay(self._signals))
+        while len(self._idle) > self._limit:
+            self._retire(self._idle.pop(0))
+
+    def _current_limit(self) -> int:
+        """The concurrency limit, raised by one per ``Backoff.recovery`` seconds without an
+        overload signal since it was lowered."""
+        if self._limit < self.max_connections and self._state == "open":
+            recovery = self.backoff.recovery
+            now = trio.current_time()
+            while self._limit < self.max_connections and now >= self._lowered_at + recovery:
+                self._limit += 1
+                self._lowered_at += recovery
+        return self._limit
+
+    def _next_recovery(self) -> float:
+        if self._limit >= self.max_connections:
+            return math.inf
+        return self._lowered_at + self.backoff.recovery
+
+    async def _pace(self) -> None:
+        """The rate limit: message starts evenly spaced, ``1/rate`` seconds apart."""
+        if self.rate is None:
+            return
+        start = max(trio.current_time(), self._next_start)
+        self._next_start = start + 1.0 / self.rate
+        await trio.sleep_until(start)
+
+    def _done(self) -> None:
+        now = trio.current_time()
+        self._finished.append(now)
+        while self._finished and self._finished[0] <= now - RATE_WINDOW:
+            self._finished.popleft()
+
+    def _rate(self) -> float:
+        if self._state == "new":
+            return 0.0
+        now = trio.current_time()
+        return sum(1 for t in self._finished if t > now - RATE_WINDOW) / RATE_WINDOW
+
+    async def _waiters_for_room(self) -> None:
+        await self._room.park()
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._state in ("closing", "closed"):
+            raise trio.ClosedResourceError("this SmtpPool is closed")
+        if self._state == "new":
+            raise RuntimeError("use the pool as 'async with SmtpPool(...) as pool:'")
+
+    def _started(self) -> None:
+        if self._sends == 0:
+            self._all_done = trio.Event()
+        self._sends += 1
+
+    def _ended(self) -> None:
+        self._sends -= 1
+        if self._sends == 0:
+            self._all_done.set()
+
+
+@dataclasses.dataclass(slots=True)
+class _Late:
+    """Whether the last attempt of a send wrote its end of data (for :func:`send_completed`)."""
+
+    end_of_data_written: bool = False
+
+
+class _Batch:
+    """One ``send_many`` over the pool: a share of the items per connection."""
+
+    def __init__(self, pool: SmtpPool, items: RecordedItems) -> None:
+        self.pool = pool
+        self.items = items
+        self.workers = 0  # running
+        self.started = 0
+        self.emit: Emit | None = None
+        self.spawn: Callable[[], None] = lambda: None
+
+    async def run(self, emit: Emit) -> None:
+        """Workers, one per connection, ramped up: each one that takes an item starts the
+        next (up to ``max_connections``), and a connection is leased only for an item in
+        hand, so a small batch opens few connections and an empty one none.  The
+        first exception that is not an outcome stops them all and is raised alone, never
+        in a group."""
+        self.emit = emit
+        error: list[Exception] = []
+        async with trio.open_nursery() as nursery:
+
+            async def worker() -> None:
+                try:
+                    await self.worker()
+                except Exception as exc:
+                    error.append(exc)
+                    nursery.cancel_scope.cancel()
+
+            def spawn() -> None:
+                if self.started < self.pool.max_connections:
+                    self.started += 1
+                    self.workers += 1
+                    nursery.start_soon(worker)
+
+            self.spawn = spawn
+            spawn()
+        if error:
+            raise error[0]
+
+    async def worker(self) -> None:
+        """Take an item, then a connection for it (none for an empty batch), and send
+        items on it until they run out, it breaks or reaches its cap; then again."""
+        pool = self.pool
+        try:
+            while True:
+                await pool._pace()
+                first = await self.items.next()
+                if first is None:
+                    return
+                self.spawn()  # there was work for this one: maybe for one more
+                try:
+                    slot = await pool._lease(pool.backoff.attempts)
+                except SmtpError as exc:
+                    self.items.give_back(first)  # for another connection, if any is left
+                    if self.workers == 1:  # nobody else can send them
+                        await self.fail_the_rest(exc)
+                    return
+                try:
+                    await self.share(slot, first)
+                finally:
+                    pool._give_back(slot)
+        finally:
+            self.workers -= 1
+
+    async def share(self, slot: _Pooled, first: tuple[int, object]) -> None:
+        """Send ``first`` and more items on ``slot``."""
+        share = _Share(self, slot, first)
+        assert self.emit is not None
+        emit = self.emit
+
+        def on_set(local: int, outcome: Outcome) -> None:
+            self.pool._done()
+            if isinstance(outcome, SmtpError) and _overload_signal(outcome):
+                self.pool._overloaded()
+            emit(share.indexes[local], outcome)
+
+        outcomes = Outcomes(self.pool._counters, on_set)
+        await slot.connection.send_many(share, outcomes, dkim=self.pool._dkim)
+
+    async def fail_the_rest(self, error: SmtpError) -> None:
+        assert self.emit is not None
+        while (next_item := await self.items.next()) is not None:
+            self.pool._counters.failed(error, None)
+            self.emit(next_item[0], error)
+
+
+class _Share:
+    """The items one connection sends: ``first``, then more from the batch's shared
+    iterator, paced by the rate limit; it ends when the connection is gone or has sent its
+    cap."""
+
+    def __init__(self, batch: _Batch, slot: _Pooled, first: tuple[int, object]) -> None:
+        self.batch = batch
+        self.slot = slot
+        self._first: tuple[int, object] | None = first
+        #: The batch index of each item this share read (its local slot -> its index).
+        self.indexes: list[int] = []
+
+    def __aiter__(self) -> _Share:
+        return self
+
+    async def __anext__(self) -> object:
+        next_item, self._first = self._first, None
+        if next_item is None:
+            pool, connection = self.batch.pool, self.slot.connection
+            cap = pool.max_messages_per_connection
+            read = self.slot.messages_at_lease + len(self.indexes)
+            if not connection.ready or (cap is not None and read >= cap):
+                raise StopAsyncIteration
+            await pool._pace()
+            next_item = await self.batch.items.next()
+            if next_item is None:
+                raise StopAsyncIteration
+        self.indexes.append(next_item[0])
+        return next_item[1]
+
+
+def _connect_overload(error: SmtpError) -> bool:
+    """A failure to open a session that means "not now": no reply (refused, reset, timed
+    out) or a 4xx one (RFC 5321 §3.1: 421 at the greeting)."""
+    if not isinstance(error, (SmtpConnectError, SmtpTimeoutError)):
+        return False  # TLS and authentication failures do not get better by waiting
+    return error.reply is None or error.reply.code // 100 == 4
+
+
+def _overload_signal(error: SmtpError) -> bool:
+    """A refusal of a message that means "not now" and delivered nothing: 421 (the server
+    closes the session, RFC 5321 §3.8) or a 4xx to MAIL (its ``command``)."""
+    if not isinstance(error, SmtpResponseError) or error.reply is None:
+        return False
+    code = error.reply.code
+    return code == 421 or (code // 100 == 4 and error.command == "MAIL")
+
+
+def _check_pool_options(
+    max_connections: int,
+    idle_timeout: float | None,
+    max_messages: int | None,
+    rate: float | None,
+) -> None:
+    if not isinstance(max_connections, int) or max_connections < 1:
+        raise ValueError("max_connections must be at least 1")
+    if idle_timeout is not None and not idle_timeout > 0:
+        raise ValueError("idle_timeout must be positive (or None)")
+    if max_messages is not None and max_messages < 1:
+        raise ValueError("max_messages_per_connection must be at least 1 (or None)")
+    if rate is not None and not (0 < rate < math.inf):
+        raise ValueError("rate must be a positive number of messages per second (or None)")

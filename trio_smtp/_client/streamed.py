@@ -1,0 +1,201 @@
+"""Streamed outcomes: ``send_many_as_completed``, the form of ``send_many`` that hands each
+message's outcome over the moment it is known.
+
+Theory of operation: Trio forbids yielding from inside a nursery in an async generator (the
+generator's consumer would run inside the nursery's scope), so the batch runs as a task in
+the client's or pool's own nursery and its outcomes travel over a memory channel; the caller
+gets an async context manager whose value, an :class:`OutcomeStream`, iterates over that
+channel.  Each outcome is put on the channel by :class:`~trio_smtp._delivery.batch_items.Outcomes`
+the moment the batch decides it, so outcomes are in completion order and one that is known
+is never lost: a caller cancelled while iterating finds every outcome decided before the
+cancel still on the stream (:meth:`OutcomeStream.receive_nowait`), and the items that were
+read but have no outcome in :attr:`OutcomeStream.unfinished`.
+
+The channel is unbounded on purpose (as ``completed`` is): the batch must never wait for a
+slow reader, or a reader that stops to write a report would stall every connection.  Its size
+is bounded by the number of items (one small object each).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from .._delivery.batch_items import Outcome
+
+__all__ = ["BatchOutcome", "OutcomeStream", "RecordedItems", "stream_outcomes"]
+
+#: Hand one outcome over: the item's index (its position in the iterable) and its outcome.
+Emit = Callable[[int, Outcome], None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """One message's outcome from ``send_many_as_completed``.
+
+    ``index`` is the item's position in the iterable given (0 for the first), ``item`` the
+    item itself, ``outcome`` what ``send_many`` would have put at that position: the
+    :class:`~trio_smtp.SendResult`, or the exception ``send`` would have raised.
+    """
+
+    index: int
+    item: Any
+    outcome: Outcome
+
+    @property
+    def delivered(self) -> bool:
+        """True when at least one recipient got the message (a ``SendResult``, or a
+        :class:`~trio_smtp.SmtpFailedRecipientsError` with a ``result``)."""
+        outcome = self.outcome
+        return not isinstance(outcome, Exception) or getattr(outcome, "result", None) is not None
+
+
+class RecordedItems:
+    """The batch's items as an async iterator, remembering each item read by its index."""
+
+    def __init__(self, items: AsyncIterator[object]) -> None:
+        self._items = items
+        #: Every item read so far; an item's index is its position here.
+        self.read: list[object] = []
+        #: Indexes of the items that have an outcome.
+        self.done: set[int] = set()
+        self._lock = trio.Lock()  # several connections of a pool read one iterator
+        self.exhausted = False
+        #: What the iterable raised, if it did (it then counts as exhausted).
+        self.error: Exception | None = None
+        self._returned: list[tuple[int, object]] = []
+
+    def __aiter__(self) -> RecordedItems:
+        return self
+
+    async def __anext__(self) -> object:
+        next_item = await self.next()
+        if next_item is None:
+            raise StopAsyncIteration
+        return next_item[1]
+
+    def give_back(self, entry: tuple[int, object]) -> None:
+        """An item taken by :meth:`next` and not sent: the next call returns it again."""
+        self._returned.append(entry)
+
+    async def next(self) -> tuple[int, object] | None:
+        """The next item and its index, or None once the iterable is exhausted."""
+        async with self._lock:
+            if self._returned:
+                return self._returned.pop()
+            if self.exhausted:
+                return None
+            try:
+                item = await anext(self._items, _END)
+            except Exception as exc:
+                # The iterable broke: no more items, but the messages already read finish
+                # and report; the error is raised once they have (stream_outcomes).
+                self.error, item = exc, _END
+            if item is _END:
+                self.exhausted = True
+                return None
+            self.read.append(item)
+            return len(self.read) - 1, item
+
+
+_END = object()
+
+
+class OutcomeStream:
+    """What ``async with ...send_many_as_completed(items) as outcomes`` gives: an async
+    iterator of :class:`BatchOutcome`, in completion order, ending when every item has its
+    outcome."""
+
+    def __init__(
+        self, receive: trio.MemoryReceiveChannel[BatchOutcome], items: RecordedItems
+    ) -> None:
+        self._receive = receive
+        self._items = items
+        self._error: BaseException | None = None
+
+    def __aiter__(self) -> OutcomeStream:
+        return self
+
+    async def __anext__(self) -> BatchOutcome:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            self._raise_error()
+            raise StopAsyncIteration from None
+
+    def receive_nowait(self) -> BatchOutcome:
+        """The next outcome already known, without waiting (``trio.WouldBlock`` if none yet,
+        ``trio.EndOfChannel`` once all are received): after a cancel, drain what is known."""
+        return self._receive.receive_nowait()
+
+    @property
+    def unfinished(self) -> list[tuple[int, Any]]:
+        """``(index, item)`` of every item read from the iterable that has no outcome yet.
+
+        After a cancel these are the messages in flight at that moment: each one may have
+        been delivered (its end of data may have been written) or not; items never read from
+        the iterable are not listed."""
+        items = self._items
+        return [(i, item) for i, item in enumerate(items.read) if i not in items.done]
+
+    def _raise_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+
+@asynccontextmanager
+async def stream_outcomes(
+    nursery: trio.Nursery,
+    items: RecordedItems,
+    run: Callable[[Emit], Awaitable[None]],
+) -> AsyncIterator[OutcomeStream]:
+    """Run ``run(emit)`` in ``nursery`` and stream what it emits (see the module docstring).
+
+    Leaving the block normally waits for the batch to end (outcomes not read are dropped);
+    leaving it with an exception (a cancel included) cancels the batch first.  An exception
+    of the iterable ends the batch: the messages already read finish and report, then it is
+    raised at the end of the iteration (or on leaving the block)."""
+    send, receive = trio.open_memory_channel[BatchOutcome](math.inf)
+    stream = OutcomeStream(receive, items)
+    scope = trio.CancelScope()
+    finished = trio.Event()
+
+    def emit(index: int, outcome: Outcome) -> None:
+        items.done.add(index)
+        send.send_nowait(BatchOutcome(index, items.read[index], outcome))
+
+    async def runner() -> None:
+        try:
+            with scope:
+                await run(emit)
+            if items.error is not None:
+                raise items.error
+        except Exception as exc:  # handed to the caller, never into the nursery
+            stream._error = exc
+        finally:
+            send.close()
+            finished.set()
+
+    nursery.start_soon(runner)
+    try:
+        yield stream
+    except BaseException:
+        scope.cancel()
+        raise
+    finally:
+        try:
+            await finished.wait()
+        finally:
+            if not finished.is_set():  # cancelled while waiting: stop the batch
+                scope.cancel()
+                # Bounded: once cancelled, the batch only closes its connections
+                # (shielded, short deadlines).
+                with trio.CancelScope(shield=True):
+                    await finished.wait()
+    stream._raise_error()

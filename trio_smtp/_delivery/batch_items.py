@@ -1,0 +1,218 @@
+"""What ``send_many`` takes and gives back: its items, read and validated one at a time, and
+one outcome per item, in order (see :mod:`trio_smtp._delivery.batch` for how they are sent)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from email.message import EmailMessage, Message
+from typing import Literal
+
+from .._errors import SmtpError
+from .._message.dkim import DkimSigner, choose_signer, sign_prepared
+from .._message.options import DeliveryNotification, DsnReturn
+from .._message.prepare import PreparedMessage, prepare_message, with_delivery_options
+from .._results import SendResult
+from .stats import Counters
+
+__all__ = [
+    "BatchItem",
+    "Outcome",
+    "Outcomes",
+    "OutgoingMessage",
+    "Pending",
+    "Source",
+    "check_batch_source",
+    "prepare_item",
+]
+
+
+#: What a message in a batch came to: its result, or the exception ``send`` would raise.
+Outcome = SendResult | Exception
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One message of :meth:`SmtpClient.send_many <trio_smtp.SmtpClient.send_many>` with its
+    own envelope: ``message`` (an :class:`~email.message.EmailMessage` or ``bytes``),
+    ``sender`` and ``recipients`` (required for bytes; for an ``EmailMessage`` they
+    override its headers, as with :meth:`~trio_smtp.SmtpClient.send`).
+
+    The keyword-only options are those of :meth:`~trio_smtp.SmtpClient.send`: DSN
+    (RFC 3461) ``notify``, ``ret``, ``envid``, ``orcpt``, and ``requiretls`` (RFC 8689).
+    They are validated when the item is sent: a bad one is that item's outcome
+    (``TypeError``/``ValueError``, nothing of it written), and so is an option the server
+    cannot honour (the :class:`~trio_smtp.SmtpError` ``send`` raises, before its MAIL).
+    ``dkim`` is as :meth:`~trio_smtp.SmtpClient.send`'s."""
+
+    message: EmailMessage | bytes
+    sender: str | None = None
+    recipients: Sequence[str] | None = None
+    _: dataclasses.KW_ONLY
+    notify: DeliveryNotification | Mapping[str, DeliveryNotification] | None = None
+    ret: DsnReturn | None = None
+    envid: str | None = None
+    orcpt: Mapping[str, str] | None = None
+    requiretls: bool = False
+    #: A :class:`~trio_smtp.DkimSigner` for this message, ``False`` for none, or None for
+    #: the client's.
+    dkim: DkimSigner | Literal[False] | None = None
+
+
+#: What ``send_many`` takes: items of a (sync or async) iterable.
+BatchItem = EmailMessage | bytes | OutgoingMessage
+
+
+def prepare_item(item: object, dkim: DkimSigner | None = None) -> PreparedMessage:
+    """Validate one item (TypeError/ValueError, nothing written); in-memory messages only.
+    ``dkim``: the client's signer, for items that do not choose their own."""
+    if isinstance(item, OutgoingMessage):
+        message: object = item.message
+        sender, recipients = item.sender, item.recipients
+        dkim = choose_signer(dkim, item.dkim)
+    else:
+        message, sender, recipients = item, None, None
+    if not isinstance(message, (Message, bytes, bytearray, memoryview)):
+        raise TypeError(
+            "send_many takes EmailMessage, bytes or OutgoingMessage items, not "
+            f"{type(message).__name__} (stream large bodies with send())"
+        )
+    prepared = prepare_message(message, sender, recipients)
+    if dkim is not None:
+        prepared = sign_prepared(prepared, dkim)
+    if not isinstance(item, OutgoingMessage):
+        return prepared
+    return with_delivery_options(  # the same object when no option is given
+        prepared,
+        notify=item.notify,
+        ret=item.ret,
+        envid=item.envid,
+        orcpt=item.orcpt,
+        requiretls=item.requiretls,
+    )
+
+
+def check_batch_source(messages: object) -> AsyncIterator[object]:
+    """An async iterator over ``messages``; TypeError for a single message or a
+    non-iterable (checked before anything is claimed or written)."""
+    if isinstance(messages, (Message, bytes, bytearray, memoryview, str, OutgoingMessage)):
+        raise TypeError("send_many takes an iterable of messages; use send() for one")
+    if isinstance(messages, AsyncIterable):
+        return aiter(messages)
+    if isinstance(messages, Iterable):
+        return _SyncItems(messages)
+    raise TypeError(f"send_many takes an iterable of messages, not {type(messages).__name__}")
+
+
+class _SyncItems:
+    """A sync iterable's items as an async iterator.  Getting one never awaits anything,
+    so no deadline can fire while it is read (see :meth:`_PipelinedSender.run`)."""
+
+    __slots__ = ("_items", "_iterator")
+
+    def __init__(self, items: Iterable[object]) -> None:
+        self._items = items
+        self._iterator: Iterator[object] | None = None
+
+    def __aiter__(self) -> _SyncItems:
+        return self
+
+    async def __anext__(self) -> object:
+        if self._iterator is None:
+            self._iterator = iter(self._items)  # lazily, as a generator would
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+class Outcomes:
+    """The outcome of each message, in the order given (one slot per item).
+
+    ``on_set(slot, outcome)``, if given, is told each outcome the moment it is known (the
+    streamed form of ``send_many`` hands it to the caller from there); it must not block.
+    """
+
+    def __init__(
+        self, counters: Counters, on_set: Callable[[int, Outcome], None] | None = None
+    ) -> None:
+        self._slots: list[Outcome | None] = []
+        self._counters = counters
+        self._on_set = on_set
+
+    def reserve(self) -> int:
+        self._slots.append(None)
+        return len(self._slots) - 1
+
+    def set(self, slot: int, outcome: Outcome, size: int | None = None) -> None:
+        """Record ``slot``'s outcome, counted in the client's statistics as ``send``'s
+        would be (an invalid item, refused before any I/O, is not counted)."""
+        assert self._slots[slot] is None, "one outcome per message"
+        self._slots[slot] = outcome
+        if isinstance(outcome, SendResult):
+            self._counters.sent(outcome, size)
+        elif isinstance(outcome, SmtpError):
+            self._counters.failed(outcome, size)
+        if self._on_set is not None:
+            self._on_set(slot, outcome)
+
+    def result(self) -> list[Outcome]:
+        assert all(outcome is not None for outcome in self._slots)
+        return [outcome for outcome in self._slots if outcome is not None]
+
+
+class Pending:
+    """A message read from the source and validated, not yet sent (or to be retried)."""
+
+    __slots__ = ("prepared", "slot")
+
+    def __init__(self, slot: int, prepared: PreparedMessage) -> None:
+        self.slot = slot
+        self.prepared = prepared
+
+
+class Source:
+    """The items, prepared one at a time, with one message of push-back (a reused
+    connection found dead before its MAIL was answered: the message goes again)."""
+
+    def __init__(
+        self, items: AsyncIterator[object], outcomes: Outcomes, dkim: DkimSigner | None = None
+    ) -> None:
+        self._items = items
+        self._outcomes = outcomes
+        self._dkim = dkim
+        self._back: Pending | None = None
+        self.exhausted = False
+        #: False for a sync iterable: reading it cannot wait on anything.
+        self.may_block = not isinstance(items, _SyncItems)
+
+    def push_back(self, pending: Pending) -> None:
+        self._back = pending
+
+    async def next(self) -> Pending | None:
+        """The next valid message; an invalid one gets its error as its outcome."""
+        if self._back is not None:
+            pending, self._back = self._back, None
+            return pending
+        while not self.exhausted:
+            item = await anext(self._items, _END)
+            if item is _END:
+                self.exhausted = True
+                break
+            slot = self._outcomes.reserve()
+            try:
+                return Pending(slot, prepare_item(item, self._dkim))
+            except (TypeError, ValueError) as exc:
+                self._outcomes.set(slot, exc)
+        return None
+
+
+_END = object()

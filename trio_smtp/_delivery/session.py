@@ -1,0 +1,349 @@
+"""Opening an SMTP session: greeting, EHLO/HELO, STARTTLS, AUTH.
+
+Theory of operation: :func:`open_session` connects (see :mod:`trio_smtp._io.transport`) and runs
+the handshake in order, refusing to go on whenever security would be weakened: STARTTLS
+required but not advertised, refused, or not cleanly followed by the handshake is an
+:class:`~trio_smtp.SmtpTlsError` before any credential or envelope is sent (RFC 3207 §4, §6);
+credentials never go over a plaintext link to a non-loopback peer.  On any failure the
+connection is closed; the caller only ever gets a session ready for MAIL.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from .. import sasl
+from .._config import Security, Timeouts
+from .._errors import SmtpAuthenticationError, SmtpConnectError, SmtpTlsError
+from .._io.hostname import address_literal, local_fqdn
+from .._io.proxy import Proxy
+from .._io.transport import StreamFactory, Transport, deadline, open_transport
+from ..protocol import AuthResponse, Ehlo, Helo, Reply, StartTls
+from ..protocol._frozen import Frozen, set_field
+
+__all__ = ["Credentials", "OAuth2", "SessionConfig", "TlsSessionCache", "open_session"]
+
+
+class OAuth2:
+    """OAuth 2.0 bearer-token credentials, for ``credentials=`` (XOAUTH2 or OAUTHBEARER).
+
+    ``token`` is an access token, or an async callable returning one: it is called on each
+    new connection, just before AUTH, so a refreshed token is used when the client
+    reconnects.  Whatever it raises fails the send as :class:`~trio_smtp.SmtpAuthenticationError`
+    (the original exception is its ``__cause__``); it runs under the ``command`` deadline.
+
+    The client uses OAUTHBEARER (RFC 7628, with the server's host and port) when the server
+    offers it, else XOAUTH2 (Google, Microsoft 365); a token is never offered to a password
+    mechanism.  The token never appears in ``repr()`` nor in the protocol log.
+    """
+
+    __slots__ = ("_token", "username")
+
+    def __init__(self, username: str, token: str | Callable[[], Awaitable[str]]) -> None:
+        if not isinstance(username, str) or not username:
+            raise TypeError("OAuth2 username must be a non-empty str")
+        if not (isinstance(token, str) or callable(token)):
+            raise TypeError("OAuth2 token must be a str or an async callable returning one")
+        #: The account the token belongs to (the ``user=`` / ``a=`` field).
+        self.username = username
+        self._token = token
+
+    def __repr__(self) -> str:
+        return f"OAuth2(username={self.username!r}, token=<hidden>)"
+
+    async def get_token(self) -> str:
+        """The token: the string given, or a fresh one from the callable."""
+        if isinstance(self._token, str):
+            await trio.lowlevel.checkpoint()
+            return self._token
+        token = await self._token()
+        if not isinstance(token, str):
+            raise TypeError(f"the OAuth2 token callable returned {type(token).__name__}, not str")
+        return token
+
+
+#: What ``credentials=`` accepts: a (user, password) pair, :class:`OAuth2` token
+#: credentials, a mechanism object to force one (``auth_command()`` restarts it on each
+#: connection), or a callable returning a new mechanism.
+Credentials = tuple[str, str] | OAuth2 | sasl.Mechanism | Callable[[], sasl.Mechanism]
+
+#: A resolver that hangs must not stall the session: after this, use an address literal.
+_FQDN_LOOKUP_LIMIT = 5.0
+
+
+class TlsSessionCache:
+    """The TLS session of the last connection to the server, for the next one to resume.
+
+    One per client or pool (every connection of one goes to the same server with the same
+    SSL context, which a session must come from).  Saved once the session is set up: under
+    TLS 1.3 the server's tickets come after the handshake and are read with the first reply.
+    """
+
+    __slots__ = ("session",)
+
+    def __init__(self) -> None:
+        self.session: ssl.SSLSession | None = None
+
+    def save(self, transport: Transport) -> None:
+        session = transport.tls_session()
+        if session is not None:
+            self.session = session
+
+
+class SessionConfig(Frozen):
+    """Everything :func:`open_session` needs; built once by the client."""
+
+    __slots__ = (
+        "credentials",
+        "host",
+        "local_hostname",
+        "port",
+        "proxy",
+        "security",
+        "ssl_context",
+        "stream_factory",
+        "timeouts",
+        "tls_sessions",
+        "unix_socket",
+    )
+    #: Not compared (nor hashed, nor shown): a cache, not part of the configuration.
+    _not_compared = frozenset({"tls_sessions"})
+    host: str
+    port: int
+    security: Security
+    ssl_context: ssl.SSLContext | None
+    timeouts: Timeouts
+    credentials: Credentials | None
+    local_hostname: str | None
+    stream_factory: StreamFactory | None
+    #: Connect to this Unix socket path instead of TCP to ``host:port``.
+    unix_socket: str | None
+    #: Connect through this SOCKS or HTTP CONNECT proxy (see :mod:`trio_smtp._io.proxy`).
+    proxy: Proxy | None
+    #: The session the next TLS handshake offers to resume (shared by the client's
+    #: connections; the same object in every copy of this config: ``_replace`` passes it on).
+    tls_sessions: TlsSessionCache
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        security: Security,
+        ssl_context: ssl.SSLContext | None,
+        timeouts: Timeouts,
+        credentials: Credentials | None = None,
+        local_hostname: str | None = None,
+        stream_factory: StreamFactory | None = None,
+        unix_socket: str | None = None,
+        proxy: Proxy | None = None,
+        tls_sessions: TlsSessionCache | None = None,
+    ) -> None:
+        set_field(self, "host", host)
+        set_field(self, "port", port)
+        set_field(self, "security", security)
+        set_field(self, "ssl_context", ssl_context)
+        set_field(self, "timeouts", timeouts)
+        set_field(self, "credentials", credentials)
+        set_field(self, "local_hostname", local_hostname)
+        set_field(self, "stream_factory", stream_factory)
+        set_field(self, "unix_socket", unix_socket)
+        set_field(self, "proxy", proxy)
+        set_field(self, "tls_sessions", TlsSessionCache() if tls_sessions is None else tls_sessions)
+
+
+async def open_session(config: SessionConfig) -> Transport:
+    """A connected, greeted, (TLS-protected,) authenticated session, ready for MAIL."""
+    transport = await open_transport(
+        config.host,
+        config.port,
+        security=config.security,
+        context=config.ssl_context,
+        timeouts=config.timeouts,
+        stream_factory=config.stream_factory,
+        unix_socket=config.unix_socket,
+        proxy=config.proxy,
+        tls_session=config.tls_sessions.session,
+    )
+    try:
+        await _handshake(transport, config)
+    except BaseException:
+        await transport.aclose()
+        raise
+    config.tls_sessions.save(transport)  # a reply was read after TLS: tickets are in
+    return transport
+
+
+async def _handshake(transport: Transport, config: SessionConfig) -> None:
+    if config.credentials is not None and config.security is Security.NONE:
+        _check_credentials_allowed(transport)  # before EHLO: nothing sent yet
+    greeting = await transport.read_reply("the greeting", config.timeouts.greeting)
+    if greeting.code != 220:
+        # RFC 5321 §3.1: 554 (or 421) instead of 220 means no service here.
+        raise SmtpConnectError("the server refused the session", reply=greeting)
+    domain = config.local_hostname or await ehlo_domain(transport)
+    await ehlo_or_helo(transport, domain)
+    if config.security in (Security.STARTTLS, Security.STARTTLS_OPPORTUNISTIC):
+        await negotiate_starttls(transport, config, domain)
+    if config.credentials is not None:
+        _check_credentials_allowed(transport)
+        await authenticate(transport, config.credentials, host=config.host, port=config.port)
+
+
+async def ehlo_domain(transport: Transport) -> str:
+    """This machine's FQDN (looked up once, in a thread), or the address literal of our end
+    of the connection when the lookup is slow or gives nothing usable (RFC 5321 §4.1.4)."""
+    local = _local_address(transport)
+    # A local wait before EHLO: never longer than EHLO's own budget (Timeouts.command).
+    limit = _FQDN_LOOKUP_LIMIT
+    if transport.timeouts.command is not None:
+        limit = min(limit, transport.timeouts.command)
+    with trio.move_on_after(limit):
+        return await local_fqdn(local)
+    return address_literal(local or "127.0.0.1")
+
+
+def _local_address(transport: Transport) -> str | None:
+    stream = transport.stream
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if isinstance(stream, trio.SocketStream):
+        try:
+            name = stream.socket.getsockname()
+        except OSError:
+            return None
+        if isinstance(name, tuple):
+            return str(name[0])
+    return None
+
+
+async def ehlo_or_helo(transport: Transport, domain: str) -> None:
+    """EHLO, falling back to HELO when EHLO is not recognised (RFC 5321 §4.1.4)."""
+    limit = transport.timeouts.command
+    reply = await transport.command(Ehlo(domain), "EHLO", limit)
+    if reply.code == 250:
+        return
+    if reply.code == 421 or not reply.is_permanent:
+        raise SmtpConnectError("the server refused EHLO", reply=reply)
+    reply = await transport.command(Helo(domain), "HELO", limit)
+    if reply.code != 250:
+        raise SmtpConnectError("the server refused EHLO and HELO", reply=reply)
+
+
+async def negotiate_starttls(transport: Transport, config: SessionConfig, domain: str) -> None:
+    """RFC 3207.  Required: not advertised, any reply but 220, bytes after the 220 or a failed
+    handshake are SmtpTlsError.  Opportunistic: used when advertised; a refusal leaves the
+    session in plaintext."""
+    required = config.security is Security.STARTTLS
+    if not transport.extensions.starttls:
+        if required:
+            raise SmtpTlsError("STARTTLS is required but the server did not advertise it")
+        return
+    reply = await transport.command(StartTls(), "STARTTLS", transport.timeouts.command, tls=True)
+    if reply.code != 220:
+        if required or reply.code == 421:
+            raise SmtpTlsError("the server refused STARTTLS", reply=reply)
+        return
+    assert config.ssl_context is not None
+    await transport.start_tls(config.ssl_context, config.tls_sessions.session)
+    # RFC 3207 §4.2: forget everything learned before TLS and say EHLO again.
+    reply = await transport.command(Ehlo(domain), "EHLO after STARTTLS", transport.timeouts.command)
+    if reply.code != 250:
+        raise SmtpConnectError("the server refused EHLO after STARTTLS", reply=reply)
+
+
+def _check_credentials_allowed(transport: Transport) -> None:
+    if not transport.tls and not transport.loopback:
+        raise SmtpAuthenticationError(
+            "refusing to send credentials without TLS to a non-loopback server"
+        )
+
+
+async def _mechanism(
+    credentials: Credentials, offered: frozenset[str], host: str, port: int, limit: float | None
+) -> sasl.Mechanism:
+    if isinstance(credentials, sasl.Mechanism):
+        return credentials  # forced; auth_command() starts a fresh exchange
+    if isinstance(credentials, OAuth2):
+        token = await _oauth_token(credentials, limit)
+        chosen = sasl.choose_oauth_mechanism(
+            offered, credentials.username, token, host or None, port
+        )
+        return _offered_or_fail(chosen, offered, "OAuth 2.0 (OAUTHBEARER, XOAUTH2)")
+    if isinstance(credentials, tuple):
+        chosen = sasl.choose_mechanism(offered, credentials[0], credentials[1])
+        return _offered_or_fail(chosen, offered, "password")
+    return credentials()
+
+
+async def _oauth_token(credentials: OAuth2, limit: float | None) -> str:
+    try:
+        with deadline(limit, "the OAuth2 token"):
+            return await credentials.get_token()
+    except Exception as exc:
+        raise SmtpAuthenticationError(f"could not get an OAuth2 token: {exc!r}") from exc
+
+
+def _offered_or_fail(
+    mechanism: sasl.Mechanism | None, offered: frozenset[str], kind: str
+) -> sasl.Mechanism:
+    if mechanism is None:
+        raise SmtpAuthenticationError(
+            f"no supported {kind} authentication mechanism offered "
+            f"(server offers: {', '.join(sorted(offered)) or 'none'})"
+        )
+    return mechanism
+
+
+async def authenticate(
+    transport: Transport, credentials: Credentials, *, host: str = "", port: int = 0
+) -> None:
+    """AUTH (RFC 4954) with the strongest offered mechanism, unless one is forced.
+
+    Password credentials: SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, PLAIN, LOGIN (the first
+    the server offers; see :data:`trio_smtp.sasl.PREFERENCE`).  :class:`OAuth2`:
+    OAUTHBEARER, then XOAUTH2.  The mechanism builds the AUTH line (an initial response too
+    long for it waits for the first 334) and caps the rounds; a malformed challenge or one
+    round too many cancels the exchange with "*" (RFC 4954 §4).  Anything but 235 is
+    SmtpAuthenticationError carrying the server's reply.
+    """
+    offered = transport.extensions.auth_mechanisms
+    if "AUTH" not in transport.extensions:
+        raise SmtpAuthenticationError("credentials given but the server does not offer AUTH")
+    limit = transport.timeouts.command
+    mechanism = await _mechanism(credentials, offered, host, port, limit)
+    reply = await transport.command(mechanism.auth_command(), "AUTH", limit)
+    while reply.code == 334:
+        try:
+            response = mechanism.respond(sasl.decode_challenge(reply.text))
+        except sasl.SaslError as exc:
+            reply = await transport.command(AuthResponse(cancel=True), "AUTH cancel", limit)
+            raise SmtpAuthenticationError(
+                f"authentication cancelled: malformed challenge or too many rounds ({exc})",
+                reply=reply,
+            ) from exc
+        reply = await transport.command(AuthResponse(response), "AUTH", limit)
+    if reply.code != 235:
+        raise SmtpAuthenticationError(_failure_text(mechanism), reply=reply)
+    _complete(transport, mechanism, reply)
+
+
+def _failure_text(mechanism: sasl.Mechanism) -> str:
+    # XOAUTH2/OAUTHBEARER: the server's JSON error says why (an expired token, a scope).
+    server_error = getattr(mechanism, "server_error", None)
+    if server_error:
+        return f"authentication failed ({mechanism.name}: {server_error})"
+    return "authentication failed"
+
+
+def _complete(transport: Transport, mechanism: sasl.Mechanism, reply: Reply) -> None:
+    try:
+        mechanism.complete()
+    except sasl.SaslError as exc:
+        # SCRAM: the server could not prove it knows the password; do not trust this peer.
+        transport.mark_broken()
+        raise SmtpAuthenticationError(
+            f"the server's authentication proof was wrong: {exc}", reply=reply
+        ) from exc

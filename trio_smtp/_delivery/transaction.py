@@ -1,0 +1,436 @@
+"""One mail transaction: MAIL, RCPT..., DATA, the message, and the outcome.
+
+Theory of operation: with PIPELINING (RFC 2920) MAIL, every RCPT and DATA go in one write and
+every reply is read and matched in order; without it, one command at a time.  Then:
+
+* MAIL refused: SmtpResponseError.  Every recipient refused: SmtpFailedRecipientsError with
+  ``result=None`` and no body is sent (only the terminator, if a pipelined DATA got 354,
+  RFC 2920 §3.1).  DATA refused: SmtpResponseError.
+* Otherwise the message goes to the accepted recipients; if some were refused, the message
+  is delivered to the others and SmtpFailedRecipientsError is raised with ``.result`` saying
+  who got it (the seed's behaviour).
+* After a failed transaction the server is told RSET (RFC 5321 §4.1.1.5); a 421 anywhere
+  closes the connection (RFC 5321 §3.8) so the next send reconnects.
+
+"May have been delivered" (SmtpDeliveryUnknownError, never retried) starts when the write
+carrying the end of the data -- the terminator, or ``BDAT n LAST`` -- has completed, and
+ends when its reply is read: a lost connection, a timeout or a malformed reply (which is no
+refusal: the server has the whole message) in between leaves the outcome unknown.  A write
+that fails is not it (its last octets never left).
+With CHUNKING and PIPELINING a small message goes with its envelope in one write, so that
+point is the envelope's write: a loss after it, even before MAIL's reply and even on a
+reused connection, is unknown (RFC 2920 §3.1: the server may process the whole group before
+replying).  A reused connection found dead is sent again on a new one (ConnectionStaleError)
+only when nothing complete can have been accepted: before any data was written (MAIL's
+reply lost or 421 in the DATA path), or, for the one-write BDAT group, when the write itself
+failed or MAIL got 421.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from .._errors import (
+    SmtpConnectError,
+    SmtpDeliveryUnknownError,
+    SmtpError,
+    SmtpFailedRecipientsError,
+    SmtpProtocolError,
+    SmtpResponseError,
+    SmtpStatusCode,
+)
+from .._io.transport import Transport
+from .._message.options import NO_OPTIONS
+from .._message.prepare import PreparedMessage, check_against_server
+from .._message.sources import CHUNK_SIZE
+from .._results import SendResult
+from ..protocol import (
+    Bdat,
+    BodyKind,
+    Data,
+    Extensions,
+    LocalProtocolError,
+    Mail,
+    Rcpt,
+    Reply,
+    Rset,
+    normalize_line_endings,
+)
+from ..protocol._frozen import Frozen, set_field
+from .chunking import send_bdat
+from .outcome import (
+    LOST_OR_GARBLED,
+    SENDER_REFUSED,
+    ConnectionStaleError,
+    after_data,
+    check_envelope,
+    check_mail_not_closing,
+    check_not_closing,
+    delivery_unknown,
+    sort_recipients,
+    stale_if_reused,
+    transaction_outcome,
+)
+
+__all__ = [
+    "BinaryBodyError",
+    "TransferPlan",
+    "check_server",
+    "deliver",
+    "plan_transfer",
+    "read_envelope",
+]
+
+
+class BinaryBodyError(SmtpError):
+    """The body holds a NUL octet and the server cannot take it (BDAT with BODY=BINARYMIME,
+    RFC 3030 §3, is the only way); raised before MAIL, or -- for a streamed body -- when the
+    NUL is read, closing the connection without ending the data (nothing is delivered)."""
+
+
+async def deliver(transport: Transport, prepared: PreparedMessage) -> SendResult:
+    """Run one transaction on a ready session; see the module docstring for the outcomes."""
+    if prepared.body is not None:
+        await prepared.body.open()  # before MAIL: a missing file is an OSError, nothing sent
+    check_server(transport, prepared)
+    plan = plan_transfer(prepared, transport.extensions)
+    try:
+        if prepared.body is None:
+            # In-memory data: one deadline scope for the whole transaction (Phases).
+            with transport.phases():
+                result = await _transaction(transport, prepared, plan)
+        else:
+            result = await _transaction(transport, prepared, plan)
+    except SmtpError as exc:
+        await _after_failure(transport, exc)
+        raise
+    transport.transactions += 1
+    return result
+
+
+def check_server(transport: Transport, prepared: PreparedMessage) -> None:
+    """Before MAIL: refuse locally what this server cannot take (RFC 1870 §4, RFC 6531
+    §3.4; DSN and REQUIRETLS, RFC 3461, RFC 8689)."""
+    extensions = transport.extensions
+    check_against_server(prepared, extensions)
+    if prepared.options is not NO_OPTIONS:
+        prepared.options.check_server(extensions, tls=transport.tls)
+
+
+class TransferPlan(Frozen):
+    """How this message goes: the MAIL command, and DATA or BDAT (raw or normalised)."""
+
+    __slots__ = ("bdat", "mail", "raw")
+    mail: Mail
+    bdat: bool
+    #: BDAT with BODY=BINARYMIME: the octets go as they are (no CRLF normalisation).
+    raw: bool
+
+    def __init__(self, mail: Mail, bdat: bool, raw: bool) -> None:
+        set_field(self, "mail", mail)
+        set_field(self, "bdat", bdat)
+        set_field(self, "raw", raw)
+
+
+def plan_transfer(prepared: PreparedMessage, extensions: Extensions) -> TransferPlan:
+    """Choose BODY= and the transfer (RFC 6152, RFC 3030).
+
+    * CHUNKING offered: BDAT.  A binary body (NUL, or a line over 998 octets) goes as it is
+      with BODY=BINARYMIME when that is offered too; anything else is CRLF-normalised.
+    * A NUL octet without BDAT+BINARYMIME is refused locally (BinaryBodyError): neither DATA
+      nor 8BITMIME may carry it.  Lines over 998 octets alone are sent anyway (with
+      BODY=8BITMIME when offered), as most servers take them.
+    * A streamed body's kind is unknown until read: BODY=8BITMIME is declared whenever it is
+      offered (harmless for 7-bit data), and a NUL found while streaming aborts the send.
+    """
+    kind = prepared.body_kind
+    bdat = extensions.chunking
+    raw = bdat and kind is BodyKind.BINARY and "BINARYMIME" in extensions
+    if prepared.has_nul and not raw:
+        raise BinaryBodyError(
+            "the message contains NUL octets: only BDAT with BODY=BINARYMIME carries them, "
+            "and the server does not offer both (CHUNKING, BINARYMIME)",
+            status_code=SmtpStatusCode.TRANSACTION_FAILED,
+        )
+    body: Literal["8BITMIME", "BINARYMIME"] | None = None
+    if raw:
+        body = "BINARYMIME"  # RFC 3030 §3
+    elif kind is not BodyKind.SEVEN_BIT and extensions.eightbitmime:
+        body = "8BITMIME"  # RFC 6152 §3 (kind None: streamed, unknown)
+    size = prepared.size if "SIZE" in extensions else None  # RFC 1870 §6
+    mail = Mail(
+        prepared.envelope.sender,
+        size=size,
+        body=body,
+        smtputf8=prepared.smtputf8_required or (prepared.smtputf8_wanted and extensions.smtputf8),
+    )
+    if prepared.options.wants_dsn or prepared.options.requiretls:
+        mail = prepared.options.mail(mail)
+    return TransferPlan(mail, bdat, raw)
+
+
+async def _transaction(
+    transport: Transport, prepared: PreparedMessage, plan: TransferPlan
+) -> SendResult:
+    await _before_envelope(transport)
+    recipients = prepared.envelope.recipients
+    rcpts = [prepared.options.rcpt(r) for r in recipients]
+    if plan.bdat:
+        return await _transaction_bdat(transport, prepared, plan, rcpts)
+    data_reply: Reply | None
+    if transport.extensions.pipelining:
+        mail_reply, rcpt_replies, data_reply = await _envelope_pipelined(
+            transport, plan.mail, rcpts, Data()
+        )
+    else:
+        mail_reply, rcpt_replies, data_reply = await _envelope_one_by_one(
+            transport, plan.mail, rcpts, last=Data()
+        )
+    accepted, rejected = sort_recipients(recipients, rcpt_replies)
+    if (
+        data_reply is not None
+        and data_reply.code == 354
+        and (not accepted or mail_reply.code // 100 != 2)
+    ):
+        # RFC 2920 §3.1: DATA went in the same write; never send a body nobody should get.
+        await _terminator_alone(transport)
+        data_reply = None
+    check_envelope(mail_reply, accepted, rejected)
+    assert data_reply is not None
+    if data_reply.code != 354:
+        raise SmtpResponseError("the server refused DATA", reply=data_reply, command="DATA")
+    try:
+        if prepared.body is None:
+            final = await transport.send_message(prepared.data)
+        else:
+            final = await transport.send_stream(_no_nul(prepared.body.chunks()))
+    except SmtpError as exc:
+        raise after_data(exc, transport.end_of_data_written)  # noqa: B904 -- sets the cause
+    return transaction_outcome(prepared, final, accepted, rejected)
+
+
+async def _terminator_alone(transport: Transport) -> None:
+    """After a 354 nobody should get: only the terminator, and its reply (ignored).  If
+    the server already spoke or closed, nothing more goes: the connection is closed."""
+    try:
+        await transport.receive_ready("the end of data")
+        transport.check_nothing_buffered()
+    except SmtpError:
+        transport.mark_broken()  # what the envelope's replies said is the outcome
+        return
+    await transport.write(transport.encode_end_of_data(), "the end of data", None)
+    await transport.read_reply("the end of data", transport.timeouts.data_termination)
+
+
+async def _transaction_bdat(
+    transport: Transport, prepared: PreparedMessage, plan: TransferPlan, rcpts: list[Rcpt]
+) -> SendResult:
+    """RFC 3030.  A small in-memory message goes with the envelope in ONE write (MAIL, RCPTs
+    and ``BDAT n LAST`` with its octets, pipelined as RFC 3030 §4.2 allows); otherwise the
+    envelope's replies are read first, then the body is sent in chunks."""
+    recipients = prepared.envelope.recipients
+    data = prepared.data if plan.raw else None
+    if prepared.body is None and data is None:
+        data = normalize_line_endings(prepared.data)
+    if transport.extensions.pipelining and data is not None and len(data) <= CHUNK_SIZE:
+        mail_reply, rcpt_replies, final = await _envelope_with_last(
+            transport, plan.mail, rcpts, Bdat(data, last=True)
+        )
+        accepted, rejected = sort_recipients(recipients, rcpt_replies)
+        check_envelope(mail_reply, accepted, rejected)
+        return transaction_outcome(prepared, final, accepted, rejected)
+    if transport.extensions.pipelining:
+        mail_reply, rcpt_replies, _ = await _envelope_pipelined(transport, plan.mail, rcpts, None)
+    else:
+        mail_reply, rcpt_replies, _ = await _envelope_one_by_one(
+            transport, plan.mail, rcpts, last=None
+        )
+    accepted, rejected = sort_recipients(recipients, rcpt_replies)
+    check_envelope(mail_reply, accepted, rejected)
+    if data is not None:
+        chunks = _slices(data)
+    else:
+        assert prepared.body is not None
+        chunks = _no_nul(prepared.body.chunks())
+    final = await send_bdat(transport, chunks, normalise=data is None)
+    return transaction_outcome(prepared, final, accepted, rejected)
+
+
+async def _slices(data: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(view), CHUNK_SIZE):
+        yield bytes(view[start : start + CHUNK_SIZE])
+
+
+async def _no_nul(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A streamed body, refused (BinaryBodyError) at its first NUL octet."""
+    async for chunk in chunks:
+        if b"\0" in chunk:
+            raise BinaryBodyError(
+                "the streamed message contains a NUL octet; it was not delivered "
+                "(only BDAT with BODY=BINARYMIME carries NUL, and streamed bodies are sent "
+                "as text)",
+                status_code=SmtpStatusCode.TRANSACTION_FAILED,
+            )
+        yield chunk
+
+
+async def read_mail_reply(transport: Transport, mail: Mail) -> Reply:
+    """MAIL alone (no PIPELINING); a reused connection that is already dead becomes
+    ConnectionStale."""
+    try:
+        reply = await transport.command(mail, "MAIL", transport.timeouts.mail)
+    except SmtpConnectError as exc:
+        raise stale_if_reused(exc, transport.reused)  # noqa: B904 -- it sets the cause
+    return check_mail_not_closing(reply, transport.reused)
+
+
+async def _envelope_pipelined(
+    transport: Transport, mail: Mail, rcpts: list[Rcpt], last: Data | None
+) -> tuple[Reply, list[Reply], Reply]:
+    """MAIL, every RCPT and ``last`` (DATA or nothing) in one write, then every reply."""
+    group = [transport.encode(mail, "MAIL"), *(transport.encode(r, "RCPT") for r in rcpts)]
+    if last is not None:
+        group.append(transport.encode(last, "DATA"))
+    mail_reply, rcpt_replies, data_reply = await read_envelope(
+        transport, len(rcpts), data=last is not None, group=b"".join(group)
+    )
+    return mail_reply, rcpt_replies, mail_reply if data_reply is None else data_reply
+
+
+async def read_envelope(
+    transport: Transport, rcpts: int, *, data: bool, group: bytes | None = None
+) -> tuple[Reply, list[Reply], Reply | None]:
+    """The replies to a pipelined envelope (RFC 2920): MAIL, ``rcpts`` RCPTs and, when
+    ``data``, DATA -- in one pass (:meth:`Transport.read_replies`).  ``group``: its bytes,
+    written here under MAIL's budget; None when the caller already wrote it (a batch puts
+    the previous message's tail first).  Never for a group carrying BDAT LAST (see
+    :func:`_envelope_with_last`).
+
+    MAIL's write or reply lost, or MAIL answered 421, on a reused connection: stale (the
+    message goes again on a new one); any other 421 is SmtpResponseError."""
+    timeouts = transport.timeouts
+    phases = [("MAIL", timeouts.mail), *[("RCPT", timeouts.rcpt)] * rcpts]
+    if data:
+        phases.append(("DATA", timeouts.data_initiation))
+    replies: list[Reply] = []
+    try:
+        if group is None:
+            await transport.read_replies(phases, replies)
+        else:
+            await transport.exchange_group(group, phases, replies)
+    except SmtpConnectError as exc:
+        if replies:
+            raise
+        raise stale_if_reused(exc, transport.reused)  # noqa: B904 -- it sets the cause
+    mail_reply = check_mail_not_closing(replies[0], transport.reused)
+    rcpt_replies = [check_not_closing(reply) for reply in replies[1 : rcpts + 1]]
+    return mail_reply, rcpt_replies, check_not_closing(replies[-1]) if data else None
+
+
+async def _envelope_with_last(
+    transport: Transport, mail: Mail, rcpts: list[Rcpt], bdat: Bdat
+) -> tuple[Reply, list[Reply], Reply]:
+    """MAIL, every RCPT and ``BDAT n LAST`` with the octets in ONE write, then every reply.
+
+    The rule (RFC 2920 §3.1, RFC 3030 §2, RFC 5321 §4.1.1.4): a server may process the whole
+    group -- and deliver -- before it sends any reply, so once this write has completed, a
+    connection lost (or a reply malformed) before the final reply is
+    SmtpDeliveryUnknownError, even before MAIL's reply and even on a reused connection:
+    never sent again.  A reused connection is taken
+    as stale (sent again on a new one) only when nothing complete can have been accepted:
+    the write itself failed (its last octets, the end of the data, never left), or MAIL got
+    421 (RFC 5321 §3.8: refused, the server closes; BDAT is then refused too)."""
+    encode = transport.encode
+    data = b"".join(
+        [encode(mail, "MAIL"), *(encode(r, "RCPT") for r in rcpts), encode(bdat, "BDAT")]
+    )
+    try:
+        await transport.write_end_of_data(data, "MAIL", transport.timeouts.mail)
+    except SmtpConnectError as exc:
+        raise stale_if_reused(exc, transport.reused)  # noqa: B904 -- it sets the cause
+    try:
+        mail_reply = await _group_reply(transport, "MAIL", transport.timeouts.mail)
+    except LOST_OR_GARBLED as exc:
+        raise delivery_unknown(exc) from exc
+    check_mail_not_closing(mail_reply, transport.reused)
+    try:
+        rcpt_replies = [
+            check_not_closing(await _group_reply(transport, "RCPT", transport.timeouts.rcpt))
+            for _ in rcpts
+        ]
+        final = await transport.end_of_data_reply("the end of data")
+    except (*LOST_OR_GARBLED, SmtpDeliveryUnknownError) as exc:
+        if mail_reply.code // 100 != 2:  # the transaction never started: refused, not unknown
+            raise SmtpResponseError(SENDER_REFUSED, reply=mail_reply, command="MAIL") from exc
+        if isinstance(exc, SmtpDeliveryUnknownError):
+            raise
+        raise delivery_unknown(exc) from exc
+    return mail_reply, rcpt_replies, final
+
+
+async def _before_envelope(transport: Transport) -> None:
+    """Before the first write of a transaction: anything the server sent since its last
+    reply (nothing is owed) is unsolicited, and a close ends the connection; either way
+    nothing was written, so on a reused connection it is stale (DESIGN rules 11, 12).
+    (SmtpClient looks before handing the connection out; this closes the gap after it.)"""
+    try:
+        await transport.receive_ready("MAIL")
+        if transport.buffered:
+            transport.mark_broken()
+            raise SmtpProtocolError("the server sent a reply nobody asked for before MAIL")
+    except (SmtpConnectError, SmtpProtocolError) as exc:
+        if transport.reused:
+            raise ConnectionStaleError(f"the reused connection is unusable: {exc}") from exc
+        raise
+
+
+async def _group_reply(transport: Transport, what: str, limit: float | None) -> Reply:
+    """A reply to MAIL or RCPT written in one group with ``BDAT n LAST``.
+
+    RFC 2920 §3.1 lets the server hold every reply of a group until its last command (BDAT
+    LAST ends it) is processed: the message may be delivered before MAIL's reply comes, so
+    the wait gets the end-of-data budget when that is longer, and a timeout is
+    SmtpDeliveryTimeoutError (RFC 5321 §4.1.1.4)."""
+    termination = transport.timeouts.data_termination
+    if limit is not None and (termination is None or termination > limit):
+        limit = termination
+    return await transport.read_reply(what, limit, maybe_delivered=True)
+
+
+async def _envelope_one_by_one(
+    transport: Transport, mail: Mail, rcpts: list[Rcpt], *, last: Data | None
+) -> tuple[Reply, list[Reply], Reply | None]:
+    mail_reply = await read_mail_reply(transport, mail)
+    if mail_reply.code // 100 != 2:
+        return mail_reply, [], None
+    rcpt_replies = []
+    for rcpt in rcpts:
+        reply = await transport.command(rcpt, "RCPT", transport.timeouts.rcpt)
+        rcpt_replies.append(check_not_closing(reply))
+    if last is None or not any(reply.code // 100 == 2 for reply in rcpt_replies):
+        return mail_reply, rcpt_replies, None
+    data_reply = await transport.command(last, "DATA", transport.timeouts.data_initiation)
+    return mail_reply, rcpt_replies, check_not_closing(data_reply)
+
+
+async def _after_failure(transport: Transport, error: SmtpError) -> None:
+    """RSET after a refused transaction; close after 421 or a broken session."""
+    if transport.broken:
+        return
+    if isinstance(error, SmtpFailedRecipientsError) and error.result is not None:
+        return  # delivered to the others: the transaction completed
+    if error.reply is not None and error.reply.code == 421:
+        transport.mark_broken()
+        return
+    if isinstance(error, BinaryBodyError) and transport.owed:
+        transport.mark_broken()
+        return
+    try:
+        reply = await transport.command(Rset(), "RSET", transport.timeouts.command)
+    except (SmtpError, LocalProtocolError):
+        transport.mark_broken()  # the original error matters more than RSET's
+        return
+    if reply.code != 250:
+        transport.mark_broken()

@@ -1,0 +1,851 @@
+"""The Trio driver: streams, TLS, reads and writes, per-phase deadlines, error mapping.
+
+Theory of operation: a :class:`Transport` pairs one ``trio.abc.Stream`` with one sans-IO
+:class:`~trio_smtp.protocol.ClientConnection`.  Writing is ``conn.send(command)`` then one
+``send_all`` per pipelined group; reading is httpcore's loop: ``next_event()``, and on
+NEED_DATA read a large chunk and feed it.  Every await runs under a phase deadline that covers
+the whole reply (RFC 5321 §4.5.3.2), not each read.
+
+Two rules make a half-spoken session impossible to reuse: any exception or cancellation inside
+an I/O step marks the transport broken (and tells the machine through ``send_failed()``), and
+the client closes a transport that is not :attr:`Transport.reusable`.  Errors from Trio, the
+``ssl`` module and the protocol core become the library's exceptions in :func:`map_errors`
+only; it and the deadlines live in :mod:`trio_smtp._io.deadlines`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import select
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import trio
+
+from .._config import Security, Timeouts
+from .._errors import (
+    SmtpConnectError,
+    SmtpDeliveryTimeoutError,
+    SmtpDeliveryUnknownError,
+    SmtpError,
+    SmtpProtocolError,
+    SmtpResponseError,
+    SmtpTimeoutError,
+)
+from ..protocol import (
+    NEED_DATA,
+    ClientConnection,
+    Command,
+    ConnectionClosed,
+    Extensions,
+    ProtocolError,
+    Quit,
+    RemoteProtocolError,
+    Reply,
+    ReplyParser,
+    State,
+)
+from .deadlines import (
+    ARMED,
+    Armed,
+    Phases,
+    Watchdog,
+    deadline,
+    map_errors,
+    mapped_error,
+    timeout_error,
+)
+from .log import ProtocolLog
+from .proxy import Proxy
+
+__all__ = ["StreamFactory", "Transport", "deadline", "map_errors", "open_transport"]
+
+#: Bytes asked for per read: replies are small, but a pipelined group's replies come together.
+RECEIVE_SIZE = 65536
+
+#: At most this long after a failed data write for the reason the server may have sent (it
+#: is already here, or on its way), and never longer than the write's own deadline.
+_REASON_WAIT = 5.0
+
+#: Message data per write: large enough to amortise the syscall, small enough to bound memory.
+DATA_CHUNK = 256 * 1024
+# Message data may be written in these states with no reply in between.
+_DATA_STATES = frozenset({State.DATA, State.BDAT})
+
+#: A user-supplied way to open the connection (instead of TCP to host:port).
+StreamFactory = Callable[[], Awaitable[trio.abc.Stream]]
+
+
+def peer_is_loopback(stream: trio.abc.Stream) -> bool:
+    """True when the stream's peer is 127.0.0.0/8, ::1 or a Unix socket: the only places
+    credentials may go without TLS.  Unknown stream types are not loopback."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return False
+    sock = stream.socket
+    if getattr(socket, "AF_UNIX", None) is not None and sock.family == socket.AF_UNIX:
+        return True
+    try:
+        address = ipaddress.ip_address(sock.getpeername()[0])
+    except (OSError, ValueError):
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+class Transport:
+    """One SMTP connection: a stream and its sans-IO machine."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        conn: ClientConnection,
+        *,
+        host: str,
+        timeouts: Timeouts,
+        log: ProtocolLog | None = None,
+    ) -> None:
+        self.stream = stream
+        self.conn = conn
+        self.host = host
+        self.timeouts = timeouts
+        #: The protocol log of this connection (logger ``trio_smtp.protocol``, DEBUG): every
+        #: write and every reply goes through it; it hides AUTH secrets and message data.
+        self.log = log if log is not None else ProtocolLog(host)
+        # Lets the log skip its bookkeeping while the logger is off (see ProtocolLog).
+        self.log.at_boundary = self._at_boundary
+        #: True once the stream is TLS (implicit, or after STARTTLS).
+        self.tls = isinstance(stream, trio.SSLStream)
+        #: True when credentials may be sent in clear (see :func:`peer_is_loopback`).
+        self.loopback = peer_is_loopback(stream)
+        #: Transactions completed on this connection (see :attr:`reused` for staleness).
+        self.transactions = 0
+        #: True once the connection is handed out for a transaction after an earlier one,
+        #: whatever that one's outcome: a connection found dead before anything could be
+        #: accepted is then stale, and the message goes again on a new one (DESIGN rule 12).
+        self.reused = False
+        #: True from the moment the write carrying the end of data (the terminator, or
+        #: ``BDAT n LAST``) of the current transaction completed, until
+        #: :meth:`begin_transaction`: from then on the server may have the whole message
+        #: (RFC 5321 §4.1.1.4), so a loss is "maybe delivered" and no cancel can take the
+        #: message back (DESIGN rule 10: the client's event decision reads this).  A write
+        #: that failed never sets it: its last octets never reached the kernel, so the
+        #: server cannot have seen a complete end of data.
+        self.end_of_data_written = False
+        self._broken = False
+        self._phases: Phases | None = None
+        #: The client's :class:`Watchdog`, which enforces :class:`Phases` deadlines without
+        #: moving them; None (a transport used on its own): Phases move their deadlines.
+        self.watchdog: Watchdog | None = None
+
+    def begin_transaction(self) -> None:
+        """A new transaction starts on this connection: its end of data is not written yet."""
+        self.end_of_data_written = False
+
+    def phases(self) -> Phases:
+        """One deadline scope for a transaction of in-memory data (see :class:`Phases`)."""
+        return Phases(self.watchdog, self._set_phases)
+
+    def _set_phases(self, phases: Phases | None) -> None:
+        self._phases = phases
+
+    def _limit(
+        self, seconds: float | None, what: str, error: type[SmtpTimeoutError] = SmtpTimeoutError
+    ) -> deadline | Armed:
+        """The deadline of one phase: the transaction's :class:`Phases`, moved, when one is
+        open; otherwise a scope of its own."""
+        phases = self._phases
+        if phases is None:
+            return deadline(seconds, what, error)
+        phases.arm(seconds, what, error)
+        return ARMED
+
+    @property
+    def extensions(self) -> Extensions:
+        """What the server's last EHLO reply offered (empty before it, and after STARTTLS)."""
+        return self.conn.extensions
+
+    @property
+    def buffered(self) -> int:
+        """Octets received from the server and not read as a reply yet (0: none)."""
+        return self.conn.buffered
+
+    @property
+    def owed(self) -> bool:
+        """True while a command written has no reply yet."""
+        return bool(self.conn.pending)
+
+    @property
+    def in_transaction(self) -> bool:
+        """True between an accepted MAIL and the end of its transaction (RSET clears it)."""
+        return self.conn.state is not State.READY
+
+    def encode_data(self, data: bytes) -> bytes:
+        """Message data after 354, dot-stuffed (RFC 5321 §4.5.2), counted in the log."""
+        return self.conn.send_data(data)
+
+    def encode_end_of_data(self) -> bytes:
+        """The terminator ``CRLF.CRLF`` (RFC 5321 §4.1.1.4) that ends the message data."""
+        return self.conn.end_data()
+
+    @property
+    def broken(self) -> bool:
+        """True once a write or read failed or was cancelled: close, never reuse."""
+        return self._broken
+
+    @property
+    def reusable(self) -> bool:
+        """Not broken, and between transactions: safe for the next message."""
+        return not self._broken and self.conn.state is State.READY
+
+    def _at_boundary(self) -> bool:
+        # Every command (and end of data) answered, and not inside DATA or BDAT, where
+        # message data may follow without a new reply.
+        return not self.conn.pending and self.conn.state not in _DATA_STATES
+
+    async def receive_ready(self, what: str, *, eof_ok: bool = False) -> None:
+        """Feed the machine what the server has already sent, without waiting for more.
+
+        Called before every write (DESIGN rules 10 and 11): a reply that came before its
+        command, or a close, must be seen before we write, not read as the answer to what
+        we write next.  The socket is looked at without blocking; only when it is readable
+        is one ``receive_some`` made (it returns at once: data, EOF or an error are there).
+        A close is SmtpConnectError (nothing written after it can arrive), unless
+        ``eof_ok`` (then it is only fed to the machine); a reset is SmtpConnectError.
+        Streams that are not sockets cannot be looked into (nothing is fed)."""
+        if not _readable(self.stream):
+            return
+        try:
+            # Over TLS a readable socket may carry only a handshake record (a session
+            # ticket): never wait long for application data that is not coming.
+            with trio.move_on_after(_TLS_RECORD_WAIT if self.tls else math.inf):
+                data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+                self.conn.receive_data(data)
+                if not data:
+                    if eof_ok:
+                        # Never reused, but the replies already received stay readable.
+                        self._broken = True
+                        return
+                    self.mark_broken()
+                    raise SmtpConnectError(f"the server closed the connection before {what}")
+        except SmtpConnectError:
+            raise
+        except BaseException as exc:
+            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
+
+    async def check_idle(self) -> bool:
+        """Before a kept connection takes a new transaction: True when it is still fit;
+        False (and the connection broken) when the server closed it, said 421, or sent
+        anything at all since its last reply (DESIGN rules 11 and 12)."""
+        if not self.reusable:
+            return False
+        try:
+            await self.receive_ready("the next transaction")
+            event = self.conn.next_event()
+        except (SmtpError, ProtocolError):
+            self.mark_broken()
+            return False
+        if event is NEED_DATA and not self.conn.buffered:
+            return True
+        if isinstance(event, Reply):
+            self.log.log_received(event)  # an unsolicited 421: worth seeing in the log
+        self.mark_broken()  # that 421, a partial line, or EOF
+        return False
+
+    def encode(self, command: Command, what: str) -> bytes:
+        """``conn.send(command)``: its bytes, or, when the server already sent more than
+        the replies owed to the commands before it, SmtpProtocolError (the connection is
+        broken).  A LocalProtocolError (our misuse) passes through."""
+        try:
+            return self.conn.send(command)
+        except RemoteProtocolError as exc:
+            self.mark_broken()
+            raise SmtpProtocolError(f"the server broke the protocol before {what}: {exc}") from exc
+
+    def mark_broken(self) -> None:
+        """Never use this connection again (a write or read failed or was cancelled)."""
+        if not self._broken:
+            self._broken = True
+            try:
+                self.conn.send_failed()
+            except ProtocolError:
+                pass
+
+    def _failed(self, exc: BaseException, what: str, *, tls: bool = False) -> BaseException:
+        """A read or write failed or was cancelled: never reuse the connection; return what
+        to raise (``exc`` as :class:`map_errors` maps it, caught instead of entering a
+        context manager for every step)."""
+        self.mark_broken()
+        error = mapped_error(exc, what, tls=tls)
+        if error is None:
+            return exc
+        error.__cause__ = exc
+        return error
+
+    async def write(self, data: bytes, what: str, limit: float | None) -> None:
+        """Write ``data`` in one ``send_all`` under ``limit`` seconds."""
+        self.log.log_sent(data)
+        try:
+            with self._limit(limit, what):
+                await self.stream.send_all(data)
+        except BaseException as exc:
+            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
+
+    def _buffered_reply(self, what: str) -> Reply | None:
+        """The next reply if it was already received (pipelined replies usually arrive
+        together), else None; no await, so no deadline is needed."""
+        try:
+            event = self.conn.next_event()
+        except RemoteProtocolError as exc:
+            self.mark_broken()
+            raise SmtpProtocolError(f"the server broke the protocol during {what}: {exc}") from exc
+        if type(event) is Reply:
+            self.log.log_received(event)
+            return event
+        if isinstance(event, ConnectionClosed):
+            self.mark_broken()
+            raise SmtpConnectError(f"the server closed the connection during {what}")
+        return None
+
+    async def read_reply(
+        self, what: str, limit: float | None, *, maybe_delivered: bool = False
+    ) -> Reply:
+        """The next reply, under one deadline for the whole reply.
+
+        ``maybe_delivered``: the reply to the end of data (or BDAT LAST); a timeout is then
+        :class:`SmtpDeliveryTimeoutError`."""
+        # A reply already received needs no deadline and no error mapping.
+        reply = self._buffered_reply(what)
+        if reply is None:
+            timeout = SmtpDeliveryTimeoutError if maybe_delivered else SmtpTimeoutError
+            try:
+                with self._limit(limit, what, timeout):
+                    # Nothing complete is buffered (just asked): read before parsing again.
+                    reply = await self._next_reply(what, receive_first=True)
+            except BaseException as exc:
+                raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
+        if maybe_delivered:
+            await self._check_in_step(what)
+        return reply
+
+    async def _check_in_step(self, what: str) -> None:
+        """After the reply that decides a message's outcome (DESIGN rules 10 and 11): if
+        what has already arrived holds more than the replies owed, the replies are out of
+        step with the commands -- a stray line came first, and the reply just read may
+        answer another command (a ``554`` taken for a ``250``, or the reverse).  Then the
+        outcome cannot be known: SmtpDeliveryUnknownError, the connection broken.
+
+        Only what is already here is looked at (no wait): a stray whose reply is still on
+        the way is found before the next write instead (:meth:`receive_ready`), after this
+        message's outcome was given.  A close or reset now says nothing about this reply
+        and only keeps the connection from being reused."""
+        owed = bool(self.conn.pending)  # (a failed read clears the machine's queue)
+        try:
+            await self.receive_ready(what, eof_ok=True)
+        except SmtpError:
+            if owed:
+                raise  # the replies still owed are lost with the connection
+            return
+        try:
+            self.conn.check_unsolicited(f"the reply to {what} was taken")
+        except RemoteProtocolError as exc:
+            self.mark_broken()
+            unknown = SmtpDeliveryUnknownError(
+                f"the server sent more replies than commands around {what} ({exc}): "
+                "its replies are out of step, so the message may have been delivered"
+            )
+            raise unknown from exc
+
+    async def _next_reply(self, what: str, *, receive_first: bool = False) -> Reply:
+        # httpcore's _receive_event: next_event(); on NEED_DATA read and feed.
+        if receive_first:
+            self.conn.receive_data(bytes(await self.stream.receive_some(RECEIVE_SIZE)))
+        while True:
+            event = self.conn.next_event()
+            if isinstance(event, Reply):
+                self.log.log_received(event)
+                return event
+            if isinstance(event, ConnectionClosed):
+                raise SmtpConnectError(f"the server closed the connection during {what}")
+            data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+            self.conn.receive_data(data)
+
+    async def command(
+        self, command: Command, what: str, limit: float | None, *, tls: bool = False
+    ) -> Reply:
+        """Send one command and read its reply, both under one deadline."""
+        await self.receive_ready(what)
+        data = self.encode(command, what)  # LocalProtocolError here: nothing was written
+        self.log.log_sent(data)
+        try:
+            with self._limit(limit, what):
+                await self.stream.send_all(data)
+                return await self._next_reply(what)
+        except BaseException as exc:
+            raise self._failed(exc, what, tls=tls)  # noqa: B904 -- _failed sets the cause
+
+    async def exchange_group(
+        self, data: bytes, phases: Sequence[tuple[str, float | None]], replies: list[Reply]
+    ) -> None:
+        """Write ``data`` (a pipelined group, already through :meth:`encode`) and read one
+        reply per entry of ``phases`` (what it answers, its budget) into ``replies``.
+
+        The write and the first reply share the first budget (as :meth:`command`); each
+        later reply has its own, armed only when it is not already here: the replies of a
+        group usually arrive together, and are then parsed in one pass after one receive.
+        Reading stops after a 421 (RFC 5321 §3.8: the server closes; nothing more comes).
+        On an error, ``replies`` holds the replies read before it: none means the write or
+        the first reply failed."""
+        what, limit = phases[0]
+        self.log.log_sent(data)
+        try:
+            with self._limit(limit, what):
+                await self.stream.send_all(data)
+                replies.append(await self._next_reply(what))
+        except BaseException as exc:
+            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
+        await self.read_replies(phases[1:], replies)
+
+    async def read_replies(
+        self, phases: Sequence[tuple[str, float | None]], replies: list[Reply]
+    ) -> None:
+        """Read one reply per entry of ``phases`` into ``replies`` (see
+        :meth:`exchange_group`); a reply already received costs no await and no deadline."""
+        for what, limit in phases:
+            if replies and replies[-1].code == 421:
+                return
+            reply = self._buffered_reply(what)
+            if reply is None:
+                reply = await self.read_reply(what, limit)
+            replies.append(reply)
+
+    async def send_message(self, data: bytes) -> Reply:
+        """After 354: the message data, the terminator, and the reply to the terminator.
+
+        A message that fits in one write goes with its terminator in one ``send_all``; the
+        server cannot tell it apart from a reply to the terminator, so its next reply is
+        read as the final one.  A larger message is written while the server is watched
+        (see :meth:`send_stream`).  :attr:`end_of_data_written` is set only once the write
+        carrying the terminator completed: ``send_all`` raising means its last octets never
+        left (the caller decides what a failure means, see :mod:`trio_smtp._outcome`).
+        """
+        if len(data) > DATA_CHUNK:
+            return await self.send_stream(_slices(data))
+        try:
+            await self.receive_ready("the message data")
+            self.check_nothing_buffered()
+            payload = self.encode_data(data) + self.encode_end_of_data()
+            await self._send_data_block(payload)
+        except BaseException:
+            self.mark_broken()
+            raise
+        self.end_of_data_written = True
+        return await self.end_of_data_reply("the end of data")
+
+    async def send_stream(self, chunks: AsyncIterator[bytes]) -> Reply:
+        """After 354: the chunks, dot-stuffed, the terminator, and its reply.
+
+        The server is watched while we write: a reply that arrives before the terminator is
+        an early reply (a refusal, or 421 before closing); writing stops, the terminator is
+        never sent, and it is raised with its code.  An exception from ``chunks`` (a file
+        that fails to read) stops the data without the terminator and is raised as it is.
+        A cancellation comes out as a bare ``Cancelled``, never inside an exception group
+        (see :meth:`_write_watched`).
+        """
+        watcher = _Watcher(self.stream)
+        # A streamed source's reads are not phases: every step below has its own deadline.
+        phases, self._phases = self._phases, None
+        try:
+            if phases is not None:
+                phases.arm(None, "the message data", SmtpTimeoutError)
+            self.check_nothing_buffered()
+            error = await self._write_watched(chunks, watcher)
+            return await self._finish_data(watcher, error)
+        except BaseException:
+            self.mark_broken()
+            raise
+        finally:
+            self._phases = phases
+
+    async def write_end_of_data(self, data: bytes, what: str, limit: float | None) -> None:
+        """:meth:`write` the octets that end the data (``BDAT n LAST``, alone or in a
+        pipelined group); once written, the outcome is unknown until the reply is read."""
+        await self.write(data, what, limit)
+        self.end_of_data_written = True
+
+    async def end_of_data_reply(self, what: str, limit: float | None = None) -> Reply:
+        """The reply to the end of data, once it was completely written
+        (:attr:`end_of_data_written`), within ``limit`` (by default
+        :attr:`Timeouts.data_termination <trio_smtp.Timeouts.data_termination>`); a timeout
+        is SmtpDeliveryTimeoutError.  What a lost connection or a malformed reply now means
+        ("maybe delivered") is decided by the caller, in :mod:`trio_smtp._outcome`."""
+        if limit is None:
+            limit = self.timeouts.data_termination
+        return await self.read_reply(what, limit, maybe_delivered=True)
+
+    def check_nothing_buffered(self) -> None:
+        """A reply that came in the same read as the 354 (or that :meth:`receive_ready`
+        fed since) is an early reply too."""
+        try:
+            early = self.conn.early_reply()
+        except RemoteProtocolError as exc:
+            raise SmtpProtocolError(f"the server broke the protocol after 354: {exc}") from exc
+        if early is None:
+            return
+        if isinstance(early, ConnectionClosed):
+            raise SmtpConnectError("the server closed the connection after 354")
+        raise SmtpResponseError("the server replied during the message data", reply=early)
+
+    async def _send_data_block(self, payload: bytes | memoryview) -> None:
+        # Message data is never logged (only its size is worth knowing).
+        try:
+            with self._limit(self.timeouts.data_block, "the message data to be written"):
+                await self.stream.send_all(payload)
+        except SmtpTimeoutError:
+            raise  # a TimeoutError, so an OSError: not a lost connection
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise SmtpConnectError(f"connection lost during the message data: {exc}") from exc
+
+    async def _write_watched(
+        self, chunks: AsyncIterator[bytes], watcher: _Watcher
+    ) -> Exception | None:
+        """Write while the watcher reads; return the writer's error instead of raising it.
+
+        Only one exception can leave (DESIGN rule 9): neither task raises inside the nursery
+        -- the writer hands back what stopped it, the watcher keeps its error and ends
+        quietly when cancelled -- so the nursery never builds an exception group.  A cancel
+        from outside is raised here, alone, once both tasks are done; the caller's
+        decisions (:attr:`end_of_data_written`) then see it as a plain ``Cancelled``.
+        """
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watcher.run)
+            stopped = await self._write_then_wait(chunks, watcher)
+            nursery.cancel_scope.cancel()
+        if stopped is None or isinstance(stopped, Exception):
+            return stopped
+        raise stopped  # Cancelled (or KeyboardInterrupt): never wrapped in a group
+
+    async def _write_then_wait(
+        self, chunks: AsyncIterator[bytes], watcher: _Watcher
+    ) -> BaseException | None:
+        """The writer's task in :meth:`_write_watched`: returns what stopped it, never raises.
+
+        After the terminator it waits for the reply (``data_termination``).  After a failed
+        write it waits for the reason the server may have sent before closing, at most
+        ``_REASON_WAIT`` and never past that write's own ``data_block`` deadline: no wait
+        here outlasts the budget
+        :class:`~trio_smtp.Timeouts` gives its phase (a write that timed out waits no more).
+        """
+        error: Exception | None = None
+        try:
+            try:
+                with watcher.writer_scope:  # cancelled by the watcher on an early reply
+                    await self._write_data(chunks, watcher)
+            except _SourceFailed as exc:
+                return exc  # our side failed: nothing to wait for
+            except Exception as exc:
+                error = exc
+            if not watcher.arrived.is_set():
+                if error is None:
+                    limit = trio.current_time() + _or_inf(self.timeouts.data_termination)
+                else:
+                    # A failed write's reason, if the server sent one, is here or on its
+                    # way: a short wait, and never past the write's own deadline.
+                    limit = min(watcher.write_deadline, trio.current_time() + _REASON_WAIT)
+                with trio.move_on_at(limit):
+                    await watcher.arrived.wait()
+        except BaseException as exc:  # a cancel from outside: _write_watched raises it
+            return exc
+        return error
+
+    async def _write_data(self, chunks: AsyncIterator[bytes], watcher: _Watcher) -> None:
+        # One chunk of look-ahead: the last chunk goes in the same write as the terminator.
+        pending: bytes | None = None
+        while True:
+            try:
+                chunk = await anext(chunks, None)
+            except Exception as exc:
+                raise _SourceFailed(exc) from exc
+            if watcher.arrived.is_set():
+                return
+            if chunk is None:
+                break
+            if pending:
+                await self._watched_block(pending, watcher)
+            pending = self.encode_data(chunk)
+        if _readable(self.stream):
+            # The server already spoke or closed: the watcher is reading it; the terminator
+            # must not follow (DESIGN rule 10: not delivered, not "maybe").
+            with trio.move_on_after(_TLS_RECORD_WAIT if self.tls else math.inf):
+                await watcher.arrived.wait()
+                return
+        payload = (pending or b"") + self.encode_end_of_data()
+        watcher.terminator_started = True
+        await self._watched_block(payload, watcher)
+        self.end_of_data_written = True  # only now can the server have it all
+
+    async def _watched_block(self, payload: bytes, watcher: _Watcher) -> None:
+        # The deadline _send_data_block applies, kept for the wait after a failed write.
+        watcher.write_deadline = trio.current_time() + _or_inf(self.timeouts.data_block)
+        await self._send_data_block(payload)
+
+    async def _finish_data(self, watcher: _Watcher, error: Exception | None) -> Reply:
+        if isinstance(error, _SourceFailed):
+            raise error.error
+        if not self.end_of_data_written:
+            # The write carrying the terminator never completed (or never started): its
+            # last octets never left, so the message cannot have been accepted.  What the
+            # server said meanwhile is an early reply (a refusal, or 421).
+            if watcher.data:
+                raise await self._early_reply(watcher.data)
+            if error is not None:
+                raise error
+            raise SmtpConnectError("the server closed the connection during the message data")
+        if not watcher.arrived.is_set():
+            raise timeout_error(
+                SmtpDeliveryTimeoutError,
+                self.timeouts.data_termination,
+                "the reply to the end of data",
+            )
+        if not watcher.data:
+            lost = "the server closed the connection after the end of data"
+            raise SmtpConnectError(lost) from watcher.error
+        self.conn.receive_data(watcher.data)
+        # end_of_data_reply parses it: malformed, it is "maybe delivered" as for DATA in memory.
+        return await self.end_of_data_reply("the end of data")
+
+    async def _early_reply(self, data: bytes) -> SmtpError:
+        """Parse what the server said before the terminator; the rest of a multi-line reply
+        is read within ``data_block`` (as a BDAT chunk's reply is).  The connection is
+        closed by the caller."""
+        parser = ReplyParser()
+        parser.receive_data(data)
+        reply = None
+        try:
+            with trio.move_on_after(_or_inf(self.timeouts.data_block)):
+                while (reply := parser.next_reply()) is None:
+                    more = await self.stream.receive_some(RECEIVE_SIZE)
+                    if not more:
+                        break
+                    parser.receive_data(bytes(more))
+        except (RemoteProtocolError, trio.BrokenResourceError, OSError) as exc:
+            return SmtpProtocolError(f"unexpected bytes from the server during the data: {exc}")
+        if reply is None:
+            return SmtpProtocolError("unexpected bytes from the server during the message data")
+        return SmtpResponseError("the server replied during the message data", reply=reply)
+
+    async def start_tls(
+        self, context: ssl.SSLContext, session: ssl.SSLSession | None = None
+    ) -> None:
+        """Wrap the stream in TLS (RFC 3207 §4.2: the machine forgets what it learned),
+        resuming ``session`` if the server agrees."""
+        self.stream = await wrap_tls(self.stream, context, self.host, self.timeouts, session)
+        self.tls = True
+        self.conn.start_tls()
+        _note_tls(self.log, self.stream)
+
+    async def quit(self) -> None:
+        """QUIT politely if the session is idle, then close: shielded, within
+        :attr:`Timeouts.quit <trio_smtp.Timeouts.quit>` (DESIGN rule 9).  With no limit
+        (None) it is not shielded: nothing may wait for ever out of a cancel's reach."""
+        limit = self.timeouts.quit
+        with trio.CancelScope(shield=limit is not None):
+            with trio.move_on_after(_or_inf(limit)):
+                try:
+                    if self.reusable:
+                        await self.command(Quit(), "QUIT", None)
+                    await self.stream.aclose()
+                except (SmtpError, ProtocolError, trio.BrokenResourceError, OSError):
+                    pass  # the server may close first; the connection is done either way
+        await self.aclose()
+
+    def tls_session(self) -> ssl.SSLSession | None:
+        """The TLS session, to resume on the next connection (None without TLS).  Under TLS
+        1.3 the server sends its session tickets after the handshake: the session is
+        resumable only once data has been read after it (the greeting, or EHLO's reply)."""
+        stream = self.stream
+        if not isinstance(stream, trio.SSLStream):
+            return None
+        session: ssl.SSLSession | None = stream.session
+        return session
+
+    async def aclose(self) -> None:
+        """Close at once, without a word to the server (never blocks).
+
+        Shielded: it is the cleanup after a send's outcome is known, so a cancel arriving
+        now must not replace that outcome with ``Cancelled`` (it is delivered at the next
+        checkpoint instead).  ``aclose_forcefully`` does not wait, so no deadline is needed.
+        """
+        self.mark_broken()
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(self.stream)
+
+
+#: How long a readable TLS socket is read before it is taken as carrying no application
+#: data (a session ticket): what a look before a write may cost at most.
+_TLS_RECORD_WAIT = 0.005
+
+
+def _readable(stream: trio.abc.Stream) -> bool:
+    """Whether the server sent something (or closed) that is not read yet, without
+    blocking: TLS records or plaintext already in a TLS stream's buffers, or a readable
+    socket.  False for streams that are not (TLS over) a socket: they cannot be looked at."""
+    while isinstance(stream, trio.SSLStream):
+        # trio keeps received records in a MemoryBIO it does not expose: look, if it is there.
+        incoming = getattr(stream, "_incoming", None)
+        if stream.pending() or (incoming is not None and incoming.pending):
+            return True
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return False
+    fd = stream.socket.fileno()
+    if fd < 0:
+        return True  # closed under us: the next read says so
+    if _poll is None:  # Windows: select() works on sockets
+        return bool(select.select([fd], [], [], 0)[0])
+    poller = _poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
+
+
+_poll = getattr(select, "poll", None)
+
+
+class _SourceFailed(Exception):
+    """The body's source (a file, an async iterable) raised: carried out of the nursery."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _slices(data: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(view), DATA_CHUNK):
+        yield bytes(view[start : start + DATA_CHUNK])
+
+
+class _Watcher:
+    """Reads the first bytes the server sends during DATA (see Transport.send_message)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.writer_scope = trio.CancelScope()
+        self.arrived = trio.Event()
+        self.terminator_started = False
+        #: When the write in progress (or the last one) must be done (Trio time); before
+        #: any write, -inf: a failure then has no reason from the server to wait for.
+        self.write_deadline = -math.inf
+        self.data = b""
+        self.error: Exception | None = None
+
+    async def run(self) -> None:
+        """Never raises (see :meth:`Transport._write_watched`)."""
+        try:
+            self.data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+        except trio.Cancelled:
+            # The writer is done, or a cancel from outside: the writer raises that one.
+            return
+        except Exception as exc:  # a lost connection: reported by _finish_data
+            self.error = exc
+        self.arrived.set()
+        if not self.terminator_started:
+            # Early reply or EOF: stop writing; the terminator must never follow.
+            self.writer_scope.cancel()
+
+
+def _note_tls(log: ProtocolLog, stream: trio.abc.Stream) -> None:
+    if isinstance(stream, trio.SSLStream):
+        cipher = stream.cipher()
+        resumed = " (session resumed)" if stream.session_reused else ""
+        text = f"TLS established: {stream.version()} {cipher[0] if cipher else ''}".rstrip()
+        log.note(text + resumed)
+
+
+def _or_inf(seconds: float | None) -> float:
+    return math.inf if seconds is None else seconds
+
+
+async def wrap_tls(
+    stream: trio.abc.Stream,
+    context: ssl.SSLContext,
+    host: str,
+    timeouts: Timeouts,
+    session: ssl.SSLSession | None = None,
+) -> trio.SSLStream[trio.abc.Stream]:
+    """TLS over ``stream``, handshake done (certificate and host name checked by ``context``).
+
+    ``https_compatible=False``: we send close_notify on a polite close.  SMTP frames its own
+    data (replies, the terminator), so a ragged EOF cannot truncate anything unnoticed.
+
+    ``session``: a session of an earlier connection to the same server with the same
+    ``context``, offered for resumption (RFC 8446 §2.2: no certificate exchange, fewer
+    computations; the server may refuse and run a full handshake).  ``trio.SSLStream``
+    forwards ``session`` to its ``ssl.SSLObject``, which takes it before the handshake.
+    """
+    tls_stream = trio.SSLStream(
+        stream, context, server_hostname=host or None, https_compatible=False
+    )
+    if session is not None:
+        try:
+            tls_stream.session = session
+        except (ValueError, ssl.SSLError):  # not from this context: a full handshake
+            pass
+    try:
+        with (
+            map_errors("the TLS handshake", tls=True),
+            deadline(timeouts.tls_handshake, "the TLS handshake"),
+        ):
+            await tls_stream.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return tls_stream
+
+
+async def open_transport(
+    host: str,
+    port: int,
+    *,
+    security: Security,
+    context: ssl.SSLContext | None,
+    timeouts: Timeouts,
+    stream_factory: StreamFactory | None = None,
+    unix_socket: str | None = None,
+    proxy: Proxy | None = None,
+    tls_session: ssl.SSLSession | None = None,
+) -> Transport:
+    """Connect (happy eyeballs, RFC 8305, via trio.open_tcp_stream; or to ``unix_socket``;
+    or through ``stream_factory`` or ``proxy``), TLS first if implicit (resuming
+    ``tls_session``)."""
+    peer = unix_socket if unix_socket is not None else f"{host}:{port}"
+    what = "connecting" if stream_factory is not None else f"the connection to {peer}"
+    if proxy is not None:
+        what += f" through the proxy {proxy.display}"
+    # The peer is named only when we dial it: a stream factory's errors are its own, and a
+    # proxy names itself in the errors it raises.
+    connect_to = None if stream_factory is not None or proxy is not None else peer
+    with map_errors(what, connect_to=connect_to), deadline(timeouts.connect, what):
+        if stream_factory is not None:
+            stream = await stream_factory()
+        elif unix_socket is not None:
+            stream = await trio.open_unix_socket(unix_socket)
+        elif proxy is not None:
+            stream = await proxy.open_stream(host, port)
+        else:
+            stream = await trio.open_tcp_stream(host, port)
+    log = ProtocolLog(peer)
+    log.note("connected" if proxy is None else f"connected through the proxy {proxy.display}")
+    if security is Security.IMPLICIT_TLS:
+        assert context is not None
+        stream = await wrap_tls(stream, context, host, timeouts, tls_session)
+        _note_tls(log, stream)
+    transport = Transport(stream, ClientConnection(), host=host, timeouts=timeouts, log=log)
+    if proxy is not None:
+        # The socket's peer is the proxy: a local proxy says nothing about the SMTP server.
+        transport.loopback = False
+    return transport
