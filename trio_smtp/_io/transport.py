@@ -71,8 +71,6 @@ _REASON_WAIT = 5.0
 
 #: Message data per write: large enough to amortise the syscall, small enough to bound memory.
 DATA_CHUNK = 256 * 1024
-# Message data may be written in these states with no reply in between.
-_DATA_STATES = frozenset({State.DATA, State.BDAT})
 
 #: A user-supplied way to open the connection (instead of TCP to host:port).
 StreamFactory = Callable[[], Awaitable[trio.abc.Stream]]
@@ -114,10 +112,9 @@ class Transport:
         self.host = host
         self.timeouts = timeouts
         #: The protocol log of this connection (logger ``trio_smtp.protocol``, DEBUG): every
-        #: write and every reply goes through it; it hides AUTH secrets and message data.
+        #: command encoded and every reply goes through it; it hides AUTH secrets and
+        #: message data by the command's type.
         self.log = log if log is not None else ProtocolLog(host)
-        # Lets the log skip its bookkeeping while the logger is off (see ProtocolLog).
-        self.log.at_boundary = self._at_boundary
         #: True once the stream is TLS (implicit, or after STARTTLS).
         self.tls = isinstance(stream, trio.SSLStream)
         #: True when credentials may be sent in clear (see :func:`peer_is_loopback`).
@@ -185,12 +182,16 @@ class Transport:
         return self.conn.state is not State.READY
 
     def encode_data(self, data: bytes) -> bytes:
-        """Message data after 354, dot-stuffed (RFC 5321 §4.5.2), counted in the log."""
-        return self.conn.send_data(data)
+        """Message data after 354, dot-stuffed (RFC 5321 §4.5.2); the log counts it."""
+        stuffed = self.conn.send_data(data)
+        self.log.log_data(len(stuffed))
+        return stuffed
 
     def encode_end_of_data(self) -> bytes:
         """The terminator ``CRLF.CRLF`` (RFC 5321 §4.1.1.4) that ends the message data."""
-        return self.conn.end_data()
+        data = self.conn.end_data()
+        self.log.log_end_of_data()
+        return data
 
     @property
     def broken(self) -> bool:
@@ -201,11 +202,6 @@ class Transport:
     def reusable(self) -> bool:
         """Not broken, and between transactions: safe for the next message."""
         return not self._broken and self.conn.state is State.READY
-
-    def _at_boundary(self) -> bool:
-        # Every command (and end of data) answered, and not inside DATA or BDAT, where
-        # message data may follow without a new reply.
-        return not self.conn.pending and self.conn.state not in _DATA_STATES
 
     async def receive_ready(self, what: str, *, eof_ok: bool = False) -> None:
         """Feed the machine what the server has already sent, without waiting for more.
@@ -261,10 +257,12 @@ class Transport:
         the replies owed to the commands before it, SmtpProtocolError (the connection is
         broken).  A LocalProtocolError (our misuse) passes through."""
         try:
-            return self.conn.send(command)
+            data = self.conn.send(command)
         except RemoteProtocolError as exc:
             self.mark_broken()
             raise SmtpProtocolError(f"the server broke the protocol before {what}: {exc}") from exc
+        self.log.log_command(command, data)
+        return data
 
     def mark_broken(self) -> None:
         """Never use this connection again (a write or read failed or was cancelled)."""
@@ -288,7 +286,6 @@ class Transport:
 
     async def write(self, data: bytes, what: str, limit: float | None) -> None:
         """Write ``data`` in one ``send_all`` under ``limit`` seconds."""
-        self.log.log_sent(data)
         try:
             with self._limit(limit, what):
                 await self.stream.send_all(data)
@@ -380,7 +377,6 @@ class Transport:
         """Send one command and read its reply, both under one deadline."""
         await self.receive_ready(what)
         data = self.encode(command, what)  # LocalProtocolError here: nothing was written
-        self.log.log_sent(data)
         try:
             with self._limit(limit, what):
                 await self.stream.send_all(data)
@@ -401,7 +397,6 @@ class Transport:
         On an error, ``replies`` holds the replies read before it: none means the write or
         the first reply failed."""
         what, limit = phases[0]
-        self.log.log_sent(data)
         try:
             with self._limit(limit, what):
                 await self.stream.send_all(data)
