@@ -8,7 +8,7 @@ from email.message import EmailMessage
 
 import pytest
 import trio
-from conftest import CountingStream, client_for
+from helpers.streams import CountingStream, client_for
 
 from trio_smtp import (
     SmtpDeliveryUnknownError,

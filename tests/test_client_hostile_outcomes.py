@@ -15,7 +15,7 @@ from email.message import EmailMessage
 import pytest
 import trio
 import trio.testing
-from conftest import ForwardingStream
+from helpers.streams import ForwardingStream
 
 from trio_smtp import (
     OutgoingMessage,

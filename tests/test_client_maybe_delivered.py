@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from conftest import ForwardingStream
+from helpers.streams import ForwardingStream
 
 from trio_smtp import (
     OutgoingMessage,

@@ -17,7 +17,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from conftest import build_message
+from helpers.messages import build_message
 
 from trio_smtp import DkimSigner, OutgoingMessage, SmtpClient, SmtpPool
 from trio_smtp.testing import SmtpServer

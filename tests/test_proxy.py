@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 import trio
-from conftest import build_message
+from helpers.messages import build_message
 from proxy_daemons import RunningProxy, dante, free_port, system_user, tinyproxy
 
 from trio_smtp import (

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import client_for
+from helpers.streams import client_for
 
 from trio_smtp import (
     BatchOutcome,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import CountingStream, client_for
+from helpers.streams import CountingStream, client_for
 
 from trio_smtp import (
     DeliveryNotification,

@@ -10,12 +10,11 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers.raw_client import RawClient, send_mail, start_session
 from scramp import ScramClient
 
 from trio_smtp.testing import ALL_MECHANISMS, DEFAULT_MECHANISMS, SmtpServer
 from trio_smtp.testing._oauthbearer import BearerRequest, MalformedRequest, parse_request
-
-from .helpers import RawClient, send_mail, start_session
 
 TOKEN = "tok-123"
 CREDENTIALS = {"alice@example.org": TOKEN}

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import pytest
 import trio
+from helpers.raw_client import RawClient, start_session
 
 from trio_smtp import Security, SmtpClient, SmtpResponseError
 from trio_smtp.testing import Delay, FaultNotFiredError, Respond, SmtpServer
-
-from .helpers import RawClient, start_session
 
 ENVELOPE = {"sender": "a@example.org", "recipients": ["b@example.org"]}
 BODY = b"Subject: t\r\n\r\nhello\r\n"

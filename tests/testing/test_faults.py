@@ -7,6 +7,7 @@ import smtplib
 import pytest
 import trio
 import trio.testing
+from helpers.raw_client import RawClient, send_mail, start_session
 
 from trio_smtp.testing import (
     Delay,
@@ -20,8 +21,6 @@ from trio_smtp.testing import (
     Shutdown,
     SmtpServer,
 )
-
-from .helpers import RawClient, send_mail, start_session
 
 
 async def _connect(server: SmtpServer) -> RawClient:

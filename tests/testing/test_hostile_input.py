@@ -13,13 +13,12 @@ import base64
 
 import trio
 import trio.testing
+from helpers.raw_client import RawClient, send_mail, start_session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trio_smtp.testing import ALL_MECHANISMS, Handover, SmtpServer
 from trio_smtp.testing._auth import make_mechanism
-
-from .helpers import RawClient, send_mail, start_session
 
 CREDENTIALS = {"user": "password", "ünï": "pässwörd"}
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import trio
 import trio.testing
+from helpers.raw_client import RawClient, send_mail, start_session
 
 from trio_smtp.testing import SmtpServer
-
-from .helpers import RawClient, send_mail, start_session
 
 
 async def _connect(server: SmtpServer, helo: bytes = b"EHLO client.test\r\n") -> RawClient:

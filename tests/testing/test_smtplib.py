@@ -8,11 +8,10 @@ from email.message import EmailMessage
 
 import pytest
 import trio
+from helpers.raw_client import RawClient, start_session
 from scramp import ScramClient
 
 from trio_smtp.testing import SmtpServer
-
-from .helpers import RawClient, start_session
 
 CREDENTIALS = {"alice": "s3cret"}
 

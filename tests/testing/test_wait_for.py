@@ -11,10 +11,9 @@ from collections.abc import Callable
 
 import trio
 import trio.testing
+from helpers.raw_client import RawClient
 
 from trio_smtp.testing import Delay, SmtpServer
-
-from .helpers import RawClient
 
 #: Generous: with the feature the waits return at once; without it they hang until here.
 _BOUND = 20

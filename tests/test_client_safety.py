@@ -1,6 +1,6 @@
-"""Audit of issue 4's safety rules against hostile or broken servers on loopback: bounded
-replies, STARTTLS in every mode, credentials never in clear to a non-loopback peer, and
-every failure mid-command followed by a NEW connection.
+"""The client stays safe against hostile or broken servers on loopback: bounded replies,
+STARTTLS in every mode, credentials never in clear to a non-loopback peer, and every failure
+mid-command followed by a NEW connection.
 """
 
 from __future__ import annotations

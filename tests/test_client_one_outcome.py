@@ -1,5 +1,6 @@
-"""Audit of issue 4's outcome rules: exactly one event per send_async on every path, and
-SmtpDeliveryUnknownError exactly when the connection broke after the end of the data.
+"""Exactly one outcome per send: one event per send_async on every path (a cancel in each
+session phase, while connecting, mid-handshake), and SmtpDeliveryUnknownError exactly when
+the connection broke after the end of the data.
 
 Each test runs a real server on loopback (the testing server, or a raw Trio listener where a
 script is simpler) and checks what the server saw, not only what the client raised.
@@ -13,7 +14,7 @@ from email.message import EmailMessage
 import pytest
 import trio
 import trio.testing
-from conftest import ForwardingStream
+from helpers.streams import ForwardingStream
 
 from trio_smtp import (
     Security,
