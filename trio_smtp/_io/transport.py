@@ -48,8 +48,6 @@ from ..protocol import (
     State,
 )
 from .deadlines import (
-    ARMED,
-    Armed,
     Phases,
     Watchdog,
     deadline,
@@ -152,14 +150,14 @@ class Transport:
 
     def _limit(
         self, seconds: float | None, what: str, error: type[SmtpTimeoutError] = SmtpTimeoutError
-    ) -> deadline | Armed:
-        """The deadline of one phase: the transaction's :class:`Phases`, moved, when one is
-        open; otherwise a scope of its own."""
+    ) -> Phases:
+        """The deadline of one phase: the transaction's :class:`Phases`, armed again, when
+        one is open; otherwise a scope of its own (:func:`deadline`)."""
         phases = self._phases
         if phases is None:
             return deadline(seconds, what, error)
         phases.arm(seconds, what, error)
-        return ARMED
+        return phases
 
     @property
     def extensions(self) -> Extensions:
@@ -374,18 +372,21 @@ class Transport:
     async def command(
         self, command: Command, what: str, limit: float | None, *, tls: bool = False
     ) -> Reply:
-        """Send one command and read its reply, both under one deadline."""
+        """Send one command and read its reply, both under one deadline (a group of one,
+        after a look at what the server already sent: see :meth:`receive_ready`)."""
         await self.receive_ready(what)
         data = self.encode(command, what)  # LocalProtocolError here: nothing was written
-        try:
-            with self._limit(limit, what):
-                await self.stream.send_all(data)
-                return await self._next_reply(what)
-        except BaseException as exc:
-            raise self._failed(exc, what, tls=tls)  # noqa: B904 -- _failed sets the cause
+        replies: list[Reply] = []
+        await self.exchange_group(data, ((what, limit),), replies, tls=tls)
+        return replies[0]
 
     async def exchange_group(
-        self, data: bytes, phases: Sequence[tuple[str, float | None]], replies: list[Reply]
+        self,
+        data: bytes,
+        phases: Sequence[tuple[str, float | None]],
+        replies: list[Reply],
+        *,
+        tls: bool = False,
     ) -> None:
         """Write ``data`` (a pipelined group, already through :meth:`encode`) and read one
         reply per entry of ``phases`` (what it answers, its budget) into ``replies``.
@@ -395,15 +396,16 @@ class Transport:
         group usually arrive together, and are then parsed in one pass after one receive.
         Reading stops after a 421 (RFC 5321 §3.8: the server closes; nothing more comes).
         On an error, ``replies`` holds the replies read before it: none means the write or
-        the first reply failed."""
+        the first reply failed.  ``tls``: during STARTTLS (see :func:`map_errors`)."""
         what, limit = phases[0]
         try:
             with self._limit(limit, what):
                 await self.stream.send_all(data)
                 replies.append(await self._next_reply(what))
         except BaseException as exc:
-            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
-        await self.read_replies(phases[1:], replies)
+            raise self._failed(exc, what, tls=tls)  # noqa: B904 -- _failed sets the cause
+        if len(phases) > 1:
+            await self.read_replies(phases[1:], replies)
 
     async def read_replies(
         self, phases: Sequence[tuple[str, float | None]], replies: list[Reply]
