@@ -49,15 +49,20 @@ from .batch_items import Outcome, Outcomes, Pending, Source
 from .outcome import (
     ConnectionStaleError,
     after_data,
-    check_envelope,
     check_not_closing,
+    judge_envelope,
     maybe_delivered,
     not_delivered,
-    sort_recipients,
     transaction_outcome,
 )
 from .stats import Counters
-from .transaction import TransferPlan, check_server, plan_transfer, read_envelope
+from .transaction import (
+    TransferPlan,
+    check_server,
+    encode_envelope,
+    plan_transfer,
+    read_envelope,
+)
 
 __all__ = ["send_batch", "send_pipelined"]
 
@@ -237,10 +242,7 @@ class _PipelinedSender:
         try:
             await self._before_write()
             # Refused (SmtpProtocolError) when the server sent more than it owed.
-            envelope = transport.encode(plan.mail, "MAIL")
-            for rcpt in rcpts:
-                envelope += transport.encode(rcpt, "RCPT")
-            envelope += transport.encode(_DATA, "DATA")
+            envelope = encode_envelope(transport, plan.mail, rcpts, _DATA)
         except SmtpError as exc:
             self._lost(exc, written=False)
             if after_another:  # nothing of ``pending`` was written: a new connection
@@ -308,13 +310,12 @@ class _PipelinedSender:
         data_reply: Reply,
     ) -> None:
         transport, prepared = self.transport, pending.prepared
-        accepted, rejected = sort_recipients(prepared.envelope.recipients, rcpt_replies)
-        try:
-            check_envelope(mail_reply, accepted, rejected)
-            if data_reply.code != 354:
-                raise SmtpResponseError("the server refused DATA", reply=data_reply, command="DATA")
-        except SmtpError as exc:
-            self.outcomes.set(pending.slot, exc, pending.prepared.size)
+        recipients = prepared.envelope.recipients
+        accepted, rejected, refused = judge_envelope(
+            recipients, mail_reply, rcpt_replies, data_reply
+        )
+        if refused is not None:
+            self.outcomes.set(pending.slot, refused, pending.prepared.size)
             if data_reply.code == 354:
                 # RFC 2920 §3.1: the server reads data now; send only the terminator.
                 self.finish, self.awaiting = "end_data", _Awaiting()

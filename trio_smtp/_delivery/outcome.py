@@ -48,6 +48,7 @@ __all__ = [
     "check_mail_not_closing",
     "check_not_closing",
     "delivery_unknown",
+    "judge_envelope",
     "late_cancel",
     "maybe_delivered",
     "not_delivered",
@@ -173,6 +174,28 @@ def check_envelope(mail_reply: Reply, accepted: list[str], rejected: dict[str, R
         raise SmtpResponseError(SENDER_REFUSED, reply=mail_reply, command="MAIL")
     if not accepted:
         raise SmtpFailedRecipientsError(_failures(rejected))
+
+
+def judge_envelope(
+    recipients: tuple[str, ...],
+    mail_reply: Reply,
+    rcpt_replies: list[Reply],
+    data_reply: Reply | None,
+) -> tuple[list[str], dict[str, Reply], SmtpError | None]:
+    """What the envelope's replies decide: the accepted and the refused recipients, and --
+    when the data must not go -- the error the message ends with (not delivered): MAIL
+    refused, every RCPT refused (:func:`check_envelope`), or DATA refused.  ``data_reply``
+    is None when DATA was not sent (BDAT, or nobody to send to).  A 354 that comes with an
+    error is answered with the terminator alone by the caller (RFC 2920 §3.1)."""
+    accepted, rejected = sort_recipients(recipients, rcpt_replies)
+    try:
+        check_envelope(mail_reply, accepted, rejected)
+    except SmtpError as exc:
+        return accepted, rejected, exc
+    if data_reply is not None and data_reply.code != 354:
+        refused = SmtpResponseError("the server refused DATA", reply=data_reply, command="DATA")
+        return accepted, rejected, refused
+    return accepted, rejected, None
 
 
 def transaction_outcome(

@@ -68,6 +68,7 @@ from .outcome import (
     check_mail_not_closing,
     check_not_closing,
     delivery_unknown,
+    judge_envelope,
     sort_recipients,
     stale_if_reused,
     transaction_outcome,
@@ -78,6 +79,7 @@ __all__ = [
     "TransferPlan",
     "check_server",
     "deliver",
+    "encode_envelope",
     "plan_transfer",
     "read_envelope",
 ]
@@ -187,19 +189,12 @@ async def _transaction(
         mail_reply, rcpt_replies, data_reply = await _envelope_one_by_one(
             transport, plan.mail, rcpts, last=Data()
         )
-    accepted, rejected = sort_recipients(recipients, rcpt_replies)
-    if (
-        data_reply is not None
-        and data_reply.code == 354
-        and (not accepted or mail_reply.code // 100 != 2)
-    ):
-        # RFC 2920 §3.1: DATA went in the same write; never send a body nobody should get.
-        await _terminator_alone(transport)
-        data_reply = None
-    check_envelope(mail_reply, accepted, rejected)
-    assert data_reply is not None
-    if data_reply.code != 354:
-        raise SmtpResponseError("the server refused DATA", reply=data_reply, command="DATA")
+    accepted, rejected, refused = judge_envelope(recipients, mail_reply, rcpt_replies, data_reply)
+    if refused is not None:
+        if data_reply is not None and data_reply.code == 354:
+            # RFC 2920 §3.1: DATA went in the same write; never send a body nobody should get.
+            await _terminator_alone(transport)
+        raise refused
     try:
         if prepared.body is None:
             final = await transport.send_message(prepared.data)
@@ -290,13 +285,25 @@ async def _envelope_pipelined(
     transport: Transport, mail: Mail, rcpts: list[Rcpt], last: Data | None
 ) -> tuple[Reply, list[Reply], Reply]:
     """MAIL, every RCPT and ``last`` (DATA or nothing) in one write, then every reply."""
-    group = [transport.encode(mail, "MAIL"), *(transport.encode(r, "RCPT") for r in rcpts)]
-    if last is not None:
-        group.append(transport.encode(last, "DATA"))
+    group = encode_envelope(transport, mail, rcpts, last)
     mail_reply, rcpt_replies, data_reply = await read_envelope(
-        transport, len(rcpts), data=last is not None, group=b"".join(group)
+        transport, len(rcpts), data=last is not None, group=group
     )
     return mail_reply, rcpt_replies, mail_reply if data_reply is None else data_reply
+
+
+def encode_envelope(
+    transport: Transport, mail: Mail, rcpts: list[Rcpt], last: Data | None
+) -> bytes:
+    """MAIL, every RCPT and ``last`` (DATA, or nothing before BDAT) as one pipelined group
+    (RFC 2920 §3.1); a SmtpProtocolError when the server already sent more than it owed."""
+    encode = transport.encode
+    group = encode(mail, "MAIL")
+    for rcpt in rcpts:
+        group += encode(rcpt, "RCPT")
+    if last is not None:
+        group += encode(last, "DATA")
+    return group
 
 
 async def read_envelope(
