@@ -202,7 +202,7 @@ async def test_hangup_mid_command_then_fresh_connection_and_no_stale_reply(
 ) -> None:
     disable = set() if transfer == "bdat" else {"CHUNKING"}
     # With BDAT the small message goes in one write with MAIL and RCPT (``BDAT n LAST``):
-    # once MAIL's reply is in, a hang-up may follow a delivery (see test_audit_client_outcomes).
+    # once MAIL's reply is in, a hang-up may follow a delivery (see test_client_one_outcome.py).
     maybe_delivered = transfer == "bdat" and verb in ("MAIL", "RCPT")
     async with SmtpServer(tls="none", disable=disable) as server:
         async with SmtpClient(server.host, server.port, security=Security.NONE) as client:

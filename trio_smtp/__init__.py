@@ -30,10 +30,10 @@ if _typing.TYPE_CHECKING:
     from ._config import DeliveryMethod as DeliveryMethod
     from ._config import Security as Security
     from ._config import Timeouts as Timeouts
+    from ._credentials import OAuth2 as OAuth2
     from ._delivery.pickup import PickupFile as PickupFile
     from ._delivery.pickup import parse_pickup_file as parse_pickup_file
     from ._delivery.pickup import read_pickup_file as read_pickup_file
-    from ._delivery.session import OAuth2 as OAuth2
     from ._errors import SmtpAuthenticationError as SmtpAuthenticationError
     from ._errors import SmtpConnectError as SmtpConnectError
     from ._errors import SmtpDeliveryTimeoutError as SmtpDeliveryTimeoutError
@@ -83,7 +83,7 @@ _EXPORTS: dict[str, str] = {
     "PoolStatistics": "._client.pool",
     "SmtpPool": "._client.pool",
     "send": "._client.send",
-    "OAuth2": "._delivery.session",
+    "OAuth2": "._credentials",
     "BatchOutcome": "._client.streamed",
     "OutcomeStream": "._client.streamed",
     "Reply": ".protocol",

@@ -29,7 +29,7 @@ import trio
 
 from .._client.client import SendResult, SmtpClient
 from .._config import Security
-from .._delivery.session import OAuth2
+from .._credentials import OAuth2
 from .._errors import (
     SmtpAuthenticationError,
     SmtpConnectError,

@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import trio
 
 from .._config import DeliveryMethod, Security, Timeouts
+from .._credentials import Credentials
 from .._delivery.batch_items import BatchItem, Outcomes, check_batch_source
 from .._delivery.batch_items import OutgoingMessage as OutgoingMessage
-from .._delivery.session import Credentials
 from .._delivery.stats import ClientStatistics as ClientStatistics
 from .._delivery.stats import Counters
 from .._errors import SmtpFailedRecipientsError

@@ -50,8 +50,8 @@ from typing import Any, Literal
 import trio
 
 from .._config import DeliveryMethod, Security, Timeouts
+from .._credentials import Credentials
 from .._delivery.batch_items import BatchItem, Outcome, Outcomes, check_batch_source
-from .._delivery.session import Credentials
 from .._delivery.stats import Counters
 from .._errors import (
     SmtpConnectError,

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._config import DeliveryMethod, Security, Timeouts
-from .._delivery.session import Credentials
+from .._credentials import Credentials
 from .._io.transport import StreamFactory
 from .._message.options import DeliveryNotification, DsnReturn
 from .client import Message_, SendResult, SmtpClient

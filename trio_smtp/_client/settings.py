@@ -13,7 +13,8 @@ import ssl
 
 from .. import sasl
 from .._config import DeliveryMethod, Security, Timeouts, default_port
-from .._delivery.session import Credentials, OAuth2, SessionConfig
+from .._credentials import Credentials, OAuth2
+from .._delivery.session import SessionConfig
 from .._io.proxy import Proxy, check_destination, parse_proxy
 from .._io.transport import StreamFactory
 from ..protocol import LocalProtocolError, validate_domain
