@@ -318,7 +318,7 @@ class SmtpClient:
         prepared = signed(prepared, choose_signer(self._dkim, dkim))
         self._claim()
         try:
-            return await self._deliver(prepared)
+            return await self._slot.deliver(prepared)
         finally:
             self._release()
 
@@ -462,7 +462,7 @@ class SmtpClient:
         self._slot.begin_send()
         try:
             with scope:
-                result = await self._deliver(prepared)
+                result = await self._slot.deliver(prepared)
         except SmtpFailedRecipientsError as exc:
             error, result = exc, exc.result
         except BaseException as exc:
@@ -497,9 +497,6 @@ class SmtpClient:
             counters=self._counters,
             size=size,
         )
-
-    async def _deliver(self, prepared: PreparedMessage) -> SendResult:
-        return await self._slot.deliver(prepared)
 
     # -- state checks ------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
@@ -42,25 +42,6 @@ from .._message.prepare import PreparedMessage
 from .._results import SendCompleted, SendResult
 
 __all__ = ["Connection", "close_body", "send_completed"]
-
-
-def _counted(
-    deliver: Callable[[Connection, PreparedMessage], Awaitable[SendResult]],
-) -> Callable[[Connection, PreparedMessage], Awaitable[SendResult]]:
-    """Count every outcome of a delivery for :meth:`SmtpClient.statistics` (a cancelled
-    send counts as nothing)."""
-
-    @functools.wraps(deliver)
-    async def counted(client: Connection, prepared: PreparedMessage) -> SendResult:
-        try:
-            result = await deliver(client, prepared)
-        except Exception as exc:
-            client._counters.failed(exc, prepared.size)
-            raise
-        client._counters.sent(result, prepared.size)
-        return result
-
-    return counted
 
 
 class Connection:
@@ -117,13 +98,18 @@ class Connection:
         """True when a send needs no new session: one is open, or this is a pickup slot."""
         return self._pickup_directory is not None or self._transport is not None
 
-    @_counted
     async def deliver(self, prepared: PreparedMessage) -> SendResult:
-        """Send one message as ``SmtpClient.send`` does, counted in the statistics."""
+        """Send one message as ``SmtpClient.send`` does, counted in the statistics (a
+        cancelled send counts as nothing)."""
         try:
-            return await self._deliver_once(prepared)
+            result = await self._deliver_once(prepared)
+        except Exception as exc:
+            self._counters.failed(exc, prepared.size)
+            raise
         finally:
             await close_body(prepared)
+        self._counters.sent(result, prepared.size)
+        return result
 
     async def deliver_uncounted(self, prepared: PreparedMessage) -> SendResult:
         """One attempt at ``prepared``, not counted and leaving its body open (the pool

@@ -85,6 +85,9 @@ __all__ = [
 ]
 
 
+_DATA = Data()
+
+
 class BinaryBodyError(SmtpError):
     """The body holds a NUL octet and the server cannot take it (BDAT with BODY=BINARYMIME,
     RFC 3030 §3, is the only way); raised before MAIL, or -- for a streamed body -- when the
@@ -182,8 +185,9 @@ async def _transaction(
         return await _transaction_bdat(transport, prepared, plan, rcpts)
     data_reply: Reply | None
     if transport.extensions.pipelining:
-        mail_reply, rcpt_replies, data_reply = await _envelope_pipelined(
-            transport, plan.mail, rcpts, Data()
+        group = encode_envelope(transport, plan.mail, rcpts, _DATA)
+        mail_reply, rcpt_replies, data_reply = await read_envelope(
+            transport, len(rcpts), data=True, group=group
         )
     else:
         mail_reply, rcpt_replies, data_reply = await _envelope_one_by_one(
@@ -236,7 +240,10 @@ async def _transaction_bdat(
         check_envelope(mail_reply, accepted, rejected)
         return transaction_outcome(prepared, final, accepted, rejected)
     if transport.extensions.pipelining:
-        mail_reply, rcpt_replies, _ = await _envelope_pipelined(transport, plan.mail, rcpts, None)
+        group = encode_envelope(transport, plan.mail, rcpts, None)
+        mail_reply, rcpt_replies, _ = await read_envelope(
+            transport, len(rcpts), data=False, group=group
+        )
     else:
         mail_reply, rcpt_replies, _ = await _envelope_one_by_one(
             transport, plan.mail, rcpts, last=None
@@ -279,17 +286,6 @@ async def read_mail_reply(transport: Transport, mail: Mail) -> Reply:
     except SmtpConnectError as exc:
         raise stale_if_reused(exc, transport.reused)  # noqa: B904 -- it sets the cause
     return check_mail_not_closing(reply, transport.reused)
-
-
-async def _envelope_pipelined(
-    transport: Transport, mail: Mail, rcpts: list[Rcpt], last: Data | None
-) -> tuple[Reply, list[Reply], Reply]:
-    """MAIL, every RCPT and ``last`` (DATA or nothing) in one write, then every reply."""
-    group = encode_envelope(transport, mail, rcpts, last)
-    mail_reply, rcpt_replies, data_reply = await read_envelope(
-        transport, len(rcpts), data=last is not None, group=group
-    )
-    return mail_reply, rcpt_replies, mail_reply if data_reply is None else data_reply
 
 
 def encode_envelope(

@@ -441,7 +441,8 @@ class Transport:
             self.mark_broken()
             raise
         self.end_of_data_written = True
-        return await self.end_of_data_reply("the end of data")
+        what = "the end of data"
+        return await self.read_reply(what, self.timeouts.data_termination, maybe_delivered=True)
 
     async def send_stream(self, chunks: AsyncIterator[bytes]) -> Reply:
         """After 354: the chunks, dot-stuffed, the terminator, and its reply.
