@@ -174,7 +174,7 @@ class Connection:
         # DESIGN rules 11 and 12: a kept connection that the server closed (with or
         # without 421) or spoke on while idle is replaced, whatever the last send did.
         if self._transport is not None and await self._transport.check_idle():
-            self._transport.reused = True
+            self._transport.mark_reused()
             return self._transport
         await self._drop_transport(polite=False)
         self._counters.connections_opened += 1

@@ -210,7 +210,7 @@ class _PipelinedSender:
                 return pending
             # Whatever its outcome, the next message finds this connection used before:
             # found dead before anything was accepted, it is stale (DESIGN rule 12).
-            self.transport.reused = True
+            self.transport.mark_reused()
             if source.may_block:  # nothing in flight: an async source is not a phase
                 phases.arm(None, "the next message", SmtpTimeoutError)
             pending = await source.next()
@@ -398,7 +398,7 @@ class _PipelinedSender:
         timeout = transport.timeouts.data_termination
         final = await self._read("the end of data", timeout, True)
         self.awaiting = None
-        transport.transactions += 1
+        transport.transaction_done()
         if awaiting.final is not None:
             pending, accepted, rejected = awaiting.final
             self._set_final(pending, final, accepted, rejected)

@@ -110,7 +110,7 @@ async def deliver(transport: Transport, prepared: PreparedMessage) -> SendResult
     except SmtpError as exc:
         await _after_failure(transport, exc)
         raise
-    transport.transactions += 1
+    transport.transaction_done()
     return result
 
 

@@ -137,6 +137,15 @@ class Transport:
         #: moving them; None (a transport used on its own): Phases move their deadlines.
         self.watchdog: Watchdog | None = None
 
+    def mark_reused(self) -> None:
+        """The connection is handed out again after an earlier transaction (see
+        :attr:`reused`)."""
+        self.reused = True
+
+    def transaction_done(self) -> None:
+        """A transaction ended with its outcome known (see :attr:`transactions`)."""
+        self.transactions += 1
+
     def begin_transaction(self) -> None:
         """A new transaction starts on this connection: its end of data is not written yet."""
         self.end_of_data_written = False
