@@ -326,15 +326,21 @@ class Transport:
         reply = self._buffered_reply(what)
         if reply is None:
             timeout = SmtpDeliveryTimeoutError if maybe_delivered else SmtpTimeoutError
-            try:
-                with self._limit(limit, what, timeout):
-                    # Nothing complete is buffered (just asked): read before parsing again.
-                    reply = await self._next_reply(what, receive_first=True)
-            except BaseException as exc:
-                raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
+            reply = await self._receive_reply(what, limit, timeout)
         if maybe_delivered:
             await self._check_in_step(what)
         return reply
+
+    async def _receive_reply(
+        self, what: str, limit: float | None, error: type[SmtpTimeoutError]
+    ) -> Reply:
+        # Nothing complete is buffered (the caller just asked): read before parsing again,
+        # under one deadline for the whole reply.
+        try:
+            with self._limit(limit, what, error):
+                return await self._next_reply(what, receive_first=True)
+        except BaseException as exc:
+            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
 
     async def _check_in_step(self, what: str) -> None:
         """After the reply that decides a message's outcome (DESIGN rules 10 and 11): if
@@ -426,7 +432,7 @@ class Transport:
                 return
             reply = self._buffered_reply(what)
             if reply is None:
-                reply = await self.read_reply(what, limit)
+                reply = await self._receive_reply(what, limit, SmtpTimeoutError)
             replies.append(reply)
 
     async def send_message(self, data: bytes) -> Reply:
