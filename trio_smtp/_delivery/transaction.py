@@ -1,7 +1,16 @@
-"""One mail transaction: MAIL, RCPT..., DATA, the message, and the outcome.
+"""The transaction engine: MAIL, RCPT..., DATA or BDAT, the message, and the outcome.
 
-Theory of operation: with PIPELINING (RFC 2920) MAIL, every RCPT and DATA go in one write and
-every reply is read and matched in order; without it, one command at a time.  Then:
+Theory of operation: a transaction is a fixed sequence of steps, each a function here that
+``send`` (:func:`deliver`, also what the pool runs) and ``send_many``
+(:mod:`trio_smtp._delivery.batch`, which only decides which write carries what) both call:
+:func:`check_server` and :func:`plan_transfer` (before MAIL), :func:`encode_envelope` (the
+group), :func:`read_envelope` (its replies, in one pass), then
+:func:`~trio_smtp._delivery.outcome.judge_envelope`, the data, and
+:func:`~trio_smtp._delivery.outcome.transaction_outcome`.  What each result means is stated
+once, in :mod:`trio_smtp._delivery.outcome`.
+
+With PIPELINING (RFC 2920) MAIL, every RCPT and DATA go in one write and every reply is read
+and matched in order; without it, one command at a time.  Then:
 
 * MAIL refused: SmtpResponseError.  Every recipient refused: SmtpFailedRecipientsError with
   ``result=None`` and no body is sent (only the terminator, if a pipelined DATA got 354,
