@@ -40,7 +40,7 @@ from .._errors import (
     SmtpTimeoutError,
 )
 from .._io.deadlines import Phases
-from .._io.transport import DATA_CHUNK, Transport
+from .._io.transport import Transport
 from .._message.dkim import DkimSigner
 from .._message.prepare import PreparedMessage
 from .._results import SendResult
@@ -328,7 +328,7 @@ class _PipelinedSender:
             transport.mark_broken()
             self.outcomes.set(pending.slot, exc, pending.prepared.size)
             raise
-        if len(prepared.data) > DATA_CHUNK:
+        if not transport.fits_one_write(prepared.data):
             await self._send_large(pending, accepted, rejected)
             return
         self.tail, self.finish = transport.encode_data(prepared.data), "end_data"

@@ -188,6 +188,12 @@ class Transport:
         """True between an accepted MAIL and the end of its transaction (RSET clears it)."""
         return self.conn.state is not State.READY
 
+    @staticmethod
+    def fits_one_write(data: bytes) -> bool:
+        """Whether message data goes with its terminator in one write (:meth:`send_message`)
+        rather than in chunks while the server is watched (:meth:`send_stream`)."""
+        return len(data) <= DATA_CHUNK
+
     def encode_data(self, data: bytes) -> bytes:
         """Message data after 354, dot-stuffed (RFC 5321 §4.5.2); the log counts it."""
         stuffed = self.conn.send_data(data)
@@ -445,7 +451,7 @@ class Transport:
         carrying the terminator completed: ``send_all`` raising means its last octets never
         left (the caller decides what a failure means, see :mod:`trio_smtp._outcome`).
         """
-        if len(data) > DATA_CHUNK:
+        if not self.fits_one_write(data):
             return await self.send_stream(_slices(data))
         try:
             await self.receive_ready("the message data")
