@@ -50,19 +50,11 @@ from .outcome import (
     ConnectionStaleError,
     after_data,
     check_not_closing,
-    judge_envelope,
     maybe_delivered,
     not_delivered,
-    transaction_outcome,
 )
 from .stats import Counters
-from .transaction import (
-    TransferPlan,
-    check_server,
-    encode_envelope,
-    plan_transfer,
-    read_envelope,
-)
+from .transaction import Transaction, TransferPlan, check_server, plan_transfer
 
 __all__ = ["send_batch", "send_pipelined"]
 
@@ -78,7 +70,7 @@ class _Awaiting:
     __slots__ = ("final", "rset")
 
     def __init__(
-        self, final: tuple[Pending, list[str], dict[str, Reply]] | None = None, rset: bool = False
+        self, final: tuple[Pending, Transaction] | None = None, rset: bool = False
     ) -> None:
         self.final = final
         self.rset = rset
@@ -242,7 +234,8 @@ class _PipelinedSender:
         try:
             await self._before_write()
             # Refused (SmtpProtocolError) when the server sent more than it owed.
-            envelope = encode_envelope(transport, plan.mail, rcpts, _DATA)
+            transaction = Transaction(transport, prepared, plan, rcpts)
+            envelope = transaction.envelope(_DATA)
         except SmtpError as exc:
             self._lost(exc, written=False)
             if after_another:  # nothing of ``pending`` was written: a new connection
@@ -260,9 +253,7 @@ class _PipelinedSender:
             self.outcomes.set(pending.slot, not_delivered(exc), prepared.size)
             raise
         try:
-            mail_reply, rcpt_replies, data_reply = await read_envelope(
-                transport, len(rcpts), data=True
-            )
+            mail_reply, rcpt_replies, data_reply = await transaction.read_envelope(data=True)
             assert data_reply is not None
         except ConnectionStaleError:
             self._in_flight = None
@@ -275,7 +266,7 @@ class _PipelinedSender:
             self.outcomes.set(pending.slot, own, prepared.size)
             raise
         self._in_flight, self._written = None, False
-        await self._after_envelope(pending, plan, mail_reply, rcpt_replies, data_reply)
+        await self._after_envelope(pending, transaction, mail_reply, rcpt_replies, data_reply)
         return False
 
     def _commands(self, prepared: PreparedMessage) -> tuple[TransferPlan, list[Rcpt]]:
@@ -304,16 +295,13 @@ class _PipelinedSender:
     async def _after_envelope(
         self,
         pending: Pending,
-        plan: TransferPlan,
+        transaction: Transaction,
         mail_reply: Reply,
         rcpt_replies: list[Reply],
         data_reply: Reply,
     ) -> None:
         transport, prepared = self.transport, pending.prepared
-        recipients = prepared.envelope.recipients
-        accepted, rejected, refused = judge_envelope(
-            recipients, mail_reply, rcpt_replies, data_reply
-        )
+        refused = transaction.judge(mail_reply, rcpt_replies, data_reply)
         if refused is not None:
             self.outcomes.set(pending.slot, refused, pending.prepared.size)
             if data_reply.code == 354:
@@ -329,14 +317,12 @@ class _PipelinedSender:
             self.outcomes.set(pending.slot, exc, pending.prepared.size)
             raise
         if not transport.fits_one_write(prepared.data):
-            await self._send_large(pending, accepted, rejected)
+            await self._send_large(pending, transaction)
             return
         self.tail, self.finish = transport.encode_data(prepared.data), "end_data"
-        self.awaiting = _Awaiting(final=(pending, accepted, rejected))
+        self.awaiting = _Awaiting(final=(pending, transaction))
 
-    async def _send_large(
-        self, pending: Pending, accepted: list[str], rejected: dict[str, Reply]
-    ) -> None:
+    async def _send_large(self, pending: Pending, transaction: Transaction) -> None:
         # Written while the server is watched for an early reply, as send() does.
         transport = self.transport
         try:
@@ -345,7 +331,7 @@ class _PipelinedSender:
             outcome = after_data(exc, transport.end_of_data_written)
             self.outcomes.set(pending.slot, outcome, pending.prepared.size)
             raise
-        self._set_final(pending, final, accepted, rejected)
+        self._set_final(pending, final, transaction)
 
     async def _before_write(self) -> None:
         """Before the write carrying the tail: what the server already sent (DESIGN rules
@@ -400,8 +386,8 @@ class _PipelinedSender:
         self.awaiting = None
         transport.transaction_done()
         if awaiting.final is not None:
-            pending, accepted, rejected = awaiting.final
-            self._set_final(pending, final, accepted, rejected)
+            pending, transaction = awaiting.final
+            self._set_final(pending, final, transaction)
         check_not_closing(final)  # the pipelined MAIL behind it will never be answered
 
     async def _read(self, what: str, limit: float | None, maybe_delivered: bool) -> Reply:
@@ -425,11 +411,9 @@ class _PipelinedSender:
             outcome = maybe_delivered(error) if written else error
             self.outcomes.set(pending.slot, outcome, pending.prepared.size)
 
-    def _set_final(
-        self, pending: Pending, final: Reply, accepted: list[str], rejected: dict[str, Reply]
-    ) -> None:
+    def _set_final(self, pending: Pending, final: Reply, transaction: Transaction) -> None:
         try:
-            outcome: Outcome = transaction_outcome(pending.prepared, final, accepted, rejected)
+            outcome: Outcome = transaction.outcome(final)
         except SmtpError as exc:
             outcome = exc
         self.outcomes.set(pending.slot, outcome, pending.prepared.size)

@@ -184,38 +184,93 @@ def plan_transfer(prepared: PreparedMessage, extensions: Extensions) -> Transfer
     return TransferPlan(mail, bdat, raw)
 
 
+class Transaction:
+    """One message's transaction on one transport, step by step -- the engine ``send``, the
+    pool (both through :func:`deliver`) and ``send_many`` drive: the envelope group
+    (:meth:`envelope`), its replies in one pass (:meth:`read_envelope`), their verdict
+    (:meth:`judge`), the data (:meth:`send_data`), the outcome (:meth:`outcome`).  Which
+    write carries which step is the driver's business (a batch puts the previous message's
+    data ahead of the next envelope); what each result means is
+    :mod:`trio_smtp._delivery.outcome`'s."""
+
+    __slots__ = ("accepted", "plan", "prepared", "rcpts", "rejected", "transport")
+
+    def __init__(
+        self,
+        transport: Transport,
+        prepared: PreparedMessage,
+        plan: TransferPlan,
+        rcpts: list[Rcpt],
+    ) -> None:
+        self.transport = transport
+        self.prepared = prepared
+        self.plan = plan
+        self.rcpts = rcpts
+        self.accepted: list[str] = []
+        self.rejected: dict[str, Reply] = {}
+
+    def envelope(self, last: Data | None) -> bytes:
+        """MAIL, the RCPTs and ``last`` as one pipelined group (:func:`encode_envelope`)."""
+        return encode_envelope(self.transport, self.plan.mail, self.rcpts, last)
+
+    async def read_envelope(
+        self, *, data: bool, group: bytes | None = None
+    ) -> tuple[Reply, list[Reply], Reply | None]:
+        """The envelope's replies (:func:`read_envelope`), ``group`` written first if given."""
+        return await read_envelope(self.transport, len(self.rcpts), data=data, group=group)
+
+    def judge(
+        self, mail_reply: Reply, rcpt_replies: list[Reply], data_reply: Reply | None
+    ) -> SmtpError | None:
+        """Record who was accepted; the error the message ends with when its data must not
+        go (:func:`~trio_smtp._delivery.outcome.judge_envelope`), else None."""
+        recipients = self.prepared.envelope.recipients
+        self.accepted, self.rejected, refused = judge_envelope(
+            recipients, mail_reply, rcpt_replies, data_reply
+        )
+        return refused
+
+    async def send_data(self) -> Reply:
+        """After 354: the data, the terminator and its reply; a failure once the end of data
+        was written is "maybe delivered" (:func:`~trio_smtp._delivery.outcome.after_data`)."""
+        transport, body = self.transport, self.prepared.body
+        try:
+            if body is None:
+                return await transport.send_message(self.prepared.data)
+            return await transport.send_stream(_no_nul(body.chunks()))
+        except SmtpError as exc:
+            raise after_data(exc, transport.end_of_data_written)  # noqa: B904 -- sets the cause
+
+    def outcome(self, final: Reply) -> SendResult:
+        """What the reply to the end of data decides (see
+        :func:`~trio_smtp._delivery.outcome.transaction_outcome`)."""
+        return transaction_outcome(self.prepared, final, self.accepted, self.rejected)
+
+
 async def _transaction(
     transport: Transport, prepared: PreparedMessage, plan: TransferPlan
 ) -> SendResult:
     await _before_envelope(transport)
-    recipients = prepared.envelope.recipients
-    rcpts = [prepared.options.rcpt(r) for r in recipients]
+    rcpts = [prepared.options.rcpt(r) for r in prepared.envelope.recipients]
     if plan.bdat:
         return await _transaction_bdat(transport, prepared, plan, rcpts)
+    transaction = Transaction(transport, prepared, plan, rcpts)
     data_reply: Reply | None
     if transport.extensions.pipelining:
-        group = encode_envelope(transport, plan.mail, rcpts, _DATA)
-        mail_reply, rcpt_replies, data_reply = await read_envelope(
-            transport, len(rcpts), data=True, group=group
+        mail_reply, rcpt_replies, data_reply = await transaction.read_envelope(
+            data=True, group=transaction.envelope(_DATA)
         )
     else:
         mail_reply, rcpt_replies, data_reply = await _envelope_one_by_one(
-            transport, plan.mail, rcpts, last=Data()
+            transport, plan.mail, rcpts, last=_DATA
         )
-    accepted, rejected, refused = judge_envelope(recipients, mail_reply, rcpt_replies, data_reply)
+    refused = transaction.judge(mail_reply, rcpt_replies, data_reply)
     if refused is not None:
         if data_reply is not None and data_reply.code == 354:
             # RFC 2920 §3.1: DATA went in the same write; never send a body nobody should get.
             await _terminator_alone(transport)
         raise refused
-    try:
-        if prepared.body is None:
-            final = await transport.send_message(prepared.data)
-        else:
-            final = await transport.send_stream(_no_nul(prepared.body.chunks()))
-    except SmtpError as exc:
-        raise after_data(exc, transport.end_of_data_written)  # noqa: B904 -- sets the cause
-    return transaction_outcome(prepared, final, accepted, rejected)
+    return transaction.outcome(await transaction.send_data())
 
 
 async def _terminator_alone(transport: Transport) -> None:
