@@ -1,13 +1,11 @@
 """The transaction engine: MAIL, RCPT..., DATA or BDAT, the message, and the outcome.
 
-Theory of operation: a transaction is a fixed sequence of steps, each a function here that
-``send`` (:func:`deliver`, also what the pool runs) and ``send_many``
-(:mod:`trio_smtp._delivery.batch`, which only decides which write carries what) both call:
-:func:`check_server` and :func:`plan_transfer` (before MAIL), :func:`encode_envelope` (the
-group), :func:`read_envelope` (its replies, in one pass), then
-:func:`~trio_smtp._delivery.outcome.judge_envelope`, the data, and
-:func:`~trio_smtp._delivery.outcome.transaction_outcome`.  What each result means is stated
-once, in :mod:`trio_smtp._delivery.outcome`.
+Theory of operation: a transaction is a fixed sequence of steps, the methods of one
+:class:`Transaction` object that ``send`` (:func:`deliver`, also what the pool runs) and
+``send_many`` (:mod:`trio_smtp._delivery.batch`, which only decides which write carries
+what) both drive, after :func:`check_server` and :func:`plan_transfer` (before MAIL): the
+envelope group, its replies in one pass, their verdict, the data, the outcome.  What each
+result means is stated once, in :mod:`trio_smtp._delivery.outcome`.
 
 With PIPELINING (RFC 2920) MAIL, every RCPT and DATA go in one write and every reply is read
 and matched in order; without it, one command at a time.  Then:
@@ -73,12 +71,10 @@ from .outcome import (
     SENDER_REFUSED,
     ConnectionStaleError,
     after_data,
-    check_envelope,
     check_mail_not_closing,
     check_not_closing,
     delivery_unknown,
     judge_envelope,
-    sort_recipients,
     stale_if_reused,
     transaction_outcome,
 )
@@ -90,7 +86,6 @@ __all__ = [
     "deliver",
     "encode_envelope",
     "plan_transfer",
-    "read_envelope",
 ]
 
 
@@ -216,8 +211,32 @@ class Transaction:
     async def read_envelope(
         self, *, data: bool, group: bytes | None = None
     ) -> tuple[Reply, list[Reply], Reply | None]:
-        """The envelope's replies (:func:`read_envelope`), ``group`` written first if given."""
-        return await read_envelope(self.transport, len(self.rcpts), data=data, group=group)
+        """The replies to a pipelined envelope (RFC 2920): MAIL, the RCPTs and, when
+        ``data``, DATA -- in one pass (:meth:`Transport.read_replies`).  ``group``: its bytes,
+        written here under MAIL's budget; None when the caller already wrote it (a batch puts
+        the previous message's tail first).  Never for a group carrying BDAT LAST (see
+        :func:`_envelope_with_last`).
+
+        MAIL's write or reply lost, or MAIL answered 421, on a reused connection: stale (the
+        message goes again on a new one); any other 421 is SmtpResponseError."""
+        transport, rcpts = self.transport, len(self.rcpts)
+        timeouts = transport.timeouts
+        phases = [("MAIL", timeouts.mail), *[("RCPT", timeouts.rcpt)] * rcpts]
+        if data:
+            phases.append(("DATA", timeouts.data_initiation))
+        replies: list[Reply] = []
+        try:
+            if group is None:
+                await transport.read_replies(phases, replies)
+            else:
+                await transport.exchange_group(group, phases, replies)
+        except SmtpConnectError as exc:
+            if replies:
+                raise
+            raise stale_if_reused(exc, transport.reused)  # noqa: B904 -- it sets the cause
+        mail_reply = check_mail_not_closing(replies[0], transport.reused)
+        rcpt_replies = [check_not_closing(reply) for reply in replies[1 : rcpts + 1]]
+        return mail_reply, rcpt_replies, check_not_closing(replies[-1]) if data else None
 
     def judge(
         self, mail_reply: Reply, rcpt_replies: list[Reply], data_reply: Reply | None
@@ -252,9 +271,9 @@ async def _transaction(
 ) -> SendResult:
     await _before_envelope(transport)
     rcpts = [prepared.options.rcpt(r) for r in prepared.envelope.recipients]
-    if plan.bdat:
-        return await _transaction_bdat(transport, prepared, plan, rcpts)
     transaction = Transaction(transport, prepared, plan, rcpts)
+    if plan.bdat:
+        return await _transaction_bdat(transaction)
     data_reply: Reply | None
     if transport.extensions.pipelining:
         mail_reply, rcpt_replies, data_reply = await transaction.read_envelope(
@@ -286,13 +305,12 @@ async def _terminator_alone(transport: Transport) -> None:
     await transport.read_reply("the end of data", transport.timeouts.data_termination)
 
 
-async def _transaction_bdat(
-    transport: Transport, prepared: PreparedMessage, plan: TransferPlan, rcpts: list[Rcpt]
-) -> SendResult:
+async def _transaction_bdat(transaction: Transaction) -> SendResult:
     """RFC 3030.  A small in-memory message goes with the envelope in ONE write (MAIL, RCPTs
     and ``BDAT n LAST`` with its octets, pipelined as RFC 3030 §4.2 allows); otherwise the
     envelope's replies are read first, then the body is sent in chunks."""
-    recipients = prepared.envelope.recipients
+    transport, prepared, plan = transaction.transport, transaction.prepared, transaction.plan
+    rcpts = transaction.rcpts
     data = prepared.data if plan.raw else None
     if prepared.body is None and data is None:
         data = normalize_line_endings(prepared.data)
@@ -300,27 +318,28 @@ async def _transaction_bdat(
         mail_reply, rcpt_replies, final = await _envelope_with_last(
             transport, plan.mail, rcpts, Bdat(data, last=True)
         )
-        accepted, rejected = sort_recipients(recipients, rcpt_replies)
-        check_envelope(mail_reply, accepted, rejected)
-        return transaction_outcome(prepared, final, accepted, rejected)
+        refused = transaction.judge(mail_reply, rcpt_replies, None)
+        if refused is not None:
+            raise refused
+        return transaction.outcome(final)
     if transport.extensions.pipelining:
-        group = encode_envelope(transport, plan.mail, rcpts, None)
-        mail_reply, rcpt_replies, _ = await read_envelope(
-            transport, len(rcpts), data=False, group=group
+        mail_reply, rcpt_replies, _ = await transaction.read_envelope(
+            data=False, group=transaction.envelope(None)
         )
     else:
         mail_reply, rcpt_replies, _ = await _envelope_one_by_one(
             transport, plan.mail, rcpts, last=None
         )
-    accepted, rejected = sort_recipients(recipients, rcpt_replies)
-    check_envelope(mail_reply, accepted, rejected)
+    refused = transaction.judge(mail_reply, rcpt_replies, None)
+    if refused is not None:
+        raise refused
     if data is not None:
         chunks = _slices(data)
     else:
         assert prepared.body is not None
         chunks = _no_nul(prepared.body.chunks())
     final = await send_bdat(transport, chunks, normalise=data is None)
-    return transaction_outcome(prepared, final, accepted, rejected)
+    return transaction.outcome(final)
 
 
 async def _slices(data: bytes) -> AsyncIterator[bytes]:
@@ -364,36 +383,6 @@ def encode_envelope(
     if last is not None:
         group += encode(last, "DATA")
     return group
-
-
-async def read_envelope(
-    transport: Transport, rcpts: int, *, data: bool, group: bytes | None = None
-) -> tuple[Reply, list[Reply], Reply | None]:
-    """The replies to a pipelined envelope (RFC 2920): MAIL, ``rcpts`` RCPTs and, when
-    ``data``, DATA -- in one pass (:meth:`Transport.read_replies`).  ``group``: its bytes,
-    written here under MAIL's budget; None when the caller already wrote it (a batch puts
-    the previous message's tail first).  Never for a group carrying BDAT LAST (see
-    :func:`_envelope_with_last`).
-
-    MAIL's write or reply lost, or MAIL answered 421, on a reused connection: stale (the
-    message goes again on a new one); any other 421 is SmtpResponseError."""
-    timeouts = transport.timeouts
-    phases = [("MAIL", timeouts.mail), *[("RCPT", timeouts.rcpt)] * rcpts]
-    if data:
-        phases.append(("DATA", timeouts.data_initiation))
-    replies: list[Reply] = []
-    try:
-        if group is None:
-            await transport.read_replies(phases, replies)
-        else:
-            await transport.exchange_group(group, phases, replies)
-    except SmtpConnectError as exc:
-        if replies:
-            raise
-        raise stale_if_reused(exc, transport.reused)  # noqa: B904 -- it sets the cause
-    mail_reply = check_mail_not_closing(replies[0], transport.reused)
-    rcpt_replies = [check_not_closing(reply) for reply in replies[1 : rcpts + 1]]
-    return mail_reply, rcpt_replies, check_not_closing(replies[-1]) if data else None
 
 
 async def _envelope_with_last(
