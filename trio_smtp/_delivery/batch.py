@@ -40,7 +40,7 @@ from .._errors import (
     SmtpTimeoutError,
 )
 from .._io.deadlines import Phases
-from .._io.transport import Transport
+from .._io.transport import DATA_CHUNK, Transport
 from .._message.dkim import DkimSigner
 from .._message.prepare import PreparedMessage
 from .._results import SendResult
@@ -316,7 +316,7 @@ class _PipelinedSender:
             transport.mark_broken()
             self.outcomes.set(pending.slot, exc, pending.prepared.size)
             raise
-        if not transport.fits_one_write(prepared.data):
+        if len(prepared.data) > DATA_CHUNK:  # as Transport.send_message decides
             await self._send_large(pending, transaction)
             return
         self.tail, self.finish = transport.encode_data(prepared.data), "end_data"

@@ -84,7 +84,6 @@ __all__ = [
     "TransferPlan",
     "check_server",
     "deliver",
-    "encode_envelope",
     "plan_transfer",
 ]
 
@@ -205,8 +204,16 @@ class Transaction:
         self.rejected: dict[str, Reply] = {}
 
     def envelope(self, last: Data | None) -> bytes:
-        """MAIL, the RCPTs and ``last`` as one pipelined group (:func:`encode_envelope`)."""
-        return encode_envelope(self.transport, self.plan.mail, self.rcpts, last)
+        """MAIL, the RCPTs and ``last`` (DATA, or nothing before BDAT) as one pipelined
+        group (RFC 2920 §3.1); SmtpProtocolError when the server already sent more than it
+        owed."""
+        encode = self.transport.encode
+        group = encode(self.plan.mail, "MAIL")
+        for rcpt in self.rcpts:
+            group += encode(rcpt, "RCPT")
+        if last is not None:
+            group += encode(last, "DATA")
+        return group
 
     async def read_envelope(
         self, *, data: bool, group: bytes | None = None
@@ -369,20 +376,6 @@ async def read_mail_reply(transport: Transport, mail: Mail) -> Reply:
     except SmtpConnectError as exc:
         raise stale_if_reused(exc, transport.reused)  # noqa: B904 -- it sets the cause
     return check_mail_not_closing(reply, transport.reused)
-
-
-def encode_envelope(
-    transport: Transport, mail: Mail, rcpts: list[Rcpt], last: Data | None
-) -> bytes:
-    """MAIL, every RCPT and ``last`` (DATA, or nothing before BDAT) as one pipelined group
-    (RFC 2920 §3.1); a SmtpProtocolError when the server already sent more than it owed."""
-    encode = transport.encode
-    group = encode(mail, "MAIL")
-    for rcpt in rcpts:
-        group += encode(rcpt, "RCPT")
-    if last is not None:
-        group += encode(last, "DATA")
-    return group
 
 
 async def _envelope_with_last(
