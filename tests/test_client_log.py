@@ -12,7 +12,7 @@ import pytest
 
 from trio_smtp import OAuth2, SmtpClient
 from trio_smtp._io.log import ProtocolLog
-from trio_smtp.protocol import Reply
+from trio_smtp.protocol import AuthResponse, Bdat, Command, Data, Mail, Quit, Reply
 from trio_smtp.testing import SmtpServer
 
 MakeMessage = Callable[..., EmailMessage]
@@ -163,7 +163,7 @@ async def test_each_connection_logs_its_own_session(
     assert not any("launch codes" in line for line in lines)
 
 
-# -- the log stays in step with a driver that never shows it the message data --------------
+# -- the log is told commands, data sizes and replies, never the bytes written ------------
 
 
 @pytest.fixture
@@ -172,42 +172,46 @@ def log(caplog: pytest.LogCaptureFixture) -> ProtocolLog:
     return ProtocolLog()
 
 
+def sent(log: ProtocolLog, command: Command) -> None:
+    log.log_command(command, command.to_bytes())
+
+
 def test_data_never_shown_then_next_commands_logged(
     log: ProtocolLog, caplog: pytest.LogCaptureFixture
 ) -> None:
-    log.log_sent(b"DATA\r\n")
+    sent(log, Data())
     log.log_received(Reply(354, ("go ahead",)))
-    # The data and terminator went past the log; the reply to the terminator comes back.
+    log.log_data(len(BODY))
+    log.log_end_of_data()
     log.log_received(Reply(250, ("2.0.0 queued",), "2.0.0"))
-    log.log_sent(b"MAIL FROM:<a@example.org>\r\n")
+    sent(log, Mail("a@example.org"))
     assert logged(caplog) == [
         "C: DATA",
         "S: 354 go ahead",
-        "C: <message data, not shown>",
+        f"C: <message data: {len(BODY)} octets>",
+        "C: .",
         "S: 250 2.0.0 queued",
         "C: MAIL FROM:<a@example.org>",
     ]
 
 
-def test_bdat_chunks_never_shown_resync_on_replies(
-    log: ProtocolLog, caplog: pytest.LogCaptureFixture
-) -> None:
-    log.log_sent(b"BDAT 1000\r\n")  # the chunk itself went past the log
-    log.log_sent(b"BDAT 2000 LAST\r\n")
+def test_bdat_chunks_never_shown(log: ProtocolLog, caplog: pytest.LogCaptureFixture) -> None:
+    sent(log, Bdat(b"x" * 1000))
+    sent(log, Bdat(b"y" * 2000, last=True))
     log.log_received(Reply(250, ("1000 octets",)))
     log.log_received(Reply(250, ("2000 octets",)))
-    log.log_sent(b"QUIT\r\n")
+    sent(log, Quit())
     assert logged(caplog)[-1] == "C: QUIT"
+    assert not any("xxx" in line or "yyy" in line for line in logged(caplog))
 
 
 def test_pipelined_bdat_chunk_still_hidden_after_first_reply(
     log: ProtocolLog, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The reply to the first chunk arrives while the second is still being written.
-    log.log_sent(b"BDAT 5\r\nhello")
-    log.log_sent(b"BDAT 30 LAST\r\nsecret part one ")
+    sent(log, Bdat(b"hello"))
+    sent(log, Bdat(b"secret part one and part two\r\n", last=True))
     log.log_received(Reply(250, ("5 octets",)))
-    log.log_sent(b"and part two\r\n")
     text = "\n".join(logged(caplog))
     assert "secret" not in text and "part two" not in text
 
@@ -215,9 +219,9 @@ def test_pipelined_bdat_chunk_still_hidden_after_first_reply(
 def test_challenge_alone_redacts_the_answer(
     log: ProtocolLog, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Even if the AUTH line was never shown to this log, a 334 means the next line is secret.
+    # Even if the AUTH line was never shown to this log, an answer to a 334 is secret.
     log.log_received(Reply(334, ("UGFzc3dvcmQ6",)))
-    log.log_sent(base64.b64encode(PASSWORD.encode()) + b"\r\n")
+    sent(log, AuthResponse(PASSWORD.encode()))
     assert logged(caplog) == ["S: 334 UGFzc3dvcmQ6", "C: <redacted>"]
 
 
@@ -232,8 +236,8 @@ async def test_log_switched_on_mid_session(
     async with smtp_client_factory(credentials=("user", PASSWORD)) as client:
         await client.send(make_message(body=BODY))
         caplog.set_level(logging.DEBUG, logger=LOGGER)
-        # The first send may be shown only as octet counts (the log resynchronises at the
-        # first reply with nothing pending); the second is logged in full.
+        # Switched on between sends: every later command is logged, secrets redacted by
+        # the command's type.
         await client.send(make_message(body=BODY))
         await client.send(make_message(body=BODY))
     text = "\n".join(logged(caplog))

@@ -188,7 +188,7 @@ async def _converse(
     domain = local_hostname or await ehlo_domain(transport)
     await ehlo_or_helo(transport, domain)  # EHLO, or HELO when EHLO is refused
     hello = _last(replies, Ehlo, Helo)
-    report.extensions = transport.conn.extensions
+    report.extensions = transport.extensions
     if report.security is Security.IMPLICIT_TLS:
         report.tls = tls_info(transport.stream, "implicit", context)
         report.ehlo_after_tls = hello
@@ -196,7 +196,7 @@ async def _converse(
         report.ehlo_before_tls = hello
         if report.security is not Security.NONE:
             await _probe_starttls(transport, report, replies, context, domain)
-    report.extensions = transport.conn.extensions
+    report.extensions = transport.extensions
 
 
 async def _probe_starttls(
@@ -206,7 +206,7 @@ async def _probe_starttls(
     context: ssl.SSLContext | None,
     domain: str,
 ) -> None:
-    if not transport.conn.extensions.starttls:
+    if not transport.extensions.starttls:
         if report.security is Security.STARTTLS:
             report.problem = "STARTTLS is required by the URL but the server does not offer it"
         return

@@ -330,7 +330,7 @@ class SmtpClient:
         prepared = signed(prepared, choose_signer(self._dkim, dkim)).with_progress(progress)
         self._claim()
         try:
-            return await self._deliver(prepared)
+            return await self._slot.deliver(prepared)
         finally:
             self._release()
 
@@ -475,7 +475,7 @@ class SmtpClient:
         self._slot.begin_send()
         try:
             with scope:
-                result = await self._deliver(prepared)
+                result = await self._slot.deliver(prepared)
         except SmtpFailedRecipientsError as exc:
             error, result = exc, exc.result
         except BaseException as exc:
@@ -510,9 +510,6 @@ class SmtpClient:
             counters=self._counters,
             size=size,
         )
-
-    async def _deliver(self, prepared: PreparedMessage) -> SendResult:
-        return await self._slot.deliver(prepared)
 
     # -- state checks ------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ is broken, or was closed or spoken on by the server while idle (DESIGN rules 11 
 kept connection is looked at before each send, see :meth:`Transport.check_idle
 <trio_smtp._io.transport.Transport.check_idle>`; a 421, an idle timeout, a stray line all
 mean a new one).  A reused connection found stale before
-its MAIL was answered raises :class:`~trio_smtp._delivery.transaction.ConnectionStaleError`, and the
+its MAIL was answered raises :class:`~trio_smtp._delivery.outcome.ConnectionStaleError`, and the
 message goes again on a fresh one: nothing of it was accepted (RFC 5321 §4.1.1.4).  Nothing
 is ever retried after the end of data was written (``SmtpDeliveryUnknownError``).  Closing
 says QUIT when the session is idle, shielded, with a short deadline (DESIGN rule 9).
@@ -24,43 +24,24 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
 
 from .._delivery.batch import send_batch
 from .._delivery.batch_items import Outcome, Outcomes
+from .._delivery.outcome import ConnectionStaleError, late_cancel
 from .._delivery.session import SessionConfig, open_session
 from .._delivery.stats import Counters
-from .._delivery.transaction import ConnectionStaleError, deliver
-from .._errors import SmtpDeliveryUnknownError
+from .._delivery.transaction import deliver
 from .._io.deadlines import Watchdog
 from .._io.transport import Transport
 from .._message.dkim import DkimSigner
 from .._message.prepare import PreparedMessage
 from .._results import SendCompleted, SendResult
 
-__all__ = ["Connection", "close_body", "late_cancel", "send_completed"]
-
-
-def _counted(
-    deliver: Callable[[Connection, PreparedMessage], Awaitable[SendResult]],
-) -> Callable[[Connection, PreparedMessage], Awaitable[SendResult]]:
-    """Count every outcome of a delivery for :meth:`SmtpClient.statistics` (a cancelled
-    send counts as nothing)."""
-
-    @functools.wraps(deliver)
-    async def counted(client: Connection, prepared: PreparedMessage) -> SendResult:
-        try:
-            result = await deliver(client, prepared)
-        except Exception as exc:
-            client._counters.failed(exc, prepared.size)
-            raise
-        client._counters.sent(result, prepared.size)
-        return result
-
-    return counted
+__all__ = ["Connection", "close_body", "send_completed"]
 
 
 class Connection:
@@ -117,13 +98,18 @@ class Connection:
         """True when a send needs no new session: one is open, or this is a pickup slot."""
         return self._pickup_directory is not None or self._transport is not None
 
-    @_counted
     async def deliver(self, prepared: PreparedMessage) -> SendResult:
-        """Send one message as ``SmtpClient.send`` does, counted in the statistics."""
+        """Send one message as ``SmtpClient.send`` does, counted in the statistics (a
+        cancelled send counts as nothing)."""
         try:
-            return await self._deliver_once(prepared)
+            result = await self._deliver_once(prepared)
+        except Exception as exc:
+            self._counters.failed(exc, prepared.size)
+            raise
         finally:
             await close_body(prepared)
+        self._counters.sent(result, prepared.size)
+        return result
 
     async def deliver_uncounted(self, prepared: PreparedMessage) -> SendResult:
         """One attempt at ``prepared``, not counted and leaving its body open (the pool
@@ -188,7 +174,7 @@ class Connection:
         # DESIGN rules 11 and 12: a kept connection that the server closed (with or
         # without 421) or spoke on while idle is replaced, whatever the last send did.
         if self._transport is not None and await self._transport.check_idle():
-            self._transport.reused = True
+            self._transport.mark_reused()
             return self._transport
         await self._drop_transport(polite=False)
         self._counters.connections_opened += 1
@@ -256,10 +242,3 @@ def send_completed(
     if failure is None or scope.cancel_called:
         return SendCompleted(user_token, None, True, None)
     return SendCompleted(user_token, failure, False, result)
-
-
-def late_cancel() -> SmtpDeliveryUnknownError:
-    """What a cancel that came after the end of data is reported as."""
-    return SmtpDeliveryUnknownError(
-        "cancelled after the end of data: the message may have been delivered"
-    )

@@ -34,33 +34,27 @@ from collections.abc import (
 from typing import Literal
 
 from .._errors import (
-    SmtpConnectError,
-    SmtpDeliveryTimeoutError,
-    SmtpDeliveryUnknownError,
     SmtpError,
     SmtpProtocolError,
     SmtpResponseError,
     SmtpTimeoutError,
 )
 from .._io.deadlines import Phases
-from .._io.transport import DATA_CHUNK, Transport, delivery_unknown
+from .._io.transport import DATA_CHUNK, Transport
 from .._message.dkim import DkimSigner
-from .._message.options import NO_OPTIONS
-from .._message.prepare import PreparedMessage, check_against_server
+from .._message.prepare import PreparedMessage
 from .._results import SendResult
-from ..protocol import Data, Rcpt, Reply, Rset, State
+from ..protocol import Data, Rcpt, Reply, Rset
 from .batch_items import Outcome, Outcomes, Pending, Source
-from .stats import Counters
-from .transaction import (
+from .outcome import (
     ConnectionStaleError,
-    TransferPlan,
-    check_envelope,
+    after_data,
     check_not_closing,
-    plan_transfer,
-    read_mail_reply,
-    sort_recipients,
-    transaction_outcome,
+    maybe_delivered,
+    not_delivered,
 )
+from .stats import Counters
+from .transaction import Transaction, TransferPlan, check_server, plan_transfer
 
 __all__ = ["send_batch", "send_pipelined"]
 
@@ -76,28 +70,10 @@ class _Awaiting:
     __slots__ = ("final", "rset")
 
     def __init__(
-        self, final: tuple[Pending, list[str], dict[str, Reply]] | None = None, rset: bool = False
+        self, final: tuple[Pending, Transaction] | None = None, rset: bool = False
     ) -> None:
         self.final = final
         self.rset = rset
-
-
-def _not_delivered(error: SmtpError) -> SmtpConnectError:
-    """The message's envelope went (or was going) out, its data never did."""
-    text = f"not delivered (the session ended before its data was sent): {error}"
-    failure = SmtpConnectError(text, reply=error.reply)
-    failure.__cause__ = error
-    return failure
-
-
-def _unknown(error: SmtpError) -> SmtpDeliveryUnknownError:
-    if isinstance(error, SmtpDeliveryUnknownError):
-        return error
-    if isinstance(error, SmtpTimeoutError):
-        unknown = SmtpDeliveryTimeoutError(f"{error}; the message may have been delivered")
-        unknown.__cause__ = error
-        return unknown
-    return delivery_unknown(error)  # a lost connection, or a malformed reply
 
 
 async def send_batch(
@@ -135,7 +111,7 @@ async def send_batch(
             break
         retry: Pending | None = None
         try:
-            extensions = transport.conn.extensions
+            extensions = transport.extensions
             if extensions.pipelining and not extensions.chunking:
                 retry = await send_pipelined(transport, source, outcomes, pending)
             else:
@@ -226,7 +202,7 @@ class _PipelinedSender:
                 return pending
             # Whatever its outcome, the next message finds this connection used before:
             # found dead before anything was accepted, it is stale (DESIGN rule 12).
-            self.transport.reused = True
+            self.transport.mark_reused()
             if source.may_block:  # nothing in flight: an async source is not a phase
                 phases.arm(None, "the next message", SmtpTimeoutError)
             pending = await source.next()
@@ -242,17 +218,14 @@ class _PipelinedSender:
         self._lost(error, written=self._written)
         pending, self._in_flight = self._in_flight, None
         if pending is not None:
-            self.outcomes.set(pending.slot, _not_delivered(error), pending.prepared.size)
+            self.outcomes.set(pending.slot, not_delivered(error), pending.prepared.size)
 
     async def send(self, pending: Pending) -> bool:
         """Write the tail and ``pending``'s envelope in one write, read the tail's reply and
         the envelope's; True when ``pending`` must be retried on a new connection."""
         transport, prepared = self.transport, pending.prepared
-        conn = transport.conn
         try:
-            check_against_server(prepared, conn.extensions)  # before MAIL
-            if prepared.options is not NO_OPTIONS:  # RFC 3461, RFC 8689: as deliver() does
-                prepared.options.check_server(conn.extensions, tls=transport.tls)
+            check_server(transport, prepared)
             plan, rcpts = self._commands(prepared)
         except SmtpError as exc:
             self.outcomes.set(pending.slot, exc, prepared.size)
@@ -261,15 +234,13 @@ class _PipelinedSender:
         try:
             await self._before_write()
             # Refused (SmtpProtocolError) when the server sent more than it owed.
-            envelope = transport.encode(plan.mail, "MAIL")
-            for rcpt in rcpts:
-                envelope += transport.encode(rcpt, "RCPT")
-            envelope += transport.encode(_DATA, "DATA")
+            transaction = Transaction(transport, prepared, plan, rcpts)
+            envelope = transaction.envelope(_DATA)
         except SmtpError as exc:
             self._lost(exc, written=False)
             if after_another:  # nothing of ``pending`` was written: a new connection
                 return True
-            self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
+            self.outcomes.set(pending.slot, not_delivered(exc), prepared.size)
             raise
         self._in_flight, self._written = pending, False
         try:
@@ -279,17 +250,11 @@ class _PipelinedSender:
                 await self._read_awaiting()
         except SmtpError as exc:
             self._in_flight = None
-            self.outcomes.set(pending.slot, _not_delivered(exc), prepared.size)
+            self.outcomes.set(pending.slot, not_delivered(exc), prepared.size)
             raise
         try:
-            mail_reply = await read_mail_reply(transport, plan.mail)
-            rcpt_replies = [
-                check_not_closing(await transport.read_reply("RCPT", transport.timeouts.rcpt))
-                for _ in rcpts
-            ]
-            data_reply = check_not_closing(
-                await transport.read_reply("DATA", transport.timeouts.data_initiation)
-            )
+            mail_reply, rcpt_replies, data_reply = await transaction.read_envelope(data=True)
+            assert data_reply is not None
         except ConnectionStaleError:
             self._in_flight = None
             return True  # RFC 5321 §4.1.1.4 aside, nothing of it was accepted: send again
@@ -297,18 +262,18 @@ class _PipelinedSender:
             self._in_flight = None
             # A reply of its own envelope that broke the protocol (garbage, DATA answered
             # 334): what send() raises for it; a lost connection: not delivered.
-            own = exc if isinstance(exc, SmtpProtocolError) else _not_delivered(exc)
+            own = exc if isinstance(exc, SmtpProtocolError) else not_delivered(exc)
             self.outcomes.set(pending.slot, own, prepared.size)
             raise
         self._in_flight, self._written = None, False
-        await self._after_envelope(pending, plan, mail_reply, rcpt_replies, data_reply)
+        await self._after_envelope(pending, transaction, mail_reply, rcpt_replies, data_reply)
         return False
 
     def _commands(self, prepared: PreparedMessage) -> tuple[TransferPlan, list[Rcpt]]:
         """The plan (MAIL) and the RCPTs for ``prepared``: those of the message before
         when everything they depend on is the same object or value (a batch to the same
         people, the usual case), built afresh otherwise."""
-        extensions = self.transport.conn.extensions
+        extensions = self.transport.extensions
         key = (
             prepared.envelope,
             prepared.options,
@@ -330,48 +295,43 @@ class _PipelinedSender:
     async def _after_envelope(
         self,
         pending: Pending,
-        plan: TransferPlan,
+        transaction: Transaction,
         mail_reply: Reply,
         rcpt_replies: list[Reply],
         data_reply: Reply,
     ) -> None:
         transport, prepared = self.transport, pending.prepared
-        conn = transport.conn
-        accepted, rejected = sort_recipients(prepared.envelope.recipients, rcpt_replies)
-        try:
-            check_envelope(mail_reply, accepted, rejected)
-            if data_reply.code != 354:
-                raise SmtpResponseError("the server refused DATA", reply=data_reply, command="DATA")
-        except SmtpError as exc:
-            self.outcomes.set(pending.slot, exc, pending.prepared.size)
+        refused = transaction.judge(mail_reply, rcpt_replies, data_reply)
+        if refused is not None:
+            self.outcomes.set(pending.slot, refused, pending.prepared.size)
             if data_reply.code == 354:
                 # RFC 2920 §3.1: the server reads data now; send only the terminator.
                 self.finish, self.awaiting = "end_data", _Awaiting()
-            elif conn.state is not State.READY:  # MAIL accepted: a transaction is open
+            elif transport.in_transaction:  # MAIL accepted: a transaction is open
                 self.finish, self.awaiting = "rset", _Awaiting(rset=True)
             return
         try:
-            transport._check_nothing_buffered()  # a reply after 354 is an early reply
+            transport.check_nothing_buffered()  # a reply after 354 is an early reply
         except SmtpError as exc:
             transport.mark_broken()
             self.outcomes.set(pending.slot, exc, pending.prepared.size)
             raise
-        if len(prepared.data) > DATA_CHUNK:
-            await self._send_large(pending, accepted, rejected)
+        if len(prepared.data) > DATA_CHUNK:  # as Transport.send_message decides
+            await self._send_large(pending, transaction)
             return
-        self.tail, self.finish = conn.send_data(prepared.data), "end_data"
-        self.awaiting = _Awaiting(final=(pending, accepted, rejected))
+        self.tail, self.finish = transport.encode_data(prepared.data), "end_data"
+        self.awaiting = _Awaiting(final=(pending, transaction))
 
-    async def _send_large(
-        self, pending: Pending, accepted: list[str], rejected: dict[str, Reply]
-    ) -> None:
+    async def _send_large(self, pending: Pending, transaction: Transaction) -> None:
         # Written while the server is watched for an early reply, as send() does.
+        transport = self.transport
         try:
-            final = await self.transport.send_message(pending.prepared.data)
+            final = await transport.send_message(pending.prepared.data)
         except SmtpError as exc:
-            self.outcomes.set(pending.slot, exc, pending.prepared.size)
+            outcome = after_data(exc, transport.end_of_data_written)
+            self.outcomes.set(pending.slot, outcome, pending.prepared.size)
             raise
-        self._set_final(pending, final, accepted, rejected)
+        self._set_final(pending, final, transaction)
 
     async def _before_write(self) -> None:
         """Before the write carrying the tail: what the server already sent (DESIGN rules
@@ -381,8 +341,8 @@ class _PipelinedSender:
         try:
             await transport.receive_ready("the message data")
             if self.finish == "end_data":
-                transport._check_nothing_buffered()
-                self.tail += transport.conn.end_data()
+                transport.check_nothing_buffered()
+                self.tail += transport.encode_end_of_data()
             elif self.finish == "rset":
                 self.tail = transport.encode(Rset(), "RSET")
         except SmtpError as exc:
@@ -424,10 +384,10 @@ class _PipelinedSender:
         timeout = transport.timeouts.data_termination
         final = await self._read("the end of data", timeout, True)
         self.awaiting = None
-        transport.transactions += 1
+        transport.transaction_done()
         if awaiting.final is not None:
-            pending, accepted, rejected = awaiting.final
-            self._set_final(pending, final, accepted, rejected)
+            pending, transaction = awaiting.final
+            self._set_final(pending, final, transaction)
         check_not_closing(final)  # the pipelined MAIL behind it will never be answered
 
     async def _read(self, what: str, limit: float | None, maybe_delivered: bool) -> Reply:
@@ -448,14 +408,12 @@ class _PipelinedSender:
         awaiting, self.awaiting = self.awaiting, None
         if awaiting is not None and awaiting.final is not None:
             pending = awaiting.final[0]
-            outcome = _unknown(error) if written else error
+            outcome = maybe_delivered(error) if written else error
             self.outcomes.set(pending.slot, outcome, pending.prepared.size)
 
-    def _set_final(
-        self, pending: Pending, final: Reply, accepted: list[str], rejected: dict[str, Reply]
-    ) -> None:
+    def _set_final(self, pending: Pending, final: Reply, transaction: Transaction) -> None:
         try:
-            outcome: Outcome = transaction_outcome(pending.prepared, final, accepted, rejected)
+            outcome: Outcome = transaction.outcome(final)
         except SmtpError as exc:
             outcome = exc
         self.outcomes.set(pending.slot, outcome, pending.prepared.size)

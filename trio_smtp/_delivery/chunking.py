@@ -18,8 +18,9 @@ from collections.abc import AsyncIterator
 
 from .._errors import SmtpResponseError
 from .._io.progress import ProgressReporter
-from .._io.transport import LOST_OR_GARBLED, Transport, delivery_unknown
+from .._io.transport import Transport
 from ..protocol import Bdat, LineEndingNormalizer, Reply
+from .outcome import LOST_OR_GARBLED, delivery_unknown
 
 __all__ = ["send_bdat"]
 
@@ -58,7 +59,7 @@ class _ChunkSender:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         # RFC 3030 §4.2: with PIPELINING a chunk may go before the previous reply is read.
-        self.window = 1 if transport.conn.extensions.pipelining else 0
+        self.window = 1 if transport.extensions.pipelining else 0
         self.outstanding = 0
 
     async def send(self, chunk: bytes) -> None:
@@ -77,7 +78,7 @@ class _ChunkSender:
         # DESIGN rule 10: a close or a reply that already came is seen before LAST goes
         # (a refusal of a chunk in flight is read first: then LAST never goes).
         await transport.receive_ready(what)
-        while self.outstanding and transport.conn.buffered:
+        while self.outstanding and transport.buffered:
             await self._read_chunk_reply()
         data = transport.encode(Bdat(chunk, last=True), what)
         # A write that fails is not "maybe delivered": LAST's octets never all left.
@@ -88,10 +89,10 @@ class _ChunkSender:
                 # The previous chunk's reply, now with LAST out: a loss, or a reply we
                 # cannot parse, is "maybe delivered".
                 await self._read_chunk_reply(maybe_delivered=True)
+            self.outstanding = 0
+            return await transport.end_of_data_reply("BDAT LAST")
         except LOST_OR_GARBLED as exc:
             raise delivery_unknown(exc) from exc
-        self.outstanding = 0
-        return await transport.end_of_data_reply("BDAT LAST")
 
     async def _read_chunk_reply(self, *, maybe_delivered: bool = False) -> None:
         transport = self.transport

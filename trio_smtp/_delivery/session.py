@@ -194,7 +194,7 @@ async def negotiate_starttls(transport: Transport, config: SessionConfig, domain
     handshake are SmtpTlsError.  Opportunistic: used when advertised; a refusal leaves the
     session in plaintext."""
     required = config.security is Security.STARTTLS
-    if not transport.conn.extensions.starttls:
+    if not transport.extensions.starttls:
         if required:
             raise SmtpTlsError("STARTTLS is required but the server did not advertise it")
         return
@@ -266,8 +266,8 @@ async def authenticate(
     round too many cancels the exchange with "*" (RFC 4954 §4).  Anything but 235 is
     SmtpAuthenticationError carrying the server's reply.
     """
-    offered = transport.conn.extensions.auth_mechanisms
-    if "AUTH" not in transport.conn.extensions:
+    offered = transport.extensions.auth_mechanisms
+    if "AUTH" not in transport.extensions:
         raise SmtpAuthenticationError("credentials given but the server does not offer AUTH")
     limit = transport.timeouts.command
     mechanism = await _mechanism(credentials, offered, host, port, limit)

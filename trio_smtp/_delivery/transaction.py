@@ -1,7 +1,14 @@
-"""One mail transaction: MAIL, RCPT..., DATA, the message, and the outcome.
+"""The transaction engine: MAIL, RCPT..., DATA or BDAT, the message, and the outcome.
 
-Theory of operation: with PIPELINING (RFC 2920) MAIL, every RCPT and DATA go in one write and
-every reply is read and matched in order; without it, one command at a time.  Then:
+Theory of operation: a transaction is a fixed sequence of steps, the methods of one
+:class:`Transaction` object that ``send`` (:func:`deliver`, also what the pool runs) and
+``send_many`` (:mod:`trio_smtp._delivery.batch`, which only decides which write carries
+what) both drive, after :func:`check_server` and :func:`plan_transfer` (before MAIL): the
+envelope group, its replies in one pass, their verdict, the data, the outcome.  What each
+result means is stated once, in :mod:`trio_smtp._delivery.outcome`.
+
+With PIPELINING (RFC 2920) MAIL, every RCPT and DATA go in one write and every reply is read
+and matched in order; without it, one command at a time.  Then:
 
 * MAIL refused: SmtpResponseError.  Every recipient refused: SmtpFailedRecipientsError with
   ``result=None`` and no body is sent (only the terminator, if a pipelined DATA got 354,
@@ -35,14 +42,14 @@ from .._errors import (
     SmtpConnectError,
     SmtpDeliveryUnknownError,
     SmtpError,
-    SmtpFailedRecipientError,
     SmtpFailedRecipientsError,
     SmtpProtocolError,
     SmtpResponseError,
     SmtpStatusCode,
 )
 from .._io.progress import progress_reporter
-from .._io.transport import LOST_OR_GARBLED, Transport, delivery_unknown
+from .._io.transport import Transport
+from .._message.options import NO_OPTIONS
 from .._message.prepare import PreparedMessage, check_against_server
 from .._message.sources import CHUNK_SIZE
 from .._results import SendResult
@@ -60,13 +67,29 @@ from ..protocol import (
 )
 from ..protocol._frozen import Frozen, set_field
 from .chunking import send_bdat
+from .outcome import (
+    LOST_OR_GARBLED,
+    SENDER_REFUSED,
+    ConnectionStaleError,
+    after_data,
+    check_mail_not_closing,
+    check_not_closing,
+    delivery_unknown,
+    judge_envelope,
+    stale_if_reused,
+    transaction_outcome,
+)
 
-__all__ = ["ConnectionStaleError", "deliver"]
+__all__ = [
+    "BinaryBodyError",
+    "TransferPlan",
+    "check_server",
+    "deliver",
+    "plan_transfer",
+]
 
 
-class ConnectionStaleError(SmtpConnectError):
-    """A reused connection turned out dead before the server accepted anything (it closed
-    an idle session, or said 421): safe to retry once on a new connection."""
+_DATA = Data()
 
 
 class BinaryBodyError(SmtpError):
@@ -79,10 +102,8 @@ async def deliver(transport: Transport, prepared: PreparedMessage) -> SendResult
     """Run one transaction on a ready session; see the module docstring for the outcomes."""
     if prepared.body is not None:
         await prepared.body.open()  # before MAIL: a missing file is an OSError, nothing sent
-    extensions = transport.conn.extensions
-    check_against_server(prepared, extensions)  # RFC 1870 §4, RFC 6531 §3.4: before MAIL
-    prepared.options.check_server(extensions, tls=transport.tls)  # RFC 3461, RFC 8689
-    plan = plan_transfer(prepared, extensions)
+    check_server(transport, prepared)
+    plan = plan_transfer(prepared, transport.extensions)
     try:
         if prepared.body is None:
             # In-memory data: one deadline scope for the whole transaction (Phases).
@@ -93,8 +114,17 @@ async def deliver(transport: Transport, prepared: PreparedMessage) -> SendResult
     except SmtpError as exc:
         await _after_failure(transport, exc)
         raise
-    transport.transactions += 1
+    transport.transaction_done()
     return result
+
+
+def check_server(transport: Transport, prepared: PreparedMessage) -> None:
+    """Before MAIL: refuse locally what this server cannot take (RFC 1870 §4, RFC 6531
+    §3.4; DSN and REQUIRETLS, RFC 3461, RFC 8689)."""
+    extensions = transport.extensions
+    check_against_server(prepared, extensions)
+    if prepared.options is not NO_OPTIONS:
+        prepared.options.check_server(extensions, tls=transport.tls)
 
 
 class TransferPlan(Frozen):
@@ -149,42 +179,126 @@ def plan_transfer(prepared: PreparedMessage, extensions: Extensions) -> Transfer
     return TransferPlan(mail, bdat, raw)
 
 
+class Transaction:
+    """One message's transaction on one transport, step by step -- the engine ``send``, the
+    pool (both through :func:`deliver`) and ``send_many`` drive: the envelope group
+    (:meth:`envelope`), its replies in one pass (:meth:`read_envelope`), their verdict
+    (:meth:`judge`), the data (:meth:`send_data`), the outcome (:meth:`outcome`).  Which
+    write carries which step is the driver's business (a batch puts the previous message's
+    data ahead of the next envelope); what each result means is
+    :mod:`trio_smtp._delivery.outcome`'s."""
+
+    __slots__ = ("accepted", "plan", "prepared", "rcpts", "rejected", "transport")
+
+    def __init__(
+        self,
+        transport: Transport,
+        prepared: PreparedMessage,
+        plan: TransferPlan,
+        rcpts: list[Rcpt],
+    ) -> None:
+        self.transport = transport
+        self.prepared = prepared
+        self.plan = plan
+        self.rcpts = rcpts
+        self.accepted: list[str] = []
+        self.rejected: dict[str, Reply] = {}
+
+    def envelope(self, last: Data | None) -> bytes:
+        """MAIL, the RCPTs and ``last`` (DATA, or nothing before BDAT) as one pipelined
+        group (RFC 2920 §3.1); SmtpProtocolError when the server already sent more than it
+        owed."""
+        encode = self.transport.encode
+        group = encode(self.plan.mail, "MAIL")
+        for rcpt in self.rcpts:
+            group += encode(rcpt, "RCPT")
+        if last is not None:
+            group += encode(last, "DATA")
+        return group
+
+    async def read_envelope(
+        self, *, data: bool, group: bytes | None = None
+    ) -> tuple[Reply, list[Reply], Reply | None]:
+        """The replies to a pipelined envelope (RFC 2920): MAIL, the RCPTs and, when
+        ``data``, DATA -- in one pass (:meth:`Transport.read_replies`).  ``group``: its bytes,
+        written here under MAIL's budget; None when the caller already wrote it (a batch puts
+        the previous message's tail first).  Never for a group carrying BDAT LAST (see
+        :func:`_envelope_with_last`).
+
+        MAIL's write or reply lost, or MAIL answered 421, on a reused connection: stale (the
+        message goes again on a new one); any other 421 is SmtpResponseError."""
+        transport, rcpts = self.transport, len(self.rcpts)
+        timeouts = transport.timeouts
+        phases = [("MAIL", timeouts.mail), *[("RCPT", timeouts.rcpt)] * rcpts]
+        if data:
+            phases.append(("DATA", timeouts.data_initiation))
+        replies: list[Reply] = []
+        try:
+            if group is None:
+                await transport.read_replies(phases, replies)
+            else:
+                await transport.exchange_group(group, phases, replies)
+        except SmtpConnectError as exc:
+            if replies:
+                raise
+            raise stale_if_reused(exc, transport.reused)  # noqa: B904 -- it sets the cause
+        mail_reply = check_mail_not_closing(replies[0], transport.reused)
+        rcpt_replies = [check_not_closing(reply) for reply in replies[1 : rcpts + 1]]
+        return mail_reply, rcpt_replies, check_not_closing(replies[-1]) if data else None
+
+    def judge(
+        self, mail_reply: Reply, rcpt_replies: list[Reply], data_reply: Reply | None
+    ) -> SmtpError | None:
+        """Record who was accepted; the error the message ends with when its data must not
+        go (:func:`~trio_smtp._delivery.outcome.judge_envelope`), else None."""
+        recipients = self.prepared.envelope.recipients
+        self.accepted, self.rejected, refused = judge_envelope(
+            recipients, mail_reply, rcpt_replies, data_reply
+        )
+        return refused
+
+    async def send_data(self) -> Reply:
+        """After 354: the data, the terminator and its reply; a failure once the end of data
+        was written is "maybe delivered" (:func:`~trio_smtp._delivery.outcome.after_data`)."""
+        transport, body = self.transport, self.prepared.body
+        reporter = progress_reporter(self.prepared.progress, self.prepared.size)
+        try:
+            if body is None:
+                return await transport.send_message(self.prepared.data, reporter)
+            return await transport.send_stream(_no_nul(body.chunks()), reporter)
+        except SmtpError as exc:
+            raise after_data(exc, transport.end_of_data_written)  # noqa: B904 -- sets the cause
+
+    def outcome(self, final: Reply) -> SendResult:
+        """What the reply to the end of data decides (see
+        :func:`~trio_smtp._delivery.outcome.transaction_outcome`)."""
+        return transaction_outcome(self.prepared, final, self.accepted, self.rejected)
+
+
 async def _transaction(
     transport: Transport, prepared: PreparedMessage, plan: TransferPlan
 ) -> SendResult:
     await _before_envelope(transport)
-    recipients = prepared.envelope.recipients
-    rcpts = [prepared.options.rcpt(r) for r in recipients]
+    rcpts = [prepared.options.rcpt(r) for r in prepared.envelope.recipients]
+    transaction = Transaction(transport, prepared, plan, rcpts)
     if plan.bdat:
-        return await _transaction_bdat(transport, prepared, plan, rcpts)
+        return await _transaction_bdat(transaction)
     data_reply: Reply | None
-    if transport.conn.extensions.pipelining:
-        mail_reply, rcpt_replies, data_reply = await _envelope_pipelined(
-            transport, plan.mail, rcpts, Data()
+    if transport.extensions.pipelining:
+        mail_reply, rcpt_replies, data_reply = await transaction.read_envelope(
+            data=True, group=transaction.envelope(_DATA)
         )
     else:
         mail_reply, rcpt_replies, data_reply = await _envelope_one_by_one(
-            transport, plan.mail, rcpts, last=Data()
+            transport, plan.mail, rcpts, last=_DATA
         )
-    accepted, rejected = sort_recipients(recipients, rcpt_replies)
-    if (
-        data_reply is not None
-        and data_reply.code == 354
-        and (not accepted or mail_reply.code // 100 != 2)
-    ):
-        # RFC 2920 §3.1: DATA went in the same write; never send a body nobody should get.
-        await _terminator_alone(transport)
-        data_reply = None
-    check_envelope(mail_reply, accepted, rejected)
-    assert data_reply is not None
-    if data_reply.code != 354:
-        raise SmtpResponseError("the server refused DATA", reply=data_reply, command="DATA")
-    reporter = progress_reporter(prepared.progress, prepared.size)
-    if prepared.body is None:
-        final = await transport.send_message(prepared.data, reporter)
-    else:
-        final = await transport.send_stream(_no_nul(prepared.body.chunks()), reporter)
-    return transaction_outcome(prepared, final, accepted, rejected)
+    refused = transaction.judge(mail_reply, rcpt_replies, data_reply)
+    if refused is not None:
+        if data_reply is not None and data_reply.code == 354:
+            # RFC 2920 §3.1: DATA went in the same write; never send a body nobody should get.
+            await _terminator_alone(transport)
+        raise refused
+    return transaction.outcome(await transaction.send_data())
 
 
 async def _terminator_alone(transport: Transport) -> None:
@@ -192,52 +306,54 @@ async def _terminator_alone(transport: Transport) -> None:
     the server already spoke or closed, nothing more goes: the connection is closed."""
     try:
         await transport.receive_ready("the end of data")
-        transport._check_nothing_buffered()
+        transport.check_nothing_buffered()
     except SmtpError:
         transport.mark_broken()  # what the envelope's replies said is the outcome
         return
-    await transport.write(transport.conn.end_data(), "the end of data", None)
+    await transport.write(transport.encode_end_of_data(), "the end of data", None)
     await transport.read_reply("the end of data", transport.timeouts.data_termination)
 
 
-async def _transaction_bdat(
-    transport: Transport, prepared: PreparedMessage, plan: TransferPlan, rcpts: list[Rcpt]
-) -> SendResult:
+async def _transaction_bdat(transaction: Transaction) -> SendResult:
     """RFC 3030.  A small in-memory message goes with the envelope in ONE write (MAIL, RCPTs
     and ``BDAT n LAST`` with its octets, pipelined as RFC 3030 §4.2 allows); otherwise the
     envelope's replies are read first, then the body is sent in chunks."""
-    recipients = prepared.envelope.recipients
-    conn = transport.conn
+    transport, prepared, plan = transaction.transport, transaction.prepared, transaction.plan
+    rcpts = transaction.rcpts
     data = prepared.data if plan.raw else None
     if prepared.body is None and data is None:
         data = normalize_line_endings(prepared.data)
     # In memory, the octets counted are those sent (line ends normalised): sent ends at total.
     total = prepared.size if data is None else len(data)
     reporter = progress_reporter(prepared.progress, total)
-    if conn.extensions.pipelining and data is not None and len(data) <= CHUNK_SIZE:
+    if transport.extensions.pipelining and data is not None and len(data) <= CHUNK_SIZE:
         if reporter is not None:
             reporter.finish(len(data))  # before anything is written
         mail_reply, rcpt_replies, final = await _envelope_with_last(
             transport, plan.mail, rcpts, Bdat(data, last=True)
         )
-        accepted, rejected = sort_recipients(recipients, rcpt_replies)
-        check_envelope(mail_reply, accepted, rejected)
-        return transaction_outcome(prepared, final, accepted, rejected)
-    if conn.extensions.pipelining:
-        mail_reply, rcpt_replies, _ = await _envelope_pipelined(transport, plan.mail, rcpts, None)
+        refused = transaction.judge(mail_reply, rcpt_replies, None)
+        if refused is not None:
+            raise refused
+        return transaction.outcome(final)
+    if transport.extensions.pipelining:
+        mail_reply, rcpt_replies, _ = await transaction.read_envelope(
+            data=False, group=transaction.envelope(None)
+        )
     else:
         mail_reply, rcpt_replies, _ = await _envelope_one_by_one(
             transport, plan.mail, rcpts, last=None
         )
-    accepted, rejected = sort_recipients(recipients, rcpt_replies)
-    check_envelope(mail_reply, accepted, rejected)
+    refused = transaction.judge(mail_reply, rcpt_replies, None)
+    if refused is not None:
+        raise refused
     if data is not None:
         chunks = _slices(data)
     else:
         assert prepared.body is not None
         chunks = _no_nul(prepared.body.chunks())
     final = await send_bdat(transport, chunks, normalise=data is None, reporter=reporter)
-    return transaction_outcome(prepared, final, accepted, rejected)
+    return transaction.outcome(final)
 
 
 async def _slices(data: bytes) -> AsyncIterator[bytes]:
@@ -259,93 +375,14 @@ async def _no_nul(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def sort_recipients(
-    recipients: tuple[str, ...], replies: list[Reply]
-) -> tuple[list[str], dict[str, Reply]]:
-    accepted: list[str] = []
-    rejected: dict[str, Reply] = {}
-    for recipient, reply in zip(recipients, replies, strict=False):
-        if reply.code // 100 == 2:
-            accepted.append(recipient)
-        else:
-            rejected[recipient] = reply
-    return accepted, rejected
-
-
-_SENDER_REFUSED = "the server refused the sender (MAIL)"
-
-
-def check_envelope(mail_reply: Reply, accepted: list[str], rejected: dict[str, Reply]) -> None:
-    # RFC 5321 §4.2.2: 251 and 252 are acceptance as much as 250 (DESIGN rule 10).
-    if mail_reply.code // 100 != 2:
-        raise SmtpResponseError(_SENDER_REFUSED, reply=mail_reply, command="MAIL")
-    if not accepted:
-        raise SmtpFailedRecipientsError(_failures(rejected))
-
-
-def transaction_outcome(
-    prepared: PreparedMessage, final: Reply, accepted: list[str], rejected: dict[str, Reply]
-) -> SendResult:
-    if final.code // 100 != 2:
-        raise SmtpResponseError(
-            "the server refused the message", reply=final, command="end of data"
-        )
-    result = SendResult(tuple(accepted), rejected, final, prepared.message_id)
-    if rejected:
-        raise SmtpFailedRecipientsError(_failures(rejected), result)
-    return result
-
-
-def _failures(rejected: dict[str, Reply]) -> list[SmtpFailedRecipientError]:
-    return [SmtpFailedRecipientError(r, reply) for r, reply in rejected.items()]
-
-
-def check_not_closing(reply: Reply) -> Reply:
-    # RFC 5321 §3.8: 421 means the server is closing the channel; stop reading replies.
-    if reply.code == 421:
-        raise SmtpResponseError("the server is closing the connection", reply=reply)
-    return reply
-
-
-async def read_mail_reply(transport: Transport, mail: Mail, group: bytes | None = None) -> Reply:
-    """The MAIL reply; a reused connection that is already dead becomes ConnectionStale.
-
-    ``group``: the pipelined group, written here under MAIL's budget with its reply read (as
-    :meth:`Transport.command` does for MAIL alone).  Never for a group carrying BDAT LAST
-    (see :func:`_envelope_with_last`)."""
-    limit = transport.timeouts.mail
+async def read_mail_reply(transport: Transport, mail: Mail) -> Reply:
+    """MAIL alone (no PIPELINING); a reused connection that is already dead becomes
+    ConnectionStale."""
     try:
-        if group is not None:
-            reply = await transport.exchange(group, "MAIL", limit)
-        elif transport.conn.extensions.pipelining:
-            reply = await transport.read_reply("MAIL", limit)
-        else:
-            reply = await transport.command(mail, "MAIL", limit)
+        reply = await transport.command(mail, "MAIL", transport.timeouts.mail)
     except SmtpConnectError as exc:
-        if transport.reused:
-            raise ConnectionStaleError(f"the reused connection was closed: {exc}") from exc
-        raise
-    if reply.code == 421 and transport.reused:
-        raise ConnectionStaleError("the reused connection was closed", reply=reply)
-    return check_not_closing(reply)
-
-
-async def _envelope_pipelined(
-    transport: Transport, mail: Mail, rcpts: list[Rcpt], last: Data | None
-) -> tuple[Reply, list[Reply], Reply]:
-    """MAIL, every RCPT and ``last`` (DATA or nothing) in one write, then every reply."""
-    group = [transport.encode(mail, "MAIL"), *(transport.encode(r, "RCPT") for r in rcpts)]
-    if last is not None:
-        group.append(transport.encode(last, "DATA"))
-    mail_reply = await read_mail_reply(transport, mail, b"".join(group))  # one write
-    rcpt_replies = [
-        check_not_closing(await transport.read_reply("RCPT", transport.timeouts.rcpt))
-        for _ in rcpts
-    ]
-    if last is None:
-        return mail_reply, rcpt_replies, mail_reply
-    last_reply = await transport.read_reply("DATA", transport.timeouts.data_initiation)
-    return mail_reply, rcpt_replies, check_not_closing(last_reply)
+        raise stale_if_reused(exc, transport.reused)  # noqa: B904 -- it sets the cause
+    return check_mail_not_closing(reply, transport.reused)
 
 
 async def _envelope_with_last(
@@ -368,16 +405,12 @@ async def _envelope_with_last(
     try:
         await transport.write_end_of_data(data, "MAIL", transport.timeouts.mail)
     except SmtpConnectError as exc:
-        if transport.reused:
-            raise ConnectionStaleError(f"the reused connection was closed: {exc}") from exc
-        raise
+        raise stale_if_reused(exc, transport.reused)  # noqa: B904 -- it sets the cause
     try:
         mail_reply = await _group_reply(transport, "MAIL", transport.timeouts.mail)
     except LOST_OR_GARBLED as exc:
         raise delivery_unknown(exc) from exc
-    if mail_reply.code == 421 and transport.reused:
-        raise ConnectionStaleError("the reused connection was closed", reply=mail_reply)
-    check_not_closing(mail_reply)
+    check_mail_not_closing(mail_reply, transport.reused)
     try:
         rcpt_replies = [
             check_not_closing(await _group_reply(transport, "RCPT", transport.timeouts.rcpt))
@@ -386,7 +419,7 @@ async def _envelope_with_last(
         final = await transport.end_of_data_reply("the end of data")
     except (*LOST_OR_GARBLED, SmtpDeliveryUnknownError) as exc:
         if mail_reply.code // 100 != 2:  # the transaction never started: refused, not unknown
-            raise SmtpResponseError(_SENDER_REFUSED, reply=mail_reply, command="MAIL") from exc
+            raise SmtpResponseError(SENDER_REFUSED, reply=mail_reply, command="MAIL") from exc
         if isinstance(exc, SmtpDeliveryUnknownError):
             raise
         raise delivery_unknown(exc) from exc
@@ -400,7 +433,7 @@ async def _before_envelope(transport: Transport) -> None:
     (SmtpClient looks before handing the connection out; this closes the gap after it.)"""
     try:
         await transport.receive_ready("MAIL")
-        if transport.conn.buffered:
+        if transport.buffered:
             transport.mark_broken()
             raise SmtpProtocolError("the server sent a reply nobody asked for before MAIL")
     except (SmtpConnectError, SmtpProtocolError) as exc:
@@ -447,7 +480,7 @@ async def _after_failure(transport: Transport, error: SmtpError) -> None:
     if error.reply is not None and error.reply.code == 421:
         transport.mark_broken()
         return
-    if isinstance(error, BinaryBodyError) and transport.conn.pending:
+    if isinstance(error, BinaryBodyError) and transport.owed:
         transport.mark_broken()
         return
     try:

@@ -1,12 +1,14 @@
 """Per-phase deadlines and the one mapping of errors into SmtpErrors, for the driver.
 
 Theory of operation: RFC 5321 §4.5.3.2 gives each phase of a session its own time limit,
-covering the whole reply rather than each read.  Outside a transaction each read or write is
-wrapped in a :class:`deadline` (one ``trio.CancelScope``); inside a transaction of in-memory
-data one :class:`Phases` scope is entered once and its deadline moved at each phase, which
-costs a third of entering a scope per phase.  Only these scopes' own deadlines are caught:
-a user's cancel scope, and ``send_async_cancel``, pass through untouched.  :class:`map_errors`
-is the single place where Trio, ``ssl`` and protocol-core errors become the library's.
+covering the whole reply rather than each read.  There is one mechanism, :class:`Phases`: a
+``trio.CancelScope`` entered once -- for a whole transaction of in-memory data, or for one
+read or write outside it (:func:`deadline`) -- whose deadline is armed again at each phase
+(moving a deadline costs a third of entering a scope).  A client's :class:`Watchdog` only
+changes *how* an armed deadline is enforced (it is not even moved).  Only these scopes' own
+deadlines are caught: a user's cancel scope, and ``send_async_cancel``, pass through
+untouched.  :class:`map_errors` is the single place where Trio, ``ssl`` and protocol-core
+errors become the library's.
 """
 
 from __future__ import annotations
@@ -32,8 +34,6 @@ from .._errors import (
 from ..protocol import RemoteProtocolError
 
 __all__ = [
-    "ARMED",
-    "Armed",
     "Phases",
     "Watchdog",
     "connect_error",
@@ -54,56 +54,15 @@ def timeout_error(
     return error(text)
 
 
-class deadline:
+def deadline(
+    seconds: float | None, what: str, error: type[SmtpTimeoutError] = SmtpTimeoutError
+) -> Phases:
     """``with deadline(seconds, what):`` fails with :class:`SmtpTimeoutError` (or ``error``)
-    when ``what`` takes longer than ``seconds`` (None: no limit).
-
-    A plain class over one ``trio.CancelScope`` rather than ``@contextmanager`` around
-    ``trio.fail_after``: it is entered for every read and write outside a transaction (see
-    :class:`Phases` for the transaction itself).
-    """
-
-    __slots__ = ("_error", "_scope", "_seconds", "_what")
-
-    def __init__(
-        self, seconds: float | None, what: str, error: type[SmtpTimeoutError] = SmtpTimeoutError
-    ) -> None:
-        self._seconds = seconds
-        self._what = what
-        self._error = error
-        self._scope: trio.CancelScope | None = None
-
-    def __enter__(self) -> None:
-        limit = math.inf if self._seconds is None else trio.current_time() + self._seconds
-        self._scope = trio.CancelScope(deadline=limit)
-        self._scope.__enter__()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._scope is not None
-        # The scope swallows only its own Cancelled, which is exactly the timeout.
-        self._scope.__exit__(exc_type, exc, tb)
-        if self._scope.cancelled_caught:
-            raise timeout_error(self._error, self._seconds, self._what) from None
-
-
-class Armed:
-    """What :meth:`Transport._limit` returns once :class:`Phases` holds the deadline."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-
-ARMED = Armed()
+    when ``what`` takes longer than ``seconds`` (None: no limit): a :class:`Phases` scope
+    with one phase, armed now."""
+    phases = Phases(None)
+    phases.arm(seconds, what, error)
+    return phases
 
 
 class Watchdog:
@@ -198,13 +157,18 @@ class Phases:
 
     ``register`` is told this object on entry and None on exit: the transport that made it
     (:meth:`Transport.phases`) arms it from then on instead of opening a scope per phase.
+    Entering it again while it is open (the transport's reads and writes inside the
+    transaction) only counts: the scope is entered and left once, by the outermost ``with``.
     """
 
-    __slots__ = ("_error", "_register", "_scope", "_seconds", "_watchdog", "_what")
+    __slots__ = ("_depth", "_error", "_register", "_scope", "_seconds", "_watchdog", "_what")
 
     def __init__(
-        self, watchdog: Watchdog | None, register: Callable[[Phases | None], None]
+        self,
+        watchdog: Watchdog | None,
+        register: Callable[[Phases | None], None] | None = None,
     ) -> None:
+        self._depth = 0
         self._register = register
         self._scope = trio.CancelScope()
         self._seconds: float | None = None
@@ -213,8 +177,12 @@ class Phases:
         self._watchdog = watchdog if watchdog is not None and watchdog.running else None
 
     def __enter__(self) -> Phases:
+        self._depth += 1
+        if self._depth > 1:
+            return self  # a phase inside the open scope: armed by the caller
         self._scope.__enter__()
-        self._register(self)
+        if self._register is not None:
+            self._register(self)
         if self._watchdog is not None:
             self._watchdog.watch(self._scope)
         return self
@@ -225,7 +193,11 @@ class Phases:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._register(None)
+        self._depth -= 1
+        if self._depth:
+            return  # the outermost exit turns this scope's own Cancelled into the timeout
+        if self._register is not None:
+            self._register(None)
         if self._watchdog is not None:
             self._watchdog.watch(None)
         self._scope.__exit__(exc_type, exc, tb)  # swallows only its own Cancelled

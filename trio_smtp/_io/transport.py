@@ -20,7 +20,7 @@ import math
 import select
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import trio
 
@@ -33,13 +33,13 @@ from .._errors import (
     SmtpProtocolError,
     SmtpResponseError,
     SmtpTimeoutError,
-    SmtpTlsError,
 )
 from ..protocol import (
     NEED_DATA,
     ClientConnection,
     Command,
     ConnectionClosed,
+    Extensions,
     ProtocolError,
     Quit,
     RemoteProtocolError,
@@ -48,8 +48,6 @@ from ..protocol import (
     State,
 )
 from .deadlines import (
-    ARMED,
-    Armed,
     Phases,
     Watchdog,
     deadline,
@@ -72,35 +70,6 @@ _REASON_WAIT = 5.0
 
 #: Message data per write: large enough to amortise the syscall, small enough to bound memory.
 DATA_CHUNK = 256 * 1024
-# Message data may be written in these states with no reply in between.
-_DATA_STATES = frozenset({State.DATA, State.BDAT})
-
-UNKNOWN = (
-    "the connection was lost after the end of data and before the server's reply: "
-    "the message may have been delivered"
-)
-
-
-#: Once the end of data was written, these leave the message possibly delivered: a lost
-#: connection, or a reply we cannot parse (which is no refusal).  RFC 5321 §4.1.1.4.
-LOST_OR_GARBLED = (SmtpConnectError, SmtpTlsError, SmtpProtocolError)
-
-
-def delivery_unknown(error: SmtpError) -> SmtpDeliveryUnknownError:
-    """What ``error`` becomes once the write carrying the end of data has completed: the
-    server has the whole message (RFC 5321 §4.1.1.4), so a lost connection and a reply we
-    cannot parse alike leave it possibly delivered.  ``error`` is kept as ``__cause__``."""
-    if isinstance(error, SmtpProtocolError):
-        text = (
-            f"the reply to the end of data broke the protocol ({error}): "
-            "the message may have been delivered"
-        )
-    else:
-        text = UNKNOWN
-    unknown = SmtpDeliveryUnknownError(text)
-    unknown.__cause__ = error
-    return unknown
-
 
 #: A user-supplied way to open the connection (instead of TCP to host:port).
 StreamFactory = Callable[[], Awaitable[trio.abc.Stream]]
@@ -142,10 +111,9 @@ class Transport:
         self.host = host
         self.timeouts = timeouts
         #: The protocol log of this connection (logger ``trio_smtp.protocol``, DEBUG): every
-        #: write and every reply goes through it; it hides AUTH secrets and message data.
+        #: command encoded and every reply goes through it; it hides AUTH secrets and
+        #: message data by the command's type.
         self.log = log if log is not None else ProtocolLog(host)
-        # Lets the log skip its bookkeeping while the logger is off (see ProtocolLog).
-        self.log.at_boundary = self._at_boundary
         #: True once the stream is TLS (implicit, or after STARTTLS).
         self.tls = isinstance(stream, trio.SSLStream)
         #: True when credentials may be sent in clear (see :func:`peer_is_loopback`).
@@ -170,6 +138,15 @@ class Transport:
         #: moving them; None (a transport used on its own): Phases move their deadlines.
         self.watchdog: Watchdog | None = None
 
+    def mark_reused(self) -> None:
+        """The connection is handed out again after an earlier transaction (see
+        :attr:`reused`)."""
+        self.reused = True
+
+    def transaction_done(self) -> None:
+        """A transaction ended with its outcome known (see :attr:`transactions`)."""
+        self.transactions += 1
+
     def begin_transaction(self) -> None:
         """A new transaction starts on this connection: its end of data is not written yet."""
         self.end_of_data_written = False
@@ -183,14 +160,52 @@ class Transport:
 
     def _limit(
         self, seconds: float | None, what: str, error: type[SmtpTimeoutError] = SmtpTimeoutError
-    ) -> deadline | Armed:
-        """The deadline of one phase: the transaction's :class:`Phases`, moved, when one is
-        open; otherwise a scope of its own."""
+    ) -> Phases:
+        """The deadline of one phase: the transaction's :class:`Phases`, armed again, when
+        one is open; otherwise a scope of its own (:func:`deadline`)."""
         phases = self._phases
         if phases is None:
             return deadline(seconds, what, error)
         phases.arm(seconds, what, error)
-        return ARMED
+        return phases
+
+    @property
+    def extensions(self) -> Extensions:
+        """What the server's last EHLO reply offered (empty before it, and after STARTTLS)."""
+        return self.conn.extensions
+
+    @property
+    def buffered(self) -> int:
+        """Octets received from the server and not read as a reply yet (0: none)."""
+        return self.conn.buffered
+
+    @property
+    def owed(self) -> bool:
+        """True while a command written has no reply yet."""
+        return bool(self.conn.pending)
+
+    @property
+    def in_transaction(self) -> bool:
+        """True between an accepted MAIL and the end of its transaction (RSET clears it)."""
+        return self.conn.state is not State.READY
+
+    @staticmethod
+    def fits_one_write(data: bytes) -> bool:
+        """Whether message data goes with its terminator in one write (:meth:`send_message`)
+        rather than in chunks while the server is watched (:meth:`send_stream`)."""
+        return len(data) <= DATA_CHUNK
+
+    def encode_data(self, data: bytes) -> bytes:
+        """Message data after 354, dot-stuffed (RFC 5321 §4.5.2); the log counts it."""
+        stuffed = self.conn.send_data(data)
+        self.log.log_data(len(stuffed))
+        return stuffed
+
+    def encode_end_of_data(self) -> bytes:
+        """The terminator ``CRLF.CRLF`` (RFC 5321 §4.1.1.4) that ends the message data."""
+        data = self.conn.end_data()
+        self.log.log_end_of_data()
+        return data
 
     @property
     def broken(self) -> bool:
@@ -201,11 +216,6 @@ class Transport:
     def reusable(self) -> bool:
         """Not broken, and between transactions: safe for the next message."""
         return not self._broken and self.conn.state is State.READY
-
-    def _at_boundary(self) -> bool:
-        # Every command (and end of data) answered, and not inside DATA or BDAT, where
-        # message data may follow without a new reply.
-        return not self.conn.pending and self.conn.state not in _DATA_STATES
 
     async def receive_ready(self, what: str, *, eof_ok: bool = False) -> None:
         """Feed the machine what the server has already sent, without waiting for more.
@@ -261,10 +271,12 @@ class Transport:
         the replies owed to the commands before it, SmtpProtocolError (the connection is
         broken).  A LocalProtocolError (our misuse) passes through."""
         try:
-            return self.conn.send(command)
+            data = self.conn.send(command)
         except RemoteProtocolError as exc:
             self.mark_broken()
             raise SmtpProtocolError(f"the server broke the protocol before {what}: {exc}") from exc
+        self.log.log_command(command, data)
+        return data
 
     def mark_broken(self) -> None:
         """Never use this connection again (a write or read failed or was cancelled)."""
@@ -288,7 +300,6 @@ class Transport:
 
     async def write(self, data: bytes, what: str, limit: float | None) -> None:
         """Write ``data`` in one ``send_all`` under ``limit`` seconds."""
-        self.log.log_sent(data)
         try:
             with self._limit(limit, what):
                 await self.stream.send_all(data)
@@ -322,15 +333,21 @@ class Transport:
         reply = self._buffered_reply(what)
         if reply is None:
             timeout = SmtpDeliveryTimeoutError if maybe_delivered else SmtpTimeoutError
-            try:
-                with self._limit(limit, what, timeout):
-                    # Nothing complete is buffered (just asked): read before parsing again.
-                    reply = await self._next_reply(what, receive_first=True)
-            except BaseException as exc:
-                raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
+            reply = await self._receive_reply(what, limit, timeout)
         if maybe_delivered:
             await self._check_in_step(what)
         return reply
+
+    async def _receive_reply(
+        self, what: str, limit: float | None, error: type[SmtpTimeoutError]
+    ) -> Reply:
+        # Nothing complete is buffered (the caller just asked): read before parsing again,
+        # under one deadline for the whole reply.
+        try:
+            with self._limit(limit, what, error):
+                return await self._next_reply(what, receive_first=True)
+        except BaseException as exc:
+            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
 
     async def _check_in_step(self, what: str) -> None:
         """After the reply that decides a message's outcome (DESIGN rules 10 and 11): if
@@ -377,27 +394,53 @@ class Transport:
     async def command(
         self, command: Command, what: str, limit: float | None, *, tls: bool = False
     ) -> Reply:
-        """Send one command and read its reply, both under one deadline."""
+        """Send one command and read its reply, both under one deadline (a group of one,
+        after a look at what the server already sent: see :meth:`receive_ready`)."""
         await self.receive_ready(what)
         data = self.encode(command, what)  # LocalProtocolError here: nothing was written
-        self.log.log_sent(data)
+        replies: list[Reply] = []
+        await self.exchange_group(data, ((what, limit),), replies, tls=tls)
+        return replies[0]
+
+    async def exchange_group(
+        self,
+        data: bytes,
+        phases: Sequence[tuple[str, float | None]],
+        replies: list[Reply],
+        *,
+        tls: bool = False,
+    ) -> None:
+        """Write ``data`` (a pipelined group, already through :meth:`encode`) and read one
+        reply per entry of ``phases`` (what it answers, its budget) into ``replies``.
+
+        The write and the first reply share the first budget (as :meth:`command`); each
+        later reply has its own, armed only when it is not already here: the replies of a
+        group usually arrive together, and are then parsed in one pass after one receive.
+        Reading stops after a 421 (RFC 5321 §3.8: the server closes; nothing more comes).
+        On an error, ``replies`` holds the replies read before it: none means the write or
+        the first reply failed.  ``tls``: during STARTTLS (see :func:`map_errors`)."""
+        what, limit = phases[0]
         try:
             with self._limit(limit, what):
                 await self.stream.send_all(data)
-                return await self._next_reply(what)
+                replies.append(await self._next_reply(what))
         except BaseException as exc:
             raise self._failed(exc, what, tls=tls)  # noqa: B904 -- _failed sets the cause
+        if len(phases) > 1:
+            await self.read_replies(phases[1:], replies)
 
-    async def exchange(self, data: bytes, what: str, limit: float | None) -> Reply:
-        """Write ``data`` (a pipelined group, already through ``conn.send``) and read the
-        first reply, both under one deadline (as :meth:`command`)."""
-        self.log.log_sent(data)
-        try:
-            with self._limit(limit, what):
-                await self.stream.send_all(data)
-                return await self._next_reply(what)
-        except BaseException as exc:
-            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
+    async def read_replies(
+        self, phases: Sequence[tuple[str, float | None]], replies: list[Reply]
+    ) -> None:
+        """Read one reply per entry of ``phases`` into ``replies`` (see
+        :meth:`exchange_group`); a reply already received costs no await and no deadline."""
+        for what, limit in phases:
+            if replies and replies[-1].code == 421:
+                return
+            reply = self._buffered_reply(what)
+            if reply is None:
+                reply = await self._receive_reply(what, limit, SmtpTimeoutError)
+            replies.append(reply)
 
     async def send_message(self, data: bytes, reporter: ProgressReporter | None = None) -> Reply:
         """After 354: the message data, the terminator, and the reply to the terminator.
@@ -405,27 +448,26 @@ class Transport:
         A message that fits in one write goes with its terminator in one ``send_all``; the
         server cannot tell it apart from a reply to the terminator, so its next reply is
         read as the final one.  A larger message is written while the server is watched
-        (see :meth:`send_stream`).  A connection lost between the terminator and its reply
-        is SmtpDeliveryUnknownError (RFC 5321 §4.1.1.4: the message may have been
-        accepted).  A write that fails is not: ``send_all`` raising means its last octets
-        -- the end of the terminator -- never left, so the server cannot have accepted the
-        message (SmtpConnectError, or SmtpTimeoutError).  ``reporter``: see
-        :mod:`trio_smtp._io.progress`.
+        (see :meth:`send_stream`).  :attr:`end_of_data_written` is set only once the write
+        carrying the terminator completed: ``send_all`` raising means its last octets never
+        left (the caller decides what a failure means, see :mod:`trio_smtp._delivery.outcome`).
+        ``reporter``: see :mod:`trio_smtp._io.progress`.
         """
-        if len(data) > DATA_CHUNK:
+        if not self.fits_one_write(data):
             return await self.send_stream(_slices(data), reporter)
         try:
             await self.receive_ready("the message data")
-            self._check_nothing_buffered()
+            self.check_nothing_buffered()
             if reporter is not None:
                 reporter.finish(len(data))
-            payload = self.conn.send_data(data) + self.conn.end_data()
+            payload = self.encode_data(data) + self.encode_end_of_data()
             await self._send_data_block(payload)
         except BaseException:
             self.mark_broken()
             raise
         self.end_of_data_written = True
-        return await self.end_of_data_reply("the end of data")
+        what = "the end of data"
+        return await self.read_reply(what, self.timeouts.data_termination, maybe_delivered=True)
 
     async def send_stream(
         self, chunks: AsyncIterator[bytes], reporter: ProgressReporter | None = None
@@ -446,7 +488,7 @@ class Transport:
         try:
             if phases is not None:
                 phases.arm(None, "the message data", SmtpTimeoutError)
-            self._check_nothing_buffered()
+            self.check_nothing_buffered()
             error = await self._write_watched(chunks, watcher)
             return await self._finish_data(watcher, error)
         except BaseException:
@@ -463,22 +505,15 @@ class Transport:
 
     async def end_of_data_reply(self, what: str, limit: float | None = None) -> Reply:
         """The reply to the end of data, once it was completely written
-        (:attr:`end_of_data_written`).
-
-        A lost connection or a malformed reply (garbage, a line over the limit, a bad code)
-        is SmtpDeliveryUnknownError, and a timeout SmtpDeliveryTimeoutError (RFC 5321
-        §4.1.1.4: the server has the whole message; a reply we cannot read is no refusal).
-        The connection is broken either way, never reused.  ``limit`` defaults to
-        :attr:`Timeouts.data_termination <trio_smtp.Timeouts.data_termination>`."""
+        (:attr:`end_of_data_written`), within ``limit`` (by default
+        :attr:`Timeouts.data_termination <trio_smtp.Timeouts.data_termination>`); a timeout
+        is SmtpDeliveryTimeoutError.  What a lost connection or a malformed reply now means
+        ("maybe delivered") is decided by the caller, in :mod:`trio_smtp._delivery.outcome`."""
         if limit is None:
             limit = self.timeouts.data_termination
-        try:
-            reply = await self.read_reply(what, limit, maybe_delivered=True)
-        except LOST_OR_GARBLED as exc:
-            raise delivery_unknown(exc) from exc
-        return reply
+        return await self.read_reply(what, limit, maybe_delivered=True)
 
-    def _check_nothing_buffered(self) -> None:
+    def check_nothing_buffered(self) -> None:
         """A reply that came in the same read as the 354 (or that :meth:`receive_ready`
         fed since) is an early reply too."""
         try:
@@ -569,14 +604,14 @@ class Transport:
             if pending:
                 _report(watcher.reporter, size, last=False)
                 await self._watched_block(pending, watcher)
-            pending, size = self.conn.send_data(chunk), len(chunk)
+            pending, size = self.encode_data(chunk), len(chunk)
         if _readable(self.stream):
             # The server already spoke or closed: the watcher is reading it; the terminator
             # must not follow (DESIGN rule 10: not delivered, not "maybe").
             with trio.move_on_after(_TLS_RECORD_WAIT if self.tls else math.inf):
                 await watcher.arrived.wait()
                 return
-        payload = (pending or b"") + self.conn.end_data()
+        payload = (pending or b"") + self.encode_end_of_data()
         _report(watcher.reporter, size, last=True)
         watcher.terminator_started = True
         await self._watched_block(payload, watcher)
@@ -606,7 +641,8 @@ class Transport:
                 "the reply to the end of data",
             )
         if not watcher.data:
-            raise SmtpDeliveryUnknownError(UNKNOWN) from watcher.error
+            lost = "the server closed the connection after the end of data"
+            raise SmtpConnectError(lost) from watcher.error
         self.conn.receive_data(watcher.data)
         # end_of_data_reply parses it: malformed, it is "maybe delivered" as for DATA in memory.
         return await self.end_of_data_reply("the end of data")
