@@ -185,6 +185,18 @@ def _repro(cls: str) -> fz.Script:
         return dataclasses.replace(
             base, messages=[*base.messages, small], overrides={5: b"421 4.3.2 closing\r\n"}
         )
+    if cls == "send-many-stale-end-of-data":
+        # send_many, two messages over the one-write size, no CHUNKING: the server closes
+        # 30 kB into the second one's data.  Its terminator never left (the rest does not
+        # fit in the socket buffers), but the end-of-data flag was still the first
+        # message's, so the second was reported "maybe delivered" (found by the soak, seed
+        # 513189).
+        base = _base(frozenset({"PIPELINING"}), "large", op="send_many")
+        rng = random.Random(2)
+        second = fz.Msg(2, "large", 1, fz.make_message(rng, 2, "large"))
+        base = dataclasses.replace(base, messages=[*base.messages, second])
+        dry = fz.dry_run(base)
+        return dataclasses.replace(base, cut=fz.Cut("client", dry.eods[0] + 30_000, "fin"))
     if cls == "grace-beyond-timeouts":
         # The server stops reading in the middle of a large message (Timeouts all 0.5 s).
         base = dataclasses.replace(_base(frozenset(), "large"), timeout=0.5)
@@ -204,6 +216,7 @@ REPROS = {
     "send-many-data-3xx": "send-many-data-3xx",
     "grace-beyond-timeouts": "grace-beyond-timeouts",
     "send-many-421-after-large": "send-many-421-after-large",
+    "send-many-stale-end-of-data": "NEW",
 }
 
 

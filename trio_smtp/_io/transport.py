@@ -453,6 +453,9 @@ class Transport:
         left (the caller decides what a failure means, see :mod:`trio_smtp._delivery.outcome`).
         ``reporter``: see :mod:`trio_smtp._io.progress`.
         """
+        # This message's end of data is not written yet, whatever an earlier one on this
+        # connection did (send_many sends many messages between two begin_transaction()s).
+        self.end_of_data_written = False
         if not self.fits_one_write(data):
             return await self.send_stream(_slices(data), reporter)
         try:
@@ -482,6 +485,7 @@ class Transport:
         (see :meth:`_write_watched`).  A ``reporter`` that raises stops the data the same
         way (see :mod:`trio_smtp._io.progress`).
         """
+        self.end_of_data_written = False  # (as in send_message)
         watcher = _Watcher(self.stream, reporter)
         # A streamed source's reads are not phases: every step below has its own deadline.
         phases, self._phases = self._phases, None
