@@ -319,8 +319,13 @@ class _PipelinedSender:
         if len(prepared.data) > DATA_CHUNK:  # as Transport.send_message decides
             await self._send_large(pending, transaction)
             return
-        self.tail, self.finish = transport.encode_data(prepared.data), "end_data"
-        self.awaiting = _Awaiting(final=(pending, transaction))
+        try:
+            # Refused (SmtpProtocolError) when the server sent more than it owed.
+            self.tail = transport.encode_data(prepared.data)
+        except SmtpError as exc:
+            self.outcomes.set(pending.slot, exc, pending.prepared.size)  # nothing written
+            raise
+        self.finish, self.awaiting = "end_data", _Awaiting(final=(pending, transaction))
 
     async def _send_large(self, pending: Pending, transaction: Transaction) -> None:
         # Written while the server is watched for an early reply, as send() does.

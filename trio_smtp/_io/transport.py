@@ -196,16 +196,28 @@ class Transport:
         return len(data) <= DATA_CHUNK
 
     def encode_data(self, data: bytes) -> bytes:
-        """Message data after 354, dot-stuffed (RFC 5321 §4.5.2); the log counts it."""
-        stuffed = self.conn.send_data(data)
+        """Message data after 354, dot-stuffed (RFC 5321 §4.5.2); the log counts it.  Like
+        :meth:`encode`, SmtpProtocolError when the server already sent more than it owes."""
+        try:
+            stuffed = self.conn.send_data(data)
+        except RemoteProtocolError as exc:
+            raise self._unsolicited(exc, "the message data") from exc
         self.log.log_data(len(stuffed))
         return stuffed
 
     def encode_end_of_data(self) -> bytes:
         """The terminator ``CRLF.CRLF`` (RFC 5321 §4.1.1.4) that ends the message data."""
-        data = self.conn.end_data()
+        try:
+            data = self.conn.end_data()
+        except RemoteProtocolError as exc:
+            raise self._unsolicited(exc, "the end of data") from exc
         self.log.log_end_of_data()
         return data
+
+    def _unsolicited(self, exc: RemoteProtocolError, what: str) -> SmtpProtocolError:
+        # The core refuses to encode after a reply nobody asked for (DESIGN rule 11).
+        self.mark_broken()
+        return SmtpProtocolError(f"the server broke the protocol before {what}: {exc}")
 
     @property
     def broken(self) -> bool:
@@ -273,8 +285,7 @@ class Transport:
         try:
             data = self.conn.send(command)
         except RemoteProtocolError as exc:
-            self.mark_broken()
-            raise SmtpProtocolError(f"the server broke the protocol before {what}: {exc}") from exc
+            raise self._unsolicited(exc, what) from exc
         self.log.log_command(command, data)
         return data
 
