@@ -518,14 +518,20 @@ class ScriptedServer:
         # A stray reply, or one ahead of the next command (only when nothing more is on its
         # way: the client waits for this reply), goes in the same write as the answer, so
         # the client cannot have written anything in between.
-        extra = b""
+        extra, stray = b"", False
         if s is not None and s.stray_after is not None and s.stray_after[0] == ordinal:
-            extra = s.stray_after[1]
+            extra, stray = s.stray_after[1], True
         elif s is not None and s.ahead_after == ordinal and not self._more_coming():
             extra = self.ahead_pending = b"250 2.0.0 ahead\r\n"
+        if s is not None and s.flood_at == (ordinal, "replies"):
+            # A flood of replies: the first is the answer, every other one a stray.
+            first = answer.index(b"\r\n") + 2
+            answer, extra, stray = answer[:first], answer[first:] + extra, True
+            if record is not None:
+                record.answer = answer
         await self.write(answer + extra, record, len(answer))
-        if s is not None and s.stray_after is not None and extra:
-            self.stray_sent = extra
+        if stray:
+            self.stray_sent = extra[:40]
         if answer.startswith(b"421") or extra.startswith(b"421"):
             await self.close("fin")  # RFC 5321 §3.8: 421 is said when closing
         if kind == "QUIT":
