@@ -37,7 +37,7 @@ from trio_smtp.protocol import (  # noqa: E402
 )
 
 MIB = 1024 * 1024
-CHUNK = 256 * 1024  # trio_smtp/_io/transport.py writes DATA in chunks of this size
+CHUNK = 256 * 1024  # trio_smtp/_io/data.py writes DATA in chunks of this size
 
 
 def _best(fn: Callable[[], object], repeat: int) -> float:

@@ -26,8 +26,8 @@ from trio_smtp import (
     SmtpTlsError,
     Timeouts,
 )
+from trio_smtp._io.connect import open_transport
 from trio_smtp._io.proxy import ascii_host, parse_proxy
-from trio_smtp._io.transport import open_transport
 from trio_smtp.testing import SmtpServer
 from trio_smtp.testing._tls import TlsMaterial
 

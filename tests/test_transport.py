@@ -17,7 +17,8 @@ from trio_smtp import (
     SmtpTlsError,
     Timeouts,
 )
-from trio_smtp._io.transport import Transport, deadline, map_errors, peer_is_loopback
+from trio_smtp._io.stream import peer_is_loopback
+from trio_smtp._io.transport import Transport, deadline, map_errors
 from trio_smtp.protocol import ClientConnection, Ehlo, RemoteProtocolError
 
 
@@ -144,20 +145,20 @@ async def test_tls_records_already_taken_from_the_transport_are_seen() -> None:
     """A reply and a stray line in two TLS records that arrive in one read: receive_some
     returns the first record's text, and the second stays, still encrypted, in the
     SSLStream's incoming buffer; neither ``pending()`` (decrypted bytes only) nor the socket
-    (already read) shows it.  ``_readable`` looks into trio's private ``_incoming``: if this
+    (already read) shows it.  ``readable`` looks into trio's private ``_incoming``: if this
     fails, trio renamed it and the look before a write is blind to such records (DESIGN rule
     11: the stray line would be read as the reply to the next command)."""
-    from trio_smtp._io.transport import _readable
+    from trio_smtp._io.stream import readable
 
     client, server = await _tls_pair()
     assert isinstance(getattr(client, "_incoming", None), ssl.MemoryBIO), (
         "trio.SSLStream no longer keeps its received TLS records in _incoming: "
-        "update trio_smtp._io.transport._readable"
+        "update trio_smtp._io.stream.readable"
     )
     await server.send_all(b"250 2.0.0 queued\r\n")
     await server.send_all(b"250 2.0.0 stray\r\n")  # a second record, in the same read
     assert await client.receive_some(65536) == b"250 2.0.0 queued\r\n"
     assert client.pending() == 0  # what the public API sees: nothing decrypted is waiting
-    assert _readable(client)
+    assert readable(client)
     assert await client.receive_some(65536) == b"250 2.0.0 stray\r\n"
-    assert not _readable(client)
+    assert not readable(client)

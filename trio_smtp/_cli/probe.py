@@ -1,7 +1,7 @@
 """``trio-smtp probe``: what a server offers, without authenticating or sending mail.
 
 Theory of operation: the probe drives the same pieces as a real session
-(:func:`~trio_smtp._io.transport.open_transport` and the session's EHLO and STARTTLS steps in
+(:func:`~trio_smtp._io.connect.open_transport` and the session's EHLO and STARTTLS steps in
 :mod:`trio_smtp._delivery.session`), but stops short of AUTH and MAIL and records what it saw on the
 way: the greeting, the EHLO reply before and after TLS, the TLS version and cipher and the
 server's certificate.  It then says QUIT.  A server that does not meet the URL's security
@@ -31,8 +31,9 @@ import trio
 from .._config import Security, Timeouts
 from .._delivery.session import SessionConfig, ehlo_domain, ehlo_or_helo, negotiate_starttls
 from .._errors import SmtpConnectError, SmtpError, SmtpTimeoutError, SmtpTlsError
+from .._io.connect import open_transport
 from .._io.proxy import Proxy, parse_proxy
-from .._io.transport import Transport, open_transport
+from .._io.transport import Transport
 from .._io.url import parse_smtp_url
 from ..protocol import Command, Ehlo, Extensions, Helo, Reply, StartTls
 

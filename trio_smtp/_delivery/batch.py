@@ -39,8 +39,9 @@ from .._errors import (
     SmtpResponseError,
     SmtpTimeoutError,
 )
+from .._io.data import DATA_CHUNK
 from .._io.deadlines import Phases
-from .._io.transport import DATA_CHUNK, Transport
+from .._io.transport import Transport
 from .._message.dkim import DkimSigner
 from .._message.prepare import PreparedMessage
 from .._results import SendResult

@@ -1,6 +1,6 @@
 """Opening an SMTP session: greeting, EHLO/HELO, STARTTLS, AUTH.
 
-Theory of operation: :func:`open_session` connects (see :mod:`trio_smtp._io.transport`) and runs
+Theory of operation: :func:`open_session` connects (see :mod:`trio_smtp._io.connect`) and runs
 the handshake in order, refusing to go on whenever security would be weakened: STARTTLS
 required but not advertised, refused, or not cleanly followed by the handshake is an
 :class:`~trio_smtp.SmtpTlsError` before any credential or envelope is sent (RFC 3207 §4, §6);
@@ -18,9 +18,10 @@ from .. import sasl
 from .._config import Security, Timeouts
 from .._credentials import Credentials, OAuth2
 from .._errors import SmtpAuthenticationError, SmtpConnectError, SmtpTlsError
+from .._io.connect import open_transport
 from .._io.hostname import address_literal, local_fqdn
 from .._io.proxy import Proxy
-from .._io.transport import StreamFactory, Transport, deadline, open_transport
+from .._io.transport import StreamFactory, Transport, deadline
 from ..protocol import AuthResponse, Ehlo, Helo, Reply, StartTls
 from ..protocol._frozen import Frozen, set_field
 

@@ -4,7 +4,7 @@ Theory of operation: a proxy only opens the TCP connection.  :meth:`Proxy.open_s
 returns a plain ``trio.SocketStream`` that is already a tunnel to the SMTP server; from
 there everything is as for a direct connection, so TLS (implicit, or after STARTTLS) runs
 end to end through the tunnel and checks the SMTP server's name, never the proxy's
-(:func:`~trio_smtp._io.transport.wrap_tls` is given the SMTP host).  The proxy sees only TLS
+(:func:`~trio_smtp._io.stream.wrap_tls` is given the SMTP host).  The proxy sees only TLS
 records.
 
 Two libraries were weighed.  ``socksio`` is sans-IO but has no HTTP CONNECT; ``python-socks``
@@ -20,7 +20,7 @@ line, so the first byte left in the socket is the server's first byte.
 Credentials never leave this module except towards the proxy: :attr:`Proxy.display` (used
 in every error message and in the protocol log) and ``repr()`` show scheme, host and port
 only.  A proxied connection never counts as loopback for sending credentials in clear: the
-proxy may be local, the SMTP server is not (see :func:`~trio_smtp._io.transport.open_transport`).
+proxy may be local, the SMTP server is not (see :func:`~trio_smtp._io.connect.open_transport`).
 """
 
 from __future__ import annotations

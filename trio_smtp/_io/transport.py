@@ -11,20 +11,21 @@ an I/O step marks the transport broken (and tells the machine through ``send_fai
 the client closes a transport that is not :attr:`Transport.reusable`.  Errors from Trio, the
 ``ssl`` module and the protocol core become the library's exceptions in :func:`map_errors`
 only; it and the deadlines live in :mod:`trio_smtp._io.deadlines`.
+
+Connecting is :func:`~trio_smtp._io.connect.open_transport`; TLS and the looks at a bare
+stream are in :mod:`trio_smtp._io.stream`; message data written while the server is watched
+is a :class:`~trio_smtp._io.data.DataWriter` the transport owns for one :meth:`send_stream`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
-import select
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import trio
 
-from .._config import Security, Timeouts
+from .._config import Timeouts
 from .._errors import (
     SmtpConnectError,
     SmtpDeliveryTimeoutError,
@@ -44,9 +45,9 @@ from ..protocol import (
     Quit,
     RemoteProtocolError,
     Reply,
-    ReplyParser,
     State,
 )
+from .data import DATA_CHUNK, DataWriter, SourceFailed, slices
 from .deadlines import (
     Phases,
     Watchdog,
@@ -57,41 +58,20 @@ from .deadlines import (
 )
 from .log import ProtocolLog
 from .progress import ProgressReporter
-from .proxy import Proxy
+from .stream import (
+    RECEIVE_SIZE,
+    TLS_RECORD_WAIT,
+    note_tls,
+    or_inf,
+    peer_is_loopback,
+    readable,
+    wrap_tls,
+)
 
-__all__ = ["StreamFactory", "Transport", "deadline", "map_errors", "open_transport"]
-
-#: Bytes asked for per read: replies are small, but a pipelined group's replies come together.
-RECEIVE_SIZE = 65536
-
-#: At most this long after a failed data write for the reason the server may have sent (it
-#: is already here, or on its way), and never longer than the write's own deadline.
-_REASON_WAIT = 5.0
-
-#: Message data per write: large enough to amortise the syscall, small enough to bound memory.
-DATA_CHUNK = 256 * 1024
+__all__ = ["StreamFactory", "Transport", "deadline", "map_errors"]
 
 #: A user-supplied way to open the connection (instead of TCP to host:port).
 StreamFactory = Callable[[], Awaitable[trio.abc.Stream]]
-
-
-def peer_is_loopback(stream: trio.abc.Stream) -> bool:
-    """True when the stream's peer is 127.0.0.0/8, ::1 or a Unix socket: the only places
-    credentials may go without TLS.  Unknown stream types are not loopback."""
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if not isinstance(stream, trio.SocketStream):
-        return False
-    sock = stream.socket
-    if getattr(socket, "AF_UNIX", None) is not None and sock.family == socket.AF_UNIX:
-        return True
-    try:
-        address = ipaddress.ip_address(sock.getpeername()[0])
-    except (OSError, ValueError):
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
 
 
 class Transport:
@@ -239,12 +219,12 @@ class Transport:
         A close is SmtpConnectError (nothing written after it can arrive), unless
         ``eof_ok`` (then it is only fed to the machine); a reset is SmtpConnectError.
         Streams that are not sockets cannot be looked into (nothing is fed)."""
-        if not _readable(self.stream):
+        if not readable(self.stream):
             return
         try:
             # Over TLS a readable socket may carry only a handshake record (a session
             # ticket): never wait long for application data that is not coming.
-            with trio.move_on_after(_TLS_RECORD_WAIT if self.tls else math.inf):
+            with trio.move_on_after(TLS_RECORD_WAIT if self.tls else math.inf):
                 data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
                 self.conn.receive_data(data)
                 if not data:
@@ -468,14 +448,14 @@ class Transport:
         # connection did (send_many sends many messages between two begin_transaction()s).
         self.end_of_data_written = False
         if not self.fits_one_write(data):
-            return await self.send_stream(_slices(data), reporter)
+            return await self.send_stream(slices(data), reporter)
         try:
             await self.receive_ready("the message data")
             self.check_nothing_buffered()
             if reporter is not None:
                 reporter.finish(len(data))
             payload = self.encode_data(data) + self.encode_end_of_data()
-            await self._send_data_block(payload)
+            await self.send_data_block(payload)
         except BaseException:
             self.mark_broken()
             raise
@@ -493,19 +473,20 @@ class Transport:
         never sent, and it is raised with its code.  An exception from ``chunks`` (a file
         that fails to read) stops the data without the terminator and is raised as it is.
         A cancellation comes out as a bare ``Cancelled``, never inside an exception group
-        (see :meth:`_write_watched`).  A ``reporter`` that raises stops the data the same
-        way (see :mod:`trio_smtp._io.progress`).
+        (see :meth:`DataWriter.write_watched <trio_smtp._io.data.DataWriter.write_watched>`).
+        A ``reporter`` that raises stops the data the same way (see
+        :mod:`trio_smtp._io.progress`).
         """
         self.end_of_data_written = False  # (as in send_message)
-        watcher = _Watcher(self.stream, reporter)
+        writer = DataWriter(self, reporter)
         # A streamed source's reads are not phases: every step below has its own deadline.
         phases, self._phases = self._phases, None
         try:
             if phases is not None:
                 phases.arm(None, "the message data", SmtpTimeoutError)
             self.check_nothing_buffered()
-            error = await self._write_watched(chunks, watcher)
-            return await self._finish_data(watcher, error)
+            error = await writer.write_watched(chunks)
+            return await self._finish_data(writer, error)
         except BaseException:
             self.mark_broken()
             raise
@@ -541,7 +522,8 @@ class Transport:
             raise SmtpConnectError("the server closed the connection after 354")
         raise SmtpResponseError("the server replied during the message data", reply=early)
 
-    async def _send_data_block(self, payload: bytes | memoryview) -> None:
+    async def send_data_block(self, payload: bytes | memoryview) -> None:
+        """Write message data under ``data_block``; a lost connection is SmtpConnectError."""
         # Message data is never logged (only its size is worth knowing).
         try:
             with self._limit(self.timeouts.data_block, "the message data to be written"):
@@ -551,101 +533,16 @@ class Transport:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise SmtpConnectError(f"connection lost during the message data: {exc}") from exc
 
-    async def _write_watched(
-        self, chunks: AsyncIterator[bytes], watcher: _Watcher
-    ) -> Exception | None:
-        """Write while the watcher reads; return the writer's error instead of raising it.
-
-        Only one exception can leave (DESIGN rule 9): neither task raises inside the nursery
-        -- the writer hands back what stopped it, the watcher keeps its error and ends
-        quietly when cancelled -- so the nursery never builds an exception group.  A cancel
-        from outside is raised here, alone, once both tasks are done; the caller's
-        decisions (:attr:`end_of_data_written`) then see it as a plain ``Cancelled``.
-        """
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watcher.run)
-            stopped = await self._write_then_wait(chunks, watcher)
-            nursery.cancel_scope.cancel()
-        if stopped is None or isinstance(stopped, Exception):
-            return stopped
-        raise stopped  # Cancelled (or KeyboardInterrupt): never wrapped in a group
-
-    async def _write_then_wait(
-        self, chunks: AsyncIterator[bytes], watcher: _Watcher
-    ) -> BaseException | None:
-        """The writer's task in :meth:`_write_watched`: returns what stopped it, never raises.
-
-        After the terminator it waits for the reply (``data_termination``).  After a failed
-        write it waits for the reason the server may have sent before closing, at most
-        ``_REASON_WAIT`` and never past that write's own ``data_block`` deadline: no wait
-        here outlasts the budget
-        :class:`~trio_smtp.Timeouts` gives its phase (a write that timed out waits no more).
-        """
-        error: Exception | None = None
-        try:
-            try:
-                with watcher.writer_scope:  # cancelled by the watcher on an early reply
-                    await self._write_data(chunks, watcher)
-            except _SourceFailed as exc:
-                return exc  # our side failed: nothing to wait for
-            except Exception as exc:
-                error = exc
-            if not watcher.arrived.is_set():
-                if error is None:
-                    limit = trio.current_time() + _or_inf(self.timeouts.data_termination)
-                else:
-                    # A failed write's reason, if the server sent one, is here or on its
-                    # way: a short wait, and never past the write's own deadline.
-                    limit = min(watcher.write_deadline, trio.current_time() + _REASON_WAIT)
-                with trio.move_on_at(limit):
-                    await watcher.arrived.wait()
-        except BaseException as exc:  # a cancel from outside: _write_watched raises it
-            return exc
-        return error
-
-    async def _write_data(self, chunks: AsyncIterator[bytes], watcher: _Watcher) -> None:
-        # One chunk of look-ahead: the last chunk goes in the same write as the terminator.
-        pending: bytes | None = None
-        size = 0  # the message octets in pending (before dot-stuffing)
-        while True:
-            try:
-                chunk = await anext(chunks, None)
-            except Exception as exc:
-                raise _SourceFailed(exc) from exc
-            if watcher.arrived.is_set():
-                return
-            if chunk is None:
-                break
-            if pending:
-                _report(watcher.reporter, size, last=False)
-                await self._watched_block(pending, watcher)
-            pending, size = self.encode_data(chunk), len(chunk)
-        if _readable(self.stream):
-            # The server already spoke or closed: the watcher is reading it; the terminator
-            # must not follow (DESIGN rule 10: not delivered, not "maybe").
-            with trio.move_on_after(_TLS_RECORD_WAIT if self.tls else math.inf):
-                await watcher.arrived.wait()
-                return
-        payload = (pending or b"") + self.encode_end_of_data()
-        _report(watcher.reporter, size, last=True)
-        watcher.terminator_started = True
-        await self._watched_block(payload, watcher)
-        self.end_of_data_written = True  # only now can the server have it all
-
-    async def _watched_block(self, payload: bytes, watcher: _Watcher) -> None:
-        # The deadline _send_data_block applies, kept for the wait after a failed write.
-        watcher.write_deadline = trio.current_time() + _or_inf(self.timeouts.data_block)
-        await self._send_data_block(payload)
-
-    async def _finish_data(self, watcher: _Watcher, error: Exception | None) -> Reply:
-        if isinstance(error, _SourceFailed):
+    async def _finish_data(self, writer: DataWriter, error: Exception | None) -> Reply:
+        watcher = writer.watcher
+        if isinstance(error, SourceFailed):
             raise error.error
         if not self.end_of_data_written:
             # The write carrying the terminator never completed (or never started): its
             # last octets never left, so the message cannot have been accepted.  What the
             # server said meanwhile is an early reply (a refusal, or 421).
             if watcher.data:
-                raise await self._early_reply(watcher.data)
+                raise await writer.early_reply(watcher.data)
             if error is not None:
                 raise error
             raise SmtpConnectError("the server closed the connection during the message data")
@@ -662,26 +559,6 @@ class Transport:
         # end_of_data_reply parses it: malformed, it is "maybe delivered" as for DATA in memory.
         return await self.end_of_data_reply("the end of data")
 
-    async def _early_reply(self, data: bytes) -> SmtpError:
-        """Parse what the server said before the terminator; the rest of a multi-line reply
-        is read within ``data_block`` (as a BDAT chunk's reply is).  The connection is
-        closed by the caller."""
-        parser = ReplyParser()
-        parser.receive_data(data)
-        reply = None
-        try:
-            with trio.move_on_after(_or_inf(self.timeouts.data_block)):
-                while (reply := parser.next_reply()) is None:
-                    more = await self.stream.receive_some(RECEIVE_SIZE)
-                    if not more:
-                        break
-                    parser.receive_data(bytes(more))
-        except (RemoteProtocolError, trio.BrokenResourceError, OSError) as exc:
-            return SmtpProtocolError(f"unexpected bytes from the server during the data: {exc}")
-        if reply is None:
-            return SmtpProtocolError("unexpected bytes from the server during the message data")
-        return SmtpResponseError("the server replied during the message data", reply=reply)
-
     async def start_tls(
         self, context: ssl.SSLContext, session: ssl.SSLSession | None = None
     ) -> None:
@@ -690,7 +567,7 @@ class Transport:
         self.stream = await wrap_tls(self.stream, context, self.host, self.timeouts, session)
         self.tls = True
         self.conn.start_tls()
-        _note_tls(self.log, self.stream)
+        note_tls(self.log, self.stream)
 
     async def quit(self) -> None:
         """QUIT politely if the session is idle, then close: shielded, within
@@ -698,7 +575,7 @@ class Transport:
         (None) it is not shielded: nothing may wait for ever out of a cancel's reach."""
         limit = self.timeouts.quit
         with trio.CancelScope(shield=limit is not None):
-            with trio.move_on_after(_or_inf(limit)):
+            with trio.move_on_after(or_inf(limit)):
                 try:
                     if self.reusable:
                         await self.command(Quit(), "QUIT", None)
@@ -727,194 +604,3 @@ class Transport:
         self.mark_broken()
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(self.stream)
-
-
-#: How long a readable TLS socket is read before it is taken as carrying no application
-#: data (a session ticket): what a look before a write may cost at most.
-_TLS_RECORD_WAIT = 0.005
-
-
-def _readable(stream: trio.abc.Stream) -> bool:
-    """Whether the server sent something (or closed) that is not read yet, without
-    blocking: TLS records or plaintext already in a TLS stream's buffers, or a readable
-    socket.  False for streams that are not (TLS over) a socket: they cannot be looked at.
-
-    The one private read of a library object in trio_smtp, and why no public way serves:
-    ``SSLStream.receive_some`` moves all the socket has into its incoming ``MemoryBIO`` but
-    returns the text of one TLS record; records behind it stay there, encrypted, where
-    neither ``pending()`` (decrypted bytes only) nor the socket (already read) shows them.
-    trio does not expose that BIO, and reaching it through the ``SSLContext`` would change
-    the caller's context; a receive instead of a look would take the bytes from the reader
-    (during DATA another task is receiving).  If trio renames ``_incoming`` this look only
-    goes blind to such records (the next read still gets them);
-    ``tests/test_transport.py::test_tls_records_already_taken_from_the_transport_are_seen``
-    fails loudly then."""
-    while isinstance(stream, trio.SSLStream):
-        incoming = getattr(stream, "_incoming", None)  # trio's private MemoryBIO (see above)
-        if stream.pending() or (incoming is not None and incoming.pending):
-            return True
-        stream = stream.transport_stream
-    if not isinstance(stream, trio.SocketStream):
-        return False
-    fd = stream.socket.fileno()
-    if fd < 0:
-        return True  # closed under us: the next read says so
-    if _poll is None:  # Windows: select() works on sockets
-        return bool(select.select([fd], [], [], 0)[0])
-    poller = _poll()
-    poller.register(fd, select.POLLIN | select.POLLPRI)
-    return bool(poller.poll(0))
-
-
-_poll = getattr(select, "poll", None)
-
-
-class _SourceFailed(Exception):
-    """The body's source (a file, an async iterable) raised: carried out of the nursery."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _report(reporter: ProgressReporter | None, size: int, *, last: bool) -> None:
-    """Tell the reporter, if any; what it raises stops the data as a failing source does."""
-    if reporter is None:
-        return
-    try:
-        if last:
-            reporter.finish(size)
-        else:
-            reporter.wrote(size)
-    except Exception as exc:
-        raise _SourceFailed(exc) from exc
-
-
-async def _slices(data: bytes) -> AsyncIterator[bytes]:
-    view = memoryview(data)
-    for start in range(0, len(view), DATA_CHUNK):
-        yield bytes(view[start : start + DATA_CHUNK])
-
-
-class _Watcher:
-    """Reads the first bytes the server sends during DATA (see Transport.send_message)."""
-
-    def __init__(self, stream: trio.abc.Stream, reporter: ProgressReporter | None) -> None:
-        self.stream = stream
-        #: Told of the data written (None: nobody asked for progress).
-        self.reporter = reporter
-        self.writer_scope = trio.CancelScope()
-        self.arrived = trio.Event()
-        self.terminator_started = False
-        #: When the write in progress (or the last one) must be done (Trio time); before
-        #: any write, -inf: a failure then has no reason from the server to wait for.
-        self.write_deadline = -math.inf
-        self.data = b""
-        self.error: Exception | None = None
-
-    async def run(self) -> None:
-        """Never raises (see :meth:`Transport._write_watched`)."""
-        try:
-            self.data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
-        except trio.Cancelled:
-            # The writer is done, or a cancel from outside: the writer raises that one.
-            return
-        except Exception as exc:  # a lost connection: reported by _finish_data
-            self.error = exc
-        self.arrived.set()
-        if not self.terminator_started:
-            # Early reply or EOF: stop writing; the terminator must never follow.
-            self.writer_scope.cancel()
-
-
-def _note_tls(log: ProtocolLog, stream: trio.abc.Stream) -> None:
-    if isinstance(stream, trio.SSLStream):
-        cipher = stream.cipher()
-        resumed = " (session resumed)" if stream.session_reused else ""
-        text = f"TLS established: {stream.version()} {cipher[0] if cipher else ''}".rstrip()
-        log.note(text + resumed)
-
-
-def _or_inf(seconds: float | None) -> float:
-    return math.inf if seconds is None else seconds
-
-
-async def wrap_tls(
-    stream: trio.abc.Stream,
-    context: ssl.SSLContext,
-    host: str,
-    timeouts: Timeouts,
-    session: ssl.SSLSession | None = None,
-) -> trio.SSLStream[trio.abc.Stream]:
-    """TLS over ``stream``, handshake done (certificate and host name checked by ``context``).
-
-    ``https_compatible=False``: we send close_notify on a polite close.  SMTP frames its own
-    data (replies, the terminator), so a ragged EOF cannot truncate anything unnoticed.
-
-    ``session``: a session of an earlier connection to the same server with the same
-    ``context``, offered for resumption (RFC 8446 §2.2: no certificate exchange, fewer
-    computations; the server may refuse and run a full handshake).  ``trio.SSLStream``
-    forwards ``session`` to its ``ssl.SSLObject``, which takes it before the handshake.
-    """
-    tls_stream = trio.SSLStream(
-        stream, context, server_hostname=host or None, https_compatible=False
-    )
-    if session is not None:
-        try:
-            tls_stream.session = session
-        except (ValueError, ssl.SSLError):  # not from this context: a full handshake
-            pass
-    try:
-        with (
-            map_errors("the TLS handshake", tls=True),
-            deadline(timeouts.tls_handshake, "the TLS handshake"),
-        ):
-            await tls_stream.do_handshake()
-    except BaseException:
-        await trio.aclose_forcefully(stream)
-        raise
-    return tls_stream
-
-
-async def open_transport(
-    host: str,
-    port: int,
-    *,
-    security: Security,
-    context: ssl.SSLContext | None,
-    timeouts: Timeouts,
-    stream_factory: StreamFactory | None = None,
-    unix_socket: str | None = None,
-    proxy: Proxy | None = None,
-    tls_session: ssl.SSLSession | None = None,
-) -> Transport:
-    """Connect (happy eyeballs, RFC 8305, via trio.open_tcp_stream; or to ``unix_socket``;
-    or through ``stream_factory`` or ``proxy``), TLS first if implicit (resuming
-    ``tls_session``)."""
-    peer = unix_socket if unix_socket is not None else f"{host}:{port}"
-    what = "connecting" if stream_factory is not None else f"the connection to {peer}"
-    if proxy is not None:
-        what += f" through the proxy {proxy.display}"
-    # The peer is named only when we dial it: a stream factory's errors are its own, and a
-    # proxy names itself in the errors it raises.
-    connect_to = None if stream_factory is not None or proxy is not None else peer
-    with map_errors(what, connect_to=connect_to), deadline(timeouts.connect, what):
-        if stream_factory is not None:
-            stream = await stream_factory()
-        elif unix_socket is not None:
-            stream = await trio.open_unix_socket(unix_socket)
-        elif proxy is not None:
-            stream = await proxy.open_stream(host, port)
-        else:
-            stream = await trio.open_tcp_stream(host, port)
-    log = ProtocolLog(peer)
-    log.note("connected" if proxy is None else f"connected through the proxy {proxy.display}")
-    if security is Security.IMPLICIT_TLS:
-        assert context is not None
-        stream = await wrap_tls(stream, context, host, timeouts, tls_session)
-        _note_tls(log, stream)
-    transport = Transport(stream, ClientConnection(), host=host, timeouts=timeouts, log=log)
-    if proxy is not None:
-        # The socket's peer is the proxy: a local proxy says nothing about the SMTP server.
-        transport.loopback = False
-    return transport

@@ -1,0 +1,69 @@
+"""Connecting: a stream to the server (TCP with happy eyeballs, a Unix socket, a proxy or the
+user's stream factory), TLS first for implicit TLS, and the
+:class:`~trio_smtp._io.transport.Transport` over it.
+
+Theory of operation: one deadline (``Timeouts.connect``) and one error mapping cover opening
+the stream; the implicit TLS handshake (RFC 8314 §3) has its own
+(:func:`~trio_smtp._io.stream.wrap_tls`).
+Nothing is read or written here once the transport exists: it is the only reader and writer.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import trio
+
+from .._config import Security, Timeouts
+from ..protocol import ClientConnection
+from .deadlines import deadline, map_errors
+from .log import ProtocolLog
+from .proxy import Proxy
+from .stream import note_tls, wrap_tls
+from .transport import StreamFactory, Transport
+
+__all__ = ["open_transport"]
+
+
+async def open_transport(
+    host: str,
+    port: int,
+    *,
+    security: Security,
+    context: ssl.SSLContext | None,
+    timeouts: Timeouts,
+    stream_factory: StreamFactory | None = None,
+    unix_socket: str | None = None,
+    proxy: Proxy | None = None,
+    tls_session: ssl.SSLSession | None = None,
+) -> Transport:
+    """Connect (happy eyeballs, RFC 8305, via trio.open_tcp_stream; or to ``unix_socket``;
+    or through ``stream_factory`` or ``proxy``), TLS first if implicit (resuming
+    ``tls_session``)."""
+    peer = unix_socket if unix_socket is not None else f"{host}:{port}"
+    what = "connecting" if stream_factory is not None else f"the connection to {peer}"
+    if proxy is not None:
+        what += f" through the proxy {proxy.display}"
+    # The peer is named only when we dial it: a stream factory's errors are its own, and a
+    # proxy names itself in the errors it raises.
+    connect_to = None if stream_factory is not None or proxy is not None else peer
+    with map_errors(what, connect_to=connect_to), deadline(timeouts.connect, what):
+        if stream_factory is not None:
+            stream = await stream_factory()
+        elif unix_socket is not None:
+            stream = await trio.open_unix_socket(unix_socket)
+        elif proxy is not None:
+            stream = await proxy.open_stream(host, port)
+        else:
+            stream = await trio.open_tcp_stream(host, port)
+    log = ProtocolLog(peer)
+    log.note("connected" if proxy is None else f"connected through the proxy {proxy.display}")
+    if security is Security.IMPLICIT_TLS:
+        assert context is not None
+        stream = await wrap_tls(stream, context, host, timeouts, tls_session)
+        note_tls(log, stream)
+    transport = Transport(stream, ClientConnection(), host=host, timeouts=timeouts, log=log)
+    if proxy is not None:
+        # The socket's peer is the proxy: a local proxy says nothing about the SMTP server.
+        transport.loopback = False
+    return transport
