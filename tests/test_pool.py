@@ -80,6 +80,24 @@ async def test_send_many_spreads_over_connections_in_order(server: SmtpServer) -
     assert 1 < len(server.connections) <= 4
 
 
+async def test_send_many_shares_an_async_iterable_that_waits(server: SmtpServer) -> None:
+    # Several connections read one async iterable whose __anext__ waits: each item is read
+    # once and sent once, in order (the shared reader keeps its lock for async iterables;
+    # a sync iterable's next() cannot wait, so it needs none).
+    async def items() -> AsyncIterator[Any]:
+        for i in range(20):
+            await trio.sleep(0.001)
+            yield message(i)
+
+    server.on("END_OF_DATA", Delay(0.01))
+    async with pool_for(server, max_connections=4) as pool:
+        outcomes = await pool.send_many(items())
+    assert [o.accepted for o in outcomes if isinstance(o, SendResult)] == [
+        (f"to{i}@example.net",) for i in range(20)
+    ]
+    assert len(server.messages) == 20
+
+
 async def test_send_many_reports_invalid_items_in_place(server: SmtpServer) -> None:
     items: list[Any] = [message(0), OutgoingMessage(b"x"), message(2)]
     async with pool_for(server, max_connections=2) as pool:

@@ -21,7 +21,7 @@ if _typing.TYPE_CHECKING:
     from ._client.client import SendCompleted as SendCompleted
     from ._client.client import SendResult as SendResult
     from ._client.client import SmtpClient as SmtpClient
-    from ._client.pool import Backoff as Backoff
+    from ._client.pacing import Backoff as Backoff
     from ._client.pool import PoolStatistics as PoolStatistics
     from ._client.pool import SmtpPool as SmtpPool
     from ._client.send import send as send
@@ -79,7 +79,7 @@ _EXPORTS: dict[str, str] = {
     "PickupFile": "._delivery.pickup",
     "parse_pickup_file": "._delivery.pickup",
     "read_pickup_file": "._delivery.pickup",
-    "Backoff": "._client.pool",
+    "Backoff": "._client.pacing",
     "PoolStatistics": "._client.pool",
     "SmtpPool": "._client.pool",
     "send": "._client.send",

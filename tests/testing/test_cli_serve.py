@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from trio_smtp._cli.main import build_parser, main, serve
+from trio_smtp._cli.main import build_parser, main
+from trio_smtp._cli.serve import serve
 from trio_smtp.testing import SmtpServer
 
 

@@ -22,7 +22,8 @@ import trio
 import trio.testing
 from helpers.raw_client import RawClient, send_mail, start_session
 
-from trio_smtp._cli.main import build_parser, serve
+from trio_smtp._cli.main import build_parser
+from trio_smtp._cli.serve import serve
 from trio_smtp.testing import SmtpServer
 from trio_smtp.testing._config import ALL_EXTENSIONS
 

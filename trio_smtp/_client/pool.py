@@ -29,16 +29,13 @@ does) and returns the outcomes in order; ``send_many_as_completed`` streams them
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
 import os
-import random
 import ssl
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
-    Callable,
     Iterable,
     Mapping,
     Sequence,
@@ -51,14 +48,11 @@ import trio
 
 from .._config import DeliveryMethod, Security, Timeouts
 from .._credentials import Credentials
-from .._delivery.batch_items import BatchItem, Outcome, Outcomes, check_batch_source
+from .._delivery.batch_items import BatchItem, Outcome, check_batch_source
 from .._delivery.stats import Counters
 from .._errors import (
-    SmtpConnectError,
     SmtpError,
     SmtpFailedRecipientsError,
-    SmtpResponseError,
-    SmtpTimeoutError,
 )
 from .._io.deadlines import Watchdog
 from .._io.progress import ProgressCallback
@@ -70,47 +64,15 @@ from .._message.prepare import PreparedMessage
 from .._results import SendCompleted, SendResult
 from .client import Message_, prepare_outgoing, signed
 from .connection_slot import Connection, close_body, send_completed
-from .settings import session_config
-from .streamed import Emit, OutcomeStream, RecordedItems, stream_outcomes
+from .pacing import Backoff, Pacing, connect_overload, overload_signal
+from .pool_batch import Batch, BatchHost, PooledSlot
+from .settings import check_pool_options, session_config
+from .streamed import OutcomeStream, RecordedItems, stream_outcomes
 
-__all__ = ["Backoff", "PoolStatistics", "SmtpPool"]
+__all__ = ["PoolStatistics", "SmtpPool"]
 
 #: ``send_async_cancel()`` without a token: every pending send.
 _ALL: Any = object()
-
-#: The window over which :attr:`PoolStatistics.rate` is measured, in seconds.
-RATE_WINDOW = 10.0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Backoff:
-    """How an :class:`SmtpPool` backs off when the server says "not now".
-
-    The n-th overload signal in a row delays new connections by ``min(maximum, first *
-    2**(n-1))`` seconds times a random factor between 0.5 and 1 (jitter).  A send refused by
-    an overload signal is tried ``attempts`` times in all.  After ``recovery`` seconds without
-    a signal the concurrency limit rises by one connection.
-    """
-
-    #: The first delay, in seconds.
-    first: float = 1.0
-    #: The longest delay, in seconds.
-    maximum: float = 60.0
-    #: Tries per send (and per connection of a batch) before the refusal is its outcome.
-    attempts: int = 4
-    #: Seconds without an overload signal before one more connection is allowed.
-    recovery: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not (self.first >= 0 and self.maximum >= self.first and self.recovery >= 0):
-            raise ValueError("Backoff needs 0 <= first <= maximum and recovery >= 0")
-        if self.attempts < 1:
-            raise ValueError("Backoff.attempts must be at least 1")
-
-    def delay(self, signals: int) -> float:
-        """The delay after ``signals`` overload signals in a row (jittered)."""
-        base = min(self.maximum, self.first * 2.0 ** min(signals - 1, 64))
-        return base * random.uniform(0.5, 1.0)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -143,17 +105,6 @@ class PoolStatistics:
     connections_opened: int = 0
     #: Messages finished (sent or failed) per second over the last ten seconds.
     rate: float = 0.0
-
-
-@dataclasses.dataclass(eq=False, slots=True)
-class _Pooled:
-    """A slot of the pool with the watchdog that times its transactions."""
-
-    connection: Connection
-    watchdog: Watchdog
-    idle_since: float = 0.0
-    #: Transactions done when the current lease began (for the per-connection cap).
-    messages_at_lease: int = 0
 
 
 class SmtpPool:
@@ -212,7 +163,7 @@ class SmtpPool:
         proxy: str | None = None,
         dkim: DkimSigner | None = None,
     ) -> None:
-        _check_pool_options(max_connections, idle_timeout, max_messages_per_connection, rate)
+        check_pool_options(max_connections, idle_timeout, max_messages_per_connection, rate)
         if max_pending is not None and max_pending < 1:
             raise ValueError("max_pending must be at least 1 (or None)")
         self._dkim = choose_signer(None, dkim)
@@ -246,18 +197,13 @@ class SmtpPool:
         self._state = "new"  # -> "open" -> "closing" -> "closed"
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
-        self._idle: list[_Pooled] = []
-        self._busy: set[_Pooled] = set()
+        self._idle: list[PooledSlot] = []
+        self._busy: set[PooledSlot] = set()
         self._waiters = trio.lowlevel.ParkingLot()  # sends waiting for a connection
         self._room = trio.lowlevel.ParkingLot()  # submit() waiting under max_pending
-        self._limit = self.max_connections
-        self._lowered_at = -math.inf
-        self._signals = 0  # overload signals in a row
-        self._not_before = -math.inf  # no new connection before this (backoff)
-        self._next_start = -math.inf  # the rate limit's next slot
+        self._pacing = Pacing(self.max_connections)
         self._queued = 0
         self._in_flight = 0
-        self._finished: collections.deque[float] = collections.deque()
         self._sends = 0  # sends and batches running (waited for on close)
         self._all_done = trio.Event()
         self._async_scopes: dict[trio.CancelScope, object] = {}
@@ -273,7 +219,7 @@ class SmtpPool:
             where = f"host={config.host!r} port={config.port}"
         return (
             f"<SmtpPool {where} security={config.security.name} state={self._state} "
-            f"connections={self._open_count()}/{self._limit} max_connections="
+            f"connections={self._open_count()}/{self._pacing.limit} max_connections="
             f"{self.max_connections}>"
         )
 
@@ -300,7 +246,7 @@ class SmtpPool:
             recipients_rejected=counters.recipients_rejected,
             bytes_sent=counters.bytes_sent,
             connections_opened=counters.connections_opened,
-            rate=self._rate(),
+            rate=0.0 if self._state == "new" else self._pacing.rate(),
         )
 
     # -- lifetime ----------------------------------------------------------------------------
@@ -478,7 +424,18 @@ class SmtpPool:
         self._started()
         try:
             assert self._nursery is not None
-            run = _Batch(self, items).run
+            host = BatchHost(
+                max_connections=self.max_connections,
+                cap=self.max_messages_per_connection,
+                attempts=self.backoff.attempts,
+                counters=self._counters,
+                dkim=self._dkim,
+                pace=self._pace,
+                lease=self._lease,
+                give_back=self._give_back,
+                finished=self._batch_outcome,
+            )
+            run = Batch(host, items).run
             async with stream_outcomes(self._nursery, items, run) as outcomes:
                 yield outcomes
         finally:
@@ -526,12 +483,12 @@ class SmtpPool:
             result = await self._attempts(prepared, late)
         except Exception as exc:
             self._counters.failed(exc, prepared.size)
-            self._done()
+            self._pacing.done()
             raise
         finally:
             await close_body(prepared)
         self._counters.sent(result, prepared.size)
-        self._done()
+        self._pacing.done()
         return result
 
     async def _attempts(self, prepared: PreparedMessage, late: _Late) -> SendResult:
@@ -540,7 +497,7 @@ class SmtpPool:
             # An attempt before this one ended with a refusal: nothing of it can arrive.
             late.end_of_data_written = False
             if attempt > 1:  # refused with an overload signal: wait out the backoff
-                await trio.sleep_until(self._not_before)
+                await trio.sleep_until(self._pacing.not_before)
             slot = await self._lease(attempts - attempt + 1)
             connection = slot.connection
             connection.begin_send()
@@ -549,7 +506,7 @@ class SmtpPool:
                 await self._pace()
                 return await connection.deliver_uncounted(prepared)
             except SmtpError as exc:
-                if not _overload_signal(exc) or attempt == attempts:
+                if not overload_signal(exc) or attempt == attempts:
                     raise
                 self._overloaded()
             finally:
@@ -561,7 +518,7 @@ class SmtpPool:
 
     # -- connections -------------------------------------------------------------------------
 
-    async def _lease(self, attempts: int) -> _Pooled:
+    async def _lease(self, attempts: int) -> PooledSlot:
         """A slot with an open session (or a pickup slot): an idle one, a new one within the
         limit, or the next one given back.  Connect failures that are overload signals are
         tried ``attempts`` times in all, each after the backoff delay."""
@@ -570,22 +527,22 @@ class SmtpPool:
             if slot.connection.ready:
                 return slot
             try:
-                await trio.sleep_until(self._not_before)
+                await trio.sleep_until(self._pacing.not_before)
                 await slot.connection.connect()
             except SmtpError as exc:
                 self._give_back(slot)
-                if not _connect_overload(exc) or attempt == attempts:
+                if not connect_overload(exc) or attempt == attempts:
                     raise
                 self._overloaded()
                 continue
             except BaseException:
                 self._give_back(slot)
                 raise
-            self._signals = 0
+            self._pacing.signals = 0
             return slot
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _acquire(self) -> _Pooled:
+    async def _acquire(self) -> PooledSlot:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._queued += 1
         try:
@@ -599,7 +556,7 @@ class SmtpPool:
         finally:
             self._queued -= 1
 
-    def _take(self) -> _Pooled | None:
+    def _take(self) -> PooledSlot | None:
         if self._idle:
             slot = self._idle.pop()  # the most recently used: the others may idle out
         elif self._open_count() < self._current_limit():
@@ -609,16 +566,16 @@ class SmtpPool:
         self._busy.add(slot)
         return slot
 
-    def _new_slot(self) -> _Pooled:
+    def _new_slot(self) -> PooledSlot:
         watchdog = Watchdog()
         connection = Connection(
             self._config, self._counters, watchdog, pickup_directory=self._pickup_directory
         )
         assert self._nursery is not None
         self._nursery.start_soon(watchdog.run)
-        return _Pooled(connection, watchdog)
+        return PooledSlot(connection, watchdog)
 
-    def _give_back(self, slot: _Pooled) -> None:
+    def _give_back(self, slot: PooledSlot) -> None:
         """A lease ends: keep the slot idle, or retire it (broken, capped, over the limit,
         the pool closing)."""
         self._busy.discard(slot)
@@ -640,7 +597,7 @@ class SmtpPool:
                 self._reaper_scope.deadline = min(self._reaper_scope.deadline, expiry)
         self._waiters.unpark()
 
-    def _retire(self, slot: _Pooled) -> None:
+    def _retire(self, slot: PooledSlot) -> None:
         slot.watchdog.close()
         if slot.connection.connected and self._nursery is not None and self._state == "open":
             self._nursery.start_soon(slot.connection.aclose)  # QUIT, shielded, short
@@ -675,50 +632,28 @@ class SmtpPool:
 
     def _overloaded(self) -> None:
         """An overload signal: fewer connections for a while, and a backoff delay."""
-        self._signals += 1
-        now = trio.current_time()
         taking = sum(1 for slot in (*self._idle, *self._busy) if slot.connection.connected)
-        self._limit = max(1, min(self._current_limit() - 1, taking))
-        self._lowered_at = now
-        self._not_before = max(self._not_before, now + self.backoff.delay(self._signals))
-        while len(self._idle) > self._limit:
+        self._pacing.lower(self._current_limit(), taking, self.backoff)
+        while len(self._idle) > self._pacing.limit:
             self._retire(self._idle.pop(0))
 
     def _current_limit(self) -> int:
-        """The concurrency limit, raised by one per ``Backoff.recovery`` seconds without an
-        overload signal since it was lowered."""
-        if self._limit < self.max_connections and self._state == "open":
-            recovery = self.backoff.recovery
-            now = trio.current_time()
-            while self._limit < self.max_connections and now >= self._lowered_at + recovery:
-                self._limit += 1
-                self._lowered_at += recovery
-        return self._limit
+        """The concurrency limit, recovering while the pool is open."""
+        if self._state != "open":
+            return self._pacing.limit
+        return self._pacing.recover(self.max_connections, self.backoff.recovery)
 
     def _next_recovery(self) -> float:
-        if self._limit >= self.max_connections:
-            return math.inf
-        return self._lowered_at + self.backoff.recovery
+        return self._pacing.next_recovery(self.max_connections, self.backoff.recovery)
 
     async def _pace(self) -> None:
-        """The rate limit: message starts evenly spaced, ``1/rate`` seconds apart."""
-        if self.rate is None:
-            return
-        start = max(trio.current_time(), self._next_start)
-        self._next_start = start + 1.0 / self.rate
-        await trio.sleep_until(start)
+        await self._pacing.pace(self.rate)
 
-    def _done(self) -> None:
-        now = trio.current_time()
-        self._finished.append(now)
-        while self._finished and self._finished[0] <= now - RATE_WINDOW:
-            self._finished.popleft()
-
-    def _rate(self) -> float:
-        if self._state == "new":
-            return 0.0
-        now = trio.current_time()
-        return sum(1 for t in self._finished if t > now - RATE_WINDOW) / RATE_WINDOW
+    def _batch_outcome(self, outcome: Outcome) -> None:
+        """A message of a ``send_many`` has its outcome: counted, and maybe a signal."""
+        self._pacing.done()
+        if isinstance(outcome, SmtpError) and overload_signal(outcome):
+            self._overloaded()
 
     async def _waiters_for_room(self) -> None:
         await self._room.park()
@@ -747,153 +682,3 @@ class _Late:
     """Whether the last attempt of a send wrote its end of data (for :func:`send_completed`)."""
 
     end_of_data_written: bool = False
-
-
-class _Batch:
-    """One ``send_many`` over the pool: a share of the items per connection."""
-
-    def __init__(self, pool: SmtpPool, items: RecordedItems) -> None:
-        self.pool = pool
-        self.items = items
-        self.workers = 0  # running
-        self.started = 0
-        self.emit: Emit | None = None
-        self.spawn: Callable[[], None] = lambda: None
-
-    async def run(self, emit: Emit) -> None:
-        """Workers, one per connection, ramped up: each one that takes an item starts the
-        next (up to ``max_connections``), and a connection is leased only for an item in
-        hand, so a small batch opens few connections and an empty one none.  The
-        first exception that is not an outcome stops them all and is raised alone, never
-        in a group."""
-        self.emit = emit
-        error: list[Exception] = []
-        async with trio.open_nursery() as nursery:
-
-            async def worker() -> None:
-                try:
-                    await self.worker()
-                except Exception as exc:
-                    error.append(exc)
-                    nursery.cancel_scope.cancel()
-
-            def spawn() -> None:
-                if self.started < self.pool.max_connections:
-                    self.started += 1
-                    self.workers += 1
-                    nursery.start_soon(worker)
-
-            self.spawn = spawn
-            spawn()
-        if error:
-            raise error[0]
-
-    async def worker(self) -> None:
-        """Take an item, then a connection for it (none for an empty batch), and send
-        items on it until they run out, it breaks or reaches its cap; then again."""
-        pool = self.pool
-        try:
-            while True:
-                await pool._pace()
-                first = await self.items.next()
-                if first is None:
-                    return
-                self.spawn()  # there was work for this one: maybe for one more
-                try:
-                    slot = await pool._lease(pool.backoff.attempts)
-                except SmtpError as exc:
-                    self.items.give_back(first)  # for another connection, if any is left
-                    if self.workers == 1:  # nobody else can send them
-                        await self.fail_the_rest(exc)
-                    return
-                try:
-                    await self.share(slot, first)
-                finally:
-                    pool._give_back(slot)
-        finally:
-            self.workers -= 1
-
-    async def share(self, slot: _Pooled, first: tuple[int, object]) -> None:
-        """Send ``first`` and more items on ``slot``."""
-        share = _Share(self, slot, first)
-        assert self.emit is not None
-        emit = self.emit
-
-        def on_set(local: int, outcome: Outcome) -> None:
-            self.pool._done()
-            if isinstance(outcome, SmtpError) and _overload_signal(outcome):
-                self.pool._overloaded()
-            emit(share.indexes[local], outcome)
-
-        outcomes = Outcomes(self.pool._counters, on_set)
-        await slot.connection.send_many(share, outcomes, dkim=self.pool._dkim)
-
-    async def fail_the_rest(self, error: SmtpError) -> None:
-        assert self.emit is not None
-        while (next_item := await self.items.next()) is not None:
-            self.pool._counters.failed(error, None)
-            self.emit(next_item[0], error)
-
-
-class _Share:
-    """The items one connection sends: ``first``, then more from the batch's shared
-    iterator, paced by the rate limit; it ends when the connection is gone or has sent its
-    cap."""
-
-    def __init__(self, batch: _Batch, slot: _Pooled, first: tuple[int, object]) -> None:
-        self.batch = batch
-        self.slot = slot
-        self._first: tuple[int, object] | None = first
-        #: The batch index of each item this share read (its local slot -> its index).
-        self.indexes: list[int] = []
-
-    def __aiter__(self) -> _Share:
-        return self
-
-    async def __anext__(self) -> object:
-        next_item, self._first = self._first, None
-        if next_item is None:
-            pool, connection = self.batch.pool, self.slot.connection
-            cap = pool.max_messages_per_connection
-            read = self.slot.messages_at_lease + len(self.indexes)
-            if not connection.ready or (cap is not None and read >= cap):
-                raise StopAsyncIteration
-            await pool._pace()
-            next_item = await self.batch.items.next()
-            if next_item is None:
-                raise StopAsyncIteration
-        self.indexes.append(next_item[0])
-        return next_item[1]
-
-
-def _connect_overload(error: SmtpError) -> bool:
-    """A failure to open a session that means "not now": no reply (refused, reset, timed
-    out) or a 4xx one (RFC 5321 §3.1: 421 at the greeting)."""
-    if not isinstance(error, (SmtpConnectError, SmtpTimeoutError)):
-        return False  # TLS and authentication failures do not get better by waiting
-    return error.reply is None or error.reply.code // 100 == 4
-
-
-def _overload_signal(error: SmtpError) -> bool:
-    """A refusal of a message that means "not now" and delivered nothing: 421 (the server
-    closes the session, RFC 5321 §3.8) or a 4xx to MAIL (its ``command``)."""
-    if not isinstance(error, SmtpResponseError) or error.reply is None:
-        return False
-    code = error.reply.code
-    return code == 421 or (code // 100 == 4 and error.command == "MAIL")
-
-
-def _check_pool_options(
-    max_connections: int,
-    idle_timeout: float | None,
-    max_messages: int | None,
-    rate: float | None,
-) -> None:
-    if not isinstance(max_connections, int) or max_connections < 1:
-        raise ValueError("max_connections must be at least 1")
-    if idle_timeout is not None and not idle_timeout > 0:
-        raise ValueError("idle_timeout must be positive (or None)")
-    if max_messages is not None and max_messages < 1:
-        raise ValueError("max_messages_per_connection must be at least 1 (or None)")
-    if rate is not None and not (0 < rate < math.inf):
-        raise ValueError("rate must be a positive number of messages per second (or None)")

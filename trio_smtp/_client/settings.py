@@ -8,6 +8,7 @@ network delivery, a bad port, TLS with a pickup directory).  The result is the i
 
 from __future__ import annotations
 
+import math
 import os
 import ssl
 
@@ -19,7 +20,7 @@ from .._io.proxy import Proxy, check_destination, parse_proxy
 from .._io.transport import StreamFactory
 from ..protocol import LocalProtocolError, validate_domain
 
-__all__ = ["session_config"]
+__all__ = ["check_pool_options", "session_config"]
 
 
 def session_config(
@@ -163,3 +164,20 @@ def _check_port(port: object, security: Security) -> int:
     if not 0 < port <= 65535:
         raise ValueError(f"port must be between 1 and 65535, not {port}")
     return port
+
+
+def check_pool_options(
+    max_connections: int,
+    idle_timeout: float | None,
+    max_messages: int | None,
+    rate: float | None,
+) -> None:
+    """:class:`~trio_smtp.SmtpPool`'s own options, checked (ValueError)."""
+    if not isinstance(max_connections, int) or max_connections < 1:
+        raise ValueError("max_connections must be at least 1")
+    if idle_timeout is not None and not idle_timeout > 0:
+        raise ValueError("idle_timeout must be positive (or None)")
+    if max_messages is not None and max_messages < 1:
+        raise ValueError("max_messages_per_connection must be at least 1 (or None)")
+    if rate is not None and not (0 < rate < math.inf):
+        raise ValueError("rate must be a positive number of messages per second (or None)")

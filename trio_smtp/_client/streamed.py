@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from .._delivery.batch_items import Outcome
+from .._delivery.batch_items import Outcome, SyncItems
 
 __all__ = ["BatchOutcome", "OutcomeStream", "RecordedItems", "stream_outcomes"]
 
@@ -64,7 +64,10 @@ class RecordedItems:
         self.read: list[object] = []
         #: Indexes of the items that have an outcome.
         self.done: set[int] = set()
-        self._lock = trio.Lock()  # several connections of a pool read one iterator
+        # Several connections of a pool read one iterator.  Taking an item from a sync
+        # iterable never waits (Trio runs one task at a time and a sync next() has no
+        # checkpoint), so only an async iterable, whose __anext__ may, needs the lock.
+        self._lock = None if isinstance(items, SyncItems) else trio.Lock()
         self.exhausted = False
         #: What the iterable raised, if it did (it then counts as exhausted).
         self.error: Exception | None = None
@@ -85,22 +88,30 @@ class RecordedItems:
 
     async def next(self) -> tuple[int, object] | None:
         """The next item and its index, or None once the iterable is exhausted."""
+        if self._lock is None:
+            # A cancel point as the lock's acquire is, without its trip through the scheduler.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return await self._next()
         async with self._lock:
-            if self._returned:
-                return self._returned.pop()
-            if self.exhausted:
-                return None
-            try:
-                item = await anext(self._items, _END)
-            except Exception as exc:
-                # The iterable broke: no more items, but the messages already read finish
-                # and report; the error is raised once they have (stream_outcomes).
-                self.error, item = exc, _END
-            if item is _END:
-                self.exhausted = True
-                return None
-            self.read.append(item)
-            return len(self.read) - 1, item
+            return await self._next()
+
+    async def _next(self) -> tuple[int, object] | None:
+        """:meth:`next`, with the iterator to itself (no other reader can interleave)."""
+        if self._returned:
+            return self._returned.pop()
+        if self.exhausted:
+            return None
+        try:
+            item = await anext(self._items, _END)
+        except Exception as exc:
+            # The iterable broke: no more items, but the messages already read finish
+            # and report; the error is raised once they have (stream_outcomes).
+            self.error, item = exc, _END
+        if item is _END:
+            self.exhausted = True
+            return None
+        self.read.append(item)
+        return len(self.read) - 1, item
 
 
 _END = object()

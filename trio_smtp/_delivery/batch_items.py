@@ -30,6 +30,7 @@ __all__ = [
     "OutgoingMessage",
     "Pending",
     "Source",
+    "SyncItems",
     "check_batch_source",
     "prepare_item",
 ]
@@ -108,11 +109,11 @@ def check_batch_source(messages: object) -> AsyncIterator[object]:
     if isinstance(messages, AsyncIterable):
         return aiter(messages)
     if isinstance(messages, Iterable):
-        return _SyncItems(messages)
+        return SyncItems(messages)
     raise TypeError(f"send_many takes an iterable of messages, not {type(messages).__name__}")
 
 
-class _SyncItems:
+class SyncItems:
     """A sync iterable's items as an async iterator.  Getting one never awaits anything,
     so no deadline can fire while it is read (see :meth:`_PipelinedSender.run`)."""
 
@@ -122,7 +123,7 @@ class _SyncItems:
         self._items = items
         self._iterator: Iterator[object] | None = None
 
-    def __aiter__(self) -> _SyncItems:
+    def __aiter__(self) -> SyncItems:
         return self
 
     async def __anext__(self) -> object:
@@ -192,7 +193,7 @@ class Source:
         self._back: Pending | None = None
         self.exhausted = False
         #: False for a sync iterable: reading it cannot wait on anything.
-        self.may_block = not isinstance(items, _SyncItems)
+        self.may_block = not isinstance(items, SyncItems)
 
     def push_back(self, pending: Pending) -> None:
         self._back = pending
