@@ -115,6 +115,12 @@ STRAY_POOL = (b"250 2.0.0 stray\r\n", b"554 5.7.1 stray\r\n", b"421 4.3.2 stray\
 FLOODS = ("lines", "long", "replies")
 
 
+def _continues(reply: bytes) -> bool:
+    """The reply's last line is a continuation line (``NNN-``): it is not complete."""
+    last = reply.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1]
+    return len(last) >= 4 and last[3:4] == b"-"
+
+
 def flood(kind: str) -> bytes:
     if kind == "lines":
         return b"250-x\r\n" * 400 + b"250 ok\r\n"
@@ -532,6 +538,11 @@ class ScriptedServer:
         await self.write(answer + extra, record, len(answer))
         if stray:
             self.stray_sent = extra[:40]
+        elif _continues(answer):
+            # A reply whose last line is a continuation ("250-...") merges with the next
+            # reply into one valid multi-line reply: from here the client is one reply short,
+            # as out of step as after a stray, with nothing to show it.
+            self.stray_sent = answer[:40]
         if answer.startswith(b"421") or extra.startswith(b"421"):
             await self.close("fin")  # RFC 5321 §3.8: 421 is said when closing
         if kind == "QUIT":
