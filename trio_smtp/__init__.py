@@ -17,7 +17,6 @@ __version__ = "0.1.0"
 
 if _typing.TYPE_CHECKING:
     from ._client.client import ClientStatistics as ClientStatistics
-    from ._client.client import OutgoingMessage as OutgoingMessage
     from ._client.client import SendCompleted as SendCompleted
     from ._client.client import SendResult as SendResult
     from ._client.client import SmtpClient as SmtpClient
@@ -31,6 +30,7 @@ if _typing.TYPE_CHECKING:
     from ._config import Security as Security
     from ._config import Timeouts as Timeouts
     from ._credentials import OAuth2 as OAuth2
+    from ._delivery.batch_items import OutgoingMessage as OutgoingMessage
     from ._delivery.pickup import PickupFile as PickupFile
     from ._delivery.pickup import parse_pickup_file as parse_pickup_file
     from ._delivery.pickup import read_pickup_file as read_pickup_file
@@ -54,7 +54,7 @@ if _typing.TYPE_CHECKING:
 #: Public name -> the module that defines it (relative to this package).
 _EXPORTS: dict[str, str] = {
     "ClientStatistics": "._client.client",
-    "OutgoingMessage": "._client.client",
+    "OutgoingMessage": "._delivery.batch_items",
     "SendCompleted": "._client.client",
     "SendResult": "._client.client",
     "SmtpClient": "._client.client",

@@ -35,8 +35,6 @@ import trio
 
 from .._config import DeliveryMethod, Security, Timeouts
 from .._credentials import Credentials
-from .._delivery.batch_items import BatchItem, Outcomes, check_batch_source
-from .._delivery.batch_items import OutgoingMessage as OutgoingMessage
 from .._delivery.stats import ClientStatistics as ClientStatistics
 from .._delivery.stats import Counters
 from .._errors import SmtpFailedRecipientsError
@@ -53,10 +51,11 @@ from .._results import SendResult as SendResult
 from .connection_slot import Connection, send_completed
 from .settings import session_config
 
-if TYPE_CHECKING:  # loaded by send_many_as_completed: SmtpClient alone does not pay for it
+if TYPE_CHECKING:  # loaded by the first batch: SmtpClient alone does not pay for them
+    from .._delivery.batch_items import BatchItem
     from .streamed import Emit, OutcomeStream
 
-__all__ = ["ClientStatistics", "OutgoingMessage", "SendCompleted", "SendResult", "SmtpClient"]
+__all__ = ["ClientStatistics", "SendCompleted", "SendResult", "SmtpClient"]
 
 #: What ``send`` takes: a message, its bytes, or a streamed body (binary file object with
 #: ``read(n)``, a trio async file, an ``os.PathLike``, or an async iterable of bytes).
@@ -368,6 +367,8 @@ class SmtpClient:
         flight may have been delivered, and their outcomes are lost -- send in smaller
         batches if you need to know.
         """
+        from .._delivery.batch_items import check_batch_source
+
         self._check_open()
         items = check_batch_source(messages)
         self._claim()
@@ -398,6 +399,7 @@ class SmtpClient:
         iterable itself ends the batch: the messages already read finish and report their
         outcomes, then it is raised by the iteration.
         """
+        from .._delivery.batch_items import Outcomes, check_batch_source
         from .streamed import RecordedItems, stream_outcomes
 
         self._check_open()

@@ -25,12 +25,10 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._delivery.batch import send_batch
-from .._delivery.batch_items import Outcome, Outcomes
 from .._delivery.outcome import ConnectionStaleError, late_cancel
 from .._delivery.session import SessionConfig, open_session
 from .._delivery.stats import Counters
@@ -38,6 +36,9 @@ from .._delivery.transaction import deliver
 from .._io.deadlines import Watchdog
 from .._io.transport import Transport
 from .._message.dkim import DkimSigner
+
+if TYPE_CHECKING:  # the batch modules load with the first batch (import cost: design.rst)
+    from .._delivery.batch_items import Outcome, Outcomes
 from .._message.prepare import PreparedMessage
 from .._results import SendCompleted, SendResult
 
@@ -131,6 +132,8 @@ class Connection:
         """Send a batch over this slot's session (see :func:`send_batch`); ``dkim`` signs
         every item that does not choose its own signer."""
         pickup = self._pickup_directory is not None
+        from .._delivery.batch import send_batch
+
         return await send_batch(
             items,
             self._counters,
