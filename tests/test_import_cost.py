@@ -9,14 +9,8 @@ asserted, the figures are in the docs.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers.interpreter import loaded_after
 
 #: Loaded by nothing a plain SMTP send needs.
 OPTIONAL = (
@@ -39,22 +33,6 @@ OPTIONAL = (
     "trio_smtp._cli.bulk",
     "tqdm",
 )
-
-
-def loaded_after(code: str) -> list[str]:
-    """Run ``code`` in a fresh interpreter; return the modules loaded then (sorted)."""
-    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr
-    modules: list[str] = json.loads(result.stdout.splitlines()[-1])
-    return modules
 
 
 def _loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import pytest
+from helpers.protocol import one_reply, ready
 
 from trio_smtp.protocol import (
     Bdat,
-    ClientConnection,
     Data,
-    Ehlo,
     LocalProtocolError,
     Mail,
     Rcpt,
@@ -18,23 +17,6 @@ from trio_smtp.protocol import (
     Rset,
     State,
 )
-
-
-def one_reply(conn: ClientConnection, data: bytes) -> Reply:
-    conn.receive_data(data)
-    event = conn.next_event()
-    assert isinstance(event, Reply)
-    return event
-
-
-def ready(*keywords: str) -> ClientConnection:
-    conn = ClientConnection()
-    one_reply(conn, b"220 mx.example ESMTP\r\n")
-    conn.send(Ehlo("client.example"))
-    lines = ["mx.example", *keywords]
-    wire = "".join(f"250-{line}\r\n" for line in lines[:-1]) + f"250 {lines[-1]}\r\n"
-    one_reply(conn, wire.encode())
-    return conn
 
 
 def test_a_line_after_a_final_reply_is_unsolicited() -> None:
