@@ -211,7 +211,7 @@ async def test_untrusted_certificate_exits_4_before_credentials(
         (["missing.eml", "--server", "smtp://{host}"], "missing.eml"),
         (["--server", "ftp://{host}", "--from", "a@x.org", "--to", "b@y.org"], "scheme"),
         (["--server", "smtp://{host}?tls=none", "--from", "a@x.org"], "recipients"),
-        # Each option names itself and the part that is not an address (DESIGN rule 13).
+        # Each option names itself and the part that is not an address (design rule 13).
         (
             ["--server", "smtp://{host}", "--from", "a@x.org", "--to", "ok@y.org;x@y.org"],
             "--to 'ok@y.org;x@y.org' holds 'ok@y.org;x@y.org'",

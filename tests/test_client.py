@@ -317,7 +317,7 @@ async def test_recipient_list_that_does_not_all_parse_sends_to_nobody(
     smtp_server: SmtpServer, smtp_client_factory: ClientFactory, to: str, part: str
 ) -> None:
     # The stdlib yields only ok@example.net and records a defect: sending would reach a
-    # subset of the list in silence (DESIGN rule 13).
+    # subset of the list in silence (design rule 13).
     message = EmailMessage()
     message["From"] = "a@example.org"
     message["To"] = to

@@ -163,7 +163,7 @@ async def test_a_hanging_file_close_ends_at_the_cleanup_deadline(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # Closing a file opened from a path waits on no server, so no Timeouts field governs it:
-    # DESIGN rule 9's short shielded deadline does, and then the close is left to its thread.
+    # design rule 9's short shielded deadline does, and then the close is left to its thread.
     release = threading.Event()
     monkeypatch.setattr(_connection_slot, "_CLEANUP_SECONDS", 0.2)  # where bodies are closed
     monkeypatch.setattr(

@@ -1,5 +1,5 @@
 """Once the end of the data is written, no cancel turns the outcome into ``cancelled=True``
-(DESIGN rule 10): the event carries the result or SmtpDeliveryUnknownError, for every way a
+(design rule 10): the event carries the result or SmtpDeliveryUnknownError, for every way a
 body goes -- one write, DATA written in blocks while the server is watched, streamed -- and
 also when the cancel lands while the send is already failing.  ``send()`` lets a bare
 ``Cancelled`` through (never an exception group).  Real servers on loopback; what the

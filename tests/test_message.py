@@ -348,7 +348,7 @@ def _reference_utf8(message: Message, envelope: tuple[str, ...]) -> bool:
 
 
 def _reference_checked(values: Sequence[object]) -> list[str]:
-    """DESIGN rule 13 the plain way: every address of every value, or ValueError when the
+    """design rule 13 the plain way: every address of every value, or ValueError when the
     parser (the default policy's, for compat32 strings too) records an invalid part."""
     found: list[str] = []
     for value in values:

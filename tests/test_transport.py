@@ -146,7 +146,7 @@ async def test_tls_records_already_taken_from_the_transport_are_seen() -> None:
     returns the first record's text, and the second stays, still encrypted, in the
     SSLStream's incoming buffer; neither ``pending()`` (decrypted bytes only) nor the socket
     (already read) shows it.  ``readable`` looks into trio's private ``_incoming``: if this
-    fails, trio renamed it and the look before a write is blind to such records (DESIGN rule
+    fails, trio renamed it and the look before a write is blind to such records (design rule
     11: the stray line would be read as the reply to the next command)."""
     from trio_smtp._io.stream import readable
 

@@ -1,4 +1,4 @@
-"""The public exception hierarchy (DESIGN.md, "The seed's failure table, in Python").
+"""The public exception hierarchy (docs/dotnet.rst, "Exceptions"; the seed's failure table in Python).
 
 Every protocol-level failure is an :class:`SmtpError` carrying an :class:`SmtpStatusCode` and,
 when the server said something, its :class:`~trio_smtp.protocol.Reply`.  Some also inherit a
@@ -91,7 +91,7 @@ class SmtpError(Exception):
         *,
         status_code: SmtpStatusCode | None = None,
     ) -> None:
-        # DESIGN.md's form, SmtpError(status_code, reply), is accepted as well as a message:
+        # The documented form, SmtpError(status_code, reply), is accepted as well as a message:
         # like .NET's SmtpException(SmtpStatusCode), the message is then derived.
         if isinstance(message, SmtpStatusCode):
             status_code = message if status_code is None else status_code

@@ -26,7 +26,7 @@ invariants are checked (:func:`check`):
 * "not delivered" (any SmtpError but SmtpDeliveryUnknownError, or cancelled=True) => the
   server cannot have kept it: it never received the complete end of data, or refused it;
 * SmtpDeliveryUnknownError => the end of data wholly left the client, and the peer had not
-  already closed when the write carrying it started (DESIGN rule 10, issue 10 item 4);
+  already closed when the write carrying it started (design rule 10, issue 10 item 4);
 * cancelled=True => the end of data never wholly left the client (item 3);
 * afterwards a send on the same client against a well-behaved server succeeds.
 

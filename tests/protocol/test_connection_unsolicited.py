@@ -1,4 +1,4 @@
-"""ClientConnection: nothing unsolicited is ever read as a reply (DESIGN rule 11), and a
+"""ClientConnection: nothing unsolicited is ever read as a reply (design rule 11), and a
 3xx is an intermediate reply only where one is defined (issue 10, items 1 and 7)."""
 
 from __future__ import annotations

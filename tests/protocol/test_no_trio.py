@@ -1,4 +1,4 @@
-"""The protocol core is sans-IO: it never imports trio (DESIGN.md rule 1)."""
+"""The protocol core is sans-IO: it never imports trio (design rule 1)."""
 
 from __future__ import annotations
 

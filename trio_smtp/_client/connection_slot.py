@@ -2,20 +2,20 @@
 
 Theory of operation: a :class:`Connection` is a slot that holds at most one session.  It is
 opened lazily by the first send, reused while it is idle and healthy, and replaced when it
-is broken, or was closed or spoken on by the server while idle (DESIGN rules 11 and 12: a
+is broken, or was closed or spoken on by the server while idle (design rules 11 and 12: a
 kept connection is looked at before each send, see :meth:`Transport.check_idle
 <trio_smtp._io.transport.Transport.check_idle>`; a 421, an idle timeout, a stray line all
 mean a new one).  A reused connection found stale before
 its MAIL was answered raises :class:`~trio_smtp._delivery.outcome.ConnectionStaleError`, and the
 message goes again on a fresh one: nothing of it was accepted (RFC 5321 §4.1.1.4).  Nothing
 is ever retried after the end of data was written (``SmtpDeliveryUnknownError``).  Closing
-says QUIT when the session is idle, shielded, with a short deadline (DESIGN rule 9).
+says QUIT when the session is idle, shielded, with a short deadline (design rule 9).
 
 The slot contains no SMTP transaction logic: it drives :func:`open_session`,
 :func:`deliver` and :func:`send_batch`, and counts what they did in the owner's
 :class:`~trio_smtp._delivery.stats.Counters`.
 
-:func:`send_completed` is the one place a ``send_async`` outcome is decided (DESIGN rule
+:func:`send_completed` is the one place a ``send_async`` outcome is decided (design rule
 10), for SmtpClient and SmtpPool alike; it is given the slot's
 :attr:`Connection.end_of_data_written`.
 """
@@ -174,7 +174,7 @@ class Connection:
         return SendResult(envelope.recipients, message_id=prepared.message_id)
 
     async def _connection(self) -> Transport:
-        # DESIGN rules 11 and 12: a kept connection that the server closed (with or
+        # design rules 11 and 12: a kept connection that the server closed (with or
         # without 421) or spoke on while idle is replaced, whatever the last send did.
         if self._transport is not None and await self._transport.check_idle():
             self._transport.mark_reused()
@@ -202,13 +202,13 @@ class Connection:
 async def close_body(prepared: PreparedMessage) -> None:
     """Close a streamed body once its send is over."""
     if prepared.body is not None:
-        # A file opened from a path.  Shielded, short (DESIGN rule 9): a cancel
+        # A file opened from a path.  Shielded, short (design rule 9): a cancel
         # landing here must not turn a delivered result into "cancelled".
         with trio.move_on_after(_CLEANUP_SECONDS, shield=True):
             await prepared.body.aclose()
 
 
-#: DESIGN rule 9's short deadline for the one shielded cleanup that no Timeouts field
+#: design rule 9's short deadline for the one shielded cleanup that no Timeouts field
 #: governs, because it waits on no server: closing a file the client opened from a path
 #: once the send is over.  Past it the close is left to its worker thread.
 _CLEANUP_SECONDS = 5.0
@@ -224,7 +224,7 @@ def send_completed(
     counters: Counters,
     size: int | None,
 ) -> SendCompleted[Any]:
-    """The one place a ``send_async`` outcome is decided (DESIGN rule 10), for
+    """The one place a ``send_async`` outcome is decided (design rule 10), for
     :class:`~trio_smtp.SmtpClient` and :class:`~trio_smtp.SmtpPool` alike.
 
     ``error`` is what the send raised: an Exception, a cancel from outside, or None

@@ -179,7 +179,7 @@ class _PipelinedSender:
         # What ends the tail -- the terminator or RSET -- is encoded only right before the
         # write, after a look at what the server already sent: until then the machine
         # knows nothing more is owed, and takes anything that came as an early reply or as
-        # unsolicited, never as the answer to what is about to go (DESIGN rules 10, 11).
+        # unsolicited, never as the answer to what is about to go (design rules 10, 11).
         self.finish: Literal["end_data", "rset"] | None = None
         self.awaiting: _Awaiting | None = None
         # Where a timeout of the connection's Phases scope finds us: the message whose
@@ -202,7 +202,7 @@ class _PipelinedSender:
             if retry:
                 return pending
             # Whatever its outcome, the next message finds this connection used before:
-            # found dead before anything was accepted, it is stale (DESIGN rule 12).
+            # found dead before anything was accepted, it is stale (design rule 12).
             self.transport.mark_reused()
             if source.may_block:  # nothing in flight: an async source is not a phase
                 phases.arm(None, "the next message", SmtpTimeoutError)
@@ -340,7 +340,7 @@ class _PipelinedSender:
         self._set_final(pending, final, transaction)
 
     async def _before_write(self) -> None:
-        """Before the write carrying the tail: what the server already sent (DESIGN rules
+        """Before the write carrying the tail: what the server already sent (design rules
         10 and 11).  After a 354 it is an early reply (or a close) for the message whose
         data is the tail: that message is not delivered, with that reply or close."""
         transport = self.transport

@@ -75,7 +75,7 @@ class _ChunkSender:
     async def send_last(self, chunk: bytes) -> Reply:
         transport = self.transport
         what = "the end of data (BDAT LAST)"
-        # DESIGN rule 10: a close or a reply that already came is seen before LAST goes
+        # design rule 10: a close or a reply that already came is seen before LAST goes
         # (a refusal of a chunk in flight is read first: then LAST never goes).
         await transport.receive_ready(what)
         while self.outstanding and transport.buffered:

@@ -169,7 +169,7 @@ SENDER_REFUSED = "the server refused the sender (MAIL)"
 
 
 def check_envelope(mail_reply: Reply, accepted: list[str], rejected: dict[str, Reply]) -> None:
-    """Not delivered: MAIL refused, or every recipient refused (DESIGN rule 10)."""
+    """Not delivered: MAIL refused, or every recipient refused (design rule 10)."""
     if mail_reply.code // 100 != 2:
         raise SmtpResponseError(SENDER_REFUSED, reply=mail_reply, command="MAIL")
     if not accepted:

@@ -429,7 +429,7 @@ async def _envelope_with_last(
 async def _before_envelope(transport: Transport) -> None:
     """Before the first write of a transaction: anything the server sent since its last
     reply (nothing is owed) is unsolicited, and a close ends the connection; either way
-    nothing was written, so on a reused connection it is stale (DESIGN rules 11, 12).
+    nothing was written, so on a reused connection it is stale (design rules 11, 12).
     (SmtpClient looks before handing the connection out; this closes the gap after it.)"""
     try:
         await transport.receive_ready("MAIL")

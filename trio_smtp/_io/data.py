@@ -5,7 +5,7 @@
 Theory of operation: after 354 a large message goes out in chunks while a :class:`Watcher`
 task reads the first bytes the server sends.  A reply before the terminator is an early reply
 (a refusal, or 421 before closing): writing stops and the terminator never follows, so the
-message is "not delivered", never "maybe" (DESIGN rule 10).  The writer learns the
+message is "not delivered", never "maybe" (design rule 10).  The writer learns the
 transport's state through :class:`DataTarget` only (its encoders, its one data write, and
 :attr:`~trio_smtp._io.transport.Transport.end_of_data_written`, set the moment the terminator's
 write completed); the stream is read here only by the watcher and, after an early reply, for
@@ -62,7 +62,7 @@ class DataWriter:
     async def write_watched(self, chunks: AsyncIterator[bytes]) -> Exception | None:
         """Write while the watcher reads; return the writer's error instead of raising it.
 
-        Only one exception can leave (DESIGN rule 9): neither task raises inside the nursery
+        Only one exception can leave (design rule 9): neither task raises inside the nursery
         -- the writer hands back what stopped it, the watcher keeps its error and ends
         quietly when cancelled -- so the nursery never builds an exception group.  A cancel
         from outside is raised here, alone, once both tasks are done; the caller's
@@ -128,7 +128,7 @@ class DataWriter:
             pending, size = transport.encode_data(chunk), len(chunk)
         if readable(transport.stream):
             # The server already spoke or closed: the watcher is reading it; the terminator
-            # must not follow (DESIGN rule 10: not delivered, not "maybe").
+            # must not follow (design rule 10: not delivered, not "maybe").
             with trio.move_on_after(TLS_RECORD_WAIT if transport.tls else math.inf):
                 await watcher.arrived.wait()
                 return

@@ -102,13 +102,13 @@ class Transport:
         self.transactions = 0
         #: True once the connection is handed out for a transaction after an earlier one,
         #: whatever that one's outcome: a connection found dead before anything could be
-        #: accepted is then stale, and the message goes again on a new one (DESIGN rule 12).
+        #: accepted is then stale, and the message goes again on a new one (design rule 12).
         self.reused = False
         #: True from the moment the write carrying the end of data (the terminator, or
         #: ``BDAT n LAST``) of the current transaction completed, until
         #: :meth:`begin_transaction`: from then on the server may have the whole message
         #: (RFC 5321 §4.1.1.4), so a loss is "maybe delivered" and no cancel can take the
-        #: message back (DESIGN rule 10: the client's event decision reads this).  A write
+        #: message back (design rule 10: the client's event decision reads this).  A write
         #: that failed never sets it: its last octets never reached the kernel, so the
         #: server cannot have seen a complete end of data.
         self.end_of_data_written = False
@@ -195,7 +195,7 @@ class Transport:
         return data
 
     def _unsolicited(self, exc: RemoteProtocolError, what: str) -> SmtpProtocolError:
-        # The core refuses to encode after a reply nobody asked for (DESIGN rule 11).
+        # The core refuses to encode after a reply nobody asked for (design rule 11).
         self.mark_broken()
         return SmtpProtocolError(f"the server broke the protocol before {what}: {exc}")
 
@@ -212,7 +212,7 @@ class Transport:
     async def receive_ready(self, what: str, *, eof_ok: bool = False) -> None:
         """Feed the machine what the server has already sent, without waiting for more.
 
-        Called before every write (DESIGN rules 10 and 11): a reply that came before its
+        Called before every write (design rules 10 and 11): a reply that came before its
         command, or a close, must be seen before we write, not read as the answer to what
         we write next.  The socket is looked at without blocking; only when it is readable
         is one ``receive_some`` made (it returns at once: data, EOF or an error are there).
@@ -242,7 +242,7 @@ class Transport:
     async def check_idle(self) -> bool:
         """Before a kept connection takes a new transaction: True when it is still fit;
         False (and the connection broken) when the server closed it, said 421, or sent
-        anything at all since its last reply (DESIGN rules 11 and 12)."""
+        anything at all since its last reply (design rules 11 and 12)."""
         if not self.reusable:
             return False
         try:
@@ -341,7 +341,7 @@ class Transport:
             raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
 
     async def _check_in_step(self, what: str) -> None:
-        """After the reply that decides a message's outcome (DESIGN rules 10 and 11): if
+        """After the reply that decides a message's outcome (design rules 10 and 11): if
         what has already arrived holds more than the replies owed, the replies are out of
         step with the commands -- a stray line came first, and the reply just read may
         answer another command (a ``554`` taken for a ``250``, or the reverse).  Then the
@@ -571,7 +571,7 @@ class Transport:
 
     async def quit(self) -> None:
         """QUIT politely if the session is idle, then close: shielded, within
-        :attr:`Timeouts.quit <trio_smtp.Timeouts.quit>` (DESIGN rule 9).  With no limit
+        :attr:`Timeouts.quit <trio_smtp.Timeouts.quit>` (design rule 9).  With no limit
         (None) it is not shielded: nothing may wait for ever out of a cancel's reach."""
         limit = self.timeouts.quit
         with trio.CancelScope(shield=limit is not None):

@@ -3,7 +3,7 @@
 Theory of operation: :func:`prepare_message` runs synchronously, before anything is written to
 the wire, and is the only place where the caller's input is validated (``TypeError`` for
 something that is not a message, ``ValueError`` for a missing sender, no recipients or an
-invalid address).  Nothing is sent to a subset in silence (DESIGN rule 13): when a header
+invalid address).  Nothing is sent to a subset in silence (design rule 13): when a header
 field the envelope is read from holds a part that is not an address (``a@x;b@y``,
 ``b@@x``, ``foo``), the stdlib records a defect and yields the other addresses; that defect
 is a ``ValueError`` naming the field and the part, as is an empty or unparsable ``sender=``

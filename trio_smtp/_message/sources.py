@@ -80,7 +80,7 @@ class StreamedBody:
     async def aclose(self) -> None:
         """Close the file opened from a path (the caller's own file is left open).
 
-        The caller bounds this wait (the client: a shielded scope with DESIGN rule 9's
+        The caller bounds this wait (the client: a shielded scope with design rule 9's
         short deadline); cancelled, it stops waiting and the close goes on in its worker
         thread, so a file system that hangs cannot hold the send."""
         owned, self._owned = self._owned, None

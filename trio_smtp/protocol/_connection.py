@@ -143,7 +143,7 @@ class ClientConnection:
         Raises RemoteProtocolError (and enters ERROR) when the bytes received so far hold
         more than the replies owed to the commands already sent: this command's reply
         cannot have come yet, so they are unsolicited and would be read as its reply
-        (DESIGN rule 11).  The driver feeds what the socket holds before each write.
+        (design rule 11).  The driver feeds what the socket holds before each write.
         """
         step = command_step(command)
         after = self._check_may_send(step)
@@ -281,7 +281,7 @@ class ClientConnection:
         line after a final reply, a reply before its command, chunks answered ahead -- are
         unsolicited: read as replies they would answer the wrong commands.  Parses the
         pending commands' replies ahead (kept for next_event); anything left over is a
-        RemoteProtocolError and the session enters ERROR (DESIGN rule 11)."""
+        RemoteProtocolError and the session enters ERROR (design rule 11)."""
         parser, parsed, pending = self._parser, self._parsed, self._session.pending
         try:
             while len(parsed) < len(pending):
