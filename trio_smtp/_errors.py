@@ -1,4 +1,4 @@
-"""The public exception hierarchy (docs/dotnet.rst, "Exceptions"; the seed's failure table in Python).
+"""The public exception hierarchy: the seed's failure table in Python (docs/dotnet.rst).
 
 Every protocol-level failure is an :class:`SmtpError` carrying an :class:`SmtpStatusCode` and,
 when the server said something, its :class:`~trio_smtp.protocol.Reply`.  Some also inherit a
