@@ -149,6 +149,9 @@ UNPARSABLE = [
     ("Ann <a@example.net>; Bob <b@example.net>", "Ann <a@example.net>; Bob <b@example.net>"),
     ("<>", "<>"),
     ("a..b@example.net", "a..b@example.net"),
+    # Commas inside a quoted name, a comment or a domain literal do not separate addresses.
+    ('"Doe, Jo" <j@example.net>, (x, y) b@@example.net', "(x, y) b@@example.net"),
+    ("a@[127.0.0.1], ok@example.net, bad", "bad"),
 ]
 
 

@@ -24,9 +24,6 @@ ALLOWED = {
     # MemoryBIO, which nothing public shows (see its docstring and
     # tests/test_transport.py::test_tls_records_already_taken_from_the_transport_are_seen).
     ("readable", "_incoming"),
-    # Only a header object's parse tree holds the text of the part that is not an address
-    # (for an error message; without it the whole value is named).
-    ("_unparsable_part", "_parse_tree"),
 }
 
 

@@ -500,14 +500,50 @@ def _every_address(header: Any, where: str | None = None) -> list[str]:
 
 
 def _unparsable_part(header: Any) -> str:
-    """The first part of ``header`` the parser could not read as an address: CPython's
-    header objects keep their parse tree, whose bad parts are "invalid-mailbox" tokens; the
-    whole value without it."""
-    tree = getattr(header, "_parse_tree", None)
-    for mailbox in getattr(tree, "all_mailboxes", ()):
-        if getattr(mailbox, "token_type", None) == "invalid-mailbox":
-            return str(mailbox).strip()
-    return str(header)
+    """The first part of ``header`` that does not parse as an address on its own (the
+    public header parser, part by part); the whole value when no single part is to blame."""
+    # A header object's str() drops what did not parse; its unfolded form is the source.
+    folded = header.fold(policy=_default_policy().clone(max_line_length=0))
+    value: str = folded.partition(":")[2].strip()
+    for part in _address_list_parts(value):
+        try:
+            parsed = _default_policy().header_factory(header.name, part)
+            specs = [address.addr_spec for address in parsed.addresses]
+        except Exception:  # the parser's own bugs (see _fetch): that part is at fault
+            return part
+        defective = any(
+            isinstance(defect, email.errors.InvalidHeaderDefect) for defect in parsed.defects
+        )
+        if defective or not specs or not all(spec and spec != "<>" for spec in specs):
+            return part
+    return value
+
+
+_OPENING = {'"': '"', "(": ")", "<": ">", "[": "]"}
+
+
+def _address_list_parts(value: str) -> list[str]:
+    """``value`` split at the commas that separate addresses (RFC 5322 §3.4): not those
+    inside a quoted string, a comment, angle brackets or a domain literal."""
+    parts, start, closing = [], 0, ""
+    escaped = False
+    for index, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif char == "\\" and closing[-1:] in ('"', ")"):
+            escaped = True
+        elif closing:
+            if char == closing[-1]:
+                closing = closing[:-1]
+            elif char == "(" and closing[-1] == ")":
+                closing += ")"  # comments nest (RFC 5322 §3.2.2)
+        elif char in _OPENING:
+            closing = _OPENING[char]
+        elif char == ",":
+            parts.append(value[start:index])
+            start = index + 1
+    parts.append(value[start:])
+    return [part.strip() for part in parts if part.strip()]
 
 
 def _prepare_email(
