@@ -5,11 +5,14 @@ Theory of operation: :class:`Leases` holds the pool's
 :class:`~trio_smtp.SmtpClient` drives its one connection with -- and knows no SMTP.  A send
 *leases* a slot: an idle one (the most recently used, so that the others reach their idle
 time and close), or a new one while fewer than the current concurrency limit are open, or
-else it waits in a FIFO queue for the next slot given back.  A new slot connects (greeting,
-EHLO, STARTTLS, AUTH: :func:`~trio_smtp._delivery.session.open_session`) before the lease
-returns it.  Giving the slot back keeps it idle, or *retires* it -- QUIT, in the pool's
-nursery -- when it is broken, has sent ``max_messages_per_connection`` messages, is above
-the limit, or the pool is closing.  A reaper task closes slots idle for ``idle_timeout``.
+else it waits in line.  The line is FIFO and nobody overtakes it: a slot given back goes
+straight to the first send waiting (not to whoever asks next, which would let a task that
+sends in a loop keep its slot while others wait for ever), and a retired slot wakes the first
+in line to open a new one.  A new slot connects (greeting, EHLO, STARTTLS, AUTH:
+:func:`~trio_smtp._delivery.session.open_session`) before the lease returns it.  Giving the
+slot back keeps it idle when nobody waits, or *retires* it -- QUIT, in the pool's nursery --
+when it is broken, has sent ``max_messages_per_connection`` messages, is above the limit, or
+the pool is closing.  A reaper task closes slots idle for ``idle_timeout``.
 
 The concurrency limit (:class:`~trio_smtp._client.pacing.ConcurrencyLimit`) lives here
 because only leasing consults it: an overload signal (:meth:`Leases.overloaded`) lowers it
@@ -19,6 +22,7 @@ backoff delay, and a send waiting for a slot wakes when the limit recovers.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -74,7 +78,7 @@ class Leases:
         self.limit = ConcurrencyLimit(policy.max_connections)
         self._idle: list[PooledSlot] = []
         self._busy: set[PooledSlot] = set()
-        self._waiters = trio.lowlevel.ParkingLot()  # sends waiting for a slot
+        self._queue: collections.deque[_Waiter] = collections.deque()  # FIFO of waiting sends
         #: Sends waiting for a slot now.
         self.queued = 0
         self._nursery: trio.Nursery | None = None
@@ -171,19 +175,53 @@ class Leases:
 
     async def _acquire(self) -> PooledSlot:
         await trio.lowlevel.checkpoint_if_cancelled()
-        self.queued += 1
+        slot = None if self._queue else self._take()
+        if slot is None:
+            self.queued += 1
+            try:
+                slot = await self._wait_in_line()
+            finally:
+                self.queued -= 1
+        slot.messages_at_lease = slot.connection.messages
+        return slot
+
+    async def _wait_in_line(self) -> PooledSlot:
+        """Wait at the back of the line until :meth:`give_back` hands this send a slot, or
+        it is first in line when there is room for a new one (a slot was retired, or the
+        limit recovered: the first in line is woken for that, and checks)."""
+        waiter = _Waiter()
+        self._queue.append(waiter)
         try:
             while True:
-                slot = self._take()
-                if slot is not None:
-                    slot.messages_at_lease = slot.connection.messages
+                with trio.move_on_at(self._next_recovery()):
+                    await waiter.woken.wait()
+                if waiter.slot is not None:
+                    return waiter.slot
+                if self._queue[0] is waiter and (slot := self._take()) is not None:
+                    self._queue.popleft()
+                    self._wake_first()  # room for one more, maybe
                     return slot
-                backoff = self.policy.backoff
-                recovery = self.limit.next_recovery(self.policy.max_connections, backoff.recovery)
-                with trio.move_on_at(recovery):
-                    await self._waiters.park()
-        finally:
-            self.queued -= 1
+                self._wake_first()  # woken by the recovery time: the limit may have risen
+                waiter.woken = trio.Event()
+        except BaseException:
+            if waiter.slot is not None:  # handed a slot as it was cancelled: the next one's
+                self.give_back(waiter.slot)
+            elif waiter in self._queue:
+                self._queue.remove(waiter)
+                self._wake_first()
+            raise
+
+    def _next_recovery(self) -> float:
+        """When the limit may next rise (it rises only while open: :meth:`current_limit`)."""
+        if not self._open:
+            return math.inf
+        backoff = self.policy.backoff
+        return self.limit.next_recovery(self.policy.max_connections, backoff.recovery)
+
+    def _wake_first(self) -> None:
+        """Wake the first send in line if there may be room for a new slot (it checks)."""
+        if self._queue and self.open_count() < self.current_limit():
+            self._queue[0].woken.set()
 
     def _take(self) -> PooledSlot | None:
         if self._idle:
@@ -205,8 +243,10 @@ class Leases:
         return PooledSlot(connection, watchdog)
 
     def give_back(self, slot: PooledSlot) -> None:
-        """A lease ends: keep the slot idle, or retire it (broken, capped, over the limit,
-        the pool closing)."""
+        """A lease ends: hand the slot to the first send in line, or keep it idle, or retire
+        it (broken, capped, over the limit, the pool closing).  Handing it over (instead of
+        letting whoever asks next take it) keeps the queue FIFO: a task that gives a slot
+        back and asks again at once would otherwise keep it while others wait forever."""
         self._busy.discard(slot)
         connection = slot.connection
         cap = self.policy.cap
@@ -218,14 +258,20 @@ class Leases:
             or self.open_count() >= self.current_limit()
         ):
             self._retire(slot)
+            self._wake_first()
+        elif self._queue:
+            waiter = self._queue.popleft()
+            waiter.slot = slot
+            self._busy.add(slot)
+            waiter.woken.set()
         else:
             slot.idle_since = trio.current_time()
             self._idle.append(slot)
             idle_timeout = self.policy.idle_timeout
             if self._reaper_scope is not None and idle_timeout is not None:
                 expiry = slot.idle_since + idle_timeout
-                self._reaper_scope.deadline = min(self._reaper_scope.deadline, expiry)
-        self._waiters.unpark()
+                if expiry < self._reaper_scope.deadline:
+                    self._reaper_scope.deadline = expiry
 
     def _retire(self, slot: PooledSlot) -> None:
         slot.watchdog.close()
@@ -241,6 +287,8 @@ class Leases:
         self.limit.lower(self.current_limit(), taking, self.policy.backoff)
         while len(self._idle) > self.limit.limit:
             self._retire(self._idle.pop(0))
+        for waiter in self._queue:  # each waits for the limit's next recovery, now sooner
+            waiter.woken.set()
 
     # -- idle reaping ------------------------------------------------------------------------
 
@@ -265,3 +313,12 @@ class Leases:
         if self.policy.idle_timeout is None or not self._idle:
             return math.inf
         return min(slot.idle_since for slot in self._idle) + self.policy.idle_timeout
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class _Waiter:
+    """A send waiting in line for a slot."""
+
+    woken: trio.Event = dataclasses.field(default_factory=trio.Event)
+    #: The slot :meth:`Leases.give_back` handed over (leased: in the busy set already).
+    slot: PooledSlot | None = None

@@ -306,7 +306,8 @@ class SmtpPool:
         """Send ``message`` on the first free connection and wait for the outcome.
 
         Takes and raises what :meth:`SmtpClient.send` does, from any number of tasks at
-        once: a send waits for a connection instead of raising ``BusyResourceError``.  A
+        once: a send waits for a connection instead of raising ``BusyResourceError``, and
+        waiting sends get connections in the order they asked.  A
         refusal that is an overload signal (see the class) is retried after the backoff,
         ``Backoff.attempts`` tries in all, for an in-memory message (a streamed body cannot
         be read twice).  Cancelled, it behaves as :meth:`SmtpClient.send`.
