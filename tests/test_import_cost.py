@@ -25,6 +25,7 @@ OPTIONAL = (
     "trio_smtp._cli.probe",
     "trio_smtp._client.send",
     "trio_smtp._client.pool",  # SmtpPool, and what only it and send_many_as_completed use
+    "trio_smtp._client.leasing",
     "trio_smtp._client.pacing",
     "trio_smtp._client.pool_batch",
     "trio_smtp._client.streamed",

@@ -24,6 +24,8 @@ from trio_smtp import (
     SmtpPool,
     SmtpResponseError,
 )
+from trio_smtp._client.leasing import LeasePolicy, Leases, PooledSlot
+from trio_smtp._delivery.stats import Counters
 from trio_smtp.testing import Delay, Hangup, Respond, SmtpServer
 
 FROM = "from@example.org"
@@ -66,6 +68,61 @@ async def test_many_tasks_share_the_connections(server: SmtpServer) -> None:
     assert len(server.connections) == 3  # reused, never more than max_connections
     assert stats.messages_sent == 30 and stats.connections_opened == 3
     assert stats.sends_in_flight == 0 and stats.sends_queued == 0
+
+
+async def test_a_waiting_send_is_not_overtaken_by_a_busy_task(server: SmtpServer) -> None:
+    # One connection, one task sending in a loop: a send that arrives while the connection
+    # is busy gets it next (the queue is FIFO), not after the loop runs out.
+    sent = 0
+    first_sent = trio.Event()
+    async with pool_for(server, max_connections=1) as pool:
+
+        async def busy_task() -> None:
+            nonlocal sent
+            for i in range(20):
+                await send_one(pool, i)
+                sent += 1
+                first_sent.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(busy_task)
+            await first_sent.wait()
+            before = sent
+            await send_one(pool, 100)
+            waited_for = sent - before
+    assert waited_for <= 1  # the send in progress when this one queued, no more
+
+
+async def test_a_send_cancelled_as_it_is_handed_a_slot_passes_it_on(tmp_path: Path) -> None:
+    # The lease queue itself (pickup slots need no server): B is cancelled and, before it
+    # runs again, the slot it waited for is handed to it; it must pass the slot to C.
+    policy = LeasePolicy(max_connections=1, idle_timeout=None, cap=None, backoff=Backoff())
+    config = SmtpPool(
+        delivery_method=DeliveryMethod.PICKUP_DIRECTORY, pickup_directory=tmp_path
+    )._config
+    leases = Leases(policy, config, Counters(), tmp_path)
+    got: dict[str, PooledSlot] = {}
+    async with trio.open_nursery() as nursery:
+        leases.start(nursery)
+        held = await leases.lease(1)
+        scope_b = trio.CancelScope()
+
+        async def wait(name: str, scope: trio.CancelScope) -> None:
+            with scope:
+                got[name] = await leases.lease(1)
+
+        nursery.start_soon(wait, "b", scope_b)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(wait, "c", trio.CancelScope())
+        await trio.testing.wait_all_tasks_blocked()
+        scope_b.cancel()
+        leases.give_back(held)  # B is still first in line
+        await trio.testing.wait_all_tasks_blocked()
+        assert list(got) == ["c"] and got["c"] is held
+        assert leases.busy == 1 and leases.idle == 0 and leases.queued == 0
+        leases.close()
+        leases.stop_watchdogs()
+    await leases.aclose()
 
 
 async def test_send_many_spreads_over_connections_in_order(server: SmtpServer) -> None:
@@ -165,6 +222,43 @@ async def test_421_too_many_connections_backs_off_then_recovers(
         recovered = pool.statistics().concurrency_limit
     assert len(server.messages) == 12  # nobody saw the refusals: they were retried
     assert refusals >= 1 and lowered < 4 and recovered == 4
+
+
+async def test_the_limit_recovers_while_sends_wait_in_line(
+    server: SmtpServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # One 4xx to MAIL lowers the limit to one connection while 40 sends wait; each recovery
+    # period opens one more connection for the sends still waiting, up to max_connections.
+    server.on("END_OF_DATA", Delay(1))
+    refused = 0
+
+    def first_only(_: str) -> bool:
+        nonlocal refused
+        refused += 1
+        return refused == 1
+
+    server.on("MAIL", Respond(451, "4.7.1 Slow down"), match=first_only)
+    backoff = Backoff(first=0.1, maximum=0.1, attempts=4, recovery=5.0)
+    lowest_limit, busiest_after = 4, 0  # connections busy while sends wait, after the signal
+    async with pool_for(server, max_connections=4, backoff=backoff) as pool:
+
+        async def watch() -> None:
+            nonlocal lowest_limit, busiest_after
+            while True:
+                stats = pool.statistics()
+                lowest_limit = min(lowest_limit, stats.concurrency_limit)
+                if lowest_limit < 4 and stats.sends_queued:
+                    busiest_after = max(busiest_after, stats.connections_busy)
+                await trio.sleep(0.5)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            async with trio.open_nursery() as senders:
+                for i in range(40):
+                    senders.start_soon(send_one, pool, i)
+            nursery.cancel_scope.cancel()
+    assert len(server.messages) == 40
+    assert lowest_limit < 4 and busiest_after == 4
 
 
 async def test_connect_failures_exhaust_attempts(

@@ -5,10 +5,10 @@ Theory of operation: a refusal that means "not now" is an *overload signal*
 for a refused message).  Each one lowers the concurrency limit to the connections the server
 is taking (at least one) and holds new connections back for a :class:`Backoff` delay that
 doubles with each signal in a row; ``Backoff.recovery`` seconds without a signal raise the
-limit by one again (:meth:`Pacing.recover`).  The rate limit spaces message *starts* evenly,
-``1/rate`` seconds apart, so an idle spell never saves up a burst (:meth:`Pacing.pace`).
-:class:`Pacing` holds this state; the pool decides when to consult it, and passes its own
-settings in at each call so that they are read where they are used.
+limit by one again (:meth:`ConcurrencyLimit.recover`); the pool's leases
+(:mod:`~trio_smtp._client.leasing`) consult it.  The rate limit spaces message *starts*
+evenly, ``1/rate`` seconds apart, so an idle spell never saves up a burst
+(:meth:`RateLimit.pace`); the pool consults it before each message.
 """
 
 from __future__ import annotations
@@ -22,7 +22,14 @@ import trio
 
 from .._errors import SmtpConnectError, SmtpError, SmtpResponseError, SmtpTimeoutError
 
-__all__ = ["RATE_WINDOW", "Backoff", "Pacing", "connect_overload", "overload_signal"]
+__all__ = [
+    "RATE_WINDOW",
+    "Backoff",
+    "ConcurrencyLimit",
+    "RateLimit",
+    "connect_overload",
+    "overload_signal",
+]
 
 #: The window over which :attr:`PoolStatistics.rate` is measured, in seconds.
 RATE_WINDOW = 10.0
@@ -59,8 +66,12 @@ class Backoff:
         return base * random.uniform(0.5, 1.0)
 
 
-class Pacing:
-    """A pool's concurrency limit, backoff and rate-limit state, and its recent finishes."""
+class ConcurrencyLimit:
+    """How many connections a pool may hold now, and until when new ones wait (backoff).
+
+    The pool's settings (``max_connections``, its :class:`Backoff`) are passed in at each
+    call, where they are used.
+    """
 
     def __init__(self, limit: int) -> None:
         #: Connections allowed now (``max_connections`` until an overload signal).
@@ -68,8 +79,6 @@ class Pacing:
         self.lowered_at = -math.inf
         self.signals = 0  # overload signals in a row
         self.not_before = -math.inf  # no new connection before this (backoff)
-        self.next_start = -math.inf  # the rate limit's next slot
-        self.finished: collections.deque[float] = collections.deque()
 
     def lower(self, current: int, taking: int, backoff: Backoff) -> None:
         """An overload signal: the limit drops below ``current`` to the ``taking``
@@ -96,12 +105,22 @@ class Pacing:
             return math.inf
         return self.lowered_at + recovery
 
-    async def pace(self, rate: float | None) -> None:
-        """The rate limit: message starts evenly spaced, ``1/rate`` seconds apart."""
-        if rate is None:
+
+class RateLimit:
+    """The rate limit (message starts evenly spaced) and the rate measured over the last
+    :data:`RATE_WINDOW` seconds."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.per_second = rate
+        self.next_start = -math.inf  # the rate limit's next slot
+        self.finished: collections.deque[float] = collections.deque()
+
+    async def pace(self) -> None:
+        """Wait for this message's start: ``1/rate`` seconds after the one before."""
+        if self.per_second is None:
             return
         start = max(trio.current_time(), self.next_start)
-        self.next_start = start + 1.0 / rate
+        self.next_start = start + 1.0 / self.per_second
         await trio.sleep_until(start)
 
     def done(self) -> None:

@@ -1,16 +1,12 @@
 """SmtpPool: concurrent sending over several connections to one server.
 
-Theory of operation: the pool is a scheduler over
-:class:`~trio_smtp._client.connection_slot.Connection` slots -- the very object an
-:class:`~trio_smtp.SmtpClient` drives its one connection with -- and contains no SMTP of its
-own.  A send *leases* a slot: an idle one (the most recently
-used, so that the others reach their idle time and close), or a new one while fewer than the
-current concurrency limit are open, or else it waits in a FIFO queue.  A new slot connects
-(greeting, EHLO, STARTTLS, AUTH: :func:`~trio_smtp._delivery.session.open_session`); the message
-then goes as ``SmtpClient.send`` sends it, with the client's reconnect rules (a reused connection
-found stale is replaced and the message goes again; nothing is retried once its end of data
-may have arrived).  Giving the slot back keeps it idle, or closes it with QUIT when it is
-broken, has sent ``max_messages_per_connection`` messages, or is above the limit.
+Theory of operation: the pool is a scheduler over connection slots and contains no SMTP of
+its own.  A send *leases* a slot from the pool's :class:`~trio_smtp._client.leasing.Leases`
+(an idle one, a new one within the concurrency limit, or the next one given back: see that
+module for how slots are kept, retired and reaped); the message then goes as
+``SmtpClient.send`` sends it, with the client's reconnect rules (a reused connection found
+stale is replaced and the message goes again; nothing is retried once its end of data may
+have arrived), and the slot is given back.
 
 Refusals that mean "not now" -- a failed connect, a timeout while connecting, a 4xx greeting
 or EHLO (RFC 5321 §3.1: 421 "too many connections"), 421 anywhere, or a 4xx to MAIL -- are
@@ -54,7 +50,6 @@ from .._errors import (
     SmtpError,
     SmtpFailedRecipientsError,
 )
-from .._io.deadlines import Watchdog
 from .._io.progress import ProgressCallback
 from .._io.transport import StreamFactory
 from .._io.url import parse_smtp_url
@@ -63,9 +58,10 @@ from .._message.options import DeliveryNotification, DsnReturn
 from .._message.prepare import PreparedMessage
 from .._results import SendCompleted, SendResult
 from .client import Message_, prepare_outgoing, signed
-from .connection_slot import Connection, close_body, send_completed
-from .pacing import Backoff, Pacing, connect_overload, overload_signal
-from .pool_batch import Batch, BatchHost, PooledSlot
+from .connection_slot import close_body, send_completed
+from .leasing import LeasePolicy, Leases
+from .pacing import Backoff, RateLimit, overload_signal
+from .pool_batch import Batch, BatchHost
 from .settings import check_pool_options, session_config
 from .streamed import OutcomeStream, RecordedItems, stream_outcomes
 
@@ -197,17 +193,16 @@ class SmtpPool:
         self._state = "new"  # -> "open" -> "closing" -> "closed"
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
-        self._idle: list[PooledSlot] = []
-        self._busy: set[PooledSlot] = set()
-        self._waiters = trio.lowlevel.ParkingLot()  # sends waiting for a connection
+        policy = LeasePolicy(
+            self.max_connections, self.idle_timeout, self.max_messages_per_connection, self.backoff
+        )
+        self._leases = Leases(policy, self._config, self._counters, self._pickup_directory)
         self._room = trio.lowlevel.ParkingLot()  # submit() waiting under max_pending
-        self._pacing = Pacing(self.max_connections)
-        self._queued = 0
+        self._rate = RateLimit(self.rate)
         self._in_flight = 0
         self._sends = 0  # sends and batches running (waited for on close)
         self._all_done = trio.Event()
         self._async_scopes: dict[trio.CancelScope, object] = {}
-        self._reaper_scope: trio.CancelScope | None = None
 
     def __repr__(self) -> str:
         config = self._config
@@ -219,7 +214,7 @@ class SmtpPool:
             where = f"host={config.host!r} port={config.port}"
         return (
             f"<SmtpPool {where} security={config.security.name} state={self._state} "
-            f"connections={self._open_count()}/{self._pacing.limit} max_connections="
+            f"connections={self._leases.open_count()}/{self._leases.limit.limit} max_connections="
             f"{self.max_connections}>"
         )
 
@@ -231,14 +226,13 @@ class SmtpPool:
     def statistics(self) -> PoolStatistics:
         """A snapshot of the pool: connections, sends queued and in flight, what is done
         (cheap and synchronous, Trio's ``statistics()`` convention)."""
-        counters = self._counters
-        open_busy = sum(1 for slot in self._busy if slot.connection.connected)
+        counters, leases = self._counters, self._leases
         return PoolStatistics(
-            connections_open=len(self._idle) + open_busy,
-            connections_idle=len(self._idle),
-            connections_busy=len(self._busy),
-            concurrency_limit=self._current_limit(),
-            sends_queued=self._queued,
+            connections_open=leases.connected,
+            connections_idle=leases.idle,
+            connections_busy=leases.busy,
+            concurrency_limit=leases.current_limit(),
+            sends_queued=leases.queued,
             sends_in_flight=self._in_flight,
             messages_sent=counters.messages_sent,
             messages_failed=counters.messages_failed,
@@ -246,7 +240,7 @@ class SmtpPool:
             recipients_rejected=counters.recipients_rejected,
             bytes_sent=counters.bytes_sent,
             connections_opened=counters.connections_opened,
-            rate=0.0 if self._state == "new" else self._pacing.rate(),
+            rate=0.0 if self._state == "new" else self._rate.rate(),
         )
 
     # -- lifetime ----------------------------------------------------------------------------
@@ -257,7 +251,7 @@ class SmtpPool:
         manager = trio.open_nursery()
         self._nursery = await manager.__aenter__()
         self._nursery_manager = manager
-        self._nursery.start_soon(self._reap_idle)
+        self._leases.start(self._nursery)
         self._state = "open"
         return self
 
@@ -270,6 +264,7 @@ class SmtpPool:
         """Leaving normally waits for every send started; with an exception, cancels them
         first (each ``send_async`` still reports one event); then QUIT everywhere."""
         self._state = "closing"
+        self._leases.close()
         assert self._nursery_manager is not None and self._nursery is not None
         if exc is not None:
             self.send_async_cancel()
@@ -278,26 +273,13 @@ class SmtpPool:
                 await self._all_done.wait()
         finally:
             self.send_async_cancel()  # only if this wait was cancelled: nothing else runs
-            if self._reaper_scope is not None:
-                self._reaper_scope.cancel()
-            for slot in (*self._idle, *self._busy):
-                slot.watchdog.close()  # their tasks end; a send still running times itself
+            self._leases.stop_watchdogs()
             try:
                 await self._nursery_manager.__aexit__(None, None, None)
             finally:
                 self._state = "closed"
                 self._send_channel.close()
-                await self._close_all()
-
-    async def _close_all(self) -> None:
-        slots, self._idle = [*self._idle, *self._busy], []
-        self._busy.clear()
-        # Shielded: QUIT on every connection at once, each with its own short deadline.
-        with trio.CancelScope(shield=True):
-            async with trio.open_nursery() as nursery:
-                for slot in slots:
-                    slot.watchdog.close()
-                    nursery.start_soon(slot.connection.aclose)
+                await self._leases.aclose()
 
     @property
     def completed(self) -> trio.MemoryReceiveChannel[SendCompleted[Any]]:
@@ -324,7 +306,8 @@ class SmtpPool:
         """Send ``message`` on the first free connection and wait for the outcome.
 
         Takes and raises what :meth:`SmtpClient.send` does, from any number of tasks at
-        once: a send waits for a connection instead of raising ``BusyResourceError``.  A
+        once: a send waits for a connection instead of raising ``BusyResourceError``, and
+        waiting sends get connections in the order they asked.  A
         refusal that is an overload signal (see the class) is retried after the backoff,
         ``Backoff.attempts`` tries in all, for an in-memory message (a streamed body cannot
         be read twice).  Cancelled, it behaves as :meth:`SmtpClient.send`.
@@ -430,9 +413,9 @@ class SmtpPool:
                 attempts=self.backoff.attempts,
                 counters=self._counters,
                 dkim=self._dkim,
-                pace=self._pace,
-                lease=self._lease,
-                give_back=self._give_back,
+                pace=self._rate.pace,
+                lease=self._leases.lease,
+                give_back=self._leases.give_back,
                 finished=self._batch_outcome,
             )
             run = Batch(host, items).run
@@ -483,12 +466,12 @@ class SmtpPool:
             result = await self._attempts(prepared, late)
         except Exception as exc:
             self._counters.failed(exc, prepared.size)
-            self._pacing.done()
+            self._rate.done()
             raise
         finally:
             await close_body(prepared)
         self._counters.sent(result, prepared.size)
-        self._pacing.done()
+        self._rate.done()
         return result
 
     async def _attempts(self, prepared: PreparedMessage, late: _Late) -> SendResult:
@@ -497,163 +480,32 @@ class SmtpPool:
             # An attempt before this one ended with a refusal: nothing of it can arrive.
             late.end_of_data_written = False
             if attempt > 1:  # refused with an overload signal: wait out the backoff
-                await trio.sleep_until(self._pacing.not_before)
-            slot = await self._lease(attempts - attempt + 1)
+                await self._leases.backoff()
+            slot = await self._leases.lease(attempts - attempt + 1)
             connection = slot.connection
             connection.begin_send()
             self._in_flight += 1
             try:
-                await self._pace()
+                await self._rate.pace()
                 return await connection.deliver_uncounted(prepared)
             except SmtpError as exc:
                 if not overload_signal(exc) or attempt == attempts:
                     raise
-                self._overloaded()
+                self._leases.overloaded()
             finally:
                 # Read before the slot goes back: another send may begin on it at once.
                 late.end_of_data_written = connection.end_of_data_written
                 self._in_flight -= 1
-                self._give_back(slot)
+                self._leases.give_back(slot)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    # -- connections -------------------------------------------------------------------------
-
-    async def _lease(self, attempts: int) -> PooledSlot:
-        """A slot with an open session (or a pickup slot): an idle one, a new one within the
-        limit, or the next one given back.  Connect failures that are overload signals are
-        tried ``attempts`` times in all, each after the backoff delay."""
-        for attempt in range(1, attempts + 1):
-            slot = await self._acquire()
-            if slot.connection.ready:
-                return slot
-            try:
-                await trio.sleep_until(self._pacing.not_before)
-                await slot.connection.connect()
-            except SmtpError as exc:
-                self._give_back(slot)
-                if not connect_overload(exc) or attempt == attempts:
-                    raise
-                self._overloaded()
-                continue
-            except BaseException:
-                self._give_back(slot)
-                raise
-            self._pacing.signals = 0
-            return slot
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _acquire(self) -> PooledSlot:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self._queued += 1
-        try:
-            while True:
-                slot = self._take()
-                if slot is not None:
-                    slot.messages_at_lease = slot.connection.messages
-                    return slot
-                with trio.move_on_at(self._next_recovery()):
-                    await self._waiters.park()
-        finally:
-            self._queued -= 1
-
-    def _take(self) -> PooledSlot | None:
-        if self._idle:
-            slot = self._idle.pop()  # the most recently used: the others may idle out
-        elif self._open_count() < self._current_limit():
-            slot = self._new_slot()
-        else:
-            return None
-        self._busy.add(slot)
-        return slot
-
-    def _new_slot(self) -> PooledSlot:
-        watchdog = Watchdog()
-        connection = Connection(
-            self._config, self._counters, watchdog, pickup_directory=self._pickup_directory
-        )
-        assert self._nursery is not None
-        self._nursery.start_soon(watchdog.run)
-        return PooledSlot(connection, watchdog)
-
-    def _give_back(self, slot: PooledSlot) -> None:
-        """A lease ends: keep the slot idle, or retire it (broken, capped, over the limit,
-        the pool closing)."""
-        self._busy.discard(slot)
-        connection = slot.connection
-        cap = self.max_messages_per_connection
-        capped = cap is not None and connection.messages >= cap
-        if (
-            not connection.ready
-            or capped
-            or self._state != "open"
-            or self._open_count() >= self._current_limit()
-        ):
-            self._retire(slot)
-        else:
-            slot.idle_since = trio.current_time()
-            self._idle.append(slot)
-            if self._reaper_scope is not None and self.idle_timeout is not None:
-                expiry = slot.idle_since + self.idle_timeout
-                self._reaper_scope.deadline = min(self._reaper_scope.deadline, expiry)
-        self._waiters.unpark()
-
-    def _retire(self, slot: PooledSlot) -> None:
-        slot.watchdog.close()
-        if slot.connection.connected and self._nursery is not None and self._state == "open":
-            self._nursery.start_soon(slot.connection.aclose)  # QUIT, shielded, short
-        elif slot.connection.connected:
-            self._busy.add(slot)  # closing: _close_all says QUIT to it
-
-    async def _reap_idle(self) -> None:
-        """Close connections idle for longer than ``idle_timeout`` (QUIT)."""
-        while self._state in ("new", "open"):  # closing: _close_all says QUIT
-            with trio.CancelScope(deadline=self._next_expiry()) as scope:
-                self._reaper_scope = scope
-                await trio.sleep_forever()
-            self._reaper_scope = None
-            if self._state != "open":
-                return
-            now = trio.current_time()
-            assert self.idle_timeout is not None
-            expired = [s for s in self._idle if s.idle_since + self.idle_timeout <= now]
-            self._idle = [s for s in self._idle if s not in expired]
-            for slot in expired:
-                self._retire(slot)
-
-    def _next_expiry(self) -> float:
-        if self.idle_timeout is None or not self._idle:
-            return math.inf
-        return min(slot.idle_since for slot in self._idle) + self.idle_timeout
-
-    def _open_count(self) -> int:
-        return len(self._idle) + len(self._busy)
-
-    # -- overload, backoff, rate -------------------------------------------------------------
-
-    def _overloaded(self) -> None:
-        """An overload signal: fewer connections for a while, and a backoff delay."""
-        taking = sum(1 for slot in (*self._idle, *self._busy) if slot.connection.connected)
-        self._pacing.lower(self._current_limit(), taking, self.backoff)
-        while len(self._idle) > self._pacing.limit:
-            self._retire(self._idle.pop(0))
-
-    def _current_limit(self) -> int:
-        """The concurrency limit, recovering while the pool is open."""
-        if self._state != "open":
-            return self._pacing.limit
-        return self._pacing.recover(self.max_connections, self.backoff.recovery)
-
-    def _next_recovery(self) -> float:
-        return self._pacing.next_recovery(self.max_connections, self.backoff.recovery)
-
-    async def _pace(self) -> None:
-        await self._pacing.pace(self.rate)
+    # -- overload signals and submit()'s room ------------------------------------------------
 
     def _batch_outcome(self, outcome: Outcome) -> None:
         """A message of a ``send_many`` has its outcome: counted, and maybe a signal."""
-        self._pacing.done()
+        self._rate.done()
         if isinstance(outcome, SmtpError) and overload_signal(outcome):
-            self._overloaded()
+            self._leases.overloaded()
 
     async def _waiters_for_room(self) -> None:
         await self._room.park()

@@ -10,7 +10,7 @@ pipelines them, until the items run out, the connection breaks or it reaches its
 leases again.  A worker that cannot lease gives its item back for another; the last one left
 gives every remaining item that error.  What the batch needs from its pool -- leases, pacing,
 counters, the overload rules -- comes as a :class:`BatchHost`; its slots are
-:class:`PooledSlot`\ s, as the pool keeps them.
+:class:`~trio_smtp._client.leasing.PooledSlot`\ s, as the pool's leases keep them.
 """
 
 from __future__ import annotations
@@ -23,23 +23,11 @@ import trio
 from .._delivery.batch_items import Outcome, Outcomes
 from .._delivery.stats import Counters
 from .._errors import SmtpError
-from .._io.deadlines import Watchdog
 from .._message.dkim import DkimSigner
-from .connection_slot import Connection
+from .leasing import PooledSlot
 from .streamed import Emit, RecordedItems
 
-__all__ = ["Batch", "BatchHost", "PooledSlot", "Share"]
-
-
-@dataclasses.dataclass(eq=False, slots=True)
-class PooledSlot:
-    """A slot of the pool: a connection and the watchdog that times its transactions."""
-
-    connection: Connection
-    watchdog: Watchdog
-    idle_since: float = 0.0
-    #: Transactions done when the current lease began (for the per-connection cap).
-    messages_at_lease: int = 0
+__all__ = ["Batch", "BatchHost", "Share"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
