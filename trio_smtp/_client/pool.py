@@ -54,7 +54,6 @@ from .._errors import (
     SmtpError,
     SmtpFailedRecipientsError,
 )
-from .._io.deadlines import Watchdog
 from .._io.progress import ProgressCallback
 from .._io.transport import StreamFactory
 from .._io.url import parse_smtp_url
@@ -280,8 +279,6 @@ class SmtpPool:
             self.send_async_cancel()  # only if this wait was cancelled: nothing else runs
             if self._reaper_scope is not None:
                 self._reaper_scope.cancel()
-            for slot in (*self._idle, *self._busy):
-                slot.watchdog.close()  # their tasks end; a send still running times itself
             try:
                 await self._nursery_manager.__aexit__(None, None, None)
             finally:
@@ -296,7 +293,6 @@ class SmtpPool:
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as nursery:
                 for slot in slots:
-                    slot.watchdog.close()
                     nursery.start_soon(slot.connection.aclose)
 
     @property
@@ -567,13 +563,10 @@ class SmtpPool:
         return slot
 
     def _new_slot(self) -> PooledSlot:
-        watchdog = Watchdog()
         connection = Connection(
-            self._config, self._counters, watchdog, pickup_directory=self._pickup_directory
+            self._config, self._counters, pickup_directory=self._pickup_directory
         )
-        assert self._nursery is not None
-        self._nursery.start_soon(watchdog.run)
-        return PooledSlot(connection, watchdog)
+        return PooledSlot(connection)
 
     def _give_back(self, slot: PooledSlot) -> None:
         """A lease ends: keep the slot idle, or retire it (broken, capped, over the limit,
@@ -598,7 +591,6 @@ class SmtpPool:
         self._waiters.unpark()
 
     def _retire(self, slot: PooledSlot) -> None:
-        slot.watchdog.close()
         if slot.connection.connected and self._nursery is not None and self._state == "open":
             self._nursery.start_soon(slot.connection.aclose)  # QUIT, shielded, short
         elif slot.connection.connected:

@@ -23,7 +23,6 @@ import trio
 from .._delivery.batch_items import Outcome, Outcomes
 from .._delivery.stats import Counters
 from .._errors import SmtpError
-from .._io.deadlines import Watchdog
 from .._message.dkim import DkimSigner
 from .connection_slot import Connection
 from .streamed import Emit, RecordedItems
@@ -33,10 +32,9 @@ __all__ = ["Batch", "BatchHost", "PooledSlot", "Share"]
 
 @dataclasses.dataclass(eq=False, slots=True)
 class PooledSlot:
-    """A slot of the pool: a connection and the watchdog that times its transactions."""
+    """A slot of the pool: a connection, and when it went idle."""
 
     connection: Connection
-    watchdog: Watchdog
     idle_since: float = 0.0
     #: Transactions done when the current lease began (for the per-connection cap).
     messages_at_lease: int = 0

@@ -50,7 +50,6 @@ from ..protocol import (
 from .data import DATA_CHUNK, DataWriter, SourceFailed, slices
 from .deadlines import (
     Phases,
-    Watchdog,
     deadline,
     map_errors,
     mapped_error,
@@ -114,9 +113,6 @@ class Transport:
         self.end_of_data_written = False
         self._broken = False
         self._phases: Phases | None = None
-        #: The client's :class:`Watchdog`, which enforces :class:`Phases` deadlines without
-        #: moving them; None (a transport used on its own): Phases move their deadlines.
-        self.watchdog: Watchdog | None = None
 
     def mark_reused(self) -> None:
         """The connection is handed out again after an earlier transaction (see
@@ -133,7 +129,7 @@ class Transport:
 
     def phases(self) -> Phases:
         """One deadline scope for a transaction of in-memory data (see :class:`Phases`)."""
-        return Phases(self.watchdog, self._set_phases)
+        return Phases(self._set_phases)
 
     def _set_phases(self, phases: Phases | None) -> None:
         self._phases = phases
