@@ -231,6 +231,7 @@ class SmtpClient:
             self.send_async_cancel()
         try:
             while self._busy:
+                self._idle = trio.Event()  # set by _release (one per wait, not per send)
                 await self._idle.wait()
         finally:
             try:
@@ -517,7 +518,6 @@ class SmtpClient:
         if self._busy:
             raise trio.BusyResourceError("another send is in progress on this SmtpClient")
         self._busy = True
-        self._idle = trio.Event()
 
     def _release(self) -> None:
         self._busy = False

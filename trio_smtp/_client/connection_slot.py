@@ -149,7 +149,8 @@ class Connection:
             transport.begin_transaction()
             self._send_transport = transport
             try:
-                return await deliver(transport, prepared)
+                # A kept connection was looked at just now (check_idle), with no await since.
+                return await deliver(transport, prepared, looked=transport.reused)
             except ConnectionStaleError:
                 continue  # only on a reused connection: the next one is fresh
             finally:

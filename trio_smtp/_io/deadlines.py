@@ -170,6 +170,7 @@ class Phases:
     __slots__ = (
         "_depth",
         "_error",
+        "_expired",
         "_register",
         "_scope",
         "_seconds",
@@ -178,15 +179,21 @@ class Phases:
         "_when",
     )
 
-    def __init__(self, register: Callable[[Phases | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        register: Callable[[Phases | None], None] | None = None,
+        watchdog: Watchdog | None = None,
+    ) -> None:
         self._depth = 0
+        self._expired = False  # the watchdog cancelled the scope
         self._register = register
         self._scope = trio.CancelScope()
         self._seconds: float | None = None
         self._what = "the transaction"
         self._error: type[SmtpTimeoutError] = SmtpTimeoutError
         self._when = math.inf  # the current phase's deadline (Trio time)
-        self._watchdog = Watchdog.current()
+        #: The run's (:meth:`Watchdog.current`); a transport passes the one it looked up.
+        self._watchdog = watchdog if watchdog is not None else Watchdog.current()
 
     def __enter__(self) -> Phases:
         self._depth += 1
@@ -216,7 +223,7 @@ class Phases:
 
     def arm(self, seconds: float | None, what: str, error: type[SmtpTimeoutError]) -> None:
         """Start a phase: ``what`` must complete within ``seconds`` (None: no limit)."""
-        if self._scope.cancel_called:  # the previous phase's deadline passed as it completed
+        if self._expired:  # the previous phase's deadline passed as it completed
             raise timeout_error(self._error, self._seconds, self._what)
         self._seconds, self._what, self._error = seconds, what, error
         if seconds is None:
@@ -230,6 +237,7 @@ class Phases:
         ``now`` or earlier; the deadline still to watch (inf: none)."""
         if self._when <= now:
             self._when = math.inf
+            self._expired = True
             self._scope.cancel()
         return self._when
 

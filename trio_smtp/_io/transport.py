@@ -50,6 +50,7 @@ from ..protocol import (
 from .data import DATA_CHUNK, DataWriter, SourceFailed, slices
 from .deadlines import (
     Phases,
+    Watchdog,
     deadline,
     map_errors,
     mapped_error,
@@ -113,6 +114,7 @@ class Transport:
         self.end_of_data_written = False
         self._broken = False
         self._phases: Phases | None = None
+        self._watchdog: Watchdog | None = None  # the run's, looked up once
 
     def mark_reused(self) -> None:
         """The connection is handed out again after an earlier transaction (see
@@ -129,7 +131,10 @@ class Transport:
 
     def phases(self) -> Phases:
         """One deadline scope for a transaction of in-memory data (see :class:`Phases`)."""
-        return Phases(self._set_phases)
+        watchdog = self._watchdog
+        if watchdog is None:
+            watchdog = self._watchdog = Watchdog.current()
+        return Phases(self._set_phases, watchdog)
 
     def _set_phases(self, phases: Phases | None) -> None:
         self._phases = phases
@@ -241,6 +246,9 @@ class Transport:
         anything at all since its last reply (design rules 11 and 12)."""
         if not self.reusable:
             return False
+        conn = self.conn
+        if not conn.buffered and not conn.eof_received and not readable(self.stream):
+            return True  # nothing arrived since the last reply: what next_event would say
         try:
             await self.receive_ready("the next transaction")
             event = self.conn.next_event()
@@ -320,21 +328,42 @@ class Transport:
         reply = self._buffered_reply(what)
         if reply is None:
             timeout = SmtpDeliveryTimeoutError if maybe_delivered else SmtpTimeoutError
-            reply = await self._receive_reply(what, limit, timeout)
+            reply = await self._exchange(None, what, limit, timeout)
         if maybe_delivered:
             await self._check_in_step(what)
         return reply
 
-    async def _receive_reply(
-        self, what: str, limit: float | None, error: type[SmtpTimeoutError]
+    async def _exchange(
+        self,
+        data: bytes | None,
+        what: str,
+        limit: float | None,
+        error: type[SmtpTimeoutError] = SmtpTimeoutError,
+        *,
+        tls: bool = False,
     ) -> Reply:
-        # Nothing complete is buffered (the caller just asked): read before parsing again,
-        # under one deadline for the whole reply.
+        """Write ``data`` and read the next reply, both under one deadline (RFC 5321
+        §4.5.3.2: it covers the whole reply, not each read): httpcore's loop, next_event()
+        and on NEED_DATA one large read fed to the machine.  ``data`` None: nothing to
+        write, and the caller found nothing complete buffered, so the first step is a read.
+        Any failure or cancel breaks the connection and is mapped (:func:`mapped_error`)."""
+        conn, stream = self.conn, self.stream
         try:
             with self._limit(limit, what, error):
-                return await self._next_reply(what, receive_first=True)
+                if data is not None:
+                    await stream.send_all(data)
+                    event = conn.next_event()  # a reply may be parsed already (pipelining)
+                else:
+                    event = NEED_DATA
+                while type(event) is not Reply:
+                    if isinstance(event, ConnectionClosed):
+                        raise SmtpConnectError(f"the server closed the connection during {what}")
+                    conn.receive_data(bytes(await stream.receive_some(RECEIVE_SIZE)))
+                    event = conn.next_event()
         except BaseException as exc:
-            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
+            raise self._failed(exc, what, tls=tls)  # noqa: B904 -- _failed sets the cause
+        self.log.log_received(event)
+        return event
 
     async def _check_in_step(self, what: str) -> None:
         """After the reply that decides a message's outcome (design rules 10 and 11): if
@@ -347,15 +376,17 @@ class Transport:
         the way is found before the next write instead (:meth:`receive_ready`), after this
         message's outcome was given.  A close or reset now says nothing about this reply
         and only keeps the connection from being reused."""
-        owed = bool(self.conn.pending)  # (a failed read clears the machine's queue)
+        conn = self.conn
+        if readable(self.stream):
+            owed = bool(conn.pending)  # (a failed read clears the machine's queue)
+            try:
+                await self.receive_ready(what, eof_ok=True)
+            except SmtpError:
+                if owed:
+                    raise  # the replies still owed are lost with the connection
+                return
         try:
-            await self.receive_ready(what, eof_ok=True)
-        except SmtpError:
-            if owed:
-                raise  # the replies still owed are lost with the connection
-            return
-        try:
-            self.conn.check_unsolicited(f"the reply to {what} was taken")
+            conn.check_unsolicited(f"the reply to {what} was taken")
         except RemoteProtocolError as exc:
             self.mark_broken()
             unknown = SmtpDeliveryUnknownError(
@@ -364,20 +395,6 @@ class Transport:
             )
             raise unknown from exc
 
-    async def _next_reply(self, what: str, *, receive_first: bool = False) -> Reply:
-        # httpcore's _receive_event: next_event(); on NEED_DATA read and feed.
-        if receive_first:
-            self.conn.receive_data(bytes(await self.stream.receive_some(RECEIVE_SIZE)))
-        while True:
-            event = self.conn.next_event()
-            if isinstance(event, Reply):
-                self.log.log_received(event)
-                return event
-            if isinstance(event, ConnectionClosed):
-                raise SmtpConnectError(f"the server closed the connection during {what}")
-            data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
-            self.conn.receive_data(data)
-
     async def command(
         self, command: Command, what: str, limit: float | None, *, tls: bool = False
     ) -> Reply:
@@ -385,9 +402,7 @@ class Transport:
         after a look at what the server already sent: see :meth:`receive_ready`)."""
         await self.receive_ready(what)
         data = self.encode(command, what)  # LocalProtocolError here: nothing was written
-        replies: list[Reply] = []
-        await self.exchange_group(data, ((what, limit),), replies, tls=tls)
-        return replies[0]
+        return await self._exchange(data, what, limit, tls=tls)
 
     async def exchange_group(
         self,
@@ -407,12 +422,7 @@ class Transport:
         On an error, ``replies`` holds the replies read before it: none means the write or
         the first reply failed.  ``tls``: during STARTTLS (see :func:`map_errors`)."""
         what, limit = phases[0]
-        try:
-            with self._limit(limit, what):
-                await self.stream.send_all(data)
-                replies.append(await self._next_reply(what))
-        except BaseException as exc:
-            raise self._failed(exc, what, tls=tls)  # noqa: B904 -- _failed sets the cause
+        replies.append(await self._exchange(data, what, limit, tls=tls))
         if len(phases) > 1:
             await self.read_replies(phases[1:], replies)
 
@@ -426,7 +436,7 @@ class Transport:
                 return
             reply = self._buffered_reply(what)
             if reply is None:
-                reply = await self._receive_reply(what, limit, SmtpTimeoutError)
+                reply = await self._exchange(None, what, limit)
             replies.append(reply)
 
     async def send_message(self, data: bytes, reporter: ProgressReporter | None = None) -> Reply:
@@ -446,7 +456,8 @@ class Transport:
         if not self.fits_one_write(data):
             return await self.send_stream(slices(data), reporter)
         try:
-            await self.receive_ready("the message data")
+            if readable(self.stream):
+                await self.receive_ready("the message data")
             self.check_nothing_buffered()
             if reporter is not None:
                 reporter.finish(len(data))
@@ -456,8 +467,14 @@ class Transport:
             self.mark_broken()
             raise
         self.end_of_data_written = True
+        # Nothing complete was buffered before the write (check_nothing_buffered), and
+        # nothing was read since: the reply is read, then parsed.
         what = "the end of data"
-        return await self.read_reply(what, self.timeouts.data_termination, maybe_delivered=True)
+        reply = await self._exchange(
+            None, what, self.timeouts.data_termination, SmtpDeliveryTimeoutError
+        )
+        await self._check_in_step(what)
+        return reply
 
     async def send_stream(
         self, chunks: AsyncIterator[bytes], reporter: ProgressReporter | None = None
