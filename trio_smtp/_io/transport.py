@@ -46,7 +46,7 @@ from .data import DATA_CHUNK, DataWriter, SourceFailed, slices
 from .deadlines import deadline, map_errors, timeout_error
 from .log import ProtocolLog
 from .progress import ProgressReporter
-from .stream import note_tls, or_inf, peer_is_loopback, readable, wrap_tls
+from .stream import note_tls, peer_is_loopback, readable, wrap_tls
 
 __all__ = ["StreamFactory", "Transport", "deadline", "map_errors"]
 
@@ -276,13 +276,13 @@ class Transport(Channel):
         (None) it is not shielded: nothing may wait for ever out of a cancel's reach."""
         limit = self.timeouts.quit
         with trio.CancelScope(shield=limit is not None):
-            with trio.move_on_after(or_inf(limit)):
-                try:
+            try:
+                with deadline(limit, "QUIT"):
                     if self.reusable:
                         await self.command(Quit(), "QUIT", None)
                     await self.stream.aclose()
-                except (SmtpError, ProtocolError, trio.BrokenResourceError, OSError):
-                    pass  # the server may close first; the connection is done either way
+            except (SmtpError, ProtocolError, trio.BrokenResourceError, OSError):
+                pass  # a timeout, or the server closed first: the connection is done anyway
         await self.aclose()
 
     def tls_session(self) -> ssl.SSLSession | None:
