@@ -9,9 +9,10 @@ scope whose phase is past its deadline.  No Trio deadline is moved per phase, an
 sets one of its own.  Every budget of :class:`~trio_smtp.Timeouts` goes through it, the
 waits while streamed data is watched and QUIT's included; only waits that are no phase keep
 a plain Trio scope (a readable TLS socket's few milliseconds for a record, the local host
-name lookup before EHLO, closing a file after a send, design rule 9).  Only these scopes' own cancellations are caught: a user's
-cancel scope, and ``send_async_cancel``, pass through untouched.  :class:`map_errors` is the
-single place where Trio, ``ssl`` and protocol-core errors become the library's.
+name lookup before EHLO, closing a file after a send, design rule 9).  Only these scopes'
+own cancellations are caught: a user's cancel scope, and ``send_async_cancel``, pass
+through untouched.  :class:`map_errors` is the single place where Trio, ``ssl`` and
+protocol-core errors become the library's.
 """
 
 from __future__ import annotations
