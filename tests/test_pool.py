@@ -121,7 +121,6 @@ async def test_a_send_cancelled_as_it_is_handed_a_slot_passes_it_on(tmp_path: Pa
         assert list(got) == ["c"] and got["c"] is held
         assert leases.busy == 1 and leases.idle == 0 and leases.queued == 0
         leases.close()
-        leases.stop_watchdogs()
     await leases.aclose()
 
 

@@ -38,7 +38,6 @@ from .._credentials import Credentials
 from .._delivery.stats import ClientStatistics as ClientStatistics
 from .._delivery.stats import Counters
 from .._errors import SmtpFailedRecipientsError
-from .._io.deadlines import Watchdog
 from .._io.progress import ProgressCallback
 from .._io.transport import StreamFactory
 from .._io.url import parse_smtp_url
@@ -149,14 +148,11 @@ class SmtpClient:
         self._counters = Counters()
         self._delivery_method = delivery_method
         self._pickup_directory = pickup_directory
-        #: Enforces the phase deadlines of this client's transactions (see Watchdog).
-        self._watchdog = Watchdog()
         pickup = delivery_method is DeliveryMethod.PICKUP_DIRECTORY
         #: The client's one connection: opened lazily, reused, replaced (see Connection).
         self._slot = Connection(
             self._config,
             self._counters,
-            self._watchdog,
             pickup_directory=pickup_directory if pickup else None,
         )
         self._send_channel, self._completed = trio.open_memory_channel[SendCompleted[Any]](math.inf)
@@ -214,7 +210,6 @@ class SmtpClient:
         manager = trio.open_nursery()
         self._nursery = await manager.__aenter__()
         self._nursery_manager = manager
-        self._nursery.start_soon(self._watchdog.run)
         self._state = "open"
         return self
 
@@ -236,11 +231,9 @@ class SmtpClient:
             self.send_async_cancel()
         try:
             while self._busy:
+                self._idle = trio.Event()  # set by _release (one per wait, not per send)
                 await self._idle.wait()
         finally:
-            # Its task ends now; a send still running (this wait was cancelled) falls back
-            # to deadlines of its own.
-            self._watchdog.close()
             try:
                 # No exception of ours goes in: the user's exception (if any) propagates
                 # unchanged and is never wrapped in an ExceptionGroup.
@@ -525,7 +518,6 @@ class SmtpClient:
         if self._busy:
             raise trio.BusyResourceError("another send is in progress on this SmtpClient")
         self._busy = True
-        self._idle = trio.Event()
 
     def _release(self) -> None:
         self._busy = False

@@ -33,7 +33,6 @@ from .._delivery.outcome import ConnectionStaleError, late_cancel
 from .._delivery.session import SessionConfig, open_session
 from .._delivery.stats import Counters
 from .._delivery.transaction import deliver
-from .._io.deadlines import Watchdog
 from .._io.transport import Transport
 from .._message.dkim import DkimSigner
 
@@ -48,22 +47,18 @@ __all__ = ["Connection", "close_body", "send_completed"]
 class Connection:
     """A slot for one session to the server (or a pickup directory: no session at all).
 
-    ``counters`` are the owner's statistics (shared by every slot of a pool); ``watchdog``
-    enforces the phase deadlines of this slot's transactions and must be running in the
-    owner's nursery (None: each phase moves its own deadline).
+    ``counters`` are the owner's statistics (shared by every slot of a pool).
     """
 
     def __init__(
         self,
         config: SessionConfig,
         counters: Counters,
-        watchdog: Watchdog | None,
         *,
         pickup_directory: str | os.PathLike[str] | None = None,
     ) -> None:
         self._config = config
         self._counters = counters
-        self._watchdog = watchdog
         self._pickup_directory = pickup_directory
         self._transport: Transport | None = None
         #: The connection the current send uses (its last, after a stale one was replaced):
@@ -154,7 +149,8 @@ class Connection:
             transport.begin_transaction()
             self._send_transport = transport
             try:
-                return await deliver(transport, prepared)
+                # A kept connection was looked at just now (check_idle), with no await since.
+                return await deliver(transport, prepared, looked=transport.reused)
             except ConnectionStaleError:
                 continue  # only on a reused connection: the next one is fresh
             finally:
@@ -182,7 +178,6 @@ class Connection:
         await self._drop_transport(polite=False)
         self._counters.connections_opened += 1
         self._transport = await open_session(self._config)
-        self._transport.watchdog = self._watchdog
         return self._transport
 
     async def _drop_transport(self, *, polite: bool) -> None:

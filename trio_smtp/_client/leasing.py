@@ -32,7 +32,6 @@ import trio
 from .._delivery.session import SessionConfig
 from .._delivery.stats import Counters
 from .._errors import SmtpError
-from .._io.deadlines import Watchdog
 from .connection_slot import Connection
 from .pacing import Backoff, ConcurrencyLimit, connect_overload
 
@@ -41,10 +40,9 @@ __all__ = ["LeasePolicy", "Leases", "PooledSlot"]
 
 @dataclasses.dataclass(eq=False, slots=True)
 class PooledSlot:
-    """A slot of the pool: a connection and the watchdog that times its transactions."""
+    """A slot of the pool: a connection and its lease bookkeeping."""
 
     connection: Connection
-    watchdog: Watchdog
     idle_since: float = 0.0
     #: Transactions done when the current lease began (for the per-connection cap).
     messages_at_lease: int = 0
@@ -116,7 +114,7 @@ class Leases:
     # -- lifetime ----------------------------------------------------------------------------
 
     def start(self, nursery: trio.Nursery) -> None:
-        """Open for leases; watchdogs, QUITs and the idle reaper run in ``nursery``."""
+        """Open for leases; QUITs and the idle reaper run in ``nursery``."""
         self._nursery = nursery
         self._open = True
         nursery.start_soon(self._reap_idle)
@@ -127,12 +125,6 @@ class Leases:
         if self._reaper_scope is not None:
             self._reaper_scope.cancel()
 
-    def stop_watchdogs(self) -> None:
-        """End every slot's watchdog task, so that the nursery can exit (a send still
-        running then times itself)."""
-        for slot in (*self._idle, *self._busy):
-            slot.watchdog.close()
-
     async def aclose(self) -> None:
         """QUIT on every connection at once, shielded, each with its own short deadline."""
         slots, self._idle = [*self._idle, *self._busy], []
@@ -140,7 +132,6 @@ class Leases:
         with trio.CancelScope(shield=True):
             async with trio.open_nursery() as nursery:
                 for slot in slots:
-                    slot.watchdog.close()
                     nursery.start_soon(slot.connection.aclose)
 
     # -- leases ------------------------------------------------------------------------------
@@ -234,13 +225,10 @@ class Leases:
         return slot
 
     def _new_slot(self) -> PooledSlot:
-        watchdog = Watchdog()
         connection = Connection(
-            self._config, self._counters, watchdog, pickup_directory=self._pickup_directory
+            self._config, self._counters, pickup_directory=self._pickup_directory
         )
-        assert self._nursery is not None
-        self._nursery.start_soon(watchdog.run)
-        return PooledSlot(connection, watchdog)
+        return PooledSlot(connection)
 
     def give_back(self, slot: PooledSlot) -> None:
         """A lease ends: hand the slot to the first send in line, or keep it idle, or retire
@@ -274,7 +262,6 @@ class Leases:
                     self._reaper_scope.deadline = expiry
 
     def _retire(self, slot: PooledSlot) -> None:
-        slot.watchdog.close()
         if slot.connection.connected and self._nursery is not None and self._open:
             self._nursery.start_soon(slot.connection.aclose)  # QUIT, shielded, short
         elif slot.connection.connected:

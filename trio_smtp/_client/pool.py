@@ -273,7 +273,6 @@ class SmtpPool:
                 await self._all_done.wait()
         finally:
             self.send_async_cancel()  # only if this wait was cancelled: nothing else runs
-            self._leases.stop_watchdogs()
             try:
                 await self._nursery_manager.__aexit__(None, None, None)
             finally:

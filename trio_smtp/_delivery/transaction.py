@@ -98,19 +98,27 @@ class BinaryBodyError(SmtpError):
     NUL is read, closing the connection without ending the data (nothing is delivered)."""
 
 
-async def deliver(transport: Transport, prepared: PreparedMessage) -> SendResult:
-    """Run one transaction on a ready session; see the module docstring for the outcomes."""
+async def deliver(
+    transport: Transport, prepared: PreparedMessage, *, looked: bool = False
+) -> SendResult:
+    """Run one transaction on a ready session; see the module docstring for the outcomes.
+
+    ``looked``: the caller has just looked at the connection
+    (:meth:`Transport.check_idle <trio_smtp._io.transport.Transport.check_idle>`) with no
+    await since, so the look before the envelope would see the same (design rules 11, 12);
+    opening a streamed body awaits, so it is looked at again then."""
     if prepared.body is not None:
         await prepared.body.open()  # before MAIL: a missing file is an OSError, nothing sent
+        looked = False
     check_server(transport, prepared)
     plan = plan_transfer(prepared, transport.extensions)
     try:
         if prepared.body is None:
             # In-memory data: one deadline scope for the whole transaction (Phases).
             with transport.phases():
-                result = await _transaction(transport, prepared, plan)
+                result = await _transaction(transport, prepared, plan, looked)
         else:
-            result = await _transaction(transport, prepared, plan)
+            result = await _transaction(transport, prepared, plan, looked)
     except SmtpError as exc:
         await _after_failure(transport, exc)
         raise
@@ -276,9 +284,10 @@ class Transaction:
 
 
 async def _transaction(
-    transport: Transport, prepared: PreparedMessage, plan: TransferPlan
+    transport: Transport, prepared: PreparedMessage, plan: TransferPlan, looked: bool
 ) -> SendResult:
-    await _before_envelope(transport)
+    if not looked:
+        await _before_envelope(transport)
     rcpts = [prepared.options.rcpt(r) for r in prepared.envelope.recipients]
     transaction = Transaction(transport, prepared, plan, rcpts)
     if plan.bdat:

@@ -21,8 +21,9 @@ from typing import Protocol
 import trio
 
 from .._config import Timeouts
-from .._errors import SmtpError, SmtpProtocolError, SmtpResponseError
+from .._errors import SmtpError, SmtpProtocolError, SmtpResponseError, SmtpTimeoutError
 from ..protocol import RemoteProtocolError, ReplyParser
+from .deadlines import deadline
 from .progress import ProgressReporter
 from .stream import RECEIVE_SIZE, TLS_RECORD_WAIT, or_inf, readable
 
@@ -96,14 +97,17 @@ class DataWriter:
             except Exception as exc:
                 error = exc
             if not watcher.arrived.is_set():
-                if error is None:
-                    limit = trio.current_time() + or_inf(transport.timeouts.data_termination)
-                else:
+                seconds = transport.timeouts.data_termination
+                if error is not None:
                     # A failed write's reason, if the server sent one, is here or on its
                     # way: a short wait, and never past the write's own deadline.
-                    limit = min(watcher.write_deadline, trio.current_time() + _REASON_WAIT)
-                with trio.move_on_at(limit):
-                    await watcher.arrived.wait()
+                    left = watcher.write_deadline - trio.current_time()
+                    seconds = max(0.0, min(left, _REASON_WAIT))
+                try:
+                    with deadline(seconds, "the reply to the end of data"):
+                        await watcher.arrived.wait()
+                except SmtpTimeoutError:
+                    pass  # nothing came: _finish_data says what that means
         except BaseException as exc:  # a cancel from outside: write_watched raises it
             return exc
         return error
@@ -152,12 +156,14 @@ class DataWriter:
         parser.receive_data(data)
         reply = None
         try:
-            with trio.move_on_after(or_inf(self.transport.timeouts.data_block)):
+            with deadline(self.transport.timeouts.data_block, "the rest of an early reply"):
                 while (reply := parser.next_reply()) is None:
                     more = await self.transport.stream.receive_some(RECEIVE_SIZE)
                     if not more:
                         break
                     parser.receive_data(bytes(more))
+        except SmtpTimeoutError:
+            pass  # (an OSError: before the next clause) the reply stays incomplete
         except (RemoteProtocolError, trio.BrokenResourceError, OSError) as exc:
             return SmtpProtocolError(f"unexpected bytes from the server during the data: {exc}")
         if reply is None:

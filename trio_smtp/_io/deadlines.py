@@ -1,14 +1,18 @@
 """Per-phase deadlines and the one mapping of errors into SmtpErrors, for the driver.
 
 Theory of operation: RFC 5321 §4.5.3.2 gives each phase of a session its own time limit,
-covering the whole reply rather than each read.  There is one mechanism, :class:`Phases`: a
-``trio.CancelScope`` entered once -- for a whole transaction of in-memory data, or for one
-read or write outside it (:func:`deadline`) -- whose deadline is armed again at each phase
-(moving a deadline costs a third of entering a scope).  A client's :class:`Watchdog` only
-changes *how* an armed deadline is enforced (it is not even moved).  Only these scopes' own
-deadlines are caught: a user's cancel scope, and ``send_async_cancel``, pass through
-untouched.  :class:`map_errors` is the single place where Trio, ``ssl`` and protocol-core
-errors become the library's.
+covering the whole reply rather than each read.  There is one mechanism: a :class:`Phases`
+scope -- a ``trio.CancelScope`` entered once, for a whole transaction of in-memory data or
+for one step outside it (:func:`deadline`) -- records the deadline of its current phase
+(:meth:`Phases.arm`, an assignment), and the run's one :class:`Watchdog` task cancels a
+scope whose phase is past its deadline.  No Trio deadline is moved per phase, and no scope
+sets one of its own.  Every budget of :class:`~trio_smtp.Timeouts` goes through it, the
+waits while streamed data is watched and QUIT's included; only waits that are no phase keep
+a plain Trio scope (a readable TLS socket's few milliseconds for a record, the local host
+name lookup before EHLO, closing a file after a send, design rule 9).  Only these scopes'
+own cancellations are caught: a user's cancel scope, and ``send_async_cancel``, pass
+through untouched.  :class:`map_errors` is the single place where Trio, ``ssl`` and
+protocol-core errors become the library's.
 """
 
 from __future__ import annotations
@@ -60,73 +64,80 @@ def deadline(
     """``with deadline(seconds, what):`` fails with :class:`SmtpTimeoutError` (or ``error``)
     when ``what`` takes longer than ``seconds`` (None: no limit): a :class:`Phases` scope
     with one phase, armed now."""
-    phases = Phases(None)
+    phases = Phases()
     phases.arm(seconds, what, error)
     return phases
 
 
+#: The watchdog of the current Trio run (see :meth:`Watchdog.current`).
+_RUN_WATCHDOG: trio.lowlevel.RunVar[Watchdog] = trio.lowlevel.RunVar("trio_smtp.watchdog")
+
+
 class Watchdog:
-    """One task per client that enforces the deadline of the :class:`Phases` scope in use,
-    so that starting a phase is an assignment instead of moving a Trio deadline.
+    """The one enforcer of every :class:`Phases` deadline: one system task per Trio run.
 
-    Moving a ``CancelScope`` deadline costs about 3 us (Trio re-files it in its deadline
-    heap); a small message in ``send_many`` has two phases and one in ``send`` four, which
-    made deadlines a sixth of the client's time per message.  Here a phase only records
-    its deadline.  The watchdog sleeps until a wake-up time that is never later than the
-    current phase's deadline: when it wakes and that deadline has passed, it cancels the
-    scope; otherwise it sleeps on until that deadline.  Only a phase whose deadline is
-    *earlier* than the wake-up time moves the wake-up (a Trio deadline again), and budgets
-    are minutes long, so that happens about once per budget, not once per phase.
+    Starting a phase is an assignment (:meth:`Phases.arm`), not a move of a Trio deadline,
+    which costs about 3 us (Trio re-files it in its deadline heap; a small message in
+    ``send`` has three phases and its scope, ``send_many`` two): measured with
+    ``bench/client_cpu.py``, moving the deadline per phase instead cost 8.5 us per message
+    in the ``send`` loop (93.6 -> 102.1 us) and 7.8 us in ``send_many`` (66.6 -> 74.4 us).
 
+    The watchdog sleeps until a wake-up time never later than the deadline of any open
+    :class:`Phases` scope.  When it wakes it cancels the scopes whose current phase is past
+    its deadline and sleeps until the earliest of the others.  Only a phase whose deadline
+    is *earlier* than the wake-up time moves the wake-up (a Trio deadline again), and
+    budgets are minutes long, so that happens about once per budget, not once per phase.
     A deadline that passed just as its phase completed does not fire: the next phase has
-    already replaced it.  When the watchdog stops (the client closes, or everything is
-    cancelled) with a phase still running, that phase's deadline moves onto the scope
-    itself, so no phase is ever left without a limit.
+    already replaced it (:meth:`Phases.arm` reports one that fired meanwhile).
+
+    It is a system task (``trio.lowlevel.spawn_system_task``), started by the first scope
+    of the run: it needs no nursery of the caller's, so a transport used on its own, a
+    client, a pool and the session's own steps all share it, and it outlives every scope it
+    watches (system tasks are cancelled only once the run's main task has returned).
     """
 
-    __slots__ = ("_alarm", "_closed", "_deadline", "_target", "_wake", "running")
+    __slots__ = ("_alarm", "_wake", "_watched")
 
     def __init__(self) -> None:
-        self._deadline = math.inf  # the current phase's deadline
-        self._wake = math.inf  # when the watchdog wakes; always <= _deadline
-        self._target: trio.CancelScope | None = None  # the Phases scope in use
+        self._wake = math.inf  # when the watchdog wakes; <= every watched deadline
         self._alarm: trio.CancelScope | None = None  # the watchdog's sleep
-        self._closed = False
-        #: False once :meth:`run` has returned: Phases then move their own deadlines.
-        self.running = True
+        self._watched: set[Phases] = set()  # the open scopes
 
-    async def run(self) -> None:
-        """The watchdog's task (in the client's nursery) until :meth:`close`."""
+    @staticmethod
+    def current() -> Watchdog:
+        """The watchdog of the current Trio run, started on first use."""
         try:
-            while not self._closed:
-                with trio.CancelScope(deadline=self._wake) as alarm:
-                    self._alarm = alarm
-                    await trio.sleep_forever()
-                self._alarm = None
-                if self._target is not None and trio.current_time() >= self._deadline:
-                    self._target.cancel()
-                    self._deadline = math.inf
-                self._wake = self._deadline
-        finally:
-            self.running = False
+            return _RUN_WATCHDOG.get()
+        except LookupError:  # the run's first scope
+            watchdog = Watchdog()
+            _RUN_WATCHDOG.set(watchdog)
+            trio.lowlevel.spawn_system_task(watchdog._run, name="trio_smtp deadlines")
+        return watchdog
+
+    async def _run(self) -> None:
+        while True:  # until the run ends (its system tasks are cancelled then)
+            with trio.CancelScope(deadline=self._wake) as alarm:
+                self._alarm = alarm
+                await trio.sleep_forever()
             self._alarm = None
-            if self._target is not None and self._deadline < self._target.deadline:
-                self._target.deadline = self._deadline
+            now = trio.current_time()
+            wake = math.inf
+            for phases in list(self._watched):
+                when = phases.expire_by(now)
+                if when < wake:
+                    wake = when
+            self._wake = wake
 
-    def close(self) -> None:
-        """Stop the task (the client is closing)."""
-        self._closed = True
-        if self._alarm is not None:
-            self._alarm.cancel()
+    def watch(self, phases: Phases) -> None:
+        """Enforce ``phases``' deadlines from now on (its scope is entered)."""
+        self._watched.add(phases)
 
-    def watch(self, scope: trio.CancelScope | None) -> None:
-        """Enforce deadlines on ``scope`` from now on (None: on nothing)."""
-        self._target = scope
-        self._deadline = math.inf
+    def forget(self, phases: Phases) -> None:
+        """``phases``' scope is left: nothing more to enforce."""
+        self._watched.discard(phases)
 
-    def set(self, when: float) -> None:
-        """The current phase must be over by ``when`` (Trio time; inf: no limit)."""
-        self._deadline = when
+    def armed(self, when: float) -> None:
+        """A phase must be over by ``when`` (Trio time): wake up no later than that."""
         if when < self._wake:
             self._wake = when
             if self._alarm is not None:
@@ -134,20 +145,19 @@ class Watchdog:
 
 
 class Phases:
-    """``with transport.phases():`` one cancel scope for a whole transaction, whose deadline
-    is moved at each phase instead of a scope per read and write.
+    """``with transport.phases():`` one cancel scope for a whole transaction, armed again
+    at each phase instead of a scope per read and write.
 
     Each phase (a write, or a reply that is not already buffered) still gets its own budget
     from :class:`~trio_smtp.Timeouts`, covering the whole write or reply (RFC 5321
-    §4.5.3.2): :meth:`arm` sets ``deadline = now + budget`` and records what is awaited, so
-    an expiry is reported as the same :class:`SmtpTimeoutError` a per-phase scope would
-    raise (``SmtpDeliveryTimeoutError`` for the reply to the end of data).  Entering and
-    leaving a ``trio.CancelScope`` costs about three times as much as moving a deadline, and
-    a small message has four phases.  When the transport has a running :class:`Watchdog`
-    (an :class:`~trio_smtp.SmtpClient`'s transports do), the deadline is not even moved: the
-    watchdog enforces it.
+    §4.5.3.2): :meth:`arm` records ``now + budget`` and what is awaited, so an expiry is
+    reported as the same :class:`SmtpTimeoutError` a per-phase scope would raise
+    (``SmtpDeliveryTimeoutError`` for the reply to the end of data).  The run's
+    :class:`Watchdog` enforces it; the scope's own Trio deadline is never set.  Entering
+    and leaving a ``trio.CancelScope`` costs about three times as much as moving a
+    deadline, and a small message has three phases.
 
-    Only this scope's own deadline can cancel it, so a user's cancel scope and
+    Only this scope's cancellation is caught, so a user's cancel scope and
     ``send_async_cancel`` behave exactly as before: their Cancelled passes through.  One
     difference from a scope per phase is handled in :meth:`arm`: a deadline that expired just
     as its phase completed (the reply and the expiry in the same scheduler tick) leaves this
@@ -161,20 +171,33 @@ class Phases:
     transaction) only counts: the scope is entered and left once, by the outermost ``with``.
     """
 
-    __slots__ = ("_depth", "_error", "_register", "_scope", "_seconds", "_watchdog", "_what")
+    __slots__ = (
+        "_depth",
+        "_error",
+        "_expired",
+        "_register",
+        "_scope",
+        "_seconds",
+        "_watchdog",
+        "_what",
+        "_when",
+    )
 
     def __init__(
         self,
-        watchdog: Watchdog | None,
         register: Callable[[Phases | None], None] | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self._depth = 0
+        self._expired = False  # the watchdog cancelled the scope
         self._register = register
         self._scope = trio.CancelScope()
         self._seconds: float | None = None
         self._what = "the transaction"
         self._error: type[SmtpTimeoutError] = SmtpTimeoutError
-        self._watchdog = watchdog if watchdog is not None and watchdog.running else None
+        self._when = math.inf  # the current phase's deadline (Trio time)
+        #: The run's (:meth:`Watchdog.current`); a transport passes the one it looked up.
+        self._watchdog = watchdog if watchdog is not None else Watchdog.current()
 
     def __enter__(self) -> Phases:
         self._depth += 1
@@ -183,8 +206,7 @@ class Phases:
         self._scope.__enter__()
         if self._register is not None:
             self._register(self)
-        if self._watchdog is not None:
-            self._watchdog.watch(self._scope)
+        self._watchdog.watch(self)
         return self
 
     def __exit__(
@@ -198,24 +220,30 @@ class Phases:
             return  # the outermost exit turns this scope's own Cancelled into the timeout
         if self._register is not None:
             self._register(None)
-        if self._watchdog is not None:
-            self._watchdog.watch(None)
+        self._watchdog.forget(self)
         self._scope.__exit__(exc_type, exc, tb)  # swallows only its own Cancelled
         if self._scope.cancelled_caught:
             raise timeout_error(self._error, self._seconds, self._what) from None
 
     def arm(self, seconds: float | None, what: str, error: type[SmtpTimeoutError]) -> None:
         """Start a phase: ``what`` must complete within ``seconds`` (None: no limit)."""
-        scope = self._scope
-        if scope.cancel_called:  # the previous phase's deadline passed as it completed
+        if self._expired:  # the previous phase's deadline passed as it completed
             raise timeout_error(self._error, self._seconds, self._what)
         self._seconds, self._what, self._error = seconds, what, error
-        when = math.inf if seconds is None else trio.current_time() + seconds
-        watchdog = self._watchdog
-        if watchdog is not None and watchdog.running:
-            watchdog.set(when)
+        if seconds is None:
+            self._when = math.inf
         else:
-            scope.deadline = when
+            self._when = when = trio.current_time() + seconds
+            self._watchdog.armed(when)
+
+    def expire_by(self, now: float) -> float:
+        """For the :class:`Watchdog`: cancel the scope if the current phase's deadline is
+        ``now`` or earlier; the deadline still to watch (inf: none)."""
+        if self._when <= now:
+            self._when = math.inf
+            self._expired = True
+            self._scope.cancel()
+        return self._when
 
 
 class map_errors:

@@ -1,27 +1,24 @@
-"""The Trio driver: streams, TLS, reads and writes, per-phase deadlines, error mapping.
+"""The SMTP connection over a :class:`~trio_smtp._io.channel.Channel`: the message data and
+its end, the connection's reuse, STARTTLS, QUIT and closing.
 
-Theory of operation: a :class:`Transport` pairs one ``trio.abc.Stream`` with one sans-IO
-:class:`~trio_smtp.protocol.ClientConnection`.  Writing is ``conn.send(command)`` then one
-``send_all`` per pipelined group; reading is httpcore's loop: ``next_event()``, and on
-NEED_DATA read a large chunk and feed it.  Every await runs under a phase deadline that covers
-the whole reply (RFC 5321 §4.5.3.2), not each read.
-
-Two rules make a half-spoken session impossible to reuse: any exception or cancellation inside
-an I/O step marks the transport broken (and tells the machine through ``send_failed()``), and
-the client closes a transport that is not :attr:`Transport.reusable`.  Errors from Trio, the
-``ssl`` module and the protocol core become the library's exceptions in :func:`map_errors`
-only; it and the deadlines live in :mod:`trio_smtp._io.deadlines`.
+Theory of operation: a :class:`Transport` is a :class:`~trio_smtp._io.channel.Channel` (the
+only reader and writer of the stream, every step under its phase deadline, errors mapped
+once) plus what one connection knows between and across transactions.  After 354 a message
+that fits in one write goes with its terminator in one ``send_all``; a larger one, or a
+streamed body, is a :class:`~trio_smtp._io.data.DataWriter` writing while the server is
+watched.  :attr:`Transport.end_of_data_written` is set the moment the write carrying the end
+of data completed: from then on a loss is "maybe delivered" (design rule 10).  A connection
+is reused only while :attr:`Transport.reusable`, after :meth:`Transport.check_idle` looked
+at it (design rules 11 and 12).
 
 Connecting is :func:`~trio_smtp._io.connect.open_transport`; TLS and the looks at a bare
-stream are in :mod:`trio_smtp._io.stream`; message data written while the server is watched
-is a :class:`~trio_smtp._io.data.DataWriter` the transport owns for one :meth:`send_stream`.
+stream are in :mod:`trio_smtp._io.stream`.
 """
 
 from __future__ import annotations
 
-import math
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import trio
 
@@ -29,7 +26,6 @@ from .._config import Timeouts
 from .._errors import (
     SmtpConnectError,
     SmtpDeliveryTimeoutError,
-    SmtpDeliveryUnknownError,
     SmtpError,
     SmtpProtocolError,
     SmtpResponseError,
@@ -38,35 +34,19 @@ from .._errors import (
 from ..protocol import (
     NEED_DATA,
     ClientConnection,
-    Command,
     ConnectionClosed,
-    Extensions,
     ProtocolError,
     Quit,
     RemoteProtocolError,
     Reply,
     State,
 )
+from .channel import Channel
 from .data import DATA_CHUNK, DataWriter, SourceFailed, slices
-from .deadlines import (
-    Phases,
-    Watchdog,
-    deadline,
-    map_errors,
-    mapped_error,
-    timeout_error,
-)
+from .deadlines import deadline, map_errors, timeout_error
 from .log import ProtocolLog
 from .progress import ProgressReporter
-from .stream import (
-    RECEIVE_SIZE,
-    TLS_RECORD_WAIT,
-    note_tls,
-    or_inf,
-    peer_is_loopback,
-    readable,
-    wrap_tls,
-)
+from .stream import note_tls, peer_is_loopback, readable, wrap_tls
 
 __all__ = ["StreamFactory", "Transport", "deadline", "map_errors"]
 
@@ -74,8 +54,9 @@ __all__ = ["StreamFactory", "Transport", "deadline", "map_errors"]
 StreamFactory = Callable[[], Awaitable[trio.abc.Stream]]
 
 
-class Transport:
-    """One SMTP connection: a stream and its sans-IO machine."""
+class Transport(Channel):
+    """One SMTP connection: a :class:`~trio_smtp._io.channel.Channel` and what the session
+    knows across its transactions."""
 
     def __init__(
         self,
@@ -86,16 +67,7 @@ class Transport:
         timeouts: Timeouts,
         log: ProtocolLog | None = None,
     ) -> None:
-        self.stream = stream
-        self.conn = conn
-        self.host = host
-        self.timeouts = timeouts
-        #: The protocol log of this connection (logger ``trio_smtp.protocol``, DEBUG): every
-        #: command encoded and every reply goes through it; it hides AUTH secrets and
-        #: message data by the command's type.
-        self.log = log if log is not None else ProtocolLog(host)
-        #: True once the stream is TLS (implicit, or after STARTTLS).
-        self.tls = isinstance(stream, trio.SSLStream)
+        super().__init__(stream, conn, host=host, timeouts=timeouts, log=log)
         #: True when credentials may be sent in clear (see :func:`peer_is_loopback`).
         self.loopback = peer_is_loopback(stream)
         #: Transactions completed on this connection (see :attr:`reused` for staleness).
@@ -112,11 +84,6 @@ class Transport:
         #: that failed never sets it: its last octets never reached the kernel, so the
         #: server cannot have seen a complete end of data.
         self.end_of_data_written = False
-        self._broken = False
-        self._phases: Phases | None = None
-        #: The client's :class:`Watchdog`, which enforces :class:`Phases` deadlines without
-        #: moving them; None (a transport used on its own): Phases move their deadlines.
-        self.watchdog: Watchdog | None = None
 
     def mark_reused(self) -> None:
         """The connection is handed out again after an earlier transaction (see
@@ -131,113 +98,10 @@ class Transport:
         """A new transaction starts on this connection: its end of data is not written yet."""
         self.end_of_data_written = False
 
-    def phases(self) -> Phases:
-        """One deadline scope for a transaction of in-memory data (see :class:`Phases`)."""
-        return Phases(self.watchdog, self._set_phases)
-
-    def _set_phases(self, phases: Phases | None) -> None:
-        self._phases = phases
-
-    def _limit(
-        self, seconds: float | None, what: str, error: type[SmtpTimeoutError] = SmtpTimeoutError
-    ) -> Phases:
-        """The deadline of one phase: the transaction's :class:`Phases`, armed again, when
-        one is open; otherwise a scope of its own (:func:`deadline`)."""
-        phases = self._phases
-        if phases is None:
-            return deadline(seconds, what, error)
-        phases.arm(seconds, what, error)
-        return phases
-
-    @property
-    def extensions(self) -> Extensions:
-        """What the server's last EHLO reply offered (empty before it, and after STARTTLS)."""
-        return self.conn.extensions
-
-    @property
-    def buffered(self) -> int:
-        """Octets received from the server and not read as a reply yet (0: none)."""
-        return self.conn.buffered
-
-    @property
-    def owed(self) -> bool:
-        """True while a command written has no reply yet."""
-        return bool(self.conn.pending)
-
-    @property
-    def in_transaction(self) -> bool:
-        """True between an accepted MAIL and the end of its transaction (RSET clears it)."""
-        return self.conn.state is not State.READY
-
-    @staticmethod
-    def fits_one_write(data: bytes) -> bool:
-        """Whether message data goes with its terminator in one write (:meth:`send_message`)
-        rather than in chunks while the server is watched (:meth:`send_stream`)."""
-        return len(data) <= DATA_CHUNK
-
-    def encode_data(self, data: bytes) -> bytes:
-        """Message data after 354, dot-stuffed (RFC 5321 §4.5.2); the log counts it.  Like
-        :meth:`encode`, SmtpProtocolError when the server already sent more than it owes."""
-        try:
-            stuffed = self.conn.send_data(data)
-        except RemoteProtocolError as exc:
-            raise self._unsolicited(exc, "the message data") from exc
-        self.log.log_data(len(stuffed))
-        return stuffed
-
-    def encode_end_of_data(self) -> bytes:
-        """The terminator ``CRLF.CRLF`` (RFC 5321 §4.1.1.4) that ends the message data."""
-        try:
-            data = self.conn.end_data()
-        except RemoteProtocolError as exc:
-            raise self._unsolicited(exc, "the end of data") from exc
-        self.log.log_end_of_data()
-        return data
-
-    def _unsolicited(self, exc: RemoteProtocolError, what: str) -> SmtpProtocolError:
-        # The core refuses to encode after a reply nobody asked for (design rule 11).
-        self.mark_broken()
-        return SmtpProtocolError(f"the server broke the protocol before {what}: {exc}")
-
-    @property
-    def broken(self) -> bool:
-        """True once a write or read failed or was cancelled: close, never reuse."""
-        return self._broken
-
     @property
     def reusable(self) -> bool:
         """Not broken, and between transactions: safe for the next message."""
-        return not self._broken and self.conn.state is State.READY
-
-    async def receive_ready(self, what: str, *, eof_ok: bool = False) -> None:
-        """Feed the machine what the server has already sent, without waiting for more.
-
-        Called before every write (design rules 10 and 11): a reply that came before its
-        command, or a close, must be seen before we write, not read as the answer to what
-        we write next.  The socket is looked at without blocking; only when it is readable
-        is one ``receive_some`` made (it returns at once: data, EOF or an error are there).
-        A close is SmtpConnectError (nothing written after it can arrive), unless
-        ``eof_ok`` (then it is only fed to the machine); a reset is SmtpConnectError.
-        Streams that are not sockets cannot be looked into (nothing is fed)."""
-        if not readable(self.stream):
-            return
-        try:
-            # Over TLS a readable socket may carry only a handshake record (a session
-            # ticket): never wait long for application data that is not coming.
-            with trio.move_on_after(TLS_RECORD_WAIT if self.tls else math.inf):
-                data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
-                self.conn.receive_data(data)
-                if not data:
-                    if eof_ok:
-                        # Never reused, but the replies already received stay readable.
-                        self._broken = True
-                        return
-                    self.mark_broken()
-                    raise SmtpConnectError(f"the server closed the connection before {what}")
-        except SmtpConnectError:
-            raise
-        except BaseException as exc:
-            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
+        return not self.broken and self.conn.state is State.READY
 
     async def check_idle(self) -> bool:
         """Before a kept connection takes a new transaction: True when it is still fit;
@@ -245,6 +109,9 @@ class Transport:
         anything at all since its last reply (design rules 11 and 12)."""
         if not self.reusable:
             return False
+        conn = self.conn
+        if not conn.buffered and not conn.eof_received and not readable(self.stream):
+            return True  # nothing arrived since the last reply: what next_event would say
         try:
             await self.receive_ready("the next transaction")
             event = self.conn.next_event()
@@ -258,180 +125,11 @@ class Transport:
         self.mark_broken()  # that 421, a partial line, or EOF
         return False
 
-    def encode(self, command: Command, what: str) -> bytes:
-        """``conn.send(command)``: its bytes, or, when the server already sent more than
-        the replies owed to the commands before it, SmtpProtocolError (the connection is
-        broken).  A LocalProtocolError (our misuse) passes through."""
-        try:
-            data = self.conn.send(command)
-        except RemoteProtocolError as exc:
-            raise self._unsolicited(exc, what) from exc
-        self.log.log_command(command, data)
-        return data
-
-    def mark_broken(self) -> None:
-        """Never use this connection again (a write or read failed or was cancelled)."""
-        if not self._broken:
-            self._broken = True
-            try:
-                self.conn.send_failed()
-            except ProtocolError:
-                pass
-
-    def _failed(self, exc: BaseException, what: str, *, tls: bool = False) -> BaseException:
-        """A read or write failed or was cancelled: never reuse the connection; return what
-        to raise (``exc`` as :class:`map_errors` maps it, caught instead of entering a
-        context manager for every step)."""
-        self.mark_broken()
-        error = mapped_error(exc, what, tls=tls)
-        if error is None:
-            return exc
-        error.__cause__ = exc
-        return error
-
-    async def write(self, data: bytes, what: str, limit: float | None) -> None:
-        """Write ``data`` in one ``send_all`` under ``limit`` seconds."""
-        try:
-            with self._limit(limit, what):
-                await self.stream.send_all(data)
-        except BaseException as exc:
-            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
-
-    def _buffered_reply(self, what: str) -> Reply | None:
-        """The next reply if it was already received (pipelined replies usually arrive
-        together), else None; no await, so no deadline is needed."""
-        try:
-            event = self.conn.next_event()
-        except RemoteProtocolError as exc:
-            self.mark_broken()
-            raise SmtpProtocolError(f"the server broke the protocol during {what}: {exc}") from exc
-        if type(event) is Reply:
-            self.log.log_received(event)
-            return event
-        if isinstance(event, ConnectionClosed):
-            self.mark_broken()
-            raise SmtpConnectError(f"the server closed the connection during {what}")
-        return None
-
-    async def read_reply(
-        self, what: str, limit: float | None, *, maybe_delivered: bool = False
-    ) -> Reply:
-        """The next reply, under one deadline for the whole reply.
-
-        ``maybe_delivered``: the reply to the end of data (or BDAT LAST); a timeout is then
-        :class:`SmtpDeliveryTimeoutError`."""
-        # A reply already received needs no deadline and no error mapping.
-        reply = self._buffered_reply(what)
-        if reply is None:
-            timeout = SmtpDeliveryTimeoutError if maybe_delivered else SmtpTimeoutError
-            reply = await self._receive_reply(what, limit, timeout)
-        if maybe_delivered:
-            await self._check_in_step(what)
-        return reply
-
-    async def _receive_reply(
-        self, what: str, limit: float | None, error: type[SmtpTimeoutError]
-    ) -> Reply:
-        # Nothing complete is buffered (the caller just asked): read before parsing again,
-        # under one deadline for the whole reply.
-        try:
-            with self._limit(limit, what, error):
-                return await self._next_reply(what, receive_first=True)
-        except BaseException as exc:
-            raise self._failed(exc, what)  # noqa: B904 -- _failed sets the cause
-
-    async def _check_in_step(self, what: str) -> None:
-        """After the reply that decides a message's outcome (design rules 10 and 11): if
-        what has already arrived holds more than the replies owed, the replies are out of
-        step with the commands -- a stray line came first, and the reply just read may
-        answer another command (a ``554`` taken for a ``250``, or the reverse).  Then the
-        outcome cannot be known: SmtpDeliveryUnknownError, the connection broken.
-
-        Only what is already here is looked at (no wait): a stray whose reply is still on
-        the way is found before the next write instead (:meth:`receive_ready`), after this
-        message's outcome was given.  A close or reset now says nothing about this reply
-        and only keeps the connection from being reused."""
-        owed = bool(self.conn.pending)  # (a failed read clears the machine's queue)
-        try:
-            await self.receive_ready(what, eof_ok=True)
-        except SmtpError:
-            if owed:
-                raise  # the replies still owed are lost with the connection
-            return
-        try:
-            self.conn.check_unsolicited(f"the reply to {what} was taken")
-        except RemoteProtocolError as exc:
-            self.mark_broken()
-            unknown = SmtpDeliveryUnknownError(
-                f"the server sent more replies than commands around {what} ({exc}): "
-                "its replies are out of step, so the message may have been delivered"
-            )
-            raise unknown from exc
-
-    async def _next_reply(self, what: str, *, receive_first: bool = False) -> Reply:
-        # httpcore's _receive_event: next_event(); on NEED_DATA read and feed.
-        if receive_first:
-            self.conn.receive_data(bytes(await self.stream.receive_some(RECEIVE_SIZE)))
-        while True:
-            event = self.conn.next_event()
-            if isinstance(event, Reply):
-                self.log.log_received(event)
-                return event
-            if isinstance(event, ConnectionClosed):
-                raise SmtpConnectError(f"the server closed the connection during {what}")
-            data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
-            self.conn.receive_data(data)
-
-    async def command(
-        self, command: Command, what: str, limit: float | None, *, tls: bool = False
-    ) -> Reply:
-        """Send one command and read its reply, both under one deadline (a group of one,
-        after a look at what the server already sent: see :meth:`receive_ready`)."""
-        await self.receive_ready(what)
-        data = self.encode(command, what)  # LocalProtocolError here: nothing was written
-        replies: list[Reply] = []
-        await self.exchange_group(data, ((what, limit),), replies, tls=tls)
-        return replies[0]
-
-    async def exchange_group(
-        self,
-        data: bytes,
-        phases: Sequence[tuple[str, float | None]],
-        replies: list[Reply],
-        *,
-        tls: bool = False,
-    ) -> None:
-        """Write ``data`` (a pipelined group, already through :meth:`encode`) and read one
-        reply per entry of ``phases`` (what it answers, its budget) into ``replies``.
-
-        The write and the first reply share the first budget (as :meth:`command`); each
-        later reply has its own, armed only when it is not already here: the replies of a
-        group usually arrive together, and are then parsed in one pass after one receive.
-        Reading stops after a 421 (RFC 5321 §3.8: the server closes; nothing more comes).
-        On an error, ``replies`` holds the replies read before it: none means the write or
-        the first reply failed.  ``tls``: during STARTTLS (see :func:`map_errors`)."""
-        what, limit = phases[0]
-        try:
-            with self._limit(limit, what):
-                await self.stream.send_all(data)
-                replies.append(await self._next_reply(what))
-        except BaseException as exc:
-            raise self._failed(exc, what, tls=tls)  # noqa: B904 -- _failed sets the cause
-        if len(phases) > 1:
-            await self.read_replies(phases[1:], replies)
-
-    async def read_replies(
-        self, phases: Sequence[tuple[str, float | None]], replies: list[Reply]
-    ) -> None:
-        """Read one reply per entry of ``phases`` into ``replies`` (see
-        :meth:`exchange_group`); a reply already received costs no await and no deadline."""
-        for what, limit in phases:
-            if replies and replies[-1].code == 421:
-                return
-            reply = self._buffered_reply(what)
-            if reply is None:
-                reply = await self._receive_reply(what, limit, SmtpTimeoutError)
-            replies.append(reply)
+    @staticmethod
+    def fits_one_write(data: bytes) -> bool:
+        """Whether message data goes with its terminator in one write (:meth:`send_message`)
+        rather than in chunks while the server is watched (:meth:`send_stream`)."""
+        return len(data) <= DATA_CHUNK
 
     async def send_message(self, data: bytes, reporter: ProgressReporter | None = None) -> Reply:
         """After 354: the message data, the terminator, and the reply to the terminator.
@@ -450,7 +148,8 @@ class Transport:
         if not self.fits_one_write(data):
             return await self.send_stream(slices(data), reporter)
         try:
-            await self.receive_ready("the message data")
+            if readable(self.stream):
+                await self.receive_ready("the message data")
             self.check_nothing_buffered()
             if reporter is not None:
                 reporter.finish(len(data))
@@ -460,8 +159,14 @@ class Transport:
             self.mark_broken()
             raise
         self.end_of_data_written = True
+        # Nothing complete was buffered before the write (check_nothing_buffered), and
+        # nothing was read since: the reply is read, then parsed.
         what = "the end of data"
-        return await self.read_reply(what, self.timeouts.data_termination, maybe_delivered=True)
+        reply = await self.exchange(
+            None, what, self.timeouts.data_termination, SmtpDeliveryTimeoutError
+        )
+        await self.check_in_step(what)
+        return reply
 
     async def send_stream(
         self, chunks: AsyncIterator[bytes], reporter: ProgressReporter | None = None
@@ -480,18 +185,14 @@ class Transport:
         self.end_of_data_written = False  # (as in send_message)
         writer = DataWriter(self, reporter)
         # A streamed source's reads are not phases: every step below has its own deadline.
-        phases, self._phases = self._phases, None
         try:
-            if phases is not None:
-                phases.arm(None, "the message data", SmtpTimeoutError)
-            self.check_nothing_buffered()
-            error = await writer.write_watched(chunks)
-            return await self._finish_data(writer, error)
+            with self.phases_suspended():
+                self.check_nothing_buffered()
+                error = await writer.write_watched(chunks)
+                return await self._finish_data(writer, error)
         except BaseException:
             self.mark_broken()
             raise
-        finally:
-            self._phases = phases
 
     async def write_end_of_data(self, data: bytes, what: str, limit: float | None) -> None:
         """:meth:`write` the octets that end the data (``BDAT n LAST``, alone or in a
@@ -526,7 +227,7 @@ class Transport:
         """Write message data under ``data_block``; a lost connection is SmtpConnectError."""
         # Message data is never logged (only its size is worth knowing).
         try:
-            with self._limit(self.timeouts.data_block, "the message data to be written"):
+            with self.phase(self.timeouts.data_block, "the message data to be written"):
                 await self.stream.send_all(payload)
         except SmtpTimeoutError:
             raise  # a TimeoutError, so an OSError: not a lost connection
@@ -575,13 +276,13 @@ class Transport:
         (None) it is not shielded: nothing may wait for ever out of a cancel's reach."""
         limit = self.timeouts.quit
         with trio.CancelScope(shield=limit is not None):
-            with trio.move_on_after(or_inf(limit)):
-                try:
+            try:
+                with deadline(limit, "QUIT"):
                     if self.reusable:
                         await self.command(Quit(), "QUIT", None)
                     await self.stream.aclose()
-                except (SmtpError, ProtocolError, trio.BrokenResourceError, OSError):
-                    pass  # the server may close first; the connection is done either way
+            except (SmtpError, ProtocolError, trio.BrokenResourceError, OSError):
+                pass  # a timeout, or the server closed first: the connection is done anyway
         await self.aclose()
 
     def tls_session(self) -> ssl.SSLSession | None:

@@ -242,22 +242,27 @@ class ClientConnection:
 
     def _check_may_send(self, step: Step) -> State:
         """Raise LocalProtocolError unless ``step`` may be sent now; the state it leads to."""
-        name = step.value
+        # step.value (an enum property, ~0.5 us) only when a message needs it: this runs
+        # for every command and every data chunk.
         if self._session.state in (State.ERROR, State.CLOSED):
             raise LocalProtocolError(f"cannot send in state {self._session.state.name}")
         if self._eof:
-            raise LocalProtocolError(f"cannot send {name}: the server closed the connection")
+            raise LocalProtocolError(f"cannot send {step.value}: the server closed the connection")
         if self._parser.buffered:
-            self._check_unsolicited(name)
+            self._check_unsolicited(step.value)
         pending = self._session.pending
         last = pending[-1].command if pending else None
         if last is not None:
             # RFC 2920 §3.1: only without a group-ending command pending, and only with
             # PIPELINING, may a command go out before the previous replies are in.
             if last.ends_group:
-                raise LocalProtocolError(f"cannot send {name} before the reply to {last.verb}")
+                raise LocalProtocolError(
+                    f"cannot send {step.value} before the reply to {last.verb}"
+                )
             if not self._pipelining:
-                raise LocalProtocolError(f"cannot send {name}: replies pending, no PIPELINING")
+                raise LocalProtocolError(
+                    f"cannot send {step.value}: replies pending, no PIPELINING"
+                )
         return self._session.check_send(step)
 
     def check_unsolicited(self, before: str) -> None:
