@@ -116,9 +116,8 @@ async def test_a_large_message_drains_the_window_then_goes_as_send_does(
 async def test_a_long_batch_stays_on_one_connection() -> None:
     # One RSET per message: the testing server (as Postfix) restarts its junk-command
     # count after each message accepted.
-    async with SmtpServer(tls="none") as server:
-        async with client_for(server) as client:
-            outcomes = await client.send_many([message(i % 50) for i in range(250)])
+    async with SmtpServer(tls="none") as server, client_for(server) as client:
+        outcomes = await client.send_many([message(i % 50) for i in range(250)])
     assert all(isinstance(o, SendResult) for o in outcomes)
     assert len(server.connections) == 1 and len(server.messages) == 250
 
@@ -140,6 +139,7 @@ async def test_pool_send_many_gets_the_window(autojump_clock: trio.testing.MockC
 
 # -- refusals at every position (the testing server) -----------------------------------------
 
+
 def at_end_of_data(server: SmtpServer, k: int, action: Action) -> None:
     """``action`` on the k-th message's end of data (END_OF_DATA faults match no argument:
     the k before it pass through a fault that does nothing)."""
@@ -148,7 +148,7 @@ def at_end_of_data(server: SmtpServer, k: int, action: Action) -> None:
     server.on("END_OF_DATA", action, times=1)
 
 
-REFUSALS: dict[str, Callable[[SmtpServer, int], None]] = {
+REFUSALS: dict[str, Callable[[SmtpServer, int], object]] = {
     "MAIL refused": lambda s, k: s.on("MAIL", Respond(550, "5.7.1 no"), match=f"s{k}@"),
     "some RCPT refused": lambda s, k: s.on("RCPT", Respond(550, "5.1.1 no"), match=f"<b{k}@"),
     "BDAT refused": lambda s, k: at_end_of_data(s, k, Respond(554, "5.7.1 spam")),
@@ -193,7 +193,8 @@ async def test_every_rcpt_refused_touches_only_its_message(k: int) -> None:
         async with client_for(server) as client:
             outcomes = await client.send_many([message(i) for i in range(5)])
             stats = client.statistics()
-    assert isinstance(outcomes[k], SmtpFailedRecipientsError) and outcomes[k].result is None
+    refused = outcomes[k]
+    assert isinstance(refused, SmtpFailedRecipientsError) and refused.result is None
     assert all(isinstance(o, SendResult) for i, o in enumerate(outcomes) if i != k)
     assert [m.data for m in server.messages if m.accepted] == [
         message(i).message for i in range(5) if i != k
@@ -247,7 +248,7 @@ async def test_421_from_the_testing_server_never_gives_a_false_outcome(verb: str
             outcomes = await client.send_many([message(i) for i in range(5)])
     accepted = [m.data for m in server.messages if m.accepted]
     for i, outcome in enumerate(outcomes):
-        copies = accepted.count(message(i).message)
+        copies = accepted.count(bytes(message(i).message))
         if isinstance(outcome, SendResult):
             assert copies == 1, (i, outcome)
         elif not isinstance(outcome, SmtpDeliveryUnknownError):
@@ -338,3 +339,44 @@ async def test_a_stray_reply_leaves_what_is_in_flight_unknown(
     # Never a refused message reported delivered: whatever was in flight is unknown.
     assert all(isinstance(o, SmtpDeliveryUnknownError) for o in outcomes), outcomes
     assert delivered(second) == [0]  # the follow-up send, on a new connection
+
+
+async def test_a_refused_rset_ends_the_connection_after_what_is_in_flight(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    monkeypatch.setattr(window, "WINDOW_MESSAGES", 3)
+
+    def answer(i: int, verb: str, argument: str) -> bytes | None:
+        return b"500 5.5.1 what RSET\r\n" if (i, verb) == (1, "RSET") else None
+
+    # Replies 0-2 answer message 0, 3-6 message 1 (its RSET refused); message 2's come late,
+    # after the client has seen the refusal.
+    first, second = ScriptedServer(answer, hold=3, late_from=7), ScriptedServer()
+    async with scripted_client([first, second]) as client:
+        outcomes = await client.send_many([message(i) for i in range(5)])
+    # Messages 0-2 were in flight: their own replies decide them.  The session's state is
+    # unknown after the refused RSET: 3 and 4 go on a new connection.
+    assert all(isinstance(o, SendResult) for o in outcomes), outcomes
+    assert delivered(first) == [0, 1, 2]
+    assert len(delivered(second)) == 2
+
+
+async def test_a_stray_reply_before_a_refusal_never_makes_it_delivered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The stray comes with message 0's reply; message 1's refusal (and what follows) comes
+    # later, in another read.  Read in order, message 1's RCPT 250 would answer its BDAT:
+    # its outcome must wait until the window's replies are all in and found in step.
+    def answer(i: int, verb: str, argument: str) -> bytes | None:
+        if (i, verb) == (0, "BDAT"):
+            return b"250 2.0.0 queued\r\n250 2.0.0 stray\r\n"
+        if (i, verb) == (1, "BDAT"):
+            return b"554 5.7.1 refused\r\n"
+        return None
+
+    # Replies 0-2 answer message 0 (the stray with 2), 3-6 message 1: 6 and on come late.
+    first, second = ScriptedServer(answer, hold=3, late_from=6), ScriptedServer()
+    async with scripted_client([first, second]) as client:
+        outcomes = await client.send_many([message(i) for i in range(3)])
+    assert not isinstance(outcomes[1], SendResult)
+    assert all(isinstance(o, SmtpDeliveryUnknownError) for o in outcomes), outcomes

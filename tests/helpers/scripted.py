@@ -28,6 +28,7 @@ class ScriptedServer(trio.abc.Stream):
         hold: int = 1,
         cut_after: int | None = None,
         stall_at: int | None = None,
+        late_from: int | None = None,
         extensions: tuple[str, ...] = EXTENSIONS,
     ) -> None:
         self.answer = answer or (lambda message, verb, argument: None)
@@ -39,6 +40,9 @@ class ScriptedServer(trio.abc.Stream):
         self.cut_after = cut_after
         #: The reply with this index (0-based, EHLO's not counted) never comes.
         self.stall_at = stall_at
+        #: The replies from this index on arrive one second late (within every budget).
+        self.late_from = late_from
+        self._late = bytearray()
         self.wire: list[tuple[str, bytes]] = []
         #: The complete messages received: (index, sender argument, data).
         self.messages: list[tuple[int, bytes]] = []
@@ -72,6 +76,11 @@ class ScriptedServer(trio.abc.Stream):
         await trio.lowlevel.checkpoint()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if not self._outbox and self._late:
+            await trio.sleep(1)
+            self._outbox += self._late
+            self._late.clear()
+            self.late_from = None
         while not self._outbox and not self._eof:
             self._changed = trio.Event()
             await self._changed.wait()
@@ -149,6 +158,10 @@ class ScriptedServer(trio.abc.Stream):
         if self.cut_after is not None and self._replies >= self.cut_after:
             self._eof = True
             self._changed.set()
+            return
+        if self.late_from is not None and self._replies >= self.late_from:
+            self._replies += 1
+            self._late += reply
             return
         self._replies += 1
         self._release_raw(reply)

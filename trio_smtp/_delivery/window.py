@@ -24,6 +24,17 @@ a group start at MAIL.  A refused MAIL, RCPT or BDAT of message k thus never tou
 k+1.  A RSET that is refused (not 421) stops the window: the messages in flight are
 answered and the connection is not reused.
 
+Replies in step (design rule 11).  Every SMTP reply looks alike; only their count tells a
+stray line from the replies owed, and while groups are in flight a stray is counted as the
+reply to the next command -- every reply after it would answer the command before its own,
+and a refused end of data could be read as its RCPT's 250.  A surplus shows only once every
+reply owed has arrived.  So the window is filled, then emptied: when it is full (or before
+a message that does not go in one write, or at the end) every reply in flight is read, the
+last one with a look at what arrived with it (:meth:`Transport.read_reply`), and only then
+are the outcomes those replies decided given -- all of them unknown if a reply beyond those
+owed was there.  Outcomes therefore come a window at a time; the window's groups still go
+back to back, so a window of messages costs one round trip.
+
 The bound: at most :data:`WINDOW_MESSAGES` messages, :data:`WINDOW_BYTES` octets and
 :data:`WINDOW_REPLIES` replies unanswered (a message always goes alone).  It keeps memory
 bounded (each message in flight is held until its outcome is known), keeps the replies we
@@ -35,7 +46,7 @@ transactions in flight cannot say so, and sixteen is what aggressive MTAs pipeli
 
 Outcomes (the rules are :mod:`trio_smtp._delivery.outcome`'s):
 
-* each message's replies decide it, as :func:`~trio_smtp._delivery.transaction.deliver`
+* each message's replies decide it (given once they were found in step, above), as :func:`~trio_smtp._delivery.transaction.deliver`
   decides one message (:meth:`Transaction.judge`, :meth:`Transaction.outcome`);
 * the session fails (lost, timed out, a reply malformed or out of step) -- every message
   whose group was wholly written and whose final reply was not read is "maybe delivered"
@@ -44,7 +55,9 @@ Outcomes (the rules are :mod:`trio_smtp._delivery.outcome`'s):
   and refused; a message whose group's write failed is not delivered (its last octets never
   left), and goes again on a new connection when this one had already carried a
   transaction (:func:`~trio_smtp._delivery.outcome.stale_if_reused`); messages not written
-  go on a new connection;
+  go on a new connection; the messages answered since the window was last empty keep their
+  outcomes after a loss or a timeout, and are unknown too after replies out of step or
+  malformed (any of their replies may have answered another command);
 * a 421 (RFC 5321 §3.8: the server closes the channel): the message it answers is refused
   (421 to its RSET: nothing of it was processed, it goes again; to its MAIL on a used
   connection: :func:`~trio_smtp._delivery.outcome.check_mail_not_closing`), and every
@@ -56,7 +69,8 @@ are; a close seen then stops the window before anything more is written, and mor
 than commands are refused by the core when the group is encoded (design rule 11).  Every
 reply read has its own budget, that of a reply to ``BDAT n LAST``
 (:func:`~trio_smtp._delivery.transaction.group_reply`); the source of messages is read
-with no deadline (messages in flight wait meanwhile, their replies are read after).
+with no deadline (messages in flight wait meanwhile, their replies are read after, and a
+source that waits delays their outcomes as it delays the next write).
 
 Messages that do not go in one write (a body streamed or over one chunk) are not windowed:
 every reply in flight is read first, then :func:`send_windowed` hands the message back to
@@ -67,7 +81,14 @@ from __future__ import annotations
 
 from collections import deque
 
-from .._errors import SmtpConnectError, SmtpError, SmtpResponseError
+from .._errors import (
+    SmtpConnectError,
+    SmtpDeliveryUnknownError,
+    SmtpError,
+    SmtpProtocolError,
+    SmtpResponseError,
+    SmtpTimeoutError,
+)
 from .._io.transport import Transport
 from ..protocol import Reply
 from .batch_items import Outcome, Outcomes, Pending, Source
@@ -166,6 +187,9 @@ class _Window:
         # before a message was written, that message goes again (design rule 12).
         self.used = transport.reused
         self.stopping = False  # a refused RSET: answer what is in flight, take no more
+        # Outcomes decided by replies read since the window was last empty: given once every
+        # reply in flight was read in step (see _release).
+        self.decided: list[tuple[Pending, Outcome]] = []
 
     async def run(self, first: Pending) -> Pending | None:
         pending: Pending | None = first
@@ -198,14 +222,14 @@ class _Window:
             await self._drain()
             return False
         replies = 3 + len(rcpts)  # at most: RSET, MAIL, the RCPTs, BDAT LAST
-        while self.groups and (
+        if self.groups and (
             len(self.groups) >= WINDOW_MESSAGES
             or self.octets + len(data) > WINDOW_BYTES
             or self.owed + replies > WINDOW_REPLIES
         ):
-            await self._answer(self.groups[0])
+            await self._drain()  # the window is full: every reply, then a check (see _drain)
         await self._take_arrived()
-        self._check_stopping()
+        await self._check_stopping()
         await self._write(pending, transaction, data)
         return True
 
@@ -244,9 +268,11 @@ class _Window:
         else:
             self.outcomes.set(pending.slot, error, pending.prepared.size)
 
-    def _check_stopping(self) -> None:
+    async def _check_stopping(self) -> None:
+        """After a refused RSET: answer what is in flight, then take no more here (the
+        connection is never reused: its state is unknown)."""
         if self.stopping:
-            self.transport.mark_broken()  # never reused: its state is unknown
+            await self._drain()  # (marks the connection broken)
             raise _Stopped(SmtpResponseError("the server refused RSET", command="RSET"))
 
     async def _take_arrived(self) -> None:
@@ -262,21 +288,27 @@ class _Window:
             raise _Stopped(exc) from exc
         while self.groups and transport.buffered:
             await self._read_one(self.groups[0])
+        if not self.groups:
+            self._release()
         if transport.broken:  # the server closed: read what it said, then stop
             await self._drain()
             raise _Stopped(SmtpConnectError("the server closed the connection before MAIL"))
 
     async def _drain(self) -> None:
-        """Read every reply in flight."""
+        """Read every reply in flight; then the outcomes they decided are given."""
         while self.groups:
-            await self._answer(self.groups[0])
+            await self._read_one(self.groups[0])
+        self._release()
         if self.stopping:
             self.transport.mark_broken()
 
-    async def _answer(self, group: _Group) -> None:
-        """Read ``group``'s replies until its outcome is known."""
-        while self.groups and self.groups[0] is group:
-            await self._read_one(group)
+    def _release(self) -> None:
+        """Nothing is in flight and every reply was read in step -- the last one was
+        followed by no reply beyond those owed (:meth:`Transport.read_reply` looks at
+        what arrived with it): the outcomes decided are given (see the module docstring)."""
+        decided, self.decided = self.decided, []
+        for pending, outcome in decided:
+            self.outcomes.set(pending.slot, outcome, pending.prepared.size)
 
     async def _read_one(self, group: _Group) -> None:
         """Read the next reply of ``group`` (the oldest in flight); when it is the last one
@@ -312,16 +344,18 @@ class _Window:
                 outcome = transaction.outcome(final)
             except SmtpError as exc:
                 outcome = exc
-        self.outcomes.set(group.pending.slot, outcome, group.pending.prepared.size)
+        self.decided.append((group.pending, outcome))
 
     def _closing(self, group: _Group, reply: Reply, what: str) -> None:
         """421 (RFC 5321 §3.8): the server closes.  ``group``'s message is refused with it
         -- or goes again when nothing of it was processed -- and every group written after
         it goes again on a new connection: the server cannot have processed them."""
         self.transport.mark_broken()
+        self._release()  # the replies before the 421 were in step
         error = SmtpResponseError("the server is closing the connection", reply=reply)
         if what == "the end of data":
             self._done(group)  # refused (RFC 5321 §4.1.1.4: a reply to the end of data)
+            self._release()
         else:
             self._leave(group)
             try:
@@ -341,8 +375,19 @@ class _Window:
 
     def _fail(self, error: SmtpError) -> None:
         """The session failed with ``error``: every message in flight (wholly written, final
-        reply not read) gets the outcome :func:`unanswered` gives it."""
+        reply not read) gets the outcome :func:`unanswered` gives it.  So do the messages
+        whose replies were read since the last check when ``error`` says the replies were
+        out of step (a reply beyond those owed, a malformed one): any of theirs may have
+        answered another command.  After a loss or a timeout, their outcomes stand."""
         self.transport.mark_broken()
+        if isinstance(error, SmtpProtocolError) or (
+            isinstance(error, SmtpDeliveryUnknownError) and not isinstance(error, SmtpTimeoutError)
+        ):
+            decided, self.decided = self.decided, []
+            for pending, _ in decided:
+                outcome = unanswered(error, None)
+                self.outcomes.set(pending.slot, outcome, pending.prepared.size)
+        self._release()
         for group in self.groups:
             outcome = unanswered(error, group.mail_reply)
             self.outcomes.set(group.pending.slot, outcome, group.pending.prepared.size)
