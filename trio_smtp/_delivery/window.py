@@ -46,8 +46,9 @@ transactions in flight cannot say so, and sixteen is what aggressive MTAs pipeli
 
 Outcomes (the rules are :mod:`trio_smtp._delivery.outcome`'s):
 
-* each message's replies decide it (given once they were found in step, above), as :func:`~trio_smtp._delivery.transaction.deliver`
-  decides one message (:meth:`Transaction.judge`, :meth:`Transaction.outcome`);
+* each message's replies decide it (given once they were found in step, above), as
+  :func:`~trio_smtp._delivery.transaction.deliver` decides one message
+  (:meth:`Transaction.judge`, :meth:`Transaction.outcome`);
 * the session fails (lost, timed out, a reply malformed or out of step) -- every message
   whose group was wholly written and whose final reply was not read is "maybe delivered"
   (:func:`~trio_smtp._delivery.outcome.unanswered`: the server may process a whole group
