@@ -381,3 +381,20 @@ async def test_a_stray_reply_before_a_refusal_never_makes_it_delivered(
         outcomes = await client.send_many([message(i) for i in range(3)])
     assert not isinstance(outcomes[1], SendResult)
     assert all(isinstance(o, SmtpDeliveryUnknownError) for o in outcomes), outcomes
+
+
+async def test_a_stray_refusal_read_as_mail_reply_is_no_refusal(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A stray 550 before message 0's MAIL reply: read in order, MAIL looks refused; the
+    # surplus shows with the replies that follow, so nothing read is trusted -- message 0
+    # (which the server delivered) is unknown, not "not delivered".
+    def answer(i: int, verb: str, argument: str) -> bytes | None:
+        return b"550 5.7.1 stray\r\n250 2.1.0 ok\r\n" if (i, verb) == (0, "MAIL") else None
+
+    # Reply 0 is MAIL's (with the stray before it); the others come later.
+    first, second = ScriptedServer(answer, hold=2, late_from=1), ScriptedServer()
+    async with scripted_client([first, second]) as client:
+        outcomes = await client.send_many([message(i) for i in range(2)])
+    assert delivered(first) == [0, 1]
+    assert all(isinstance(o, SmtpDeliveryUnknownError) for o in outcomes), outcomes

@@ -53,10 +53,11 @@ Outcomes (the rules are :mod:`trio_smtp._delivery.outcome`'s):
   whose group was wholly written and whose final reply was not read is "maybe delivered"
   (:func:`~trio_smtp._delivery.outcome.unanswered`: the server may process a whole group
   before it replies, RFC 2920 §3.1, RFC 5321 §4.1.1.4), unless its MAIL's reply was read
-  and refused; a message whose group's write failed is not delivered (its last octets never
-  left), and goes again on a new connection when this one had already carried a
-  transaction (:func:`~trio_smtp._delivery.outcome.stale_if_reused`); messages not written
-  go on a new connection; the messages answered since the window was last empty keep their
+  and refused (and no reply was found out of step or malformed); a message whose group's
+  write failed is not delivered (its last octets never left), and goes again on a new
+  connection when this one had already carried a transaction
+  (:func:`~trio_smtp._delivery.outcome.stale_if_reused`); messages not written go on a new
+  connection; the messages answered since the window was last empty keep their
   outcomes after a loss or a timeout, and are unknown too after replies out of step or
   malformed (any of their replies may have answered another command);
 * a 421 (RFC 5321 §3.8: the server closes the channel): the message it answers is refused
@@ -243,7 +244,7 @@ class _Window:
             # SmtpProtocolError when the server sent more replies than it owed (rule 11).
             group = transaction.group_with_last(data, rset=rset)
         except SmtpError as exc:
-            self._fail(exc)
+            self._fail(exc, surplus=True)
             raise _Stopped(exc) from exc  # nothing of it was written
         try:
             await transport.write_end_of_data(group, "MAIL", transport.timeouts.mail)
@@ -320,7 +321,11 @@ class _Window:
         try:
             reply = await group_reply(transport, what, limit)
         except SmtpError as exc:
-            self._fail(exc)
+            # A "maybe delivered" that is no timeout: more replies than commands had come.
+            surplus = isinstance(exc, SmtpDeliveryUnknownError) and not isinstance(
+                exc, SmtpTimeoutError
+            )
+            self._fail(exc, surplus=surplus)
             raise _Stopped(exc) from exc
         group.replies.append(reply)
         self.owed -= 1
@@ -374,23 +379,23 @@ class _Window:
         self.groups.clear()
         raise _Stopped(error)
 
-    def _fail(self, error: SmtpError) -> None:
+    def _fail(self, error: SmtpError, *, surplus: bool = False) -> None:
         """The session failed with ``error``: every message in flight (wholly written, final
         reply not read) gets the outcome :func:`unanswered` gives it.  So do the messages
-        whose replies were read since the last check when ``error`` says the replies were
-        out of step (a reply beyond those owed, a malformed one): any of theirs may have
-        answered another command.  After a loss or a timeout, their outcomes stand."""
+        whose replies were read since the window was last empty when the replies may be
+        out of step -- ``surplus`` (more replies than commands), a malformed reply, or one
+        that makes no sense where it came: any of theirs may have answered another command,
+        so not even a refused MAIL is trusted (unknown is safe, a false "not delivered"
+        is not).  After a loss or a timeout, the replies read stand."""
         self.transport.mark_broken()
-        if isinstance(error, SmtpProtocolError) or (
-            isinstance(error, SmtpDeliveryUnknownError) and not isinstance(error, SmtpTimeoutError)
-        ):
+        suspect = surplus or isinstance(error, SmtpProtocolError)
+        if suspect:
             decided, self.decided = self.decided, []
             for pending, _ in decided:
-                outcome = unanswered(error, None)
-                self.outcomes.set(pending.slot, outcome, pending.prepared.size)
+                self.outcomes.set(pending.slot, unanswered(error, None), pending.prepared.size)
         self._release()
         for group in self.groups:
-            outcome = unanswered(error, group.mail_reply)
+            outcome = unanswered(error, None if suspect else group.mail_reply)
             self.outcomes.set(group.pending.slot, outcome, group.pending.prepared.size)
         self.groups.clear()
 
