@@ -351,7 +351,10 @@ class SmtpClient:
         delivered: do not resend it blindly), the next one (whose envelope went out, never
         its data) is :class:`~trio_smtp.SmtpConnectError` saying it was not delivered, and
         a new connection is opened for the rest; when a connection cannot be opened, every
-        remaining message gets that error.
+        remaining message gets that error.  With CHUNKING as well, up to 16 small messages
+        are in flight at once (each in one write, see :doc:`howto/bulk`): when the
+        connection breaks, every one whose write completed and whose reply was not read is
+        :class:`~trio_smtp.SmtpDeliveryUnknownError`.
 
         Raises (before anything is sent) ``TypeError`` when ``messages`` is a single
         message or not iterable, ``trio.BusyResourceError`` while another send is in

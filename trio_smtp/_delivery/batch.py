@@ -20,8 +20,10 @@ terminator never wholly left: that message is not delivered, with the write's er
 message whose envelope was in the same write is *not delivered* (:class:`SmtpConnectError`);
 the client reconnects for the rest.
 
-With CHUNKING (or without PIPELINING) each message goes as :func:`deliver` sends it: with
-CHUNKING and PIPELINING that is already one write and one round trip per small message.
+With CHUNKING and PIPELINING, small messages go through a window of transactions in flight
+(:mod:`trio_smtp._delivery.window`: each message in one write, many writes before the first
+reply); a message that does not go in one write, and every message without PIPELINING, goes
+as :func:`deliver` sends it.  This module only chooses; the transaction is the engine's.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from .outcome import (
 )
 from .stats import Counters
 from .transaction import Transaction, TransferPlan, check_server, plan_transfer
+from .window import send_windowed
 
 __all__ = ["send_batch", "send_pipelined"]
 
@@ -111,15 +114,18 @@ async def send_batch(
             await _fail_the_rest(source, outcomes, pending, exc)
             break
         retry: Pending | None = None
+        one: Pending | None = pending
         try:
             extensions = transport.extensions
             if extensions.pipelining and not extensions.chunking:
-                retry = await send_pipelined(transport, source, outcomes, pending)
-            else:
-                await _send_one(deliver_one, pending, outcomes)
+                retry, one = await send_pipelined(transport, source, outcomes, pending), None
+            elif extensions.pipelining:
+                one = await send_windowed(transport, source, outcomes, pending)
         finally:
             if not transport.reusable:
                 await drop_connection()
+        if one is not None:
+            await _send_one(deliver_one, one, outcomes)
         pending = retry or await source.next()
     return outcomes.result()
 

@@ -4,6 +4,7 @@ one outcome per item, in order (see :mod:`trio_smtp._delivery.batch` for how the
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -181,8 +182,9 @@ class Pending:
 
 
 class Source:
-    """The items, prepared one at a time, with one message of push-back (a reused
-    connection found dead before its MAIL was answered: the message goes again)."""
+    """The items, prepared one at a time, with push-back: messages that go again, in the
+    order pushed, before any new item (a reused connection found dead before its MAIL was
+    answered; the messages of a window behind a 421)."""
 
     def __init__(
         self, items: AsyncIterator[object], outcomes: Outcomes, dkim: DkimSigner | None = None
@@ -190,19 +192,18 @@ class Source:
         self._items = items
         self._outcomes = outcomes
         self._dkim = dkim
-        self._back: Pending | None = None
+        self._back: deque[Pending] = deque()
         self.exhausted = False
         #: False for a sync iterable: reading it cannot wait on anything.
         self.may_block = not isinstance(items, SyncItems)
 
     def push_back(self, pending: Pending) -> None:
-        self._back = pending
+        self._back.append(pending)
 
     async def next(self) -> Pending | None:
         """The next valid message; an invalid one gets its error as its outcome."""
-        if self._back is not None:
-            pending, self._back = self._back, None
-            return pending
+        if self._back:
+            return self._back.popleft()
         while not self.exhausted:
             item = await anext(self._items, _END)
             if item is _END:

@@ -55,6 +55,7 @@ __all__ = [
     "sort_recipients",
     "stale_if_reused",
     "transaction_outcome",
+    "unanswered",
 ]
 
 
@@ -108,6 +109,32 @@ def maybe_delivered(error: SmtpError) -> SmtpDeliveryUnknownError:
         unknown.__cause__ = error
         return unknown
     return delivery_unknown(error)
+
+
+def unanswered(error: SmtpError, mail_reply: Reply | None) -> SmtpError:
+    """A group carrying ``BDAT n LAST`` (MAIL, RCPTs and the data in one write) was wholly
+    written, and the session failed with ``error`` before its final reply was read: a lost
+    connection, a timeout, a garbled reply or replies out of step -- for this message or,
+    in a window of transactions (:mod:`trio_smtp._delivery.window`), for one ahead of it.
+
+    RFC 2920 §3.1 lets the server process the whole group before it replies, so the
+    message may have been delivered (RFC 5321 §4.1.1.4) -- unless MAIL's reply was read and
+    refused (``mail_reply``): then the transaction never started and the message is not
+    delivered.  Always a new exception with ``error`` as its cause (several messages of a
+    window may fail with one cause)."""
+    if mail_reply is not None and mail_reply.code // 100 != 2:
+        outcome: SmtpError = SmtpResponseError(SENDER_REFUSED, reply=mail_reply, command="MAIL")
+    elif isinstance(error, SmtpTimeoutError):
+        text = str(error)
+        if not isinstance(error, SmtpDeliveryUnknownError):
+            text += "; the message may have been delivered"
+        outcome = SmtpDeliveryTimeoutError(text)
+    elif isinstance(error, SmtpDeliveryUnknownError):
+        outcome = SmtpDeliveryUnknownError(str(error))
+    else:
+        return delivery_unknown(error)
+    outcome.__cause__ = error
+    return outcome
 
 
 def not_delivered(error: SmtpError) -> SmtpConnectError:

@@ -44,7 +44,6 @@ from .._errors import (
     SmtpError,
     SmtpFailedRecipientsError,
     SmtpProtocolError,
-    SmtpResponseError,
     SmtpStatusCode,
 )
 from .._io.progress import progress_reporter
@@ -69,22 +68,23 @@ from ..protocol._frozen import Frozen, set_field
 from .chunking import send_bdat
 from .outcome import (
     LOST_OR_GARBLED,
-    SENDER_REFUSED,
     ConnectionStaleError,
     after_data,
     check_mail_not_closing,
     check_not_closing,
-    delivery_unknown,
     judge_envelope,
     stale_if_reused,
     transaction_outcome,
+    unanswered,
 )
 
 __all__ = [
     "BinaryBodyError",
+    "Transaction",
     "TransferPlan",
     "check_server",
     "deliver",
+    "group_reply",
     "plan_transfer",
 ]
 
@@ -254,6 +254,37 @@ class Transaction:
         rcpt_replies = [check_not_closing(reply) for reply in replies[1 : rcpts + 1]]
         return mail_reply, rcpt_replies, check_not_closing(replies[-1]) if data else None
 
+    def bdat_data(self) -> bytes | None:
+        """With BDAT: the octets sent for an in-memory message -- as they are with
+        BODY=BINARYMIME, else with every line end made CRLF (RFC 3030 §3); None for a
+        streamed body."""
+        prepared = self.prepared
+        if self.plan.raw:
+            return prepared.data
+        return normalize_line_endings(prepared.data) if prepared.body is None else None
+
+    def goes_in_one_write(self, data: bytes | None) -> bool:
+        """Whether this BDAT message goes with its envelope in ONE write (MAIL, RCPTs and
+        ``BDAT n LAST`` with ``data``, :meth:`bdat_data`): with PIPELINING, in memory and at
+        most one chunk (RFC 2920 §3.1, RFC 3030 §4.2)."""
+        return (
+            self.plan.bdat
+            and self.transport.extensions.pipelining
+            and data is not None
+            and len(data) <= CHUNK_SIZE
+        )
+
+    def group_with_last(self, data: bytes, *, rset: bool = False) -> bytes:
+        """The one-write group (:meth:`goes_in_one_write`): RSET first when ``rset``, then
+        MAIL, the RCPTs and ``BDAT n LAST`` with ``data``.  SmtpProtocolError when the
+        server already sent more replies than it owed (design rule 11)."""
+        encode = self.transport.encode
+        parts = [encode(Rset(), "RSET")] if rset else []
+        parts.append(encode(self.plan.mail, "MAIL"))
+        parts.extend(encode(rcpt, "RCPT") for rcpt in self.rcpts)
+        parts.append(encode(Bdat(data, last=True), "BDAT"))
+        return b"".join(parts)
+
     def judge(
         self, mail_reply: Reply, rcpt_replies: list[Reply], data_reply: Reply | None
     ) -> SmtpError | None:
@@ -329,18 +360,15 @@ async def _transaction_bdat(transaction: Transaction) -> SendResult:
     envelope's replies are read first, then the body is sent in chunks."""
     transport, prepared, plan = transaction.transport, transaction.prepared, transaction.plan
     rcpts = transaction.rcpts
-    data = prepared.data if plan.raw else None
-    if prepared.body is None and data is None:
-        data = normalize_line_endings(prepared.data)
+    data = transaction.bdat_data()
     # In memory, the octets counted are those sent (line ends normalised): sent ends at total.
     total = prepared.size if data is None else len(data)
     reporter = progress_reporter(prepared.progress, total)
-    if transport.extensions.pipelining and data is not None and len(data) <= CHUNK_SIZE:
+    if transaction.goes_in_one_write(data):
+        assert data is not None
         if reporter is not None:
             reporter.finish(len(data))  # before anything is written
-        mail_reply, rcpt_replies, final = await _envelope_with_last(
-            transport, plan.mail, rcpts, Bdat(data, last=True)
-        )
+        mail_reply, rcpt_replies, final = await _envelope_with_last(transaction, data)
         refused = transaction.judge(mail_reply, rcpt_replies, None)
         if refused is not None:
             raise refused
@@ -395,7 +423,7 @@ async def read_mail_reply(transport: Transport, mail: Mail) -> Reply:
 
 
 async def _envelope_with_last(
-    transport: Transport, mail: Mail, rcpts: list[Rcpt], bdat: Bdat
+    transaction: Transaction, data: bytes
 ) -> tuple[Reply, list[Reply], Reply]:
     """MAIL, every RCPT and ``BDAT n LAST`` with the octets in ONE write, then every reply.
 
@@ -407,31 +435,27 @@ async def _envelope_with_last(
     as stale (sent again on a new one) only when nothing complete can have been accepted:
     the write itself failed (its last octets, the end of the data, never left), or MAIL got
     421 (RFC 5321 §3.8: refused, the server closes; BDAT is then refused too)."""
-    encode = transport.encode
-    data = b"".join(
-        [encode(mail, "MAIL"), *(encode(r, "RCPT") for r in rcpts), encode(bdat, "BDAT")]
-    )
+    transport, rcpts = transaction.transport, transaction.rcpts
+    group = transaction.group_with_last(data)
     try:
-        await transport.write_end_of_data(data, "MAIL", transport.timeouts.mail)
+        await transport.write_end_of_data(group, "MAIL", transport.timeouts.mail)
     except SmtpConnectError as exc:
         raise stale_if_reused(exc, transport.reused)  # noqa: B904 -- it sets the cause
     try:
-        mail_reply = await _group_reply(transport, "MAIL", transport.timeouts.mail)
+        mail_reply = await group_reply(transport, "MAIL", transport.timeouts.mail)
     except LOST_OR_GARBLED as exc:
-        raise delivery_unknown(exc) from exc
+        raise unanswered(exc, None) from exc
     check_mail_not_closing(mail_reply, transport.reused)
     try:
         rcpt_replies = [
-            check_not_closing(await _group_reply(transport, "RCPT", transport.timeouts.rcpt))
+            check_not_closing(await group_reply(transport, "RCPT", transport.timeouts.rcpt))
             for _ in rcpts
         ]
         final = await transport.end_of_data_reply("the end of data")
     except (*LOST_OR_GARBLED, SmtpDeliveryUnknownError) as exc:
-        if mail_reply.code // 100 != 2:  # the transaction never started: refused, not unknown
-            raise SmtpResponseError(SENDER_REFUSED, reply=mail_reply, command="MAIL") from exc
-        if isinstance(exc, SmtpDeliveryUnknownError):
-            raise
-        raise delivery_unknown(exc) from exc
+        if mail_reply.code // 100 == 2 and isinstance(exc, SmtpDeliveryUnknownError):
+            raise  # already the outcome (a timeout of the final reply, replies out of step)
+        raise unanswered(exc, mail_reply) from exc
     return mail_reply, rcpt_replies, final
 
 
@@ -451,7 +475,7 @@ async def _before_envelope(transport: Transport) -> None:
         raise
 
 
-async def _group_reply(transport: Transport, what: str, limit: float | None) -> Reply:
+async def group_reply(transport: Transport, what: str, limit: float | None) -> Reply:
     """A reply to MAIL or RCPT written in one group with ``BDAT n LAST``.
 
     RFC 2920 §3.1 lets the server hold every reply of a group until its last command (BDAT

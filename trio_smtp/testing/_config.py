@@ -96,7 +96,8 @@ class ServerConfig:
     #: After this many refused commands the server says 421 and closes (as Postfix does).
     max_errors: int = 20
     #: NOOP, VRFY, RSET, EHLO and HELO beyond this many each count as an error (Postfix's
-    #: ``smtpd_junk_command_limit``): a client cannot keep a session busy for ever.
+    #: ``smtpd_junk_command_limit``): a client cannot keep a session busy for ever.  As in
+    #: Postfix, the count restarts after each message accepted.
     max_junk_commands: int = 100
     #: RFC 5321 §4.5.3.2.7: seconds the server waits for a whole command line, or for any
     #: byte during the TLS handshake, DATA or BDAT, before it says 421 and closes.  ``None``

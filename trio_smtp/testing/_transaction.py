@@ -44,6 +44,7 @@ class OwningSession(Protocol):
     authenticated: str | None
     tls_active: bool
     esmtp: bool
+    junk: int
     last_reply: ServerReply | None
     on_message: Callable[[Message], None]
 
@@ -243,6 +244,8 @@ class Transaction:
             connection=s.record,
         )
         self.reset()
+        if problem is None:
+            s.junk = 0  # as Postfix: the junk command count restarts after a delivery
         s.last_reply = None
         action = s.faults.take("END_OF_DATA")
         self.finished += 1
