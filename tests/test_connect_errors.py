@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
+import trio_smtp._io.connect
+
 from trio_smtp import Security, SmtpClient, SmtpConnectError, SmtpTimeoutError, Timeouts
 
 
@@ -72,7 +74,8 @@ async def test_connect_timeout_names_the_peer(
     async def black_hole(*args: object, **kwargs: object) -> object:
         await trio.sleep_forever()
 
-    monkeypatch.setattr(trio, "open_tcp_stream", black_hole)
+    # Where the client dials TCP (an address literal never reaches trio.open_tcp_stream).
+    monkeypatch.setattr(trio_smtp._io.connect, "open_tcp", black_hole)
     error = await send_to("192.0.2.1", 25, timeouts=Timeouts(connect=7))
     assert isinstance(error, SmtpTimeoutError)
     assert str(error) == "timed out after 7 s waiting for the connection to 192.0.2.1:25"
