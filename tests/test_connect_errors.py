@@ -11,7 +11,6 @@ import pytest
 import trio
 
 import trio_smtp._io.connect
-
 from trio_smtp import Security, SmtpClient, SmtpConnectError, SmtpTimeoutError, Timeouts
 
 

@@ -54,8 +54,8 @@ import trio.testing
 
 import trio_smtp
 import trio_smtp._client.connection_slot
-import trio_smtp._io.connect
 import trio_smtp._delivery.session
+import trio_smtp._io.connect
 import trio_smtp.protocol
 from trio_smtp.testing import SmtpServer
 

@@ -170,7 +170,7 @@ async def _handshake(transport: Transport, config: SessionConfig) -> None:
 async def ehlo_domain(transport: Transport) -> str:
     """This machine's FQDN (looked up once, in a thread), or the address literal of our end
     of the connection when the lookup is slow or gives nothing usable (RFC 5321 §4.1.4)."""
-    local = _local_address(transport)
+    local = transport.local_address()
     # A local wait before EHLO: never longer than EHLO's own budget (Timeouts.command).
     limit = _FQDN_LOOKUP_LIMIT
     if transport.timeouts.command is not None:
@@ -178,20 +178,6 @@ async def ehlo_domain(transport: Transport) -> str:
     with trio.move_on_after(limit):
         return await local_fqdn(local)
     return address_literal(local or "127.0.0.1")
-
-
-def _local_address(transport: Transport) -> str | None:
-    stream = transport.stream
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if isinstance(stream, trio.SocketStream):
-        try:
-            name = stream.socket.getsockname()
-        except OSError:
-            return None
-        if isinstance(name, tuple):
-            return str(name[0])
-    return None
 
 
 async def ehlo_or_helo(transport: Transport, domain: str) -> None:

@@ -61,10 +61,13 @@ from .progress import ProgressReporter
 from .stream import (
     RECEIVE_SIZE,
     TLS_RECORD_WAIT,
+    TlsFacts,
+    local_address,
     note_tls,
     or_inf,
     peer_is_loopback,
     readable,
+    tls_facts,
     wrap_tls,
 )
 
@@ -604,3 +607,13 @@ class Transport:
         self.mark_broken()
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(self.stream)
+
+    def local_address(self) -> str | None:
+        """Our end's IP address (None: not over an IP socket), e.g. for EHLO's address
+        literal (see :func:`~trio_smtp._io.stream.local_address`)."""
+        return local_address(self.stream)
+
+    def tls_facts(self) -> TlsFacts | None:
+        """Version, cipher, the server's certificate, whether the session was resumed
+        (None without TLS; see :func:`~trio_smtp._io.stream.tls_facts`)."""
+        return tls_facts(self.stream)
