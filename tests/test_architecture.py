@@ -372,3 +372,34 @@ def test_design_page_names_every_module() -> None:
         if not found:
             missing.append(name)
     assert missing == []
+
+
+def transport_stream_readers(root: Path = PACKAGE_DIR) -> list[str]:
+    """Reads of a transport's stream (``transport.stream``, ``self._transport.stream``...)
+    outside ``_io/``: the transport is the only reader and writer of its stream, and what
+    the layers above need to know about it has a method (issue 11, a closed transport)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        name = module_name(path, root)
+        if _within(name, "trio_smtp._io") or _within(name, "trio_smtp.testing"):
+            continue  # the testing server has streams of its own, no Transport
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Attribute) and node.attr == "stream"):
+                continue
+            owner = node.value
+            owner_name = owner.attr if isinstance(owner, ast.Attribute) else None
+            if isinstance(owner, ast.Name):
+                owner_name = owner.id
+            if owner_name is not None and "transport" in owner_name.lower():
+                found.append(f"{name}:{node.lineno}")
+    return found
+
+
+def test_nothing_above_io_reads_a_transports_stream() -> None:
+    assert transport_stream_readers() == []
+
+
+def test_detects_a_transport_stream_read(fake_package: Path) -> None:
+    assert transport_stream_readers(fake_package) == []
+    _write(fake_package, "_delivery/transaction.py", "def f(t):\n    return t._transport.stream\n")
+    assert transport_stream_readers(fake_package) == ["trio_smtp._delivery.transaction:3"]

@@ -10,8 +10,8 @@ import pytest
 import trio
 from proxy_daemons import RunningProxy, dante, system_user
 
+from trio_smtp._cli.common import PROXY_PASSWORD_ENV
 from trio_smtp._cli.main import main
-from trio_smtp._cli.probe import PROXY_PASSWORD_ENV
 from trio_smtp.testing import SmtpServer
 
 pytest.importorskip("python_socks", reason="the proxy extra (python-socks) is not installed")

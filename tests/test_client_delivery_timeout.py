@@ -20,8 +20,8 @@ from trio_smtp import (
     SmtpTimeoutError,
     Timeouts,
 )
+from trio_smtp._cli.common import EXIT_CONNECTION, EXIT_MAYBE_DELIVERED
 from trio_smtp._cli.main import _report_error
-from trio_smtp._cli.probe import EXIT_CONNECTION, EXIT_MAYBE_DELIVERED
 from trio_smtp._io.transport import Transport
 from trio_smtp.protocol import ClientConnection
 from trio_smtp.testing import Delay, SmtpServer

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import trio
 
+import trio_smtp._io.connect
 from trio_smtp import Security, SmtpClient, SmtpConnectError, SmtpTimeoutError, Timeouts
+from trio_smtp.testing import SmtpServer
 
 
 def free_port() -> int:
@@ -72,7 +74,26 @@ async def test_connect_timeout_names_the_peer(
     async def black_hole(*args: object, **kwargs: object) -> object:
         await trio.sleep_forever()
 
-    monkeypatch.setattr(trio, "open_tcp_stream", black_hole)
+    # Where the client dials TCP (an address literal never reaches trio.open_tcp_stream).
+    monkeypatch.setattr(trio_smtp._io.connect, "open_tcp", black_hole)
     error = await send_to("192.0.2.1", 25, timeouts=Timeouts(connect=7))
     assert isinstance(error, SmtpTimeoutError)
     assert str(error) == "timed out after 7 s waiting for the connection to 192.0.2.1:25"
+
+
+async def test_an_ipv6_literal_is_dialled_directly() -> None:
+    # An address literal is one connect (trio_smtp._io.connect.open_tcp), IPv6 included.
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    async with SmtpServer(host="::1", tls="none") as server:
+        async with SmtpClient("::1", server.port, security=Security.NONE) as client:
+            await client.send(
+                b"Subject: hi\r\n\r\nhi\r\n", sender="a@b.example", recipients=["c@d.example"]
+            )
+        assert len(server.messages) == 1
+        port = server.port
+    error = await send_to("::1", port)  # closed now: refused, worded as for IPv4
+    assert str(error) == f"cannot connect to ::1:{port}: connection refused"

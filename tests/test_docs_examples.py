@@ -55,6 +55,7 @@ import trio.testing
 import trio_smtp
 import trio_smtp._client.connection_slot
 import trio_smtp._delivery.session
+import trio_smtp._io.connect
 import trio_smtp.protocol
 from trio_smtp.testing import SmtpServer
 
@@ -368,6 +369,14 @@ async def redirected(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Servers]:
 
     monkeypatch.setattr(trio_smtp._client.connection_slot, "open_session", open_session)
     monkeypatch.setattr(trio, "open_tcp_stream", only_loopback)
+    real_open_tcp = trio_smtp._io.connect.open_tcp
+
+    async def only_loopback_tcp(host: str, port: int) -> trio.SocketStream:
+        assert is_loopback(host), f"an example tried to connect to {host}:{port}"
+        return await real_open_tcp(host, port)
+
+    # The client dials address literals itself (trio_smtp._io.connect.open_tcp).
+    monkeypatch.setattr(trio_smtp._io.connect, "open_tcp", only_loopback_tcp)
     async with trio.open_nursery() as nursery:
         servers = Servers(nursery)
         try:

@@ -33,7 +33,7 @@ from .._client.streamed import BatchOutcome
 from .._delivery.batch_items import OutgoingMessage
 from .._errors import SmtpDeliveryUnknownError, SmtpError, SmtpFailedRecipientsError
 from .._results import SendResult
-from .probe import EXIT_FAILED, EXIT_MAYBE_DELIVERED, EXIT_OK, EXIT_USAGE, UsageError
+from .common import EXIT_FAILED, EXIT_MAYBE_DELIVERED, EXIT_OK, EXIT_USAGE, UsageError
 
 __all__ = ["Mailbox", "is_bulk_source", "open_source", "run_bulk"]
 

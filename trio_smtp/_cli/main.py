@@ -40,14 +40,13 @@ from .._io.url import SmtpUrlConfig, parse_smtp_url
 from .._message.options import DeliveryNotification, DsnReturn, delivery_options
 from .._message.prepare import parse_address_list
 from .bulk import is_bulk_source, run_bulk
-from .probe import (
+from .common import (
     EXIT_CONNECTION,
     EXIT_FAILED,
     EXIT_MAYBE_DELIVERED,
     EXIT_OK,
     EXIT_USAGE,
     UsageError,
-    add_probe_parser,
     add_proxy_argument,
     add_timeout_option,
     cli_timeouts,
@@ -58,6 +57,7 @@ from .probe import (
     tls_context,
     url_argument,
 )
+from .probe import add_probe_parser
 from .serve import add_serve_parser, have_trustme
 from .transfer_bar import TransferBar
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import trio
 
-from .probe import port_number
+from .common import port_number
 
 if TYPE_CHECKING:
     from ..testing import Message, SmtpServer

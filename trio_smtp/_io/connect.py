@@ -4,12 +4,16 @@ user's stream factory), TLS first for implicit TLS, and the
 
 Theory of operation: one deadline (``Timeouts.connect``) and one error mapping cover opening
 the stream; the implicit TLS handshake (RFC 8314 §3) has its own
-(:func:`~trio_smtp._io.stream.wrap_tls`).
+(:func:`~trio_smtp._io.stream.wrap_tls`).  A host name goes through happy eyeballs
+(RFC 8305, ``trio.open_tcp_stream``); an address literal is one ``connect``: with a single
+address there is nothing to race.
 Nothing is read or written here once the transport exists: it is the only reader and writer.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import ssl
 
 import trio
@@ -22,7 +26,7 @@ from .proxy import Proxy
 from .stream import note_tls, wrap_tls
 from .transport import StreamFactory, Transport
 
-__all__ = ["open_transport"]
+__all__ = ["open_tcp", "open_transport"]
 
 
 async def open_transport(
@@ -55,7 +59,7 @@ async def open_transport(
         elif proxy is not None:
             stream = await proxy.open_stream(host, port)
         else:
-            stream = await trio.open_tcp_stream(host, port)
+            stream = await open_tcp(host, port)
     log = ProtocolLog(peer)
     log.note("connected" if proxy is None else f"connected through the proxy {proxy.display}")
     if security is Security.IMPLICIT_TLS:
@@ -67,3 +71,26 @@ async def open_transport(
         # The socket's peer is the proxy: a local proxy says nothing about the SMTP server.
         transport.loopback = False
     return transport
+
+
+async def open_tcp(host: str, port: int) -> trio.SocketStream:
+    """A TCP stream to ``host:port``, TCP_NODELAY set (by ``trio.SocketStream``).
+
+    A name is resolved and its addresses raced (happy eyeballs, RFC 8305, through
+    ``trio.open_tcp_stream``).  An address literal has one address and nothing to race: it
+    is one non-blocking ``connect``, without the resolver call, the nursery and the task
+    trio's happy eyeballs start for it (a third of the connect's CPU: issue 12's ``tls``
+    scenario, a session per connection).  Errors are the ``OSError`` of that connect, which
+    :func:`~trio_smtp._io.deadlines.connect_error` words as it words trio's."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return await trio.open_tcp_stream(host, port)
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)

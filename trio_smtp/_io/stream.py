@@ -1,11 +1,14 @@
 """A bare stream, before and under a :class:`~trio_smtp._io.transport.Transport`: TLS over it,
-whether its peer is loopback, whether the server sent anything not read yet.
+whether its peer is loopback, whether the server sent anything not read yet, and the facts
+above it ask about it (our address, what TLS agreed on).
 
 Theory of operation: these functions take a ``trio.abc.Stream`` and know nothing of SMTP.
 :func:`wrap_tls` runs the handshake (implicit TLS when connecting, RFC 8314 §3; STARTTLS,
 RFC 3207 §4.2) under its own deadline; :func:`readable` only looks (poll, never a read), so the
 transport stays the one reader of the stream; :func:`peer_is_loopback` decides where
-credentials may go without TLS.
+credentials may go without TLS; :func:`local_address` and :func:`tls_facts` answer what the
+session (the EHLO domain) and the probe (the server's certificate) need to know, so that no
+one above :mod:`trio_smtp._io` walks the stream itself.
 """
 
 from __future__ import annotations
@@ -15,20 +18,26 @@ import math
 import select
 import socket
 import ssl
+from collections.abc import Mapping
+from typing import Any
 
 import trio
 
 from .._config import Timeouts
+from ..protocol._frozen import Frozen, set_field
 from .deadlines import deadline, map_errors
 from .log import ProtocolLog
 
 __all__ = [
     "RECEIVE_SIZE",
     "TLS_RECORD_WAIT",
+    "TlsFacts",
+    "local_address",
     "note_tls",
     "or_inf",
     "peer_is_loopback",
     "readable",
+    "tls_facts",
     "wrap_tls",
 ]
 
@@ -39,11 +48,9 @@ RECEIVE_SIZE = 65536
 def peer_is_loopback(stream: trio.abc.Stream) -> bool:
     """True when the stream's peer is 127.0.0.0/8, ::1 or a Unix socket: the only places
     credentials may go without TLS.  Unknown stream types are not loopback."""
-    while isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if not isinstance(stream, trio.SocketStream):
+    sock = _socket_under(stream)
+    if sock is None:
         return False
-    sock = stream.socket
     if getattr(socket, "AF_UNIX", None) is not None and sock.family == socket.AF_UNIX:
         return True
     try:
@@ -53,6 +60,90 @@ def peer_is_loopback(stream: trio.abc.Stream) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_loopback
+
+
+def _socket_under(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
+    """The socket under any TLS layers, or None for a stream that is not over a socket."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return stream.socket if isinstance(stream, trio.SocketStream) else None
+
+
+def local_address(stream: trio.abc.Stream) -> str | None:
+    """The IP address of our end of the connection (an IPv6 one without brackets), or None
+    when the stream is not (TLS over) an IP socket or the socket is closed."""
+    sock = _socket_under(stream)
+    if sock is None:
+        return None
+    try:
+        name = sock.getsockname()
+    except OSError:
+        return None
+    return str(name[0]) if isinstance(name, tuple) else None  # a Unix socket: a path
+
+
+class TlsFacts(Frozen):
+    """What a TLS connection agreed on and what the server presented (see :func:`tls_facts`).
+
+    A ``Frozen`` value (as the protocol core's), not a dataclass: the client's
+    import builds no dataclass of its own (``tests/test_import_cost.py``)."""
+
+    __slots__ = (
+        "bits",
+        "certificate",
+        "certificate_der",
+        "cipher",
+        "session_reused",
+        "version",
+    )
+    _not_hashed = frozenset({"certificate"})
+    #: ``"TLSv1.3"``, ``"TLSv1.2"``...
+    version: str | None
+    #: The cipher suite's OpenSSL name, and its secret bits.
+    cipher: str | None
+    bits: int | None
+    #: The server's certificate in DER, or None when it presented none.
+    certificate_der: bytes | None
+    #: The certificate as ``ssl`` decodes it (``SSLSocket.getpeercert()``): empty unless
+    #: it was verified (the ``ssl`` module decodes only what it verified).
+    certificate: Mapping[str, Any]
+    #: True when the handshake resumed an earlier session (RFC 8446 §2.2): no certificate
+    #: was sent then; the one above is the resumed session's, verified when it was made.
+    session_reused: bool
+
+    def __init__(
+        self,
+        version: str | None,
+        cipher: str | None,
+        bits: int | None,
+        certificate_der: bytes | None,
+        certificate: Mapping[str, Any],
+        session_reused: bool,
+    ) -> None:
+        set_field(self, "version", version)
+        set_field(self, "cipher", cipher)
+        set_field(self, "bits", bits)
+        set_field(self, "certificate_der", certificate_der)
+        set_field(self, "certificate", certificate)
+        set_field(self, "session_reused", session_reused)
+
+
+def tls_facts(stream: trio.abc.Stream) -> TlsFacts | None:
+    """The facts of the TLS layer of ``stream`` (None when it is not TLS).  Decoding the
+    certificate costs: asked for on demand (the probe), never on the send path."""
+    if not isinstance(stream, trio.SSLStream):
+        return None
+    ssl_stream: Any = stream  # SSLStream forwards these to its ssl.SSLObject
+    cipher = ssl_stream.cipher()
+    der: bytes | None = ssl_stream.getpeercert(binary_form=True)
+    return TlsFacts(
+        version=ssl_stream.version(),
+        cipher=cipher[0] if cipher else None,
+        bits=cipher[2] if cipher else None,
+        certificate_der=der or None,
+        certificate=(ssl_stream.getpeercert() or {}) if der else {},
+        session_reused=bool(ssl_stream.session_reused),
+    )
 
 
 #: How long a readable TLS socket is read before it is taken as carrying no application

@@ -46,7 +46,15 @@ from .data import DATA_CHUNK, DataWriter, SourceFailed, slices
 from .deadlines import deadline, map_errors, timeout_error
 from .log import ProtocolLog
 from .progress import ProgressReporter
-from .stream import note_tls, peer_is_loopback, readable, wrap_tls
+from .stream import (
+    TlsFacts,
+    local_address,
+    note_tls,
+    peer_is_loopback,
+    readable,
+    tls_facts,
+    wrap_tls,
+)
 
 __all__ = ["StreamFactory", "Transport", "deadline", "map_errors"]
 
@@ -305,3 +313,13 @@ class Transport(Channel):
         self.mark_broken()
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(self.stream)
+
+    def local_address(self) -> str | None:
+        """Our end's IP address (None: not over an IP socket), e.g. for EHLO's address
+        literal (see :func:`~trio_smtp._io.stream.local_address`)."""
+        return local_address(self.stream)
+
+    def tls_facts(self) -> TlsFacts | None:
+        """Version, cipher, the server's certificate, whether the session was resumed
+        (None without TLS; see :func:`~trio_smtp._io.stream.tls_facts`)."""
+        return tls_facts(self.stream)
