@@ -330,6 +330,30 @@ async def test_send_async_many_in_flight_and_backpressure(server: SmtpServer) ->
     assert all(e.error is None and not e.cancelled for e in events)
 
 
+@pytest.mark.parametrize("cap", [None, 1])
+async def test_leaving_the_block_serves_the_sends_still_waiting_for_a_connection(
+    autojump_clock: trio.testing.MockClock, cap: int | None
+) -> None:
+    # Sends still in line when the block ends are served, on the connection given back or
+    # (capped: it is retired) on a new one -- not left waiting for a slot forever.
+    server = SmtpServer(tls="none")
+    server.on("END_OF_DATA", Delay(1))
+    async with server:
+        with trio.fail_after(60):
+            async with pool_for(server, max_connections=1, max_messages_per_connection=cap) as pool:
+                for i in range(3):
+                    pool.send_async(
+                        message(i).message, i, sender=FROM, recipients=["a@example.net"]
+                    )
+                await trio.sleep(0.1)  # one send in flight, two in line
+                assert pool.statistics().sends_queued == 2
+        events = [event async for event in pool.completed]
+    assert sorted(e.user_token for e in events) == [0, 1, 2]
+    assert all(e.error is None and not e.cancelled for e in events)
+    assert len(server.messages) == 3
+    assert len(server.connections) == (3 if cap == 1 else 1)
+
+
 async def test_leaving_with_an_exception_cancels_every_send(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -127,6 +127,7 @@ class Leases:
 
     async def aclose(self) -> None:
         """QUIT on every connection at once, shielded, each with its own short deadline."""
+        self._nursery = None  # the pool's nursery has exited: nothing more starts in it
         slots, self._idle = [*self._idle, *self._busy], []
         self._busy.clear()
         with trio.CancelScope(shield=True):
@@ -239,10 +240,12 @@ class Leases:
         connection = slot.connection
         cap = self.policy.cap
         capped = cap is not None and connection.messages >= cap
+        # Closing, a usable slot still serves the sends in line (leaving the block waits
+        # for every send started); only with nobody waiting is it retired.
         if (
             not connection.ready
             or capped
-            or not self._open
+            or (not self._open and not self._queue)
             or self.open_count() >= self.current_limit()
         ):
             self._retire(slot)
@@ -262,10 +265,11 @@ class Leases:
                     self._reaper_scope.deadline = expiry
 
     def _retire(self, slot: PooledSlot) -> None:
-        if slot.connection.connected and self._nursery is not None and self._open:
-            self._nursery.start_soon(slot.connection.aclose)  # QUIT, shielded, short
-        elif slot.connection.connected:
-            self._busy.add(slot)  # closing: aclose() says QUIT to it
+        # QUIT, shielded and short, in the pool's nursery -- also while the pool is closing
+        # (its nursery outlives every send), so that the slot no longer counts against the
+        # limit and a send still in line can open a new one.
+        if slot.connection.connected and self._nursery is not None:
+            self._nursery.start_soon(slot.connection.aclose)
 
     def overloaded(self) -> None:
         """An overload signal: fewer connections for a while (idle ones above the new limit
