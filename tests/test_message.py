@@ -643,8 +643,10 @@ def test_serialise_is_as_bytes_of_the_message_built_without_bcc(
         message = _build(fields, body, parts, policy)
         shown = [field for field in fields if field[0].lower() not in hidden]
         expected_message = _build(shown, body, parts, policy)
-    except (ValueError, IndexError, AttributeError):
-        return  # what the header registry refuses (or its parser crashes on) is never sent
+    except (ValueError, IndexError, AttributeError, TypeError):
+        # What the header registry refuses, or its parser crashes on (TypeError for
+        # ``To: ().)`` in CPython 3.11), can never be built, so never sent.
+        return
     if boundary and parts:
         message.set_boundary("===b===")
         expected_message.set_boundary("===b===")
