@@ -10,6 +10,15 @@ DATA, a stall, a flood, a ``send_async_cancel`` at a byte offset or a moment, an
 while the connection sits idle afterwards.  Byte offsets are aimed with a fault-free dry run
 of the same script (half of them near the end of a message's data).
 
+A quarter of the ``send_many`` batches are big (:func:`_big_batch`: 5-40 messages, small,
+medium and large, sometimes many recipients), mostly to servers that *lag* -- read only once
+the client waits, and hold their replies while more input is there, as over a long link -- so
+that the window of transactions (``trio_smtp/_delivery/window.py``) fills, refills and meets
+its bounds on messages, octets and replies; and their servers are *sequenced*: a command out
+of sequence gets what a real server says (503 to RCPT after a refused MAIL, 554 to data with
+no valid recipient), so that the replies after a refusal stay in step and each message of a
+window is judged on its own.
+
 Every connection is a real loopback TCP pair (so a close or reset behaves as the kernel makes
 it) whose server end is a :class:`ScriptedServer` task; the client end is a plain
 ``trio.SocketStream`` that records what left it (:class:`WireRecord`).  Each conversation runs
@@ -28,6 +37,7 @@ invariants are checked (:func:`check`):
 * SmtpDeliveryUnknownError => the end of data wholly left the client, and the peer had not
   already closed when the write carrying it started (design rule 10, issue 10 item 4);
 * cancelled=True => the end of data never wholly left the client (item 3);
+* (sequenced servers) no MAIL inside an open transaction: RSET first (RFC 5321 §4.1.1.5);
 * afterwards a send on the same client against a well-behaved server succeeds.
 
 Run directly for a soak: ``python tests/fuzz/smtp_fuzz.py --count 20000 [--seed S]``.
@@ -135,7 +145,7 @@ def flood(kind: str) -> bytes:
 @dataclasses.dataclass
 class Msg:
     ident: int
-    kind: str  # small | large | stream
+    kind: str  # small | medium | large | stream
     recipients: int
     data: bytes
 
@@ -164,6 +174,10 @@ class Script:
     cancel_at: tuple[str, float] | None = None  # ("client"|"server"|"time", where)
     idle: str | None = None  # close | 421 | stray250 | stray554
     follow_up: bool = True
+    #: The servers read only once the client waits (a long link: see ScriptedServer.serve).
+    lag: bool = False
+    #: The servers answer a command out of sequence as real ones do (ScriptedServer._reply).
+    sequenced: bool = False
 
     def faults(self) -> list[str]:
         """Names of the faults in this script (the classifier's input)."""
@@ -198,7 +212,12 @@ class Script:
 def make_message(rng: random.Random, ident: int, kind: str) -> bytes:
     head = b"From: <a@example.org>\r\nSubject: fuzz-%d\r\n\r\n" % ident
     lines = []
-    size = LARGE if kind == "large" else rng.randrange(0, 3000)
+    if kind == "large":
+        size = LARGE
+    elif kind == "medium":
+        size = rng.randrange(*MEDIUM)
+    else:
+        size = rng.randrange(0, 3000)
     total = 0
     while total < size:
         line = rng.choice([b"hello", b".dot first", b"..", b".", b"x" * rng.randrange(1, 900)])
@@ -223,7 +242,52 @@ def draw(seed: int, known: frozenset[str] = frozenset()) -> Script:
         kind = rng.choice(kinds)
         messages.append(Msg(i + 1, kind, rng.randint(1, 3), make_message(rng, i + 1, kind)))
     timeout = rng.choice([0.5, 1.0, 3.0, 30.0])
-    return Script(seed, extensions, op, messages, timeout)
+    lag = False
+    if op == "send_many":
+        more, lag, window = _big_batch(seed, len(messages))
+        messages += more
+        if more:  # mostly PIPELINING, and CHUNKING on or off: the window, or not
+            extensions = (extensions - {"PIPELINING", "CHUNKING"}) | window
+    # Big batches: as real servers, so that a refusal leaves the replies after it in step.
+    return Script(seed, extensions, op, messages, timeout, lag=lag, sequenced=len(messages) > 4)
+
+
+#: How often a send_many batch is a big one (:func:`_big_batch`).
+BIG_BATCH = 0.25
+MEDIUM = (100 * 1024, 250 * 1024)  # one write each, a few of them fill the window's octets
+
+
+def _big_batch(seed: int, drawn: int) -> tuple[list[Msg], bool, frozenset[str]]:
+    """The messages that make a send_many batch a big one (5-40 in all), or none; whether
+    its servers lag (:attr:`Script.lag`); and which of PIPELINING and CHUNKING they offer.
+
+    A window of transactions (``trio_smtp/_delivery/window.py``) holds 16 messages, 1 MiB
+    and 256 replies: a batch of 2-4 small messages never fills it.  A big batch is mostly
+    small messages (the window fills and refills), some medium ones (each goes in one write,
+    a few reach the byte bound), a few large ones (not one write: the window drains in the
+    middle of the batch), and sometimes many recipients (the bound on replies).  Drawn from
+    a random of its own so that the scripts of the small batches stay what they were (the
+    seeds pinned in test_fuzz_client.py replay unchanged).
+
+    On loopback a server answers each group before the client writes the next one, so the
+    window would never hold more than a message or two: most big batches go to servers that
+    lag, as over a long link, and the window fills."""
+    rng = random.Random(seed * 104729 + 7)
+    if rng.random() >= BIG_BATCH:
+        return [], False, frozenset()
+    lag = rng.random() < 0.75
+    window = frozenset(e for e, p in (("PIPELINING", 0.85), ("CHUNKING", 0.6)) if rng.random() < p)
+    many_rcpts = rng.random() < 0.2
+    if rng.random() < 0.3:
+        kinds = ["small"] * 2 + ["medium"] * 3  # the window's octets run out first
+    else:
+        kinds = ["small"] * 12 + ["medium"] * 2 + ["large"]
+    messages = []
+    for ident in range(drawn + 1, rng.randint(5, 40) + 1):
+        kind = rng.choice(kinds)
+        rcpts = rng.randint(10, 30) if many_rcpts else rng.randint(1, 3)
+        messages.append(Msg(ident, kind, rcpts, make_message(rng, ident, kind)))
+    return messages, lag, window
 
 
 def place_faults(script: Script, dry: DryRun) -> Script:
@@ -362,8 +426,13 @@ class ScriptedServer:
         script: Script | None,
         extensions: frozenset[str],
         cancel: Callable[[], None],
+        *,
+        lag: bool = False,
+        sequenced: bool = False,
     ) -> None:
         self.stream = stream
+        self.lag = lag
+        self.sequenced = sequenced
         self.raw = raw
         self.script = script  # None: well-behaved
         self.extensions = extensions
@@ -373,6 +442,8 @@ class ScriptedServer:
         self.out = 0  # octets this server wrote
         self.output = bytearray()  # and what they were
         self.ordinal = 0  # replies given (the greeting is 0)
+        self.answered: dict[int, str] = {}  # what each reply (by ordinal) answered
+        self.nested = 0  # MAILs that came inside a transaction (sequenced: answered 503)
         self.mode = "cmd"
         self.buf = bytearray()
         self.data = bytearray()
@@ -393,6 +464,10 @@ class ScriptedServer:
         self.closed_before_follow_up = False
         self.resume = trio.Event()
         self.send_lock = trio.Lock()
+        # With lag: replies written while input is being processed wait here (counted in
+        # `out` and `output` already) until nothing more is there to read (see serve).
+        self.held = bytearray()
+        self.processing = False
 
     # The script, while hostile.
     def _hostile(self) -> Script | None:
@@ -438,20 +513,38 @@ class ScriptedServer:
     async def _send(self, data: bytes) -> None:
         if not data:
             return
+        if self.lag and self.processing:
+            self.held += data
+            self.out += len(data)
+            self.output += data
+            return
+        await self._flush()
+        if await self._transmit(data):
+            self.out += len(data)
+            self.output += data
+
+    async def _transmit(self, data: bytes) -> bool:
         try:
             async with self.send_lock:
                 await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.closed = True
-            return
-        self.out += len(data)
-        self.output += data
+            return False
+        return True
+
+    async def _flush(self) -> None:
+        """Write the replies held back (lag), in order, before anything else."""
+        if self.held and not self.closed:
+            data, self.held = bytes(self.held), bytearray()
+            await self._transmit(data)
 
     def _send_now(self, data: bytes) -> None:
+        held, self.held = bytes(self.held), bytearray()  # they go first (counted already)
         try:
-            sent = self.raw.send(data) if data else 0
+            sent = self.raw.send(held + data) if held or data else 0
         except OSError:
             sent = 0
+        sent = max(sent - len(held), 0)
         self.out += sent
         self.output += data[:sent]
 
@@ -463,6 +556,7 @@ class ScriptedServer:
         self.stream.socket.close()
 
     async def close(self, how: str) -> None:
+        await self._flush()  # what was said before the close goes before it
         if self.closed:
             return
         self.closed = True
@@ -505,6 +599,7 @@ class ScriptedServer:
     async def _reply(self, kind: str, record: Record | None) -> bytes | None:
         ordinal = self.ordinal
         self.ordinal += 1
+        self.answered[ordinal] = kind
         s = self._hostile()
         if self.ahead_pending is not None and kind != "QUIT":
             answer, self.ahead_pending = self.ahead_pending, None
@@ -512,6 +607,8 @@ class ScriptedServer:
                 record.answer, record.ahead = answer, True
             return answer
         answer = self._ehlo() if kind == "EHLO" else GOOD[kind]
+        if self.sequenced:
+            answer = self._in_sequence(kind, record) or answer
         if s is not None:
             if ordinal in s.overrides:
                 answer = s.overrides[ordinal]
@@ -549,6 +646,22 @@ class ScriptedServer:
             await self.close("fin")
         return answer
 
+    def _in_sequence(self, kind: str, record: Record | None) -> bytes | None:
+        """What a real server says to a command out of sequence (RFC 5321 §4.1.4, §3.3;
+        RFC 3030 §2; Postfix's words), None when it is in sequence.  Without this, a
+        refused MAIL is followed by "250" to its RCPTs and its data (the script's default),
+        replies no client can take as in step."""
+        if kind == "MAIL" and self.mail_ok:
+            self.nested += 1
+            return b"503 5.5.1 Error: nested MAIL command\r\n"
+        if kind == "RCPT" and not self.mail_ok:
+            return b"503 5.5.1 Error: need MAIL command\r\n"
+        if kind in ("DATA", "BDAT") and not (self.mail_ok and self.rcpt_ok):
+            return b"554 5.5.1 Error: no valid recipients\r\n"
+        if kind == "EOD" and record is not None and not record.valid:
+            return b"554 5.5.1 Error: no valid recipients\r\n"
+        return None
+
     def _more_coming(self) -> bool:
         if self.buf or self.mode != "cmd":
             return True
@@ -567,14 +680,35 @@ class ScriptedServer:
                 await self.resume.wait()
                 self.resume = trio.Event()
                 continue
+            if self.lag:
+                # A long link: what the client writes is read only once every task waits
+                # (the client for a reply, or for room to write), and the replies are held
+                # back while more input is there (a pipelining server answers a whole
+                # group; RFC 2920 §3.1), so a client that pipelines writes many groups
+                # before the first reply comes -- at no cost in virtual time.
+                if not self._readable():
+                    await self._flush()
+                await trio.testing.wait_all_tasks_blocked()
             try:
                 data = bytes(await self.stream.receive_some(65536))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 break
             if not data:
                 break
-            await self.feed(data)
+            self.processing = True
+            try:
+                await self.feed(data)
+            finally:
+                self.processing = False
+        await self._flush()
         self.live = False
+
+    def _readable(self) -> bool:
+        """More of the client's octets are waiting in the socket."""
+        try:
+            return bool(self.raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except (BlockingIOError, OSError):
+            return False
 
     async def _greet(self) -> None:
         self.ordinal = 0
@@ -863,7 +997,13 @@ class _Connections:
         server_stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw_server))
         hostile = self.script if self.hostile and not self.conns else None
         server = ScriptedServer(
-            server_stream, raw_server, hostile, self.script.extensions, self.cancel
+            server_stream,
+            raw_server,
+            hostile,
+            self.script.extensions,
+            self.cancel,
+            lag=self.script.lag,
+            sequenced=self.script.sequenced,
         )
         self.conns.append(Conn(server, wire))
         self.nursery.start_soon(server.serve)
@@ -1092,6 +1232,13 @@ def check(result: Result) -> list[tuple[str, str]]:
     bad = [v for outcome in outcomes for v in _check_outcome(result, outcome)]
     if result.events != 0:
         bad.append(("extra_events", f"{result.events} extra SendCompleted"))
+    for conn in result.conns:
+        # MAIL inside an open transaction (no RSET after a refused RCPT, DATA or BDAT, RFC
+        # 5321 §4.1.1.5): the server refuses a message it would have taken.  Only while
+        # the client's replies are in step (a stray may hide what the server said).
+        server = conn.server
+        if server.nested and server.stray_sent is None and not _strays(s):
+            bad.append(("nested_mail", f"{server.nested} MAIL inside a transaction"))
     if result.elapsed > 2 * s.timeout + 1e-6:
         text = f"took {result.elapsed:.3f} s with every Timeouts field {s.timeout}"
         bad.append(("deadline", text))
@@ -1207,12 +1354,17 @@ def _codes(script: Script) -> set[bytes]:
     return {reply[:3] for reply in script.overrides.values()}
 
 
+def _strays(s: Script) -> bool:
+    """The script has the server say more (or other) replies than the commands owed."""
+    strays = s.stray_after is not None or s.ahead_after is not None
+    return strays or (s.idle or "").startswith("stray") or (s.flood_at or (0, ""))[1] == "replies"
+
+
 def bug_class(result: Result, name: str) -> str:
     """The known bug (a KNOWN_BUGS key) behind violation ``name`` of a *minimised*
     ``result``, or "NEW".  Decided by the faults that remain after minimising."""
     s = result.script
-    strays = s.stray_after is not None or s.ahead_after is not None
-    strays = strays or (s.idle or "").startswith("stray") or (s.flood_at or (0, ""))[1] == "replies"
+    strays = _strays(s)
     if name == "deadline":
         return "grace-beyond-timeouts"
     if name in ("cancelled_after_end_of_data", "false_cancelled") and s.cancel_at is not None:
@@ -1259,7 +1411,8 @@ def run_seed(seed: int) -> Result:
 def describe(result: Result) -> str:
     s = result.script
     lines = [
-        f"seed {s.seed}: op={s.op} ext={sorted(s.extensions)} T={s.timeout}",
+        f"seed {s.seed}: op={s.op} ext={sorted(s.extensions)} T={s.timeout} lag={s.lag}"
+        f" sequenced={s.sequenced}",
         "  messages: "
         + ", ".join(f"{m.ident}:{m.kind}/{len(m.data)}B/{m.recipients}r" for m in s.messages),
         f"  faults: {s.faults()}",

@@ -263,6 +263,62 @@ def test_the_harness_catches_a_lie() -> None:
     assert "false_success" in {n for n, _ in fz.check(fake)}
 
 
+def _window_script(refuse: dict[int, str]) -> fz.Script:
+    """20 small messages through windows of transactions (a lagging server), each message
+    ``i`` in ``refuse`` refused at its ``MAIL``, ``RCPT`` or ``EOD``."""
+    rng = random.Random(5)
+    messages = [fz.Msg(i, "small", 2, fz.make_message(rng, i, "small")) for i in range(1, 21)]
+    base = fz.Script(
+        seed=5,
+        extensions=frozenset({"PIPELINING", "CHUNKING"}),
+        op="send_many",
+        messages=messages,
+        timeout=1.0,
+        lag=True,
+        sequenced=True,  # the RCPTs after a refused MAIL get 503, its data 554
+    )
+    dry = fz.rerun(base)
+    # The replies in order, cut at each end of data: message i's are the i-th run.
+    runs: list[list[tuple[int, str]]] = [[]]
+    for ordinal, kind in sorted(dry.conns[0].server.answered.items()):
+        if kind in ("EHLO", "QUIT"):
+            continue
+        runs[-1].append((ordinal, kind))
+        if kind == "EOD":
+            runs.append([])
+    overrides = {}
+    for ident, kind in refuse.items():
+        for ordinal, command in runs[ident - 1]:
+            if command == kind:  # every RCPT, so that the message is refused
+                overrides[ordinal] = b"550 5.7.1 no\r\n"
+    return dataclasses.replace(base, overrides=overrides)
+
+
+def test_window_outcomes_are_judged_per_message() -> None:
+    """The harness judges every message of a window (issue 12: a refused MAIL for k+1 must
+    not touch k or k+2), not only the first: the client gets each one right, and a lie about
+    any one of them is caught."""
+    refuse = {2: "MAIL", 7: "RCPT", 12: "EOD", 18: "MAIL", 19: "EOD"}
+    script = _window_script(refuse)
+    result = fz.rerun(script)
+    assert not result.violations, fz.describe(result)
+    kinds = {o.ident: o.kind for o in result.outcomes}
+    assert kinds == {i: "not_delivered" if i in refuse else "success" for i in range(1, 21)}
+    lies = (
+        (2, "success"),
+        (12, "success"),
+        (19, "success"),
+        (13, "not_delivered"),
+        (20, "cancelled"),
+    )
+    for ident, lie in lies:
+        outcomes = [
+            dataclasses.replace(o, kind=lie) if o.ident == ident else o for o in result.outcomes
+        ]
+        names = {n for n, _ in fz.check(dataclasses.replace(result, outcomes=outcomes))}
+        assert names, f"a {lie} for message {ident} went unnoticed"
+
+
 def test_trio_scheduler_can_still_be_seeded() -> None:
     """A seed replays the same run only while Trio's scheduler shuffle can be seeded (a
     private attribute of Trio, see ``smtp_fuzz.seed_trio_scheduler``)."""
