@@ -8,6 +8,7 @@ project's testing server checks the same against a real SMTP implementation."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -318,6 +319,38 @@ async def test_a_slow_source_is_never_timed(autojump_clock: trio.testing.MockClo
     async with scripted_client([server]) as client:
         outcomes = await client.send_many(items())
     assert all(isinstance(o, SendResult) for o in outcomes), outcomes
+
+
+@pytest.mark.parametrize("how", ["cancelled", "raises"])
+async def test_a_batch_stopped_with_groups_in_flight_is_never_reused(
+    how: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The source stops the batch (cancelled, or it raises) while two groups are written and
+    # unanswered: their replies are still owed.  Reused, the connection would hand them to
+    # the next send -- a message the server refuses reported delivered on message 0's 250.
+    def answer(i: int, verb: str, argument: str) -> bytes | None:
+        return b"554 5.7.1 refused\r\n" if (i, verb) == (2, "BDAT") else None
+
+    first, second = ScriptedServer(answer, hold=3), ScriptedServer()
+    async with scripted_client([first, second]) as client:
+        with trio.CancelScope() as scope:
+
+            async def items() -> AsyncIterator[OutgoingMessage]:
+                yield message(0)
+                yield message(1)
+                if how == "cancelled":
+                    scope.cancel()
+                    await trio.lowlevel.checkpoint()
+                raise RuntimeError("the source failed")
+
+            with pytest.raises(RuntimeError) if how == "raises" else contextlib.nullcontext():
+                await client.send_many(items())
+        assert scope.cancelled_caught == (how == "cancelled")
+        result = await client.send(message(9).message, sender="s9@example.org",
+                                   recipients=["r9@example.net"])  # fmt: skip
+    assert isinstance(result, SendResult)
+    assert delivered(second) == [0]  # a new connection: the first one still owed replies
+    assert [data for side, data in first.wire if side == "C" and b"s9@" in data] == []
 
 
 # -- a stray reply ----------------------------------------------------------------------------

@@ -194,6 +194,19 @@ class _Window:
         self.decided: list[tuple[Pending, Outcome]] = []
 
     async def run(self, first: Pending) -> Pending | None:
+        try:
+            return await self._run(first)
+        except BaseException:
+            if self.groups:
+                # Stopped from outside with replies still owed (a cancel, or the source
+                # raised while it was read): the session is half-spoken.  The batch drops
+                # it (design rule 7) -- kept, it would hand those replies to the next send,
+                # a refusal read as an earlier message's 250.  The confirmed state alone
+                # does not show it: between two groups it is READY.
+                self.transport.mark_broken()
+            raise
+
+    async def _run(self, first: Pending) -> Pending | None:
         pending: Pending | None = first
         while pending is not None:
             try:
