@@ -178,6 +178,9 @@ class Script:
     lag: bool = False
     #: The servers answer a command out of sequence as real ones do (ScriptedServer._reply).
     sequenced: bool = False
+    #: send_many reads its items from an async source that, before item n, cancels the
+    #: batch or raises; then one more message is sent at once (see _stopped_batch).
+    stop: tuple[str, int] | None = None
 
     def faults(self) -> list[str]:
         """Names of the faults in this script (the classifier's input)."""
@@ -191,6 +194,8 @@ class Script:
             names.append(f"cancel@{self.cancel_at[0]}")
         if self.idle is not None:
             names.append(f"idle:{self.idle}")
+        if self.stop is not None:
+            names.append(f"stop:{self.stop[0]}")
         return names
 
     def without_faults(self) -> Script:
@@ -215,7 +220,11 @@ def make_message(rng: random.Random, ident: int, kind: str) -> bytes:
     if kind == "large":
         size = LARGE
     elif kind == "medium":
+        # Drawn line by line, a few hundred kB cost the fuzz more than its conversation:
+        # a drawn stretch repeated, cut to the size (anywhere: maybe mid-line).
         size = rng.randrange(*MEDIUM)
+        stretch = make_message(rng, ident, "small")[len(head) :] + b"\r\n"
+        return head + (stretch * (size // len(stretch) + 1))[:size]
     else:
         size = rng.randrange(0, 3000)
     total = 0
@@ -249,7 +258,12 @@ def draw(seed: int, known: frozenset[str] = frozenset()) -> Script:
         if more:  # mostly PIPELINING, and CHUNKING on or off: the window, or not
             extensions = (extensions - {"PIPELINING", "CHUNKING"}) | window
     # Big batches: as real servers, so that a refusal leaves the replies after it in step.
-    return Script(seed, extensions, op, messages, timeout, lag=lag, sequenced=len(messages) > 4)
+    script = Script(seed, extensions, op, messages, timeout, lag=lag, sequenced=len(messages) > 4)
+    if script.sequenced:
+        rng = random.Random(seed * 7727 + 5)
+        if rng.random() < 0.2:
+            script.stop = (rng.choice(["cancel", "raise"]), rng.randrange(1, len(messages)))
+    return script
 
 
 #: How often a send_many batch is a big one (:func:`_big_batch`).
@@ -279,11 +293,13 @@ def _big_batch(seed: int, drawn: int) -> tuple[list[Msg], bool, frozenset[str]]:
     window = frozenset(e for e, p in (("PIPELINING", 0.85), ("CHUNKING", 0.6)) if rng.random() < p)
     many_rcpts = rng.random() < 0.2
     if rng.random() < 0.3:
-        kinds = ["small"] * 2 + ["medium"] * 3  # the window's octets run out first
+        kinds = ["small"] + ["medium"] * 4  # the window's octets run out first
+        count = rng.randint(8, 16)  # (enough to meet that bound twice)
     else:
-        kinds = ["small"] * 12 + ["medium"] * 2 + ["large"]
+        kinds = ["small"] * 24 + ["medium"] + ["large"]
+        count = rng.randint(5, 40)
     messages = []
-    for ident in range(drawn + 1, rng.randint(5, 40) + 1):
+    for ident in range(drawn + 1, count + 1):
         kind = rng.choice(kinds)
         rcpts = rng.randint(10, 30) if many_rcpts else rng.randint(1, 3)
         messages.append(Msg(ident, kind, rcpts, make_message(rng, ident, kind)))
@@ -609,6 +625,8 @@ class ScriptedServer:
         answer = self._ehlo() if kind == "EHLO" else GOOD[kind]
         if self.sequenced:
             answer = self._in_sequence(kind, record) or answer
+            if kind == "EOD" and record is not None and answer == GOOD["EOD"]:
+                answer = b"250 2.0.0 queued as %d\r\n" % (record.ident or 0)
         if s is not None:
             if ordinal in s.overrides:
                 answer = s.overrides[ordinal]
@@ -925,8 +943,12 @@ class Conn:
 @dataclasses.dataclass
 class Outcome:
     ident: int
-    kind: str  # success | unknown | not_delivered | cancelled | bad_exception | missing
+    #: success | unknown | not_delivered | cancelled | bad_exception | missing | stopped
+    #: (a stopped batch's: unknown to the caller, nothing to check)
+    kind: str
     detail: str
+    #: A success's reply to the end of data, as the client reports it (code, lines).
+    reply: tuple[int, tuple[str, ...]] | None = None
 
 
 @dataclasses.dataclass
@@ -960,18 +982,43 @@ async def _chunks(data: bytes, rng: random.Random) -> AsyncIterator[bytes]:
         await trio.lowlevel.checkpoint()
 
 
-def classify(value: object) -> tuple[str, str]:
+def classify(value: object) -> tuple[str, str, tuple[int, tuple[str, ...]] | None]:
     if isinstance(value, SendResult):
-        return "success", "ok"
+        return "success", "ok", _reported(value)
     if isinstance(value, SmtpFailedRecipientsError):
         if value.result is not None:
-            return "success", "partial"
-        return "not_delivered", repr(value)
+            return "success", "partial", _reported(value.result)
+        return "not_delivered", repr(value), None
     if isinstance(value, SmtpDeliveryUnknownError):
-        return "unknown", repr(value)
+        return "unknown", repr(value), None
     if isinstance(value, SmtpError):
-        return "not_delivered", repr(value)
-    return "bad_exception", repr(value)
+        return "not_delivered", repr(value), None
+    return "bad_exception", repr(value), None
+
+
+def _reported(result: SendResult) -> tuple[int, tuple[str, ...]]:
+    return result.reply.code, tuple(result.reply.lines)
+
+
+def _same_reply(reported: tuple[int, tuple[str, ...]], answer: bytes | None) -> bool:
+    """``reported`` is ``answer``; when ``answer`` ends in a continuation line it merges
+    with the reply after it (see ScriptedServer._reply), so only its lines come first."""
+    answered = _answered(answer)
+    if answered is None or answer is None:
+        return False
+    if _continues(answer):
+        code, lines = answered
+        return reported[0] == code and reported[1][: len(lines)] == lines
+    return reported == answered
+
+
+def _answered(answer: bytes | None) -> tuple[int, tuple[str, ...]] | None:
+    """The reply the server wrote (one or more lines), as a client reports it."""
+    code = _code(answer)
+    if answer is None or code is None:
+        return None
+    lines = answer.replace(b"\r\n", b"\n").split(b"\n")  # (a bare LF ends a line too)
+    return code, tuple(line[4:].decode("utf-8", "replace") for line in lines if line)
 
 
 class _Connections:
@@ -1077,6 +1124,8 @@ async def _hostile_op(client: SmtpClient, script: Script, rng: random.Random) ->
 
     if script.op == "send_many":
         items = [OutgoingMessage(m.data, sender=SENDER, recipients=rcpts(m)) for m in msgs]
+        if script.stop is not None:
+            return await _stopped_batch(client, script, items)
         try:
             values: list[object] = list(await client.send_many(items))
         except BaseException as exc:
@@ -1103,14 +1152,62 @@ async def _hostile_op(client: SmtpClient, script: Script, rng: random.Random) ->
                 return [Outcome(msg.ident, "bad_exception", f"cancelled with {event!r}")]
             return [Outcome(msg.ident, "cancelled", "cancelled")]
         if event.error is not None:
-            kind, detail = classify(event.error)
+            kind, detail, reply = classify(event.error)
             if event.result is not None and not isinstance(event.error, SmtpFailedRecipientsError):
                 kind, detail = "bad_exception", f"error and result: {event!r}"
-            return [Outcome(msg.ident, kind, detail)]
+            return [Outcome(msg.ident, kind, detail, reply)]
         if event.result is None:
             return [Outcome(msg.ident, "bad_exception", f"no error, no result: {event!r}")]
-        return [Outcome(msg.ident, "success", "ok")]
+        return [Outcome(msg.ident, "success", "ok", _reported(event.result))]
     return [Outcome(msg.ident, "missing", "no SendCompleted")]
+
+
+class _SourceFailed(Exception):
+    """What a stopping source raises (Script.stop)."""
+
+
+STOP_ID = 998
+
+
+async def _stopped_batch(
+    client: SmtpClient, script: Script, items: list[OutgoingMessage]
+) -> list[Outcome]:
+    """send_many from an async source that stops the batch before item n (cancels it, or
+    raises) -- with transactions in flight when a window is open -- then, at once, before
+    the server had a chance to answer them, one more send on the same client.  The batch's
+    outcomes are lost (documented); the next send's must still be its own: a connection
+    left with replies owed would hand it an earlier message's (wrong_reply)."""
+    how, before = script.stop or ("", 0)
+    msgs = script.messages
+    with trio.CancelScope() as scope:
+
+        async def source() -> AsyncIterator[OutgoingMessage]:
+            for i, item in enumerate(items):
+                if i == before:
+                    if how == "cancel":
+                        scope.cancel()
+                        await trio.lowlevel.checkpoint()
+                    raise _SourceFailed
+                yield item
+                await trio.lowlevel.checkpoint()
+
+        try:
+            await client.send_many(source())
+        except _SourceFailed:
+            pass
+        except BaseException as exc:
+            if isinstance(exc, trio.Cancelled):
+                raise
+            return [Outcome(m.ident, "bad_exception", f"send_many raised {exc!r}") for m in msgs]
+    outcomes = [Outcome(m.ident, "stopped", how) for m in msgs]
+    data = b"From: <a@example.org>\r\nSubject: fuzz-%d\r\n\r\nnext\r\n" % STOP_ID
+    try:
+        value: object = await client.send(data, sender=SENDER, recipients=["n@example.net"])
+    except trio.Cancelled:
+        raise
+    except BaseException as exc:
+        value = exc
+    return [*outcomes, Outcome(STOP_ID, *classify(value))]
 
 
 def _drain_events(client: SmtpClient) -> int:
@@ -1200,6 +1297,12 @@ def _check_outcome(result: Result, outcome: Outcome) -> list[tuple[str, str]]:
         bad.append(("undocumented", tag))
     elif outcome.kind == "success" and not excused and not any(_confirmed(r) for r in live):
         bad.append(("false_success", tag + f"; server records {live}"))
+    elif outcome.kind == "success" and not excused and outcome.reply is not None:
+        # The reply it reports is the one the server gave to *its* end of data, not another
+        # message's (sequenced servers name the message in it: "queued as N").
+        answers = [_answered(r.answer) for r in live if _confirmed(r)]
+        if not any(_same_reply(outcome.reply, r.answer) for r in live if _confirmed(r)):
+            bad.append(("wrong_reply", tag + f"; reported {outcome.reply}, answers {answers}"))
     elif (
         outcome.kind in ("not_delivered", "cancelled")
         and not excused
@@ -1264,6 +1367,7 @@ _SCALARS = (
     "flood_at",
     "cancel_at",
     "idle",
+    "stop",
 )
 
 

@@ -328,7 +328,10 @@ def test_trio_scheduler_can_still_be_seeded() -> None:
 #: Seeds the soak (nox -s soak) found violations at, fixed since: each replays exactly.
 #: 509177: send_many, a stray line before a message's data was encoded -> RemoteProtocolError
 #: escaped and no outcome was set; 513189, 1684: see send-many-stale-end-of-data above.
-SOAK_SEEDS = [509177, 513189, 1684]
+#: 4000204, 4002041, 4001579: a window's batch stopped by its source (cancelled / raised)
+#: with groups in flight left the connection reusable; the next send read an earlier
+#: message's reply as its own (wrong_reply; false_success for one the server answered 500).
+SOAK_SEEDS = [509177, 513189, 1684, 4000204, 4002041, 4001579]
 
 
 @pytest.mark.parametrize("seed", SOAK_SEEDS)
