@@ -351,7 +351,40 @@ def place_faults(script: Script, dry: DryRun) -> Script:
             s.cancel_at = ("time", rng.uniform(0, 2 * s.timeout))
     if rng.random() < 0.25:
         s.idle = rng.choice(["close", "421", "stray250", "stray554"])
+    if s.sequenced:
+        _more_refusals(s, dry)
     return s
+
+
+def _more_refusals(s: Script, dry: DryRun) -> None:
+    """A big batch: more refusals, aimed with the dry run at a message's MAIL, one or every
+    RCPT, its end of data or its RSET, so that windows carry several and every kind (drawn
+    from a random of their own: the small scripts stay what they were)."""
+    rng = random.Random(s.seed * 6151 + 3)
+    runs: list[list[tuple[int, str]]] = [[]]  # each message's replies, in order
+    for ordinal, kind in sorted(dry.answered.items()):
+        if kind not in ("EHLO", "HELO", "QUIT"):
+            runs[-1].append((ordinal, kind))
+            if kind == "EOD":
+                runs.append([])
+    for _ in range(rng.choice([0, 1, 3, 6])):
+        run = rng.choice(runs)
+        target = rng.choice(["MAIL", "RCPT", "every RCPT", "EOD", "RSET"])
+        ordinals = [o for o, kind in run if kind == target.split()[-1]]
+        if target == "RCPT" and ordinals:
+            ordinals = [rng.choice(ordinals)]
+        for ordinal in ordinals:
+            s.overrides[ordinal] = rng.choice(REFUSALS)
+
+
+#: Refusals a big batch's server gives more of (place_faults).
+REFUSALS = (
+    b"450 4.2.1 busy\r\n",
+    b"452 4.5.3 too many recipients\r\n",
+    b"550 5.1.1 no such user\r\n",
+    b"554 5.7.1 rejected\r\n",
+    b"503 5.5.1 bad sequence\r\n",
+)
 
 
 # -- what left the client -------------------------------------------------------------------
@@ -862,7 +895,7 @@ class ScriptedServer:
         if self.bdat_last:
             data = bytes(self.data)
             self.data = bytearray()
-            await self._end_of_data(data)
+            await self._end_of_data(data, bdat=True)
         elif self.live:
             await self.reply("BDAT")
 
@@ -871,13 +904,17 @@ class ScriptedServer:
             found = _SUBJECT.search(bytes((self.data if data is None else data)[:300]))
             self.ident = int(found.group(1)) if found else None
 
-    async def _end_of_data(self, data: bytes) -> None:
+    async def _end_of_data(self, data: bytes, *, bdat: bool = False) -> None:
         self._note_ident(data)
         ident, self.ident = self.ident, None
         record = Record(ident, self.offset, self.live, valid=self.mail_ok and self.rcpt_ok)
         self.records.append(record)
         self.data = bytearray()
-        self.mail_ok = self.rcpt_ok = False  # RFC 5321 §4.1.1.4: the transaction is over
+        # RFC 5321 §4.1.1.4: the transaction is over -- but a sequenced server (as Postfix)
+        # refuses BDAT with no valid recipient and stays in the transaction MAIL opened
+        # (RFC 3030 §2: after a refused BDAT the state is indeterminate, RSET clears it).
+        self.mail_ok = self.sequenced and bdat and self.mail_ok and not self.rcpt_ok
+        self.rcpt_ok = False
         if self.early_reply is not None:
             # An early reply already answered this message.
             record.answer, record.answer_end = self.early_reply, self.early_end
@@ -958,6 +995,7 @@ class DryRun:
     eods: list[int]
     commands: int
     output: bytes = b""
+    answered: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -996,8 +1034,9 @@ def classify(value: object) -> tuple[str, str, tuple[int, tuple[str, ...]] | Non
     return "bad_exception", repr(value), None
 
 
-def _reported(result: SendResult) -> tuple[int, tuple[str, ...]]:
-    return result.reply.code, tuple(result.reply.lines)
+def _reported(result: SendResult) -> tuple[int, tuple[str, ...]] | None:
+    reply = result.reply
+    return None if reply is None else (reply.code, tuple(reply.lines))
 
 
 def _same_reply(reported: tuple[int, tuple[str, ...]], answer: bytes | None) -> bool:
@@ -1503,7 +1542,8 @@ def dry_run(script: Script) -> DryRun:
         return DryRun(0, 0, [], 0)
     eods = [r.eod_end for r in conn.server.records]
     server = conn.server
-    return DryRun(len(conn.wire.sent), server.out, eods, server.ordinal, bytes(server.output))
+    output = bytes(server.output)
+    return DryRun(len(conn.wire.sent), server.out, eods, server.ordinal, output, server.answered)
 
 
 def run_seed(seed: int) -> Result:

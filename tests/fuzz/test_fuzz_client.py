@@ -331,7 +331,9 @@ def test_trio_scheduler_can_still_be_seeded() -> None:
 #: 4000204, 4002041, 4001579: a window's batch stopped by its source (cancelled / raised)
 #: with groups in flight left the connection reusable; the next send read an earlier
 #: message's reply as its own (wrong_reply; false_success for one the server answered 500).
-SOAK_SEEDS = [509177, 513189, 1684, 4000204, 4002041, 4001579]
+#: 4001221: a window's last transaction refused (every RCPT, then its BDAT) and the server
+#: still inside it; the connection went on to the next send without RSET (nested_mail).
+SOAK_SEEDS = [509177, 513189, 1684, 4000204, 4002041, 4001579, 4001221]
 
 
 @pytest.mark.parametrize("seed", SOAK_SEEDS)
