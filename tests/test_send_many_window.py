@@ -8,6 +8,7 @@ project's testing server checks the same against a real SMTP implementation."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -202,6 +203,34 @@ async def test_every_rcpt_refused_touches_only_its_message(k: int) -> None:
     assert (stats.messages_sent, stats.messages_failed) == (4, 1)
 
 
+@pytest.mark.parametrize("after", ["a large message", "the next send"])
+async def test_a_refused_transaction_is_reset_before_the_connection_leaves_the_window(
+    after: str,
+) -> None:
+    # Every recipient of message 1 refused: its BDAT LAST is refused too and the server (as
+    # Postfix) stays in the transaction MAIL opened (RFC 5321 §4.1.1.5, RFC 3030 §2).  The
+    # window RSETs before its next group -- and must before the connection goes on without
+    # it: otherwise what comes next (a message not in one write, or the next send) gets
+    # "503 nested MAIL", refused because of message 1.
+    large = OutgoingMessage(b"Subject: big\r\n\r\n" + b"y" * 300_000 + b"\r\n",
+                            sender="big@example.org", recipients=["r@example.net"])  # fmt: skip
+    items = [message(0), message(1)] + ([large] if after == "a large message" else [])
+    async with SmtpServer(tls="none") as server:
+        server.on("RCPT", Respond(550, "5.1.1 no"), match="<r1@")
+        async with client_for(server) as client:
+            outcomes = await client.send_many(items)
+            then = await client.send(message(2).message, sender="s2@example.org",
+                                     recipients=["r2@example.net"])  # fmt: skip
+    refused = outcomes[1]
+    assert isinstance(refused, SmtpFailedRecipientsError) and refused.result is None
+    assert all(isinstance(o, SendResult) for i, o in enumerate(outcomes) if i != 1), outcomes
+    assert isinstance(then, SendResult)
+    assert len(server.connections) == 1
+    assert [m.data for m in server.messages if m.accepted] == [
+        item.message for i, item in enumerate(items) if i != 1
+    ] + [message(2).message]
+
+
 @pytest.mark.parametrize(
     ("verb", "k"),
     # (The first message in flight has no RSET.)
@@ -318,6 +347,38 @@ async def test_a_slow_source_is_never_timed(autojump_clock: trio.testing.MockClo
     async with scripted_client([server]) as client:
         outcomes = await client.send_many(items())
     assert all(isinstance(o, SendResult) for o in outcomes), outcomes
+
+
+@pytest.mark.parametrize("how", ["cancelled", "raises"])
+async def test_a_batch_stopped_with_groups_in_flight_is_never_reused(
+    how: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The source stops the batch (cancelled, or it raises) while two groups are written and
+    # unanswered: their replies are still owed.  Reused, the connection would hand them to
+    # the next send -- a message the server refuses reported delivered on message 0's 250.
+    def answer(i: int, verb: str, argument: str) -> bytes | None:
+        return b"554 5.7.1 refused\r\n" if (i, verb) == (2, "BDAT") else None
+
+    first, second = ScriptedServer(answer, hold=3), ScriptedServer()
+    async with scripted_client([first, second]) as client:
+        with trio.CancelScope() as scope:
+
+            async def items() -> AsyncIterator[OutgoingMessage]:
+                yield message(0)
+                yield message(1)
+                if how == "cancelled":
+                    scope.cancel()
+                    await trio.lowlevel.checkpoint()
+                raise RuntimeError("the source failed")
+
+            with pytest.raises(RuntimeError) if how == "raises" else contextlib.nullcontext():
+                await client.send_many(items())
+        assert scope.cancelled_caught == (how == "cancelled")
+        result = await client.send(message(9).message, sender="s9@example.org",
+                                   recipients=["r9@example.net"])  # fmt: skip
+    assert isinstance(result, SendResult)
+    assert delivered(second) == [0]  # a new connection: the first one still owed replies
+    assert [data for side, data in first.wire if side == "C" and b"s9@" in data] == []
 
 
 # -- a stray reply ----------------------------------------------------------------------------

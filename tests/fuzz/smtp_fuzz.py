@@ -10,6 +10,15 @@ DATA, a stall, a flood, a ``send_async_cancel`` at a byte offset or a moment, an
 while the connection sits idle afterwards.  Byte offsets are aimed with a fault-free dry run
 of the same script (half of them near the end of a message's data).
 
+A quarter of the ``send_many`` batches are big (:func:`_big_batch`: 5-40 messages, small,
+medium and large, sometimes many recipients), mostly to servers that *lag* -- read only once
+the client waits, and hold their replies while more input is there, as over a long link -- so
+that the window of transactions (``trio_smtp/_delivery/window.py``) fills, refills and meets
+its bounds on messages, octets and replies; and their servers are *sequenced*: a command out
+of sequence gets what a real server says (503 to RCPT after a refused MAIL, 554 to data with
+no valid recipient), so that the replies after a refusal stay in step and each message of a
+window is judged on its own.
+
 Every connection is a real loopback TCP pair (so a close or reset behaves as the kernel makes
 it) whose server end is a :class:`ScriptedServer` task; the client end is a plain
 ``trio.SocketStream`` that records what left it (:class:`WireRecord`).  Each conversation runs
@@ -28,6 +37,7 @@ invariants are checked (:func:`check`):
 * SmtpDeliveryUnknownError => the end of data wholly left the client, and the peer had not
   already closed when the write carrying it started (design rule 10, issue 10 item 4);
 * cancelled=True => the end of data never wholly left the client (item 3);
+* (sequenced servers) no MAIL inside an open transaction: RSET first (RFC 5321 §4.1.1.5);
 * afterwards a send on the same client against a well-behaved server succeeds.
 
 Run directly for a soak: ``python tests/fuzz/smtp_fuzz.py --count 20000 [--seed S]``.
@@ -135,7 +145,7 @@ def flood(kind: str) -> bytes:
 @dataclasses.dataclass
 class Msg:
     ident: int
-    kind: str  # small | large | stream
+    kind: str  # small | medium | large | stream
     recipients: int
     data: bytes
 
@@ -164,6 +174,13 @@ class Script:
     cancel_at: tuple[str, float] | None = None  # ("client"|"server"|"time", where)
     idle: str | None = None  # close | 421 | stray250 | stray554
     follow_up: bool = True
+    #: The servers read only once the client waits (a long link: see ScriptedServer.serve).
+    lag: bool = False
+    #: The servers answer a command out of sequence as real ones do (ScriptedServer._reply).
+    sequenced: bool = False
+    #: send_many reads its items from an async source that, before item n, cancels the
+    #: batch or raises; then one more message is sent at once (see _stopped_batch).
+    stop: tuple[str, int] | None = None
 
     def faults(self) -> list[str]:
         """Names of the faults in this script (the classifier's input)."""
@@ -177,6 +194,8 @@ class Script:
             names.append(f"cancel@{self.cancel_at[0]}")
         if self.idle is not None:
             names.append(f"idle:{self.idle}")
+        if self.stop is not None:
+            names.append(f"stop:{self.stop[0]}")
         return names
 
     def without_faults(self) -> Script:
@@ -198,7 +217,16 @@ class Script:
 def make_message(rng: random.Random, ident: int, kind: str) -> bytes:
     head = b"From: <a@example.org>\r\nSubject: fuzz-%d\r\n\r\n" % ident
     lines = []
-    size = LARGE if kind == "large" else rng.randrange(0, 3000)
+    if kind == "large":
+        size = LARGE
+    elif kind == "medium":
+        # Drawn line by line, a few hundred kB cost the fuzz more than its conversation:
+        # a drawn stretch repeated, cut to the size (anywhere: maybe mid-line).
+        size = rng.randrange(*MEDIUM)
+        stretch = make_message(rng, ident, "small")[len(head) :] + b"\r\n"
+        return head + (stretch * (size // len(stretch) + 1))[:size]
+    else:
+        size = rng.randrange(0, 3000)
     total = 0
     while total < size:
         line = rng.choice([b"hello", b".dot first", b"..", b".", b"x" * rng.randrange(1, 900)])
@@ -223,7 +251,59 @@ def draw(seed: int, known: frozenset[str] = frozenset()) -> Script:
         kind = rng.choice(kinds)
         messages.append(Msg(i + 1, kind, rng.randint(1, 3), make_message(rng, i + 1, kind)))
     timeout = rng.choice([0.5, 1.0, 3.0, 30.0])
-    return Script(seed, extensions, op, messages, timeout)
+    lag = False
+    if op == "send_many":
+        more, lag, window = _big_batch(seed, len(messages))
+        messages += more
+        if more:  # mostly PIPELINING, and CHUNKING on or off: the window, or not
+            extensions = (extensions - {"PIPELINING", "CHUNKING"}) | window
+    # Big batches: as real servers, so that a refusal leaves the replies after it in step.
+    script = Script(seed, extensions, op, messages, timeout, lag=lag, sequenced=len(messages) > 4)
+    if script.sequenced:
+        rng = random.Random(seed * 7727 + 5)
+        if rng.random() < 0.2:
+            script.stop = (rng.choice(["cancel", "raise"]), rng.randrange(1, len(messages)))
+    return script
+
+
+#: How often a send_many batch is a big one (:func:`_big_batch`).
+BIG_BATCH = 0.25
+MEDIUM = (100 * 1024, 250 * 1024)  # one write each, a few of them fill the window's octets
+
+
+def _big_batch(seed: int, drawn: int) -> tuple[list[Msg], bool, frozenset[str]]:
+    """The messages that make a send_many batch a big one (5-40 in all), or none; whether
+    its servers lag (:attr:`Script.lag`); and which of PIPELINING and CHUNKING they offer.
+
+    A window of transactions (``trio_smtp/_delivery/window.py``) holds 16 messages, 1 MiB
+    and 256 replies: a batch of 2-4 small messages never fills it.  A big batch is mostly
+    small messages (the window fills and refills), some medium ones (each goes in one write,
+    a few reach the byte bound), a few large ones (not one write: the window drains in the
+    middle of the batch), and sometimes many recipients (the bound on replies).  Drawn from
+    a random of its own so that the scripts of the small batches stay what they were (the
+    seeds pinned in test_fuzz_client.py replay unchanged).
+
+    On loopback a server answers each group before the client writes the next one, so the
+    window would never hold more than a message or two: most big batches go to servers that
+    lag, as over a long link, and the window fills."""
+    rng = random.Random(seed * 104729 + 7)
+    if rng.random() >= BIG_BATCH:
+        return [], False, frozenset()
+    lag = rng.random() < 0.75
+    window = frozenset(e for e, p in (("PIPELINING", 0.85), ("CHUNKING", 0.6)) if rng.random() < p)
+    many_rcpts = rng.random() < 0.2
+    if rng.random() < 0.3:
+        kinds = ["small"] + ["medium"] * 4  # the window's octets run out first
+        count = rng.randint(8, 16)  # (enough to meet that bound twice)
+    else:
+        kinds = ["small"] * 24 + ["medium"] + ["large"]
+        count = rng.randint(5, 40)
+    messages = []
+    for ident in range(drawn + 1, count + 1):
+        kind = rng.choice(kinds)
+        rcpts = rng.randint(10, 30) if many_rcpts else rng.randint(1, 3)
+        messages.append(Msg(ident, kind, rcpts, make_message(rng, ident, kind)))
+    return messages, lag, window
 
 
 def place_faults(script: Script, dry: DryRun) -> Script:
@@ -271,7 +351,40 @@ def place_faults(script: Script, dry: DryRun) -> Script:
             s.cancel_at = ("time", rng.uniform(0, 2 * s.timeout))
     if rng.random() < 0.25:
         s.idle = rng.choice(["close", "421", "stray250", "stray554"])
+    if s.sequenced:
+        _more_refusals(s, dry)
     return s
+
+
+def _more_refusals(s: Script, dry: DryRun) -> None:
+    """A big batch: more refusals, aimed with the dry run at a message's MAIL, one or every
+    RCPT, its end of data or its RSET, so that windows carry several and every kind (drawn
+    from a random of their own: the small scripts stay what they were)."""
+    rng = random.Random(s.seed * 6151 + 3)
+    runs: list[list[tuple[int, str]]] = [[]]  # each message's replies, in order
+    for ordinal, kind in sorted(dry.answered.items()):
+        if kind not in ("EHLO", "HELO", "QUIT"):
+            runs[-1].append((ordinal, kind))
+            if kind == "EOD":
+                runs.append([])
+    for _ in range(rng.choice([0, 1, 3, 6])):
+        run = rng.choice(runs)
+        target = rng.choice(["MAIL", "RCPT", "every RCPT", "EOD", "RSET"])
+        ordinals = [o for o, kind in run if kind == target.split()[-1]]
+        if target == "RCPT" and ordinals:
+            ordinals = [rng.choice(ordinals)]
+        for ordinal in ordinals:
+            s.overrides[ordinal] = rng.choice(REFUSALS)
+
+
+#: Refusals a big batch's server gives more of (place_faults).
+REFUSALS = (
+    b"450 4.2.1 busy\r\n",
+    b"452 4.5.3 too many recipients\r\n",
+    b"550 5.1.1 no such user\r\n",
+    b"554 5.7.1 rejected\r\n",
+    b"503 5.5.1 bad sequence\r\n",
+)
 
 
 # -- what left the client -------------------------------------------------------------------
@@ -362,8 +475,13 @@ class ScriptedServer:
         script: Script | None,
         extensions: frozenset[str],
         cancel: Callable[[], None],
+        *,
+        lag: bool = False,
+        sequenced: bool = False,
     ) -> None:
         self.stream = stream
+        self.lag = lag
+        self.sequenced = sequenced
         self.raw = raw
         self.script = script  # None: well-behaved
         self.extensions = extensions
@@ -373,6 +491,8 @@ class ScriptedServer:
         self.out = 0  # octets this server wrote
         self.output = bytearray()  # and what they were
         self.ordinal = 0  # replies given (the greeting is 0)
+        self.answered: dict[int, str] = {}  # what each reply (by ordinal) answered
+        self.nested = 0  # MAILs that came inside a transaction (sequenced: answered 503)
         self.mode = "cmd"
         self.buf = bytearray()
         self.data = bytearray()
@@ -393,6 +513,10 @@ class ScriptedServer:
         self.closed_before_follow_up = False
         self.resume = trio.Event()
         self.send_lock = trio.Lock()
+        # With lag: replies written while input is being processed wait here (counted in
+        # `out` and `output` already) until nothing more is there to read (see serve).
+        self.held = bytearray()
+        self.processing = False
 
     # The script, while hostile.
     def _hostile(self) -> Script | None:
@@ -438,20 +562,38 @@ class ScriptedServer:
     async def _send(self, data: bytes) -> None:
         if not data:
             return
+        if self.lag and self.processing:
+            self.held += data
+            self.out += len(data)
+            self.output += data
+            return
+        await self._flush()
+        if await self._transmit(data):
+            self.out += len(data)
+            self.output += data
+
+    async def _transmit(self, data: bytes) -> bool:
         try:
             async with self.send_lock:
                 await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.closed = True
-            return
-        self.out += len(data)
-        self.output += data
+            return False
+        return True
+
+    async def _flush(self) -> None:
+        """Write the replies held back (lag), in order, before anything else."""
+        if self.held and not self.closed:
+            data, self.held = bytes(self.held), bytearray()
+            await self._transmit(data)
 
     def _send_now(self, data: bytes) -> None:
+        held, self.held = bytes(self.held), bytearray()  # they go first (counted already)
         try:
-            sent = self.raw.send(data) if data else 0
+            sent = self.raw.send(held + data) if held or data else 0
         except OSError:
             sent = 0
+        sent = max(sent - len(held), 0)
         self.out += sent
         self.output += data[:sent]
 
@@ -463,6 +605,7 @@ class ScriptedServer:
         self.stream.socket.close()
 
     async def close(self, how: str) -> None:
+        await self._flush()  # what was said before the close goes before it
         if self.closed:
             return
         self.closed = True
@@ -505,6 +648,7 @@ class ScriptedServer:
     async def _reply(self, kind: str, record: Record | None) -> bytes | None:
         ordinal = self.ordinal
         self.ordinal += 1
+        self.answered[ordinal] = kind
         s = self._hostile()
         if self.ahead_pending is not None and kind != "QUIT":
             answer, self.ahead_pending = self.ahead_pending, None
@@ -512,6 +656,10 @@ class ScriptedServer:
                 record.answer, record.ahead = answer, True
             return answer
         answer = self._ehlo() if kind == "EHLO" else GOOD[kind]
+        if self.sequenced:
+            answer = self._in_sequence(kind, record) or answer
+            if kind == "EOD" and record is not None and answer == GOOD["EOD"]:
+                answer = b"250 2.0.0 queued as %d\r\n" % (record.ident or 0)
         if s is not None:
             if ordinal in s.overrides:
                 answer = s.overrides[ordinal]
@@ -549,6 +697,22 @@ class ScriptedServer:
             await self.close("fin")
         return answer
 
+    def _in_sequence(self, kind: str, record: Record | None) -> bytes | None:
+        """What a real server says to a command out of sequence (RFC 5321 §4.1.4, §3.3;
+        RFC 3030 §2; Postfix's words), None when it is in sequence.  Without this, a
+        refused MAIL is followed by "250" to its RCPTs and its data (the script's default),
+        replies no client can take as in step."""
+        if kind == "MAIL" and self.mail_ok:
+            self.nested += 1
+            return b"503 5.5.1 Error: nested MAIL command\r\n"
+        if kind == "RCPT" and not self.mail_ok:
+            return b"503 5.5.1 Error: need MAIL command\r\n"
+        if kind in ("DATA", "BDAT") and not (self.mail_ok and self.rcpt_ok):
+            return b"554 5.5.1 Error: no valid recipients\r\n"
+        if kind == "EOD" and record is not None and not record.valid:
+            return b"554 5.5.1 Error: no valid recipients\r\n"
+        return None
+
     def _more_coming(self) -> bool:
         if self.buf or self.mode != "cmd":
             return True
@@ -567,14 +731,35 @@ class ScriptedServer:
                 await self.resume.wait()
                 self.resume = trio.Event()
                 continue
+            if self.lag:
+                # A long link: what the client writes is read only once every task waits
+                # (the client for a reply, or for room to write), and the replies are held
+                # back while more input is there (a pipelining server answers a whole
+                # group; RFC 2920 §3.1), so a client that pipelines writes many groups
+                # before the first reply comes -- at no cost in virtual time.
+                if not self._readable():
+                    await self._flush()
+                await trio.testing.wait_all_tasks_blocked()
             try:
                 data = bytes(await self.stream.receive_some(65536))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 break
             if not data:
                 break
-            await self.feed(data)
+            self.processing = True
+            try:
+                await self.feed(data)
+            finally:
+                self.processing = False
+        await self._flush()
         self.live = False
+
+    def _readable(self) -> bool:
+        """More of the client's octets are waiting in the socket."""
+        try:
+            return bool(self.raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except (BlockingIOError, OSError):
+            return False
 
     async def _greet(self) -> None:
         self.ordinal = 0
@@ -710,7 +895,7 @@ class ScriptedServer:
         if self.bdat_last:
             data = bytes(self.data)
             self.data = bytearray()
-            await self._end_of_data(data)
+            await self._end_of_data(data, bdat=True)
         elif self.live:
             await self.reply("BDAT")
 
@@ -719,13 +904,17 @@ class ScriptedServer:
             found = _SUBJECT.search(bytes((self.data if data is None else data)[:300]))
             self.ident = int(found.group(1)) if found else None
 
-    async def _end_of_data(self, data: bytes) -> None:
+    async def _end_of_data(self, data: bytes, *, bdat: bool = False) -> None:
         self._note_ident(data)
         ident, self.ident = self.ident, None
         record = Record(ident, self.offset, self.live, valid=self.mail_ok and self.rcpt_ok)
         self.records.append(record)
         self.data = bytearray()
-        self.mail_ok = self.rcpt_ok = False  # RFC 5321 §4.1.1.4: the transaction is over
+        # RFC 5321 §4.1.1.4: the transaction is over -- but a sequenced server (as Postfix)
+        # refuses BDAT with no valid recipient and stays in the transaction MAIL opened
+        # (RFC 3030 §2: after a refused BDAT the state is indeterminate, RSET clears it).
+        self.mail_ok = self.sequenced and bdat and self.mail_ok and not self.rcpt_ok
+        self.rcpt_ok = False
         if self.early_reply is not None:
             # An early reply already answered this message.
             record.answer, record.answer_end = self.early_reply, self.early_end
@@ -791,8 +980,12 @@ class Conn:
 @dataclasses.dataclass
 class Outcome:
     ident: int
-    kind: str  # success | unknown | not_delivered | cancelled | bad_exception | missing
+    #: success | unknown | not_delivered | cancelled | bad_exception | missing | stopped
+    #: (a stopped batch's: unknown to the caller, nothing to check)
+    kind: str
     detail: str
+    #: A success's reply to the end of data, as the client reports it (code, lines).
+    reply: tuple[int, tuple[str, ...]] | None = None
 
 
 @dataclasses.dataclass
@@ -802,6 +995,7 @@ class DryRun:
     eods: list[int]
     commands: int
     output: bytes = b""
+    answered: dict[int, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -826,18 +1020,44 @@ async def _chunks(data: bytes, rng: random.Random) -> AsyncIterator[bytes]:
         await trio.lowlevel.checkpoint()
 
 
-def classify(value: object) -> tuple[str, str]:
+def classify(value: object) -> tuple[str, str, tuple[int, tuple[str, ...]] | None]:
     if isinstance(value, SendResult):
-        return "success", "ok"
+        return "success", "ok", _reported(value)
     if isinstance(value, SmtpFailedRecipientsError):
         if value.result is not None:
-            return "success", "partial"
-        return "not_delivered", repr(value)
+            return "success", "partial", _reported(value.result)
+        return "not_delivered", repr(value), None
     if isinstance(value, SmtpDeliveryUnknownError):
-        return "unknown", repr(value)
+        return "unknown", repr(value), None
     if isinstance(value, SmtpError):
-        return "not_delivered", repr(value)
-    return "bad_exception", repr(value)
+        return "not_delivered", repr(value), None
+    return "bad_exception", repr(value), None
+
+
+def _reported(result: SendResult) -> tuple[int, tuple[str, ...]] | None:
+    reply = result.reply
+    return None if reply is None else (reply.code, tuple(reply.lines))
+
+
+def _same_reply(reported: tuple[int, tuple[str, ...]], answer: bytes | None) -> bool:
+    """``reported`` is ``answer``; when ``answer`` ends in a continuation line it merges
+    with the reply after it (see ScriptedServer._reply), so only its lines come first."""
+    answered = _answered(answer)
+    if answered is None or answer is None:
+        return False
+    if _continues(answer):
+        code, lines = answered
+        return reported[0] == code and reported[1][: len(lines)] == lines
+    return reported == answered
+
+
+def _answered(answer: bytes | None) -> tuple[int, tuple[str, ...]] | None:
+    """The reply the server wrote (one or more lines), as a client reports it."""
+    code = _code(answer)
+    if answer is None or code is None:
+        return None
+    lines = answer.replace(b"\r\n", b"\n").split(b"\n")  # (a bare LF ends a line too)
+    return code, tuple(line[4:].decode("utf-8", "replace") for line in lines if line)
 
 
 class _Connections:
@@ -863,7 +1083,13 @@ class _Connections:
         server_stream = trio.SocketStream(trio.socket.from_stdlib_socket(raw_server))
         hostile = self.script if self.hostile and not self.conns else None
         server = ScriptedServer(
-            server_stream, raw_server, hostile, self.script.extensions, self.cancel
+            server_stream,
+            raw_server,
+            hostile,
+            self.script.extensions,
+            self.cancel,
+            lag=self.script.lag,
+            sequenced=self.script.sequenced,
         )
         self.conns.append(Conn(server, wire))
         self.nursery.start_soon(server.serve)
@@ -937,6 +1163,8 @@ async def _hostile_op(client: SmtpClient, script: Script, rng: random.Random) ->
 
     if script.op == "send_many":
         items = [OutgoingMessage(m.data, sender=SENDER, recipients=rcpts(m)) for m in msgs]
+        if script.stop is not None:
+            return await _stopped_batch(client, script, items)
         try:
             values: list[object] = list(await client.send_many(items))
         except BaseException as exc:
@@ -963,14 +1191,62 @@ async def _hostile_op(client: SmtpClient, script: Script, rng: random.Random) ->
                 return [Outcome(msg.ident, "bad_exception", f"cancelled with {event!r}")]
             return [Outcome(msg.ident, "cancelled", "cancelled")]
         if event.error is not None:
-            kind, detail = classify(event.error)
+            kind, detail, reply = classify(event.error)
             if event.result is not None and not isinstance(event.error, SmtpFailedRecipientsError):
                 kind, detail = "bad_exception", f"error and result: {event!r}"
-            return [Outcome(msg.ident, kind, detail)]
+            return [Outcome(msg.ident, kind, detail, reply)]
         if event.result is None:
             return [Outcome(msg.ident, "bad_exception", f"no error, no result: {event!r}")]
-        return [Outcome(msg.ident, "success", "ok")]
+        return [Outcome(msg.ident, "success", "ok", _reported(event.result))]
     return [Outcome(msg.ident, "missing", "no SendCompleted")]
+
+
+class _SourceFailed(Exception):
+    """What a stopping source raises (Script.stop)."""
+
+
+STOP_ID = 998
+
+
+async def _stopped_batch(
+    client: SmtpClient, script: Script, items: list[OutgoingMessage]
+) -> list[Outcome]:
+    """send_many from an async source that stops the batch before item n (cancels it, or
+    raises) -- with transactions in flight when a window is open -- then, at once, before
+    the server had a chance to answer them, one more send on the same client.  The batch's
+    outcomes are lost (documented); the next send's must still be its own: a connection
+    left with replies owed would hand it an earlier message's (wrong_reply)."""
+    how, before = script.stop or ("", 0)
+    msgs = script.messages
+    with trio.CancelScope() as scope:
+
+        async def source() -> AsyncIterator[OutgoingMessage]:
+            for i, item in enumerate(items):
+                if i == before:
+                    if how == "cancel":
+                        scope.cancel()
+                        await trio.lowlevel.checkpoint()
+                    raise _SourceFailed
+                yield item
+                await trio.lowlevel.checkpoint()
+
+        try:
+            await client.send_many(source())
+        except _SourceFailed:
+            pass
+        except BaseException as exc:
+            if isinstance(exc, trio.Cancelled):
+                raise
+            return [Outcome(m.ident, "bad_exception", f"send_many raised {exc!r}") for m in msgs]
+    outcomes = [Outcome(m.ident, "stopped", how) for m in msgs]
+    data = b"From: <a@example.org>\r\nSubject: fuzz-%d\r\n\r\nnext\r\n" % STOP_ID
+    try:
+        value: object = await client.send(data, sender=SENDER, recipients=["n@example.net"])
+    except trio.Cancelled:
+        raise
+    except BaseException as exc:
+        value = exc
+    return [*outcomes, Outcome(STOP_ID, *classify(value))]
 
 
 def _drain_events(client: SmtpClient) -> int:
@@ -1060,6 +1336,12 @@ def _check_outcome(result: Result, outcome: Outcome) -> list[tuple[str, str]]:
         bad.append(("undocumented", tag))
     elif outcome.kind == "success" and not excused and not any(_confirmed(r) for r in live):
         bad.append(("false_success", tag + f"; server records {live}"))
+    elif outcome.kind == "success" and not excused and outcome.reply is not None:
+        # The reply it reports is the one the server gave to *its* end of data, not another
+        # message's (sequenced servers name the message in it: "queued as N").
+        answers = [_answered(r.answer) for r in live if _confirmed(r)]
+        if not any(_same_reply(outcome.reply, r.answer) for r in live if _confirmed(r)):
+            bad.append(("wrong_reply", tag + f"; reported {outcome.reply}, answers {answers}"))
     elif (
         outcome.kind in ("not_delivered", "cancelled")
         and not excused
@@ -1092,6 +1374,13 @@ def check(result: Result) -> list[tuple[str, str]]:
     bad = [v for outcome in outcomes for v in _check_outcome(result, outcome)]
     if result.events != 0:
         bad.append(("extra_events", f"{result.events} extra SendCompleted"))
+    for conn in result.conns:
+        # MAIL inside an open transaction (no RSET after a refused RCPT, DATA or BDAT, RFC
+        # 5321 §4.1.1.5): the server refuses a message it would have taken.  Only while
+        # the client's replies are in step (a stray may hide what the server said).
+        server = conn.server
+        if server.nested and server.stray_sent is None and not _strays(s):
+            bad.append(("nested_mail", f"{server.nested} MAIL inside a transaction"))
     if result.elapsed > 2 * s.timeout + 1e-6:
         text = f"took {result.elapsed:.3f} s with every Timeouts field {s.timeout}"
         bad.append(("deadline", text))
@@ -1117,6 +1406,7 @@ _SCALARS = (
     "flood_at",
     "cancel_at",
     "idle",
+    "stop",
 )
 
 
@@ -1207,12 +1497,17 @@ def _codes(script: Script) -> set[bytes]:
     return {reply[:3] for reply in script.overrides.values()}
 
 
+def _strays(s: Script) -> bool:
+    """The script has the server say more (or other) replies than the commands owed."""
+    strays = s.stray_after is not None or s.ahead_after is not None
+    return strays or (s.idle or "").startswith("stray") or (s.flood_at or (0, ""))[1] == "replies"
+
+
 def bug_class(result: Result, name: str) -> str:
     """The known bug (a KNOWN_BUGS key) behind violation ``name`` of a *minimised*
     ``result``, or "NEW".  Decided by the faults that remain after minimising."""
     s = result.script
-    strays = s.stray_after is not None or s.ahead_after is not None
-    strays = strays or (s.idle or "").startswith("stray") or (s.flood_at or (0, ""))[1] == "replies"
+    strays = _strays(s)
     if name == "deadline":
         return "grace-beyond-timeouts"
     if name in ("cancelled_after_end_of_data", "false_cancelled") and s.cancel_at is not None:
@@ -1247,7 +1542,8 @@ def dry_run(script: Script) -> DryRun:
         return DryRun(0, 0, [], 0)
     eods = [r.eod_end for r in conn.server.records]
     server = conn.server
-    return DryRun(len(conn.wire.sent), server.out, eods, server.ordinal, bytes(server.output))
+    output = bytes(server.output)
+    return DryRun(len(conn.wire.sent), server.out, eods, server.ordinal, output, server.answered)
 
 
 def run_seed(seed: int) -> Result:
@@ -1259,7 +1555,8 @@ def run_seed(seed: int) -> Result:
 def describe(result: Result) -> str:
     s = result.script
     lines = [
-        f"seed {s.seed}: op={s.op} ext={sorted(s.extensions)} T={s.timeout}",
+        f"seed {s.seed}: op={s.op} ext={sorted(s.extensions)} T={s.timeout} lag={s.lag}"
+        f" sequenced={s.sequenced}",
         "  messages: "
         + ", ".join(f"{m.ident}:{m.kind}/{len(m.data)}B/{m.recipients}r" for m in s.messages),
         f"  faults: {s.faults()}",

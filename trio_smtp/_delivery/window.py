@@ -22,7 +22,12 @@ and is harmless outside one; RFC 2920 §3.1 lets RSET appear anywhere in a group
 when nothing is in flight and the last transaction ended with a 2xx to its end of data does
 a group start at MAIL.  A refused MAIL, RCPT or BDAT of message k thus never touches k-1 or
 k+1.  A RSET that is refused (not 421) stops the window: the messages in flight are
-answered and the connection is not reused.
+answered and the connection is not reused.  The connection leaves the window the same way:
+when the last transaction did not end with a 2xx to its end of data, RSET goes first (as
+``send`` does after a refused transaction), before the message that does not go in one
+write or the next send -- else its MAIL is refused as nested.  A window stopped from
+outside (a cancel, or the source raising) with replies still owed breaks the connection:
+never reused half-spoken (design rule 7).
 
 Replies in step (design rule 11).  Every SMTP reply looks alike; only their count tells a
 stray line from the replies owed, and while groups are in flight a stray is counted as the
@@ -92,7 +97,7 @@ from .._errors import (
     SmtpTimeoutError,
 )
 from .._io.transport import Transport
-from ..protocol import Reply
+from ..protocol import Reply, Rset
 from .batch_items import Outcome, Outcomes, Pending, Source
 from .outcome import (
     ConnectionStaleError,
@@ -194,6 +199,19 @@ class _Window:
         self.decided: list[tuple[Pending, Outcome]] = []
 
     async def run(self, first: Pending) -> Pending | None:
+        try:
+            return await self._run(first)
+        except BaseException:
+            if self.groups:
+                # Stopped from outside with replies still owed (a cancel, or the source
+                # raised while it was read): the session is half-spoken.  The batch drops
+                # it (design rule 7) -- kept, it would hand those replies to the next send,
+                # a refusal read as an earlier message's 250.  The confirmed state alone
+                # does not show it: between two groups it is READY.
+                self.transport.mark_broken()
+            raise
+
+    async def _run(self, first: Pending) -> Pending | None:
         pending: Pending | None = first
         while pending is not None:
             try:
@@ -205,6 +223,7 @@ class _Window:
                 raise
             pending = await self.source.next()
         await self._drain()
+        await self._settle()
         return None
 
     async def _take(self, pending: Pending) -> bool:
@@ -222,6 +241,7 @@ class _Window:
         data = transaction.bdat_data()
         if data is None or not transaction.goes_in_one_write(data):
             await self._drain()
+            await self._settle()
             return False
         replies = 3 + len(rcpts)  # at most: RSET, MAIL, the RCPTs, BDAT LAST
         if self.groups and (
@@ -261,6 +281,27 @@ class _Window:
         self.octets += len(group)
         self.owed += rset + 2 + len(transaction.rcpts)
         self.used = True
+
+    async def _settle(self) -> None:
+        """Nothing is in flight and the connection goes on without the window (a message
+        not in one write, or the next send): when the last transaction did not end with a
+        2xx to its end of data, the server may still be inside it (every RCPT refused and
+        BDAT refused: RFC 5321 §4.1.1.5; RFC 3030 §2 leaves the state after a refused BDAT
+        indeterminate), and the next MAIL would be refused as nested.  RSET, as ``send``
+        does after a refused transaction; a failed or refused RSET breaks the connection
+        (the next message goes on a new one)."""
+        transport = self.transport
+        if self.clean or transport.broken:
+            return
+        try:
+            reply = await transport.command(Rset(), "RSET", transport.timeouts.command)
+        except SmtpError:
+            transport.mark_broken()
+            return
+        if reply.code // 100 != 2:
+            transport.mark_broken()
+            return
+        self.clean = True
 
     def _unsent(self, pending: Pending, error: SmtpError) -> None:
         """``pending`` was not written when the session stopped: it goes again on a new
