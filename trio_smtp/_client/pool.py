@@ -413,6 +413,7 @@ class SmtpPool:
                 counters=self._counters,
                 dkim=self._dkim,
                 pace=self._rate.pace,
+                paced=self._rate.per_second is not None,
                 lease=self._leases.lease,
                 give_back=self._leases.give_back,
                 finished=self._batch_outcome,

@@ -44,6 +44,8 @@ class BatchHost:
     dkim: DkimSigner | None
     #: The rate limit: wait for the next message's start.
     pace: Callable[[], Awaitable[None]]
+    #: A rate limit is set (``pace`` may wait).
+    paced: bool
     #: A slot with an open session, tried ``attempts`` times.
     lease: Callable[[int], Awaitable[PooledSlot]]
     give_back: Callable[[PooledSlot], None]
@@ -149,6 +151,12 @@ class Share:
 
     def __aiter__(self) -> Share:
         return self
+
+    @property
+    def may_block(self) -> bool:
+        """Whether taking the next item may wait: an async iterable, or the rate limit
+        (see :class:`~trio_smtp._delivery.batch_items.Source`)."""
+        return self.batch.items.may_block or self.batch.host.paced
 
     async def __anext__(self) -> object:
         next_item, self._first = self._first, None

@@ -76,6 +76,11 @@ class RecordedItems:
     def __aiter__(self) -> RecordedItems:
         return self
 
+    @property
+    def may_block(self) -> bool:
+        """Whether reading the next item may wait (an async iterable)."""
+        return self._lock is not None
+
     async def __anext__(self) -> object:
         next_item = await self.next()
         if next_item is None:

@@ -102,6 +102,18 @@ async def send_batch(
     if outcomes is None:
         outcomes = Outcomes(counters)
     source = Source(items, outcomes, dkim)
+    return await source.reading_ahead(
+        lambda: _send_all(source, outcomes, deliver_one, connection, drop_connection)
+    )
+
+
+async def _send_all(
+    source: Source,
+    outcomes: Outcomes,
+    deliver_one: Callable[[PreparedMessage], Awaitable[SendResult]],
+    connection: Callable[[], Awaitable[Transport]] | None,
+    drop_connection: Callable[[], Awaitable[None]],
+) -> list[Outcome]:
     pending = await source.next()  # no connection for an empty batch
     while pending is not None:
         if connection is None:  # a pickup directory: one file per message
@@ -210,14 +222,24 @@ class _PipelinedSender:
             # Whatever its outcome, the next message finds this connection used before:
             # found dead before anything was accepted, it is stale (design rule 12).
             self.transport.mark_reused()
-            if source.may_block:  # nothing in flight: an async source is not a phase
-                phases.arm(None, "the next message", SmtpTimeoutError)
-            pending = await source.next()
+            pending = await source.next(before_wait=lambda: self._finish_in_flight(phases))
         try:
             await self.flush()
         except SmtpError:
             pass  # the last message's outcome is set
         return None
+
+    async def _finish_in_flight(self, phases: Phases) -> None:
+        """The next message is not there yet (see :class:`Source`): the data and terminator
+        that wait for it go now and their reply is read, so that the server is not kept
+        inside DATA and the outcome is known while the source takes its time (which is no
+        phase: not timed).  A failure gives the outcomes it gives anywhere; the next
+        message then finds the connection broken and goes on a new one."""
+        try:
+            await self.flush()
+        except SmtpError:
+            pass  # the outcome is set; the transport is marked broken
+        phases.arm(None, "the next message", SmtpTimeoutError)
 
     def timed_out(self, error: SmtpError) -> None:
         """A phase's deadline passed (see :func:`send_pipelined`): the outcomes a failed

@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Iterable,
     Iterator,
@@ -15,7 +16,9 @@ from collections.abc import (
     Sequence,
 )
 from email.message import EmailMessage, Message
-from typing import Literal
+from typing import Literal, TypeVar
+
+import trio
 
 from .._errors import SmtpError
 from .._message.dkim import DkimSigner, choose_signer, sign_prepared
@@ -23,6 +26,8 @@ from .._message.options import DeliveryNotification, DsnReturn
 from .._message.prepare import PreparedMessage, prepare_message, with_delivery_options
 from .._results import SendResult
 from .stats import Counters
+
+_T = TypeVar("_T")
 
 __all__ = [
     "BatchItem",
@@ -119,6 +124,8 @@ class SyncItems:
     so no deadline can fire while it is read (see :meth:`_PipelinedSender.run`)."""
 
     __slots__ = ("_items", "_iterator")
+    #: Reading an item never waits (see :class:`Source`).
+    may_block = False
 
     def __init__(self, items: Iterable[object]) -> None:
         self._items = items
@@ -184,7 +191,16 @@ class Pending:
 class Source:
     """The items, prepared one at a time, with push-back: messages that go again, in the
     order pushed, before any new item (a reused connection found dead before its MAIL was
-    answered; the messages of a window behind a 421)."""
+    answered; the messages of a window behind a 421).
+
+    An async iterable may make its reader wait (a database, a rate limit, or a source that
+    waits for an earlier message's outcome before it yields the next).  Inside
+    :meth:`reading_ahead` its items are read by a task of their own, so that :meth:`next`
+    can tell whether the next item is already there: if it is not, ``before_wait`` runs
+    first -- the sender finishes what is in flight -- and only then does it wait.  Waiting
+    with a message unfinished would keep the server inside its transaction for as long as
+    the source takes, and hold back the outcome such a source waits for (a deadlock).
+    """
 
     def __init__(
         self, items: AsyncIterator[object], outcomes: Outcomes, dkim: DkimSigner | None = None
@@ -193,19 +209,67 @@ class Source:
         self._outcomes = outcomes
         self._dkim = dkim
         self._back: deque[Pending] = deque()
+        self._ahead: trio.MemoryReceiveChannel[object] | None = None
         self.exhausted = False
-        #: False for a sync iterable: reading it cannot wait on anything.
-        self.may_block = not isinstance(items, SyncItems)
+        #: False when reading an item cannot wait on anything (a sync iterable: the
+        #: iterator says so with a ``may_block`` attribute; any other async one may).
+        self.may_block: bool = getattr(items, "may_block", True)
 
     def push_back(self, pending: Pending) -> None:
         self._back.append(pending)
 
-    async def next(self) -> Pending | None:
-        """The next valid message; an invalid one gets its error as its outcome."""
+    async def reading_ahead(self, body: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``body`` with the items of a source that may wait read by a task of their
+        own (one item ahead); a sync source is read in place.
+
+        Neither task raises inside the nursery (design rule 9): the reader hands what the
+        iterable raised over as an item, and what ``body`` raised -- a cancel included --
+        is raised here, alone, once the reader is stopped."""
+        if not self.may_block:
+            return await body()
+        send, receive = trio.open_memory_channel[object](0)
+        result: list[_T] = []
+        raised: list[BaseException] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_ahead, send)
+            self._ahead = receive
+            try:
+                result.append(await body())
+            except BaseException as exc:  # raised below, never inside the nursery
+                raised.append(exc)
+            finally:
+                self._ahead = None
+                nursery.cancel_scope.cancel()
+        if raised:
+            raise raised[0]
+        return result[0]
+
+    async def _read_ahead(self, send: trio.MemorySendChannel[object]) -> None:
+        """The reader task: never raises (a cancel -- ours when the batch ends, or one from
+        outside, which the body then raises -- just ends it)."""
+        try:
+            while True:
+                try:
+                    item = await anext(self._items, _END)
+                except Exception as exc:  # the iterable's: raised by next(), in order
+                    item = _Raised(exc)
+                await send.send(item)
+                if item is _END or isinstance(item, _Raised):
+                    return
+        except (trio.Cancelled, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        finally:
+            send.close()  # not aclose(): a checkpoint there would raise a cancel
+
+    async def next(
+        self, before_wait: Callable[[], Awaitable[None]] | None = None
+    ) -> Pending | None:
+        """The next valid message; an invalid one gets its error as its outcome.
+        ``before_wait`` runs before waiting for an item that is not there yet."""
         if self._back:
             return self._back.popleft()
         while not self.exhausted:
-            item = await anext(self._items, _END)
+            item = await self._next_item(before_wait)
             if item is _END:
                 self.exhausted = True
                 break
@@ -215,6 +279,32 @@ class Source:
             except (TypeError, ValueError) as exc:
                 self._outcomes.set(slot, exc)
         return None
+
+    async def _next_item(self, before_wait: Callable[[], Awaitable[None]] | None) -> object:
+        ahead = self._ahead
+        if ahead is None:
+            return await anext(self._items, _END)
+        try:
+            try:
+                item = ahead.receive_nowait()
+            except trio.WouldBlock:
+                if before_wait is not None:
+                    await before_wait()
+                item = await ahead.receive()
+        except trio.EndOfChannel:  # the reader ended (the iterable raised before)
+            return _END
+        if isinstance(item, _Raised):
+            raise item.error
+        return item
+
+
+class _Raised:
+    """What the iterable raised, handed over by the reader as an item."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 _END = object()

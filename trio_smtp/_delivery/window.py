@@ -76,8 +76,9 @@ are; a close seen then stops the window before anything more is written, and mor
 than commands are refused by the core when the group is encoded (design rule 11).  Every
 reply read has its own budget, that of a reply to ``BDAT n LAST``
 (:func:`~trio_smtp._delivery.transaction.group_reply`); the source of messages is read
-with no deadline (messages in flight wait meanwhile, their replies are read after, and a
-source that waits delays their outcomes as it delays the next write).
+with no deadline, and when its next message is not there yet every reply in flight is read
+first (:class:`~trio_smtp._delivery.batch_items.Source`): a source that takes its time, or
+waits for an outcome, never leaves groups unanswered meanwhile.
 
 Messages that do not go in one write (a body streamed or over one chunk) are not windowed:
 every reply in flight is read first, then :func:`send_windowed` hands the message back to
@@ -221,7 +222,9 @@ class _Window:
                 if not stop.consumed:  # none of it was written
                     self._unsent(pending, stop.error)
                 raise
-            pending = await self.source.next()
+            # Not there yet (see Source): every reply in flight is read first, so that the
+            # outcomes are known while the source takes its time.
+            pending = await self.source.next(before_wait=self._drain)
         await self._drain()
         await self._settle()
         return None
