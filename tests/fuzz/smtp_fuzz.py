@@ -1166,7 +1166,7 @@ async def _hostile_op(client: SmtpClient, script: Script, rng: random.Random) ->
         if script.stop is not None:
             return await _stopped_batch(client, script, items)
         try:
-            values: list[object] = list(await client.send_many(items))
+            values: list[object] = list(await client.send_many(_batch_source(script, items)))
         except BaseException as exc:
             if isinstance(exc, trio.Cancelled):
                 raise
@@ -1206,6 +1206,26 @@ class _SourceFailed(Exception):
 
 
 STOP_ID = 998
+
+
+def _batch_source(
+    script: Script, items: list[OutgoingMessage]
+) -> list[OutgoingMessage] | AsyncIterator[OutgoingMessage]:
+    """The batch as a list, or (by the seed, without drawing from the script's random
+    stream, so that pinned seeds replay as before) as an async source -- read ahead by a
+    task of the batch's own, which finishes what is in flight whenever the next item is not
+    there yet: sometimes always there, sometimes late (a sleep before each)."""
+    kind = script.seed % 3
+    if kind == 0:
+        return items
+
+    async def source() -> AsyncIterator[OutgoingMessage]:
+        for item in items:
+            if kind == 2:
+                await trio.sleep(0.001)
+            yield item
+
+    return source()
 
 
 async def _stopped_batch(

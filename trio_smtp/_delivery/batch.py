@@ -223,6 +223,8 @@ class _PipelinedSender:
             # found dead before anything was accepted, it is stale (design rule 12).
             self.transport.mark_reused()
             pending = await source.next(before_wait=lambda: self._finish_in_flight(phases))
+            if pending is not None and self.transport.broken:
+                return pending  # finishing what was in flight broke it: a new connection
         try:
             await self.flush()
         except SmtpError:
@@ -233,8 +235,8 @@ class _PipelinedSender:
         """The next message is not there yet (see :class:`Source`): the data and terminator
         that wait for it go now and their reply is read, so that the server is not kept
         inside DATA and the outcome is known while the source takes its time (which is no
-        phase: not timed).  A failure gives the outcomes it gives anywhere; the next
-        message then finds the connection broken and goes on a new one."""
+        phase: not timed).  A failure gives the outcomes it gives anywhere and breaks the
+        connection: :meth:`run` then hands the next message back, for a new one."""
         try:
             await self.flush()
         except SmtpError:

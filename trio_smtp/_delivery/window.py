@@ -203,12 +203,14 @@ class _Window:
         try:
             return await self._run(first)
         except BaseException:
-            if self.groups:
+            if self.groups or not self.clean:
                 # Stopped from outside with replies still owed (a cancel, or the source
                 # raised while it was read): the session is half-spoken.  The batch drops
                 # it (design rule 7) -- kept, it would hand those replies to the next send,
                 # a refusal read as an earlier message's 250.  The confirmed state alone
-                # does not show it: between two groups it is READY.
+                # does not show it: between two groups it is READY.  With nothing in
+                # flight but the last transaction refused, the server may still be inside
+                # it (see _settle, which there is no time for now): dropped too.
                 self.transport.mark_broken()
             raise
 
