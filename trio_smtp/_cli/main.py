@@ -37,8 +37,8 @@ from .._errors import (
     SmtpTlsError,
 )
 from .._io.url import SmtpUrlConfig, parse_smtp_url
+from .._message.addresses import parse_address_list
 from .._message.options import DeliveryNotification, DsnReturn, delivery_options
-from .._message.prepare import parse_address_list
 from .bulk import is_bulk_source, run_bulk
 from .common import (
     EXIT_CONNECTION,

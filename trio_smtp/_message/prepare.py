@@ -22,11 +22,11 @@ import email.errors
 import email.utils
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from email.message import Message
-from typing import Any
 
 from .._errors import SmtpError, SmtpStatusCode
 from ..protocol import BodyInspector, BodyKind, Extensions, validate_address
 from ..protocol._frozen import Frozen, set_field
+from .addresses import default_policy, every_address, fetch_header
 from .options import (
     NO_OPTIONS,
     DeliveryNotification,
@@ -40,7 +40,6 @@ __all__ = [
     "Envelope",
     "PreparedMessage",
     "check_against_server",
-    "parse_address_list",
     "prepare_message",
 ]
 
@@ -398,7 +397,7 @@ class _Headers:
     def _value(self, index: int) -> object:
         if index not in self._fetched:
             _, name, raw = self._fields[index]
-            self._fetched[index] = _fetch(self._policy, name, raw)
+            self._fetched[index] = fetch_header(self._policy, name, raw)
         return self._fetched[index]
 
     def indices(self, key: str) -> list[int]:
@@ -419,8 +418,8 @@ class _Headers:
         for i in indices:
             value = self._value(i)
             if not hasattr(value, "addresses"):  # compat32: a string; read it the same way
-                value = _fetch(_default_policy(), self._fields[i][1], str(value))
-            found.extend(_every_address(value))
+                value = fetch_header(default_policy(), self._fields[i][1], str(value))
+            found.extend(every_address(value))
         return found
 
     def last_resent_block(self) -> dict[str, list[int]] | None:
@@ -456,96 +455,6 @@ class _Headers:
         return False
 
 
-def parse_address_list(text: str, where: str) -> list[str]:
-    """The addr-specs of the address list ``text`` (RFC 5322 §3.4), read as a To field
-    is; ValueError naming ``where`` (``"--to"``) and the first part that is not an address."""
-    return _every_address(_fetch(_default_policy(), "To", text, where), where)
-
-
-def _default_policy() -> Any:
-    """``email.policy.default``.  email.policy and the serialiser (with the header registry
-    and parser they load, ~2.5 ms) are imported when an :class:`~email.message.Message` is
-    first prepared, not with the client: whoever builds an ``EmailMessage`` has loaded
-    them already, and whoever sends bytes never needs them."""
-    import email.policy
-
-    return email.policy.default
-
-
-def _fetch(policy: Any, name: str, raw: object, where: str | None = None) -> object:
-    """``policy.header_fetch_parse(name, raw)``; ValueError when the stdlib's parser fails
-    on the value (it raises AttributeError for ``To: a@b, x@[1.2.3.4``, a parsed message's
-    field being parsed only when it is read)."""
-    try:
-        return policy.header_fetch_parse(name, raw)
-    except Exception as exc:  # whatever the parser's bug raises: the input is at fault
-        where = where or f"the {name} header"
-        raise ValueError(f"{where} cannot be parsed: {str(raw)[:80]!r}") from exc
-
-
-def _every_address(header: Any, where: str | None = None) -> list[str]:
-    """The addr-specs of an address header object; ValueError when a part of it is not an
-    address: the stdlib then records an InvalidHeaderDefect and yields only the others."""
-    specs = [address.addr_spec for address in header.addresses]
-    invalid = email.errors.InvalidHeaderDefect
-    if any(isinstance(defect, invalid) for defect in header.defects) or not all(
-        spec and spec != "<>" for spec in specs
-    ):
-        where = where or f"the {header.name} header"
-        raise ValueError(
-            f"{where} holds {_unparsable_part(header)!r}, which is not an address: nothing "
-            "is sent to the rest of its list"
-        )
-    return specs
-
-
-def _unparsable_part(header: Any) -> str:
-    """The first part of ``header`` that does not parse as an address on its own (the
-    public header parser, part by part); the whole value when no single part is to blame."""
-    # A header object's str() drops what did not parse; its unfolded form is the source.
-    folded = header.fold(policy=_default_policy().clone(max_line_length=0))
-    value: str = folded.partition(":")[2].strip()
-    for part in _address_list_parts(value):
-        try:
-            parsed = _default_policy().header_factory(header.name, part)
-            specs = [address.addr_spec for address in parsed.addresses]
-        except Exception:  # the parser's own bugs (see _fetch): that part is at fault
-            return part
-        defective = any(
-            isinstance(defect, email.errors.InvalidHeaderDefect) for defect in parsed.defects
-        )
-        if defective or not specs or not all(spec and spec != "<>" for spec in specs):
-            return part
-    return value
-
-
-_OPENING = {'"': '"', "(": ")", "<": ">", "[": "]"}
-
-
-def _address_list_parts(value: str) -> list[str]:
-    """``value`` split at the commas that separate addresses (RFC 5322 §3.4): not those
-    inside a quoted string, a comment, angle brackets or a domain literal."""
-    parts, start, closing = [], 0, ""
-    escaped = False
-    for index, char in enumerate(value):
-        if escaped:
-            escaped = False
-        elif char == "\\" and closing[-1:] in ('"', ")"):
-            escaped = True
-        elif closing:
-            if char == closing[-1]:
-                closing = closing[:-1]
-            elif char == "(" and closing[-1] == ")":
-                closing += ")"  # comments nest (RFC 5322 §3.2.2)
-        elif char in _OPENING:
-            closing = _OPENING[char]
-        elif char == ",":
-            parts.append(value[start:index])
-            start = index + 1
-    parts.append(value[start:])
-    return [part.strip() for part in parts if part.strip()]
-
-
 def _prepare_email(
     message: Message, sender: str | None, recipients: Sequence[str] | str | None
 ) -> PreparedMessage:
@@ -562,7 +471,7 @@ def _prepare_email(
     # A non-ASCII addr-spec in a header cannot be written as an RFC 2047 encoded word
     # (RFC 2047 §5): only SMTPUTF8 carries it (RFC 6532).
     utf8 = utf8 or headers.need_utf8()
-    from .serialise import serialise  # see _default_policy
+    from .serialise import serialise  # see addresses.default_policy
 
     data = serialise(message, utf8)
     message_id = headers.first("message-id")
