@@ -212,6 +212,10 @@ class _PipelinedSender:
     async def run(self, source: Source, first: Pending, phases: Phases) -> Pending | None:
         """The loop of :func:`send_pipelined`, inside its Phases scope."""
         pending: Pending | None = first
+
+        async def finish_in_flight() -> None:
+            await self._finish_in_flight(phases)
+
         while pending is not None:
             try:
                 retry = await self.send(pending)
@@ -222,7 +226,7 @@ class _PipelinedSender:
             # Whatever its outcome, the next message finds this connection used before:
             # found dead before anything was accepted, it is stale (design rule 12).
             self.transport.mark_reused()
-            pending = await source.next(before_wait=lambda: self._finish_in_flight(phases))
+            pending = await source.next(before_wait=finish_in_flight)
             if pending is not None and self.transport.broken:
                 return pending  # finishing what was in flight broke it: a new connection
         try:

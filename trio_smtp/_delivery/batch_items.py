@@ -269,7 +269,10 @@ class Source:
         if self._back:
             return self._back.popleft()
         while not self.exhausted:
-            item = await self._next_item(before_wait)
+            if self._ahead is None:  # read in place (the usual case: no extra await layer)
+                item = await anext(self._items, _END)
+            else:
+                item = await self._next_ahead(self._ahead, before_wait)
             if item is _END:
                 self.exhausted = True
                 break
@@ -280,10 +283,11 @@ class Source:
                 self._outcomes.set(slot, exc)
         return None
 
-    async def _next_item(self, before_wait: Callable[[], Awaitable[None]] | None) -> object:
-        ahead = self._ahead
-        if ahead is None:
-            return await anext(self._items, _END)
+    async def _next_ahead(
+        self,
+        ahead: trio.MemoryReceiveChannel[object],
+        before_wait: Callable[[], Awaitable[None]] | None,
+    ) -> object:
         try:
             try:
                 item = ahead.receive_nowait()
