@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers.daemons import free_port
 
 DANTED = "/usr/sbin/danted"
 TINYPROXY = "/usr/bin/tinyproxy"
@@ -28,12 +29,6 @@ class RunningProxy:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:

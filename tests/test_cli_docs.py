@@ -18,13 +18,13 @@ from __future__ import annotations
 import doctest
 import os
 import shlex
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import trio
+from helpers.daemons import free_port
 
 from trio_smtp.testing import Respond, SmtpServer
 
@@ -94,12 +94,6 @@ def examples() -> list[Example]:
             options = dict(item.split("=", 1) for item in shlex.split(line.partition(":")[2]))
             found.append(Example(number + 1, options, _steps(_block_after(lines, number))))
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def server_for(options: dict[str, str]) -> SmtpServer:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers.daemons import free_port
 
 from trio_smtp import Security, SmtpClient, SmtpError
 from trio_smtp.protocol import normalize_line_endings
@@ -213,18 +214,12 @@ _RSS_SCRIPT = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def smtp_sink() -> Iterator[int]:
     sink = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
     if not os.path.exists(sink):
         pytest.skip("Postfix's smtp-sink is not installed")
-    port = _free_port()
+    port = free_port()
     command = [sink, *(["-u", "nobody"] if os.geteuid() == 0 else []), f"127.0.0.1:{port}", "10"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

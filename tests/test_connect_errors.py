@@ -9,16 +9,11 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers.daemons import free_port
 
 import trio_smtp._io.connect
 from trio_smtp import Security, SmtpClient, SmtpConnectError, SmtpTimeoutError, Timeouts
 from trio_smtp.testing import SmtpServer
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def send_to(host: str, port: int, **kwargs: object) -> BaseException:

@@ -13,8 +13,9 @@ from urllib.parse import quote
 
 import pytest
 import trio
+from helpers.daemons import free_port
 from helpers.messages import build_message
-from proxy_daemons import RunningProxy, dante, free_port, system_user, tinyproxy
+from proxy_daemons import RunningProxy, dante, system_user, tinyproxy
 
 from trio_smtp import (
     Security,

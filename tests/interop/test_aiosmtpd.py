@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ import pytest
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from helpers.daemons import free_port
 
 from trio_smtp import (
     Security,
@@ -61,16 +61,9 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-def _free_port() -> int:
-    # aiosmtpd's Controller connects to its own port to check it started: port 0 won't do.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start(handler: Recorder, **kwargs: Any) -> Controller:
     controller = Controller(
-        handler, hostname="127.0.0.1", port=_free_port(), auth_require_tls=False, **kwargs
+        handler, hostname="127.0.0.1", port=free_port(), auth_require_tls=False, **kwargs
     )
     controller.start()
     return controller

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import ssl
 import stat
 import subprocess
@@ -29,10 +28,12 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trustme
+from helpers.daemons import free_port, wait_listening
 
 from trio_smtp import (
     OutgoingMessage,
@@ -164,12 +165,6 @@ class Exim:
         return [line for line in log.splitlines() if " <= " in line]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def exim_root() -> Iterator[Path]:
     # Not under pytest's tmp_path, whose parents are private to us: run by root, Exim's
@@ -199,35 +194,19 @@ async def exim(exim_root: Path) -> AsyncIterator[Exim]:
     text = _CONFIG.replace("@ROOT@", str(exim_root))
     config.write_text(text.replace("@USER@", USER).replace("@PASSWORD@", PASSWORD))
     config.chmod(stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)  # Exim insists
-    port = _free_port()
+    port = free_port()
     process = await trio.lowlevel.open_process(
         [EXIM, "-C", str(config), "-bdf", "-oX", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     try:
-        await _wait_listening(port, process)
+        await wait_listening(port, process, "Exim")
         yield Exim(port, exim_root, ca)
     finally:
         process.kill()
         with trio.CancelScope(shield=True):
             await process.wait()
-
-
-async def _wait_listening(port: int, process: trio.Process) -> None:
-    with trio.fail_after(15):
-        while True:
-            if process.poll() is not None:
-                assert process.stdout is not None
-                output = await process.stdout.receive_some()
-                raise RuntimeError(f"Exim exited with {process.returncode}: {output!r}")
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
 
 
 def _message(n: int, size: int = 300) -> bytes:
@@ -238,16 +217,18 @@ def _message(n: int, size: int = 300) -> bytes:
     ).encode()
 
 
-def _tls_client(exim: Exim, **options: object) -> SmtpClient:
-    return SmtpClient(
-        "127.0.0.1",
-        exim.port,
-        security=Security.STARTTLS,
-        ssl_context=exim.client_context(),
-        credentials=(USER, PASSWORD),
-        local_hostname="client.test",
-        **options,  # type: ignore[arg-type]
-    )
+def _tls_client(exim: Exim) -> SmtpClient:
+    return SmtpClient("127.0.0.1", exim.port, **_tls_options(exim))
+
+
+def _tls_options(exim: Exim, context: ssl.SSLContext | None = None) -> dict[str, Any]:
+    """STARTTLS required, trusting the daemon's CA, and AUTH with the user it knows."""
+    return {
+        "security": Security.STARTTLS,
+        "ssl_context": context or exim.client_context(),
+        "credentials": (USER, PASSWORD),
+        "local_hostname": "client.test",
+    }
 
 
 def _check_queue(exim: Exim, expected: dict[int, list[str]]) -> None:
@@ -413,15 +394,7 @@ async def test_window_with_large_and_small_messages(exim: Exim) -> None:
 
 async def test_pool_from_many_tasks(exim: Exim) -> None:
     outcomes: dict[int, SendResult | Exception] = {}
-    pool = SmtpPool(
-        "127.0.0.1",
-        exim.port,
-        security=Security.STARTTLS,
-        ssl_context=exim.client_context(),
-        credentials=(USER, PASSWORD),
-        local_hostname="client.test",
-        max_connections=4,
-    )
+    pool = SmtpPool("127.0.0.1", exim.port, max_connections=4, **_tls_options(exim))
 
     async def one(n: int) -> None:
         recipient = f"refused-{n}@example.net" if n % 5 == 2 else f"rcpt-{n}@example.net"
@@ -452,11 +425,9 @@ async def test_pool_send_many_resumes_tls(exim: Exim) -> None:
     pool = SmtpPool(
         "127.0.0.1",
         exim.port,
-        security=Security.STARTTLS,
-        ssl_context=context,
-        credentials=(USER, PASSWORD),
         max_connections=2,
         max_messages_per_connection=5,
+        **_tls_options(exim, context),
     )
     async with pool:
         outcomes = await pool.send_many(items)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from helpers.daemons import free_port, wait_listening
 
 from trio_smtp import (
     Security,
@@ -41,26 +41,6 @@ MakeMessage = Callable[..., EmailMessage]
 StartSink = Callable[..., Awaitable[int]]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _wait_listening(port: int, process: trio.Process) -> None:
-    with trio.fail_after(10):
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"smtp-sink exited with {process.returncode}")
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
-
-
 @pytest.fixture
 def dump_dir() -> Iterator[Path]:
     # Not under pytest's tmp_path: its parents are private to us, and smtp-sink runs as
@@ -79,7 +59,7 @@ async def start_sink(dump_dir: Path) -> AsyncIterator[StartSink]:
     processes: list[trio.Process] = []
 
     async def start(*flags: str) -> int:
-        port = _free_port()
+        port = free_port()
         command = [SMTP_SINK, "-d", f"{dump_dir}/%M.", *flags, f"127.0.0.1:{port}", "10"]
         if os.geteuid() == 0:
             command[1:1] = ["-u", "nobody"]  # it refuses to run as root without it
@@ -87,7 +67,7 @@ async def start_sink(dump_dir: Path) -> AsyncIterator[StartSink]:
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         processes.append(process)
-        await _wait_listening(port, process)
+        await wait_listening(port, process, "smtp-sink")
         return port
 
     try:
