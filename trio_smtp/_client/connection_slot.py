@@ -98,7 +98,7 @@ class Connection:
         """Send one message as ``SmtpClient.send`` does, counted in the statistics (a
         cancelled send counts as nothing)."""
         try:
-            result = await self._deliver_once(prepared)
+            result = await self.deliver_uncounted(prepared)
         except Exception as exc:
             self._counters.failed(exc, prepared.size)
             raise
@@ -106,11 +106,6 @@ class Connection:
             await close_body(prepared)
         self._counters.sent(result, prepared.size)
         return result
-
-    async def deliver_uncounted(self, prepared: PreparedMessage) -> SendResult:
-        """One attempt at ``prepared``, not counted and leaving its body open (the pool
-        counts a message once, whatever the attempts, and closes its body at the end)."""
-        return await self._deliver_once(prepared)
 
     async def connect(self) -> None:
         """Open the session now unless a reusable one is open (errors as ``send``'s)."""
@@ -132,14 +127,16 @@ class Connection:
         return await send_batch(
             items,
             self._counters,
-            self._deliver_once,
+            self.deliver_uncounted,
             None if pickup else self._connection,
             functools.partial(self._drop_transport, polite=False),
             outcomes,
             dkim=dkim,
         )
 
-    async def _deliver_once(self, prepared: PreparedMessage) -> SendResult:
+    async def deliver_uncounted(self, prepared: PreparedMessage) -> SendResult:
+        """One attempt at ``prepared``, not counted and leaving its body open (the pool
+        counts a message once, whatever the attempts, and closes its body at the end)."""
         if self._pickup_directory is not None:
             return await self._deliver_to_pickup(prepared)
         while True:
