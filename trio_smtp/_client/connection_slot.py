@@ -32,7 +32,7 @@ import trio
 from .._delivery.outcome import ConnectionStaleError, late_cancel
 from .._delivery.session import SessionConfig, open_session
 from .._delivery.stats import Counters
-from .._delivery.transaction import deliver
+from .._delivery.transaction import EnvelopeCommands, deliver
 from .._io.transport import Transport
 from .._message.dkim import DkimSigner
 
@@ -64,6 +64,8 @@ class Connection:
         #: The connection the current send uses (its last, after a stale one was replaced):
         #: :attr:`end_of_data_written` reads it.  Reset by :meth:`begin_send`.
         self._send_transport: Transport | None = None
+        #: The last message's MAIL and RCPTs, for the next one to the same people.
+        self._commands = EnvelopeCommands()
 
     @property
     def connected(self) -> bool:
@@ -147,7 +149,9 @@ class Connection:
             self._send_transport = transport
             try:
                 # A kept connection was looked at just now (check_idle), with no await since.
-                return await deliver(transport, prepared, looked=transport.reused)
+                return await deliver(
+                    transport, prepared, looked=transport.reused, commands=self._commands
+                )
             except ConnectionStaleError:
                 continue  # only on a reused connection: the next one is fresh
             finally:

@@ -47,7 +47,7 @@ from .._io.transport import Transport
 from .._message.dkim import DkimSigner
 from .._message.prepare import PreparedMessage
 from .._results import SendResult
-from ..protocol import Data, Rcpt, Reply, Rset
+from ..protocol import Data, Reply, Rset
 from .batch_items import Outcome, Outcomes, Pending, Source
 from .outcome import (
     ConnectionStaleError,
@@ -57,7 +57,7 @@ from .outcome import (
     not_delivered,
 )
 from .stats import Counters
-from .transaction import Transaction, TransferPlan, check_server, plan_transfer
+from .transaction import EnvelopeCommands, Transaction, check_server
 from .window import send_windowed
 
 __all__ = ["send_batch", "send_pipelined"]
@@ -206,8 +206,7 @@ class _PipelinedSender:
         self._in_flight: Pending | None = None
         self._written = False
         # The commands of the last message, for the next one if it needs the same.
-        self._last_key: tuple[object, ...] = ()
-        self._last: tuple[TransferPlan, list[Rcpt]] | None = None
+        self._commands = EnvelopeCommands()
 
     async def run(self, source: Source, first: Pending, phases: Phases) -> Pending | None:
         """The loop of :func:`send_pipelined`, inside its Phases scope."""
@@ -261,7 +260,7 @@ class _PipelinedSender:
         transport, prepared = self.transport, pending.prepared
         try:
             check_server(transport, prepared)
-            plan, rcpts = self._commands(prepared)
+            plan, rcpts = self._commands.get(prepared, transport.extensions)
         except SmtpError as exc:
             self.outcomes.set(pending.slot, exc, prepared.size)
             return False
@@ -303,29 +302,6 @@ class _PipelinedSender:
         self._in_flight, self._written = None, False
         await self._after_envelope(pending, transaction, mail_reply, rcpt_replies, data_reply)
         return False
-
-    def _commands(self, prepared: PreparedMessage) -> tuple[TransferPlan, list[Rcpt]]:
-        """The plan (MAIL) and the RCPTs for ``prepared``: those of the message before
-        when everything they depend on is the same object or value (a batch to the same
-        people, the usual case), built afresh otherwise."""
-        extensions = self.transport.extensions
-        key = (
-            prepared.envelope,
-            prepared.options,
-            prepared.body_kind,
-            prepared.has_nul,
-            prepared.smtputf8_required,
-            prepared.smtputf8_wanted,
-            prepared.size if "SIZE" in extensions.keywords else None,
-            extensions,
-        )
-        if key == self._last_key and self._last is not None:
-            return self._last
-        plan = plan_transfer(prepared, extensions)
-        options = prepared.options
-        commands = plan, [options.rcpt(r) for r in prepared.envelope.recipients]
-        self._last_key, self._last = key, commands
-        return commands
 
     async def _after_envelope(
         self,
