@@ -342,18 +342,18 @@ async def test_each_message_on_a_kept_connection_gets_its_own_envelope_commands(
     def raw(body: bytes) -> bytes:
         return b"From: <s@example.org>\r\nSubject: t\r\n\r\n" + body + b"\r\n"
 
-    sends: list[tuple[bytes, list[str], dict[str, object]]] = [
-        (raw(b"one"), ["a@example.net"], {}),
-        (raw(b"two"), ["a@example.net"], {}),  # the same commands again
-        (raw(b"two"), ["b@example.net", "a@example.net"], {}),
-        (raw(b"longer body"), ["b@example.net", "a@example.net"], {}),
-        (raw("é".encode()), ["b@example.net", "a@example.net"], {}),
-        (raw(b"one"), ["a@example.net"], {"notify": DeliveryNotification.NEVER}),
-        (raw(b"one"), ["a@example.net"], {}),
+    sends: list[tuple[bytes, list[str], DeliveryNotification | None]] = [
+        (raw(b"one"), ["a@example.net"], None),
+        (raw(b"two"), ["a@example.net"], None),  # the same commands again
+        (raw(b"two"), ["b@example.net", "a@example.net"], None),
+        (raw(b"longer body"), ["b@example.net", "a@example.net"], None),
+        (raw("é".encode()), ["b@example.net", "a@example.net"], None),
+        (raw(b"one"), ["a@example.net"], DeliveryNotification.NEVER),
+        (raw(b"one"), ["a@example.net"], None),
     ]
     async with SmtpClient(smtp_server.host, smtp_server.port, security=Security.NONE) as client:
-        for data, recipients, options in sends:
-            await client.send(data, sender="s@example.org", recipients=recipients, **options)
+        for data, recipients, notify in sends:
+            await client.send(data, sender="s@example.org", recipients=recipients, notify=notify)
     assert len(smtp_server.connections) == 1
     got = [
         (m.recipients, m.mail_params.get("SIZE"), m.mail_params.get("BODY"), m.rcpt_params)
@@ -361,7 +361,7 @@ async def test_each_message_on_a_kept_connection_gets_its_own_envelope_commands(
     ]
     a, ba = ["a@example.net"], ["b@example.net", "a@example.net"]
     sizes = [str(len(data)) for data, _, _ in sends]
-    plain = {"a@example.net": {}}
+    plain: dict[str, dict[str, str | None]] = {"a@example.net": {}}
     assert got == [
         (a, sizes[0], None, plain),
         (a, sizes[1], None, plain),

@@ -134,6 +134,7 @@ class Connection:
             functools.partial(self._drop_transport, polite=False),
             outcomes,
             dkim=dkim,
+            commands=self._commands,
         )
 
     async def deliver_uncounted(self, prepared: PreparedMessage) -> SendResult:

@@ -79,6 +79,7 @@ from .outcome import (
 )
 
 __all__ = [
+    "DATA",
     "BinaryBodyError",
     "EnvelopeCommands",
     "Transaction",
@@ -90,7 +91,9 @@ __all__ = [
 ]
 
 
-_DATA = Data()
+#: The one DATA command of every transaction (send's and send_many's): the connection's
+#: memo of encoded commands finds it by identity.
+DATA = Data()
 
 
 class BinaryBodyError(SmtpError):
@@ -373,11 +376,11 @@ async def _transaction(
     data_reply: Reply | None
     if transport.extensions.pipelining:
         mail_reply, rcpt_replies, data_reply = await transaction.read_envelope(
-            data=True, group=transaction.envelope(_DATA)
+            data=True, group=transaction.envelope(DATA)
         )
     else:
         mail_reply, rcpt_replies, data_reply = await _envelope_one_by_one(
-            transport, plan.mail, rcpts, last=_DATA
+            transport, plan.mail, rcpts, last=DATA
         )
     refused = transaction.judge(mail_reply, rcpt_replies, data_reply)
     if refused is not None:
