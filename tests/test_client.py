@@ -329,3 +329,45 @@ async def test_recipient_list_that_does_not_all_parse_sends_to_nobody(
             await client.send(b"x\r\n", sender="a@example.org", recipients=[*to.split(", "), ""])
     assert repr(part) in str(info.value)
     assert smtp_server.connections == []  # nothing was written, not even EHLO
+
+
+@pytest.mark.smtp_server(tls="none")
+async def test_each_message_on_a_kept_connection_gets_its_own_envelope_commands(
+    smtp_server: SmtpServer,
+) -> None:
+    """A connection keeps the last message's MAIL and RCPTs for the next one (a CPU
+    saving): whatever differs -- recipients, size, body kind, DSN options -- gets its own."""
+    from trio_smtp import DeliveryNotification
+
+    def raw(body: bytes) -> bytes:
+        return b"From: <s@example.org>\r\nSubject: t\r\n\r\n" + body + b"\r\n"
+
+    sends: list[tuple[bytes, list[str], DeliveryNotification | None]] = [
+        (raw(b"one"), ["a@example.net"], None),
+        (raw(b"two"), ["a@example.net"], None),  # the same commands again
+        (raw(b"two"), ["b@example.net", "a@example.net"], None),
+        (raw(b"longer body"), ["b@example.net", "a@example.net"], None),
+        (raw("é".encode()), ["b@example.net", "a@example.net"], None),
+        (raw(b"one"), ["a@example.net"], DeliveryNotification.NEVER),
+        (raw(b"one"), ["a@example.net"], None),
+    ]
+    async with SmtpClient(smtp_server.host, smtp_server.port, security=Security.NONE) as client:
+        for data, recipients, notify in sends:
+            await client.send(data, sender="s@example.org", recipients=recipients, notify=notify)
+    assert len(smtp_server.connections) == 1
+    got = [
+        (m.recipients, m.mail_params.get("SIZE"), m.mail_params.get("BODY"), m.rcpt_params)
+        for m in smtp_server.messages
+    ]
+    a, ba = ["a@example.net"], ["b@example.net", "a@example.net"]
+    sizes = [str(len(data)) for data, _, _ in sends]
+    plain: dict[str, dict[str, str | None]] = {"a@example.net": {}}
+    assert got == [
+        (a, sizes[0], None, plain),
+        (a, sizes[1], None, plain),
+        (ba, sizes[2], None, {"b@example.net": {}, "a@example.net": {}}),
+        (ba, sizes[3], None, {"b@example.net": {}, "a@example.net": {}}),
+        (ba, sizes[4], "8BITMIME", {"b@example.net": {}, "a@example.net": {}}),
+        (a, sizes[5], None, {"a@example.net": {"NOTIFY": "NEVER"}}),
+        (a, sizes[6], None, plain),
+    ]

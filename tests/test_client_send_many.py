@@ -225,3 +225,24 @@ async def test_item_whose_to_header_does_not_all_parse_is_its_own_value_error(
     assert isinstance(outcomes[0], SendResult) and isinstance(outcomes[2], SendResult)
     assert isinstance(outcomes[1], ValueError) and "To" in str(outcomes[1])
     assert [m.recipients for m in server.messages] == [["to0@example.net"], ["to2@example.net"]]
+
+
+async def test_send_and_send_many_on_one_connection_each_get_their_own_envelope(
+    server: SmtpServer,
+) -> None:
+    """send and send_many share the connection's memo of the last MAIL and RCPTs (a CPU
+    saving): each message still gets the commands of its own envelope and size."""
+    async with client_for(server) as client:
+        await client.send(message(0, "a@example.net").message, sender=FROM, recipients=["a@x.net"])
+        await client.send_many([message(1, "a@x.net"), message(22, "b@x.net"), message(3)])
+        await client.send(message(4).message, sender=FROM, recipients=["a@x.net"])
+    assert len(server.connections) == 1
+    got = [(m.recipients, m.mail_params.get("SIZE")) for m in server.messages]
+    sizes = [str(len(message(i).message)) for i in (0, 1, 22, 3, 4)]
+    assert got == [
+        (["a@x.net"], sizes[0]),
+        (["a@x.net"], sizes[1]),
+        (["b@x.net"], sizes[2]),
+        (["to3@example.net"], sizes[3]),
+        (["a@x.net"], sizes[4]),
+    ]

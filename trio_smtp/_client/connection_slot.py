@@ -32,7 +32,7 @@ import trio
 from .._delivery.outcome import ConnectionStaleError, late_cancel
 from .._delivery.session import SessionConfig, open_session
 from .._delivery.stats import Counters
-from .._delivery.transaction import deliver
+from .._delivery.transaction import EnvelopeCommands, deliver
 from .._io.transport import Transport
 from .._message.dkim import DkimSigner
 
@@ -64,6 +64,8 @@ class Connection:
         #: The connection the current send uses (its last, after a stale one was replaced):
         #: :attr:`end_of_data_written` reads it.  Reset by :meth:`begin_send`.
         self._send_transport: Transport | None = None
+        #: The last message's MAIL and RCPTs, for the next one to the same people.
+        self._commands = EnvelopeCommands()
 
     @property
     def connected(self) -> bool:
@@ -98,7 +100,7 @@ class Connection:
         """Send one message as ``SmtpClient.send`` does, counted in the statistics (a
         cancelled send counts as nothing)."""
         try:
-            result = await self._deliver_once(prepared)
+            result = await self.deliver_uncounted(prepared)
         except Exception as exc:
             self._counters.failed(exc, prepared.size)
             raise
@@ -106,11 +108,6 @@ class Connection:
             await close_body(prepared)
         self._counters.sent(result, prepared.size)
         return result
-
-    async def deliver_uncounted(self, prepared: PreparedMessage) -> SendResult:
-        """One attempt at ``prepared``, not counted and leaving its body open (the pool
-        counts a message once, whatever the attempts, and closes its body at the end)."""
-        return await self._deliver_once(prepared)
 
     async def connect(self) -> None:
         """Open the session now unless a reusable one is open (errors as ``send``'s)."""
@@ -132,14 +129,17 @@ class Connection:
         return await send_batch(
             items,
             self._counters,
-            self._deliver_once,
+            self.deliver_uncounted,
             None if pickup else self._connection,
             functools.partial(self._drop_transport, polite=False),
             outcomes,
             dkim=dkim,
+            commands=self._commands,
         )
 
-    async def _deliver_once(self, prepared: PreparedMessage) -> SendResult:
+    async def deliver_uncounted(self, prepared: PreparedMessage) -> SendResult:
+        """One attempt at ``prepared``, not counted and leaving its body open (the pool
+        counts a message once, whatever the attempts, and closes its body at the end)."""
         if self._pickup_directory is not None:
             return await self._deliver_to_pickup(prepared)
         while True:
@@ -150,7 +150,9 @@ class Connection:
             self._send_transport = transport
             try:
                 # A kept connection was looked at just now (check_idle), with no await since.
-                return await deliver(transport, prepared, looked=transport.reused)
+                return await deliver(
+                    transport, prepared, looked=transport.reused, commands=self._commands
+                )
             except ConnectionStaleError:
                 continue  # only on a reused connection: the next one is fresh
             finally:

@@ -270,6 +270,7 @@ class SmtpPool:
             self.send_async_cancel()
         try:
             while self._sends:
+                self._all_done = trio.Event()  # set by _ended (one per wait, not per send)
                 await self._all_done.wait()
         finally:
             self.send_async_cancel()  # only if this wait was cancelled: nothing else runs
@@ -519,8 +520,6 @@ class SmtpPool:
             raise RuntimeError("use the pool as 'async with SmtpPool(...) as pool:'")
 
     def _started(self) -> None:
-        if self._sends == 0:
-            self._all_done = trio.Event()
         self._sends += 1
 
     def _ended(self) -> None:

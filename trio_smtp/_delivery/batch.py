@@ -47,7 +47,7 @@ from .._io.transport import Transport
 from .._message.dkim import DkimSigner
 from .._message.prepare import PreparedMessage
 from .._results import SendResult
-from ..protocol import Data, Rcpt, Reply, Rset
+from ..protocol import Reply, Rset
 from .batch_items import Outcome, Outcomes, Pending, Source
 from .outcome import (
     ConnectionStaleError,
@@ -57,12 +57,10 @@ from .outcome import (
     not_delivered,
 )
 from .stats import Counters
-from .transaction import Transaction, TransferPlan, check_server, plan_transfer
+from .transaction import DATA, EnvelopeCommands, Transaction, check_server
 from .window import send_windowed
 
 __all__ = ["send_batch", "send_pipelined"]
-
-_DATA = Data()
 
 
 class _Awaiting:
@@ -89,6 +87,7 @@ async def send_batch(
     outcomes: Outcomes | None = None,
     *,
     dkim: DkimSigner | None = None,
+    commands: EnvelopeCommands | None = None,
 ) -> list[Outcome]:
     """The body of :meth:`SmtpClient.send_many <trio_smtp.SmtpClient.send_many>`: one
     outcome per item, in order.
@@ -97,13 +96,16 @@ async def send_batch(
     does, ``connection`` returns its reusable session (opening one if needed; ``None`` for
     a pickup directory), ``drop_connection`` discards a session that is no longer usable.
     ``outcomes`` (built on ``counters``) is given by a caller that watches them as they come.
-    ``dkim`` signs every item that does not choose its own signer.
+    ``dkim`` signs every item that does not choose its own signer.  ``commands``: the
+    client's :class:`~trio_smtp._delivery.transaction.EnvelopeCommands`, shared with its
+    ``send`` (None: one for this batch).
     """
     if outcomes is None:
         outcomes = Outcomes(counters)
+    memo = commands if commands is not None else EnvelopeCommands()
     source = Source(items, outcomes, dkim)
     return await source.reading_ahead(
-        lambda: _send_all(source, outcomes, deliver_one, connection, drop_connection)
+        lambda: _send_all(source, outcomes, deliver_one, connection, drop_connection, memo)
     )
 
 
@@ -113,6 +115,7 @@ async def _send_all(
     deliver_one: Callable[[PreparedMessage], Awaitable[SendResult]],
     connection: Callable[[], Awaitable[Transport]] | None,
     drop_connection: Callable[[], Awaitable[None]],
+    commands: EnvelopeCommands,
 ) -> list[Outcome]:
     pending = await source.next()  # no connection for an empty batch
     while pending is not None:
@@ -130,7 +133,8 @@ async def _send_all(
         try:
             extensions = transport.extensions
             if extensions.pipelining and not extensions.chunking:
-                retry, one = await send_pipelined(transport, source, outcomes, pending), None
+                retry = await send_pipelined(transport, source, outcomes, pending, commands)
+                one = None
             elif extensions.pipelining:
                 one = await send_windowed(transport, source, outcomes, pending)
         finally:
@@ -168,7 +172,11 @@ async def _fail_the_rest(
 
 
 async def send_pipelined(
-    transport: Transport, source: Source, outcomes: Outcomes, first: Pending
+    transport: Transport,
+    source: Source,
+    outcomes: Outcomes,
+    first: Pending,
+    commands: EnvelopeCommands,
 ) -> Pending | None:
     """Send messages from ``source`` on ``transport`` (PIPELINING, no CHUNKING) until the
     source ends or the connection breaks; return a message that must go first on the next
@@ -180,7 +188,7 @@ async def send_pipelined(
     a slow source is never timed.  A phase that times out unwinds to that scope as
     Cancelled and comes out as the same SmtpTimeoutError a per-phase scope raises; the
     sender then gives the messages involved the outcomes that error gets anywhere else."""
-    sender = _PipelinedSender(transport, outcomes)
+    sender = _PipelinedSender(transport, outcomes, commands)
     try:
         with transport.phases() as phases:
             return await sender.run(source, first, phases)
@@ -190,7 +198,9 @@ async def send_pipelined(
 
 
 class _PipelinedSender:
-    def __init__(self, transport: Transport, outcomes: Outcomes) -> None:
+    def __init__(
+        self, transport: Transport, outcomes: Outcomes, commands: EnvelopeCommands
+    ) -> None:
         self.transport = transport
         self.outcomes = outcomes
         self.tail = b""  # goes first in the next write: data + terminator, or RSET
@@ -206,8 +216,7 @@ class _PipelinedSender:
         self._in_flight: Pending | None = None
         self._written = False
         # The commands of the last message, for the next one if it needs the same.
-        self._last_key: tuple[object, ...] = ()
-        self._last: tuple[TransferPlan, list[Rcpt]] | None = None
+        self._commands = commands
 
     async def run(self, source: Source, first: Pending, phases: Phases) -> Pending | None:
         """The loop of :func:`send_pipelined`, inside its Phases scope."""
@@ -261,7 +270,7 @@ class _PipelinedSender:
         transport, prepared = self.transport, pending.prepared
         try:
             check_server(transport, prepared)
-            plan, rcpts = self._commands(prepared)
+            plan, rcpts = self._commands.get(prepared, transport.extensions)
         except SmtpError as exc:
             self.outcomes.set(pending.slot, exc, prepared.size)
             return False
@@ -270,7 +279,7 @@ class _PipelinedSender:
             await self._before_write()
             # Refused (SmtpProtocolError) when the server sent more than it owed.
             transaction = Transaction(transport, prepared, plan, rcpts)
-            envelope = transaction.envelope(_DATA)
+            envelope = transaction.envelope(DATA)
         except SmtpError as exc:
             self._lost(exc, written=False)
             if after_another:  # nothing of ``pending`` was written: a new connection
@@ -303,29 +312,6 @@ class _PipelinedSender:
         self._in_flight, self._written = None, False
         await self._after_envelope(pending, transaction, mail_reply, rcpt_replies, data_reply)
         return False
-
-    def _commands(self, prepared: PreparedMessage) -> tuple[TransferPlan, list[Rcpt]]:
-        """The plan (MAIL) and the RCPTs for ``prepared``: those of the message before
-        when everything they depend on is the same object or value (a batch to the same
-        people, the usual case), built afresh otherwise."""
-        extensions = self.transport.extensions
-        key = (
-            prepared.envelope,
-            prepared.options,
-            prepared.body_kind,
-            prepared.has_nul,
-            prepared.smtputf8_required,
-            prepared.smtputf8_wanted,
-            prepared.size if "SIZE" in extensions.keywords else None,
-            extensions,
-        )
-        if key == self._last_key and self._last is not None:
-            return self._last
-        plan = plan_transfer(prepared, extensions)
-        options = prepared.options
-        commands = plan, [options.rcpt(r) for r in prepared.envelope.recipients]
-        self._last_key, self._last = key, commands
-        return commands
 
     async def _after_envelope(
         self,

@@ -79,7 +79,9 @@ from .outcome import (
 )
 
 __all__ = [
+    "DATA",
     "BinaryBodyError",
+    "EnvelopeCommands",
     "Transaction",
     "TransferPlan",
     "check_server",
@@ -89,7 +91,9 @@ __all__ = [
 ]
 
 
-_DATA = Data()
+#: The one DATA command of every transaction (send's and send_many's): the connection's
+#: memo of encoded commands finds it by identity.
+DATA = Data()
 
 
 class BinaryBodyError(SmtpError):
@@ -99,26 +103,33 @@ class BinaryBodyError(SmtpError):
 
 
 async def deliver(
-    transport: Transport, prepared: PreparedMessage, *, looked: bool = False
+    transport: Transport,
+    prepared: PreparedMessage,
+    *,
+    looked: bool = False,
+    commands: EnvelopeCommands | None = None,
 ) -> SendResult:
     """Run one transaction on a ready session; see the module docstring for the outcomes.
 
     ``looked``: the caller has just looked at the connection
     (:meth:`Transport.check_idle <trio_smtp._io.transport.Transport.check_idle>`) with no
     await since, so the look before the envelope would see the same (design rules 11, 12);
-    opening a streamed body awaits, so it is looked at again then."""
+    opening a streamed body awaits, so it is looked at again then.  ``commands``: the
+    connection's :class:`EnvelopeCommands` (None: built for this message alone)."""
     if prepared.body is not None:
         await prepared.body.open()  # before MAIL: a missing file is an OSError, nothing sent
         looked = False
     check_server(transport, prepared)
-    plan = plan_transfer(prepared, transport.extensions)
+    if commands is None:
+        commands = EnvelopeCommands()
+    plan, rcpts = commands.get(prepared, transport.extensions)
     try:
         if prepared.body is None:
             # In-memory data: one deadline scope for the whole transaction (Phases).
             with transport.phases():
-                result = await _transaction(transport, prepared, plan, looked)
+                result = await _transaction(transport, prepared, plan, rcpts, looked)
         else:
-            result = await _transaction(transport, prepared, plan, looked)
+            result = await _transaction(transport, prepared, plan, rcpts, looked)
     except SmtpError as exc:
         await _after_failure(transport, exc)
         raise
@@ -185,6 +196,42 @@ def plan_transfer(prepared: PreparedMessage, extensions: Extensions) -> Transfer
     if prepared.options.wants_dsn or prepared.options.requiretls:
         mail = prepared.options.mail(mail)
     return TransferPlan(mail, bdat, raw)
+
+
+class EnvelopeCommands:
+    """The plan (MAIL) and the RCPTs of a connection's last message, for the next one when
+    everything they depend on is the same object or value: a program sending to the same
+    people message after message (the usual case) builds them once, and the connection's
+    memo of encoded commands then finds them by identity.  One per connection (per batch
+    in ``send_many``)."""
+
+    __slots__ = ("_commands", "_key")
+
+    def __init__(self) -> None:
+        self._key: tuple[object, ...] = ()
+        self._commands: tuple[TransferPlan, list[Rcpt]] | None = None
+
+    def get(
+        self, prepared: PreparedMessage, extensions: Extensions
+    ) -> tuple[TransferPlan, list[Rcpt]]:
+        """``prepared``'s plan (:func:`plan_transfer`, which may raise) and RCPTs."""
+        key = (
+            prepared.envelope,
+            prepared.options,
+            prepared.body_kind,
+            prepared.has_nul,
+            prepared.smtputf8_required,
+            prepared.smtputf8_wanted,
+            prepared.size if "SIZE" in extensions.keywords else None,
+            extensions,
+        )
+        if key == self._key and self._commands is not None:
+            return self._commands
+        plan = plan_transfer(prepared, extensions)
+        options = prepared.options
+        commands = plan, [options.rcpt(r) for r in prepared.envelope.recipients]
+        self._key, self._commands = key, commands
+        return commands
 
 
 class Transaction:
@@ -315,22 +362,25 @@ class Transaction:
 
 
 async def _transaction(
-    transport: Transport, prepared: PreparedMessage, plan: TransferPlan, looked: bool
+    transport: Transport,
+    prepared: PreparedMessage,
+    plan: TransferPlan,
+    rcpts: list[Rcpt],
+    looked: bool,
 ) -> SendResult:
     if not looked:
         await _before_envelope(transport)
-    rcpts = [prepared.options.rcpt(r) for r in prepared.envelope.recipients]
     transaction = Transaction(transport, prepared, plan, rcpts)
     if plan.bdat:
         return await _transaction_bdat(transaction)
     data_reply: Reply | None
     if transport.extensions.pipelining:
         mail_reply, rcpt_replies, data_reply = await transaction.read_envelope(
-            data=True, group=transaction.envelope(_DATA)
+            data=True, group=transaction.envelope(DATA)
         )
     else:
         mail_reply, rcpt_replies, data_reply = await _envelope_one_by_one(
-            transport, plan.mail, rcpts, last=_DATA
+            transport, plan.mail, rcpts, last=DATA
         )
     refused = transaction.judge(mail_reply, rcpt_replies, data_reply)
     if refused is not None:

@@ -33,6 +33,13 @@ from ._state import SessionState, State, Step, command_step
 __all__ = ["NEED_DATA", "ClientConnection", "ConnectionClosed", "NeedData"]
 
 
+# The members the checks made for every command and reply compare with, as module
+# constants: up to Python 3.11 ``EnumType.__getattr__`` makes every ``State.ERROR`` a slow
+# attribute lookup (about 75 ns, a global costs 10), and a message makes some thirty.
+_ERROR, _CLOSED, _STARTTLS, _DATA = State.ERROR, State.CLOSED, State.STARTTLS, State.DATA
+_MESSAGE, _END_OF_DATA = Step.MESSAGE, Step.END_OF_DATA
+
+
 class NeedData:
     """Sentinel type: no complete event yet; read more and call receive_data."""
 
@@ -115,7 +122,7 @@ class ClientConnection:
         a reply or EOF the session enters ERROR: the terminator must never follow, and the
         driver closes the connection (RFC 5321 §4.1.1.4 gives no way to resume).
         """
-        if self._session.state is not State.DATA:
+        if self._session.state is not _DATA:
             raise LocalProtocolError("early_reply() is only meaningful in DATA")
         if self._session.pending:  # in DATA only the terminator can be awaiting its reply
             raise LocalProtocolError("early_reply() after end_data()")
@@ -167,16 +174,16 @@ class ClientConnection:
 
     def send_data(self, chunk: bytes | memoryview) -> bytes:
         """In DATA (after 354): encode a chunk of the message (see DataEncoder)."""
-        self._check_may_send(Step.MESSAGE)
+        self._check_may_send(_MESSAGE)
         return self._data_encoder().encode(chunk)
 
     def end_data(self) -> bytes:
         """In DATA: the rest of the encoded message and the terminator; awaits its reply,
         which comes back with ``reply.command == EndOfData()``."""
-        after = self._check_may_send(Step.END_OF_DATA)
+        after = self._check_may_send(_END_OF_DATA)
         data = self._data_encoder().finish()
         self._encoder = None
-        self._session.sent(EndOfData(), Step.END_OF_DATA, after)
+        self._session.sent(EndOfData(), _END_OF_DATA, after)
         return data
 
     def send_failed(self) -> None:
@@ -207,12 +214,12 @@ class ClientConnection:
         421).  Calling it in ERROR raises LocalProtocolError.
         """
         state = self._session.state
-        if state is State.ERROR:
+        if state is _ERROR:
             raise LocalProtocolError("the connection is in ERROR; close it")
-        if state is State.CLOSED:
+        if state is _CLOSED:
             return ConnectionClosed()
         try:
-            if state is State.STARTTLS and self._parser.buffered:
+            if state is _STARTTLS and self._parser.buffered:
                 raise RemoteProtocolError("bytes received before the TLS handshake (injection)")
             reply = self._next_parsed() if self._parsed else self._parser.next_reply()
             if reply is None:
@@ -244,7 +251,7 @@ class ClientConnection:
         """Raise LocalProtocolError unless ``step`` may be sent now; the state it leads to."""
         # step.value (an enum property, ~0.5 us) only when a message needs it: this runs
         # for every command and every data chunk.
-        if self._session.state in (State.ERROR, State.CLOSED):
+        if self._session.state in (_ERROR, _CLOSED):
             raise LocalProtocolError(f"cannot send in state {self._session.state.name}")
         if self._eof:
             raise LocalProtocolError(f"cannot send {step.value}: the server closed the connection")

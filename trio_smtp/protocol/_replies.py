@@ -139,17 +139,19 @@ class ReceiveBuffer:
         # Never look past max_length: a longer line is an error whatever follows.
         idx = data.find(b"\n", start + self._scanned, start + max_length)
         if idx < 0:
-            if len(self) >= max_length:
+            unscanned = len(data) - start  # len(self), without the call (a reply awaited)
+            if unscanned >= max_length:
                 raise RemoteProtocolError(f"reply line longer than {max_length} octets")
-            self._scanned = len(self)
+            self._scanned = unscanned
             return None
-        line = bytes(data[start : idx + 1])
+        end = idx + 1
+        line = bytes(data[start:end])
         self._scanned = 0
-        if idx + 1 == len(data):  # the usual case: the last buffered line
+        if end == len(data):  # the usual case: the last buffered line
             data.clear()
             self._start = 0
         else:
-            self._start = idx + 1
+            self._start = end
             self._compact()
         return line
 
@@ -221,7 +223,10 @@ class ReplyParser:
     @property
     def buffered(self) -> int:
         """Octets received but not yet part of a returned reply."""
-        return self._size + len(self._buffer)
+        # Asked before every command and around every reply parsed ahead: the buffer's
+        # length is read here rather than through ReceiveBuffer.__len__ (two calls more).
+        buffer = self._buffer
+        return self._size + len(buffer._data) - buffer._start
 
     def _next_reply(self) -> Reply | None:
         limits = self._limits
