@@ -59,12 +59,17 @@ def timeout_error(
 
 
 def deadline(
-    seconds: float | None, what: str, error: type[SmtpTimeoutError] = SmtpTimeoutError
+    seconds: float | None,
+    what: str,
+    error: type[SmtpTimeoutError] = SmtpTimeoutError,
+    *,
+    shield: bool = False,
 ) -> Phases:
     """``with deadline(seconds, what):`` fails with :class:`SmtpTimeoutError` (or ``error``)
     when ``what`` takes longer than ``seconds`` (None: no limit): a :class:`Phases` scope
-    with one phase, armed now."""
-    phases = Phases()
+    with one phase, armed now.  ``shield``: a shielded scope (design rule 9's cleanups),
+    rather than a shielded scope around this one."""
+    phases = Phases(shield=shield)
     phases.arm(seconds, what, error)
     return phases
 
@@ -187,11 +192,13 @@ class Phases:
         self,
         register: Callable[[Phases | None], None] | None = None,
         watchdog: Watchdog | None = None,
+        *,
+        shield: bool = False,
     ) -> None:
         self._depth = 0
         self._expired = False  # the watchdog cancelled the scope
         self._register = register
-        self._scope = trio.CancelScope()
+        self._scope = trio.CancelScope(shield=shield)
         self._seconds: float | None = None
         self._what = "the transaction"
         self._error: type[SmtpTimeoutError] = SmtpTimeoutError
