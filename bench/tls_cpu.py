@@ -101,7 +101,9 @@ def _start_server(tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
 def _measure(args: argparse.Namespace, message: bytes) -> None:
     print(f"client CPU per session, {args.count} sessions, best of {args.repeat}")
     for name in args.only.split(","):
-        runs = sorted(trio.run(VARIANTS[name], args, message, lambda: None) for _ in range(args.repeat))
+        runs = sorted(
+            trio.run(VARIANTS[name], args, message, lambda: None) for _ in range(args.repeat)
+        )
         best, median = runs[0] / args.count * 1e3, runs[len(runs) // 2] / args.count * 1e3
         print(f"  {name:5s} {best:6.3f} ms (median {median:.3f})", flush=True)
 
@@ -113,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=200, help="sessions per run")
     parser.add_argument("--repeat", type=int, default=5, help="runs; the best is shown")
     parser.add_argument("--only", default=",".join(VARIANTS), help="pool, floor")
-    parser.add_argument("--profile", choices=("tottime", "cumtime"), help="profile a run (of the first --only)")
+    parser.add_argument(
+        "--profile", choices=("tottime", "cumtime"), help="profile a run (of the first --only)"
+    )
     parser.add_argument("--lines", type=int, default=40, help="rows of the profile")
     args = parser.parse_args(argv)
     message = payload.raw_messages(1, 1024)[0]
