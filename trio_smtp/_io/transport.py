@@ -273,7 +273,9 @@ class Transport(Channel):
     ) -> None:
         """Wrap the stream in TLS (RFC 3207 §4.2: the machine forgets what it learned),
         resuming ``session`` if the server agrees."""
-        self.stream = await wrap_tls(self.stream, context, self.host, self.timeouts, session)
+        self.stream = await wrap_tls(
+            self.stream, context, self.host, self.timeouts, session, phase=self.phase
+        )
         self.tls = True
         self.conn.start_tls()
         note_tls(self.log, self.stream)
