@@ -1,7 +1,8 @@
 """The session's handshake runs under one deadline scope, armed again at each step
-(``open_session``): each step keeps its own budget and its own name in a timeout, and the
-local waits between steps -- the OAuth 2.0 token, the host name lookup for EHLO -- are
-bounded by their own limits, never by what is left of the step before them."""
+(``open_session``): each step -- and connecting, and an implicit TLS handshake -- keeps its
+own budget and its own name in a timeout, and the local waits between steps -- the OAuth 2.0
+token, the host name lookup for EHLO -- are bounded by their own limits, never by what is
+left of the step before them."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from trio_smtp.testing import Delay, Handover, SmtpServer
 MakeMessage = Callable[..., EmailMessage]
 
 #: Budgets that tell the steps apart in a timeout's text.
-TIMEOUTS = Timeouts(greeting=11, command=13, tls_handshake=17)
+TIMEOUTS = Timeouts(connect=7, greeting=11, command=13, tls_handshake=17)
 
 
 async def _stall_handshake(stream: trio.abc.Stream, _buffered: bytes) -> None:
@@ -147,3 +148,46 @@ async def test_a_slow_host_name_lookup_is_not_charged_to_the_greeting(
         async with _client(server, local_hostname=None) as client:
             await client.send(make_message())
     assert server.connections[0].helo == "looked-up.example.org"
+
+
+@pytest.mark.parametrize("security", [Security.STARTTLS, Security.IMPLICIT_TLS])
+async def test_connecting_times_out_with_its_own_budget(
+    autojump_clock: trio.testing.MockClock, make_message: MakeMessage, security: Security
+) -> None:
+    async def never_connects() -> trio.abc.Stream:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    client = SmtpClient(
+        "mx.example.net", security=security, stream_factory=never_connects, timeouts=TIMEOUTS
+    )
+    async with client:
+        start = trio.current_time()
+        with pytest.raises(SmtpTimeoutError, match=r"after 7 s waiting for connecting$"):
+            await client.send(make_message())
+        assert trio.current_time() - start == pytest.approx(7)
+
+
+async def test_an_implicit_tls_handshake_has_its_own_budget(
+    autojump_clock: trio.testing.MockClock, make_message: MakeMessage
+) -> None:
+    """Connected at once, then a peer that never speaks TLS: the handshake's 17 s, not
+    what is left of connecting's 7."""
+    peers: list[trio.abc.Stream] = []
+
+    async def silent_peer() -> trio.abc.Stream:
+        ours, theirs = trio.testing.memory_stream_pair()
+        peers.append(theirs)  # kept open, never read
+        return ours
+
+    client = SmtpClient(
+        "mx.example.net",
+        security=Security.IMPLICIT_TLS,
+        stream_factory=silent_peer,
+        timeouts=TIMEOUTS,
+    )
+    async with client:
+        start = trio.current_time()
+        with pytest.raises(SmtpTimeoutError, match=r"after 17 s waiting for the TLS handshake$"):
+            await client.send(make_message())
+        assert trio.current_time() - start == pytest.approx(17)
