@@ -25,6 +25,7 @@ import pstats
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -120,22 +121,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--lines", type=int, default=40, help="rows of the profile")
     args = parser.parse_args(argv)
-    message = payload.raw_messages(1, 1024)[0]
-    proc = None
-    if args.port is None:
-        import tempfile
-
-        tmp = Path(tempfile.mkdtemp(prefix="tls_cpu-"))
-        proc, address = _start_server(tmp)
+    if args.port is not None:
+        _run(args)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="tls_cpu-") as tmp:
+        proc, address = _start_server(Path(tmp))
         args.port, args.cafile = address["port"], address["cafile"]
-    try:
-        _profile(args, message) if args.profile else _measure(args, message)
-    finally:
-        if proc is not None:
+        try:
+            _run(args)
+        finally:
             assert proc.stdin is not None
-            proc.stdin.close()
+            proc.stdin.close()  # the server stops when its stdin closes
             proc.wait(timeout=10)
     return 0
+
+
+def _run(args: argparse.Namespace) -> None:
+    message = payload.raw_messages(1, 1024)[0]
+    if args.profile:
+        _profile(args, message)
+    else:
+        _measure(args, message)
 
 
 if __name__ == "__main__":
