@@ -2,17 +2,17 @@
 
 Theory of operation: RFC 5321 §4.5.3.2 gives each phase of a session its own time limit,
 covering the whole reply rather than each read.  There is one mechanism: a :class:`Phases`
-scope -- a ``trio.CancelScope`` entered once, for a whole transaction of in-memory data or
-for one step outside it (:func:`deadline`) -- records the deadline of its current phase
-(:meth:`Phases.arm`, an assignment), and the run's one :class:`Watchdog` task cancels a
-scope whose phase is past its deadline.  No Trio deadline is moved per phase, and no scope
-sets one of its own.  Every budget of :class:`~trio_smtp.Timeouts` goes through it, the
-waits while streamed data is watched and QUIT's included; only waits that are no phase keep
-a plain Trio scope (a readable TLS socket's few milliseconds for a record, the local host
-name lookup before EHLO, closing a file after a send, design rule 9).  Only these scopes'
-own cancellations are caught: a user's cancel scope, and ``send_async_cancel``, pass
-through untouched.  :class:`map_errors` is the single place where Trio, ``ssl`` and
-protocol-core errors become the library's.
+scope -- a ``trio.CancelScope`` entered once, for a whole transaction of in-memory data, for
+a session's handshake, or for one step outside them (:func:`deadline`) -- records the
+deadline of its current phase (:meth:`Phases.arm`, an assignment), and the run's one
+:class:`Watchdog` task cancels a scope whose phase is past its deadline.  No Trio deadline
+is moved per phase, and no scope sets one of its own.  Every budget of
+:class:`~trio_smtp.Timeouts` goes through it, the waits while streamed data is watched and
+QUIT's included; only waits that are no phase keep a plain Trio scope (a readable TLS
+socket's few milliseconds for a record, the local host name lookup before EHLO, closing a
+file after a send, design rule 9).  Only these scopes' own cancellations are caught: a
+user's cancel scope, and ``send_async_cancel``, pass through untouched.  :class:`map_errors`
+is the single place where Trio, ``ssl`` and protocol-core errors become the library's.
 """
 
 from __future__ import annotations
@@ -59,12 +59,17 @@ def timeout_error(
 
 
 def deadline(
-    seconds: float | None, what: str, error: type[SmtpTimeoutError] = SmtpTimeoutError
+    seconds: float | None,
+    what: str,
+    error: type[SmtpTimeoutError] = SmtpTimeoutError,
+    *,
+    shield: bool = False,
 ) -> Phases:
     """``with deadline(seconds, what):`` fails with :class:`SmtpTimeoutError` (or ``error``)
     when ``what`` takes longer than ``seconds`` (None: no limit): a :class:`Phases` scope
-    with one phase, armed now."""
-    phases = Phases()
+    with one phase, armed now.  ``shield``: a shielded scope (design rule 9's cleanups),
+    rather than a shielded scope around this one."""
+    phases = Phases(shield=shield)
     phases.arm(seconds, what, error)
     return phases
 
@@ -187,11 +192,13 @@ class Phases:
         self,
         register: Callable[[Phases | None], None] | None = None,
         watchdog: Watchdog | None = None,
+        *,
+        shield: bool = False,
     ) -> None:
         self._depth = 0
         self._expired = False  # the watchdog cancelled the scope
         self._register = register
-        self._scope = trio.CancelScope()
+        self._scope = trio.CancelScope(shield=shield)
         self._seconds: float | None = None
         self._what = "the transaction"
         self._error: type[SmtpTimeoutError] = SmtpTimeoutError

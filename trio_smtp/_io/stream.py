@@ -18,7 +18,8 @@ import math
 import select
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import trio
@@ -208,6 +209,8 @@ async def wrap_tls(
     host: str,
     timeouts: Timeouts,
     session: ssl.SSLSession | None = None,
+    *,
+    phase: Callable[[float | None, str], AbstractContextManager[object]] = deadline,
 ) -> trio.SSLStream[trio.abc.Stream]:
     """TLS over ``stream``, handshake done (certificate and host name checked by ``context``).
 
@@ -218,6 +221,10 @@ async def wrap_tls(
     ``context``, offered for resumption (RFC 8446 §2.2: no certificate exchange, fewer
     computations; the server may refuse and run a full handshake).  ``trio.SSLStream``
     forwards ``session`` to its ``ssl.SSLObject``, which takes it before the handshake.
+
+    ``phase``: the handshake's deadline, :func:`deadline` or STARTTLS's
+    :meth:`Channel.phase <trio_smtp._io.channel.Channel.phase>` (which re-arms the scope
+    the session's handshake is under instead of opening one more).
     """
     tls_stream = trio.SSLStream(
         stream, context, server_hostname=host or None, https_compatible=False
@@ -230,7 +237,7 @@ async def wrap_tls(
     try:
         with (
             map_errors("the TLS handshake", tls=True),
-            deadline(timeouts.tls_handshake, "the TLS handshake"),
+            phase(timeouts.tls_handshake, "the TLS handshake"),
         ):
             await tls_stream.do_handshake()
     except BaseException:

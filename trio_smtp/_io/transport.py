@@ -273,7 +273,9 @@ class Transport(Channel):
     ) -> None:
         """Wrap the stream in TLS (RFC 3207 §4.2: the machine forgets what it learned),
         resuming ``session`` if the server agrees."""
-        self.stream = await wrap_tls(self.stream, context, self.host, self.timeouts, session)
+        self.stream = await wrap_tls(
+            self.stream, context, self.host, self.timeouts, session, phase=self.phase
+        )
         self.tls = True
         self.conn.start_tls()
         note_tls(self.log, self.stream)
@@ -283,15 +285,19 @@ class Transport(Channel):
         :attr:`Timeouts.quit <trio_smtp.Timeouts.quit>` (design rule 9).  With no limit
         (None) it is not shielded: nothing may wait for ever out of a cancel's reach."""
         limit = self.timeouts.quit
-        with trio.CancelScope(shield=limit is not None):
-            try:
-                with deadline(limit, "QUIT"):
-                    if self.reusable:
-                        await self.command(Quit(), "QUIT", None)
-                    await self.stream.aclose()
-            except (SmtpError, ProtocolError, trio.BrokenResourceError, OSError):
-                pass  # a timeout, or the server closed first: the connection is done anyway
-        await self.aclose()
+        closed = False
+        try:
+            with deadline(limit, "QUIT", shield=limit is not None):
+                if self.reusable:
+                    await self.command(Quit(), "QUIT", None)
+                await self.stream.aclose()
+                closed = True
+        except (SmtpError, ProtocolError, trio.BrokenResourceError, OSError):
+            pass  # a timeout, or the server closed first: the connection is done anyway
+        if closed:  # nothing is left to close by force (that costs a cancel scope and a raise)
+            self.mark_broken()
+        else:
+            await self.aclose()
 
     def tls_session(self) -> ssl.SSLSession | None:
         """The TLS session, to resume on the next connection (None without TLS).  Under TLS
