@@ -19,6 +19,7 @@ from trio_smtp import (
     OutgoingMessage,
     Security,
     SendResult,
+    SmtpClient,
     SmtpConnectError,
     SmtpDeliveryUnknownError,
     SmtpPool,
@@ -290,6 +291,28 @@ async def test_broken_connection_is_replaced() -> None:
         # The server kept message 2 before hanging up: it was delivered, and sent once.
         assert [m.recipients for m in server.messages] == [[f"to{i}@example.net"] for i in range(4)]
         assert len(server.connections) == 3
+
+
+async def test_a_new_connection_that_dies_at_mail_is_not_stale() -> None:
+    # Design rule 12 sends a message again only when a connection used before is found
+    # dead: the server may have closed it while idle.  A connection the pool has just
+    # opened for this send was not idle, so its death is the server's answer (as for
+    # SmtpClient): reported, not hidden behind a second connection.
+    async with SmtpServer(tls="none", disable={"CHUNKING"}) as server:
+        server.on("MAIL", Hangup(), times=1)
+        async with pool_for(server, max_connections=1) as pool:
+            with pytest.raises(SmtpConnectError):
+                await send_one(pool, 0)
+            assert pool.statistics().connections_opened == 1
+            await send_one(pool, 1)  # the next send opens a new one
+        assert len(server.connections) == 2
+        assert [m.recipients for m in server.messages] == [["to1@example.net"]]
+    async with SmtpServer(tls="none", disable={"CHUNKING"}) as server:
+        server.on("MAIL", Hangup(), times=1)
+        async with SmtpClient(server.host, server.port, security=Security.NONE) as client:
+            with pytest.raises(SmtpConnectError):
+                await client.send(message(0).message, sender=FROM, recipients=["a@example.net"])
+            assert client.statistics().connections_opened == 1
 
 
 async def test_idle_connections_are_closed(

@@ -112,7 +112,7 @@ class Connection:
     async def connect(self) -> None:
         """Open the session now unless a reusable one is open (errors as ``send``'s)."""
         if self._pickup_directory is None:
-            await self._connection()
+            await self._open()
 
     async def send_many(
         self,
@@ -172,15 +172,20 @@ class Connection:
         return SendResult(envelope.recipients, message_id=prepared.message_id)
 
     async def _connection(self) -> Transport:
+        """The session for the next send or batch (reused from the second time on)."""
+        transport = await self._open()
+        transport.hand_out()
+        return transport
+
+    async def _open(self) -> Transport:
         # design rules 11 and 12: a kept connection that the server closed (with or
         # without 421) or spoke on while idle is replaced, whatever the last send did.
-        if self._transport is not None and await self._transport.check_idle():
-            self._transport.mark_reused()
-            return self._transport
-        await self._drop_transport(polite=False)
-        self._counters.connections_opened += 1
-        self._transport = await open_session(self._config)
-        return self._transport
+        transport = self._transport
+        if transport is None or not await transport.check_idle():
+            await self._drop_transport(polite=False)
+            self._counters.connections_opened += 1
+            transport = self._transport = await open_session(self._config)
+        return transport
 
     async def _drop_transport(self, *, polite: bool) -> None:
         transport, self._transport = self._transport, None

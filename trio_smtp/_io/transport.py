@@ -92,6 +92,16 @@ class Transport(Channel):
         #: that failed never sets it: its last octets never reached the kernel, so the
         #: server cannot have seen a complete end of data.
         self.end_of_data_written = False
+        #: True once :meth:`hand_out` gave the connection to a send or a batch.
+        self.handed_out = False
+
+    def hand_out(self) -> None:
+        """The connection is given to a send or a batch: from the second time on, it is
+        :attr:`reused`.  Opening it does not count: a pool connects before the lease
+        returns, and a connection opened for this very send was never idle."""
+        if self.handed_out:
+            self.reused = True
+        self.handed_out = True
 
     def mark_reused(self) -> None:
         """The connection is handed out again after an earlier transaction (see
