@@ -371,9 +371,11 @@ async def redirected(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Servers]:
     monkeypatch.setattr(trio, "open_tcp_stream", only_loopback)
     real_open_tcp = trio_smtp._io.connect.open_tcp
 
-    async def only_loopback_tcp(host: str, port: int) -> trio.SocketStream:
+    async def only_loopback_tcp(
+        host: str, port: int, source: str | None = None
+    ) -> trio.SocketStream:
         assert is_loopback(host), f"an example tried to connect to {host}:{port}"
-        return await real_open_tcp(host, port)
+        return await real_open_tcp(host, port, source)
 
     # The client dials address literals itself (trio_smtp._io.connect.open_tcp).
     monkeypatch.setattr(trio_smtp._io.connect, "open_tcp", only_loopback_tcp)

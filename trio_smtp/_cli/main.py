@@ -13,6 +13,7 @@ import email
 import email.policy
 import email.utils
 import getpass
+import ipaddress
 import mimetypes
 import os
 import sys
@@ -187,6 +188,10 @@ def add_send_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentPar
     )  # fmt: skip
     add_proxy_argument(parser)
     parser.add_argument(
+        "--source-address", metavar="IP",
+        help="connect from this local IP address (a machine with several)",
+    )  # fmt: skip
+    parser.add_argument(
         "--progress", action="store_true",
         help="a progress bar for the message data whatever its size (without it, only for "
         "a message over 1 MiB; either way only when stderr is a terminal and tqdm is "
@@ -308,6 +313,14 @@ def _client_options(
     options: dict[str, Any] = {"timeouts": cli_timeouts(args.timeout)}
     if args.proxy is not None:
         options["proxy"] = proxy_from_cli(args.proxy)
+    if args.source_address is not None:
+        try:
+            ipaddress.ip_address(args.source_address)
+        except ValueError:
+            raise UsageError(
+                f"--source-address must be an IP address, not {args.source_address!r}"
+            ) from None
+        options["source_address"] = args.source_address
     if config["security"] is not Security.NONE:
         options["ssl_context"] = tls_context(args.ca_file)
     if user is not None:

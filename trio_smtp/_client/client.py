@@ -100,6 +100,11 @@ class SmtpClient:
     the server, the security and the state (``new``, ``idle``, ``connected``, ``sending``,
     ``closing``, ``closed``).
 
+    ``source_address`` is the local IP address to connect from (``"192.0.2.10"``; the port
+    is the system's choice), for a machine with several addresses whose relay expects mail
+    from one of them; TCP only (``ValueError`` with a Unix socket, a stream factory, a proxy
+    or a pickup directory, or for anything but an IP address).
+
     ``proxy`` connects through a SOCKS or HTTP CONNECT proxy: ``"socks5://user:pw@host:1080"``
     (``socks5h://`` lets the proxy resolve ``host``; also ``socks4://``, ``socks4a://``,
     ``http://host:port``).  SOCKS needs the ``proxy`` extra (``pip install
@@ -129,6 +134,7 @@ class SmtpClient:
         unix_socket: str | os.PathLike[str] | None = None,
         proxy: str | None = None,
         dkim: DkimSigner | None = None,
+        source_address: str | None = None,
     ) -> None:
         self._dkim = choose_signer(None, dkim)
         self._config = session_config(
@@ -144,6 +150,7 @@ class SmtpClient:
             stream_factory=stream_factory,
             unix_socket=unix_socket,
             proxy=proxy,
+            source_address=source_address,
         )
         self._counters = Counters()
         self._delivery_method = delivery_method

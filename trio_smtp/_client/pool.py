@@ -109,9 +109,9 @@ class SmtpPool:
     ``SmtpPool(host=None, port=None, *, max_connections=4, ...)`` takes every
     :class:`SmtpClient` option (``security``, ``credentials``, ``ssl_context``,
     ``local_hostname``, ``timeouts``, ``delivery_method``, ``pickup_directory``,
-    ``stream_factory``, ``unix_socket``, ``proxy``, ``dkim``) with the same meaning and
-    checks (every connection goes through the proxy; every message is signed as
-    :meth:`SmtpClient.send` signs it), and:
+    ``stream_factory``, ``unix_socket``, ``proxy``, ``dkim``, ``source_address``) with the
+    same meaning and checks (every connection goes through the proxy, or leaves from
+    ``source_address``; every message is signed as :meth:`SmtpClient.send` signs it), and:
 
     - ``max_connections`` (4): connections open at once.
     - ``idle_timeout`` (30 s): an idle connection is closed (QUIT) after this long; ``None``
@@ -158,6 +158,7 @@ class SmtpPool:
         unix_socket: str | os.PathLike[str] | None = None,
         proxy: str | None = None,
         dkim: DkimSigner | None = None,
+        source_address: str | None = None,
     ) -> None:
         check_pool_options(max_connections, idle_timeout, max_messages_per_connection, rate)
         if max_pending is not None and max_pending < 1:
@@ -176,6 +177,7 @@ class SmtpPool:
             stream_factory=stream_factory,
             unix_socket=unix_socket,
             proxy=proxy,
+            source_address=source_address,
         )
         pickup = delivery_method is DeliveryMethod.PICKUP_DIRECTORY
         self._pickup_directory = pickup_directory if pickup else None

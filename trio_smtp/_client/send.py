@@ -38,6 +38,7 @@ async def send(
     pickup_directory: str | os.PathLike[str] | None = None,
     stream_factory: StreamFactory | None = None,
     unix_socket: str | os.PathLike[str] | None = None,
+    source_address: str | None = None,
     sender: str | None = None,
     recipients: Sequence[str] | None = None,
     notify: DeliveryNotification | Mapping[str, DeliveryNotification] | None = None,
@@ -73,6 +74,7 @@ async def send(
         "pickup_directory": pickup_directory,
         "stream_factory": stream_factory,
         "unix_socket": unix_socket,
+        "source_address": source_address,
     }
     # Only what the caller gave: None would override a part of the URL, and leaving an
     # option out gives SmtpClient's own default.

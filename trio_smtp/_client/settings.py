@@ -8,6 +8,7 @@ network delivery, a bad port, TLS with a pickup directory).  The result is the i
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import ssl
@@ -37,6 +38,7 @@ def session_config(
     stream_factory: StreamFactory | None,
     unix_socket: str | os.PathLike[str] | None,
     proxy: str | None = None,
+    source_address: str | None = None,
 ) -> SessionConfig:
     """Validate the constructor's arguments; see :class:`~trio_smtp.SmtpClient`."""
     _check_types(security, delivery_method, timeouts, credentials)
@@ -60,6 +62,9 @@ def session_config(
         stream_factory=stream_factory,
         unix_socket=socket_path,
         proxy=_check_proxy(proxy, host, pickup, stream_factory, socket_path),
+        source_address=_check_source_address(
+            source_address, pickup, stream_factory, socket_path, proxy
+        ),
     )
 
 
@@ -119,6 +124,36 @@ def _check_proxy(
     parsed = parse_proxy(proxy)
     check_destination(host or "")
     return parsed
+
+
+def _check_source_address(
+    address: str | None,
+    pickup: bool,
+    stream_factory: StreamFactory | None,
+    unix_socket: str | None,
+    proxy: str | None,
+) -> str | None:
+    """``source_address=`` is the local IP address TCP connections to the server leave from
+    (the port is the system's choice): an address literal, for TCP delivery only."""
+    if address is None:
+        return None
+    if not isinstance(address, str):
+        raise TypeError(f"source_address must be a str, not {type(address).__name__}")
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        raise ValueError(
+            f"source_address must be an IP address of this machine, not {address!r}"
+        ) from None
+    for given, what in (
+        (pickup, "a pickup directory"),
+        (stream_factory is not None, "stream_factory"),
+        (unix_socket is not None, "a Unix socket"),
+        (proxy is not None, "proxy= (the connection goes to the proxy)"),
+    ):
+        if given:
+            raise ValueError(f"source_address= cannot be used with {what}")
+    return str(parsed)
 
 
 def _check_local_hostname(name: str | None) -> str | None:

@@ -83,6 +83,7 @@ class SessionConfig(Frozen):
         "port",
         "proxy",
         "security",
+        "source_address",
         "ssl_context",
         "stream_factory",
         "timeouts",
@@ -103,6 +104,8 @@ class SessionConfig(Frozen):
     unix_socket: str | None
     #: Connect through this SOCKS or HTTP CONNECT proxy (see :mod:`trio_smtp._io.proxy`).
     proxy: Proxy | None
+    #: The local IP address TCP connections leave from (None: the system's choice).
+    source_address: str | None
     #: The session the next TLS handshake offers to resume (shared by the client's
     #: connections; the same object in every copy of this config: ``_replace`` passes it on).
     tls_sessions: TlsSessionCache
@@ -120,6 +123,7 @@ class SessionConfig(Frozen):
         unix_socket: str | None = None,
         proxy: Proxy | None = None,
         tls_sessions: TlsSessionCache | None = None,
+        source_address: str | None = None,
     ) -> None:
         set_field(self, "host", host)
         set_field(self, "port", port)
@@ -131,6 +135,7 @@ class SessionConfig(Frozen):
         set_field(self, "stream_factory", stream_factory)
         set_field(self, "unix_socket", unix_socket)
         set_field(self, "proxy", proxy)
+        set_field(self, "source_address", source_address)
         set_field(self, "tls_sessions", TlsSessionCache() if tls_sessions is None else tls_sessions)
 
 
@@ -145,6 +150,7 @@ async def open_session(config: SessionConfig) -> Transport:
         stream_factory=config.stream_factory,
         unix_socket=config.unix_socket,
         proxy=config.proxy,
+        source_address=config.source_address,
         tls_session=config.tls_sessions.session,
     )
     try:

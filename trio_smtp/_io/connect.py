@@ -12,6 +12,7 @@ Nothing is read or written here once the transport exists: it is the only reader
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import ssl
@@ -39,11 +40,12 @@ async def open_transport(
     stream_factory: StreamFactory | None = None,
     unix_socket: str | None = None,
     proxy: Proxy | None = None,
+    source_address: str | None = None,
     tls_session: ssl.SSLSession | None = None,
 ) -> Transport:
     """Connect (happy eyeballs, RFC 8305, via trio.open_tcp_stream; or to ``unix_socket``;
-    or through ``stream_factory`` or ``proxy``), TLS first if implicit (resuming
-    ``tls_session``)."""
+    or through ``stream_factory`` or ``proxy``; TCP from ``source_address`` if given), TLS
+    first if implicit (resuming ``tls_session``)."""
     peer = unix_socket if unix_socket is not None else f"{host}:{port}"
     what = "connecting" if stream_factory is not None else f"the connection to {peer}"
     if proxy is not None:
@@ -51,6 +53,8 @@ async def open_transport(
     # The peer is named only when we dial it: a stream factory's errors are its own, and a
     # proxy names itself in the errors it raises.
     connect_to = None if stream_factory is not None or proxy is not None else peer
+    if source_address is not None:
+        connect_to = f"{peer} from {source_address}"
     with map_errors(what, connect_to=connect_to), deadline(timeouts.connect, what):
         if stream_factory is not None:
             stream = await stream_factory()
@@ -59,7 +63,7 @@ async def open_transport(
         elif proxy is not None:
             stream = await proxy.open_stream(host, port)
         else:
-            stream = await open_tcp(host, port)
+            stream = await open_tcp(host, port, source_address)
     log = ProtocolLog(peer)
     log.note("connected" if proxy is None else f"connected through the proxy {proxy.display}")
     if security is Security.IMPLICIT_TLS:
@@ -73,7 +77,7 @@ async def open_transport(
     return transport
 
 
-async def open_tcp(host: str, port: int) -> trio.SocketStream:
+async def open_tcp(host: str, port: int, source: str | None = None) -> trio.SocketStream:
     """A TCP stream to ``host:port``, TCP_NODELAY set (by ``trio.SocketStream``).
 
     A name is resolved and its addresses raced (happy eyeballs, RFC 8305, through
@@ -81,14 +85,24 @@ async def open_tcp(host: str, port: int) -> trio.SocketStream:
     is one non-blocking ``connect``, without the resolver call, the nursery and the task
     trio's happy eyeballs start for it (a third of the connect's CPU: issue 12's ``tls``
     scenario, a session per connection).  Errors are the ``OSError`` of that connect, which
-    :func:`~trio_smtp._io.deadlines.connect_error` words as it words trio's."""
+    :func:`~trio_smtp._io.deadlines.connect_error` words as it words trio's.
+
+    ``source``: the local address to connect from, bound as trio binds it (port 0, with
+    ``IP_BIND_ADDRESS_NO_PORT`` where Linux has it, so that the port is chosen at connect
+    time and many connections from one address do not run out of ports)."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return await trio.open_tcp_stream(host, port)
+        return await trio.open_tcp_stream(host, port, local_address=source)
     family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
     sock = trio.socket.socket(family, socket.SOCK_STREAM)
     try:
+        if source is not None:
+            no_port = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", None)  # Linux only
+            if no_port is not None:
+                with contextlib.suppress(OSError):  # as trio: an old kernel lacks it
+                    sock.setsockopt(socket.IPPROTO_IP, no_port, 1)
+            await sock.bind((source, 0))
         await sock.connect((host, port))
     except BaseException:
         sock.close()

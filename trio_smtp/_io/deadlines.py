@@ -355,8 +355,10 @@ def connect_error(exc: OSError, peer: str) -> SmtpConnectError:
         found = _ADDRESS.search(str(attempt))
         if found:
             tried.append(f"{found[1]} port {found[2]}")
-    # The addresses tried, unless the only one is what the user typed.
-    plain = [f"{peer.rpartition(':')[0].strip('[]')} port {peer.rpartition(':')[2]}"]
+    # The addresses tried, unless the only one is what the user typed ("host:port", maybe
+    # followed by " from SOURCE").
+    target = peer.partition(" from ")[0]
+    plain = [f"{target.rpartition(':')[0].strip('[]')} port {target.rpartition(':')[2]}"]
     detail = f" (tried {', '.join(tried)})" if tried and tried != plain else ""
     error = SmtpConnectError(f"cannot connect to {peer}: {'; '.join(reasons)}{detail}")
     if len(codes) == 1:
