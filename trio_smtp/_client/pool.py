@@ -32,6 +32,7 @@ import ssl
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
+    Callable,
     Iterable,
     Mapping,
     Sequence,
@@ -393,9 +394,10 @@ class SmtpPool:
         that error.  Cancelled, it raises ``Cancelled``; use
         :meth:`send_many_as_completed` to keep the outcomes already known."""
         results: dict[int, Outcome] = {}
-        async with self.send_many_as_completed(messages) as outcomes:
-            async for done in outcomes:
-                results[done.index] = done.outcome
+        # Kept as they come (not read from the stream: see stream_outcomes); leaving the
+        # block waits for the batch to end, or cancels it.
+        async with self._batch(messages, results.__setitem__):
+            pass
         return [results[index] for index in range(len(results))]
 
     @asynccontextmanager
@@ -404,6 +406,17 @@ class SmtpPool:
     ) -> AsyncIterator[OutcomeStream]:
         """As :meth:`SmtpClient.send_many_as_completed`, spread over the pool's connections:
         outcomes in completion order, each with its item's ``index`` and ``item``."""
+        async with self._batch(messages) as outcomes:
+            yield outcomes
+
+    @asynccontextmanager
+    async def _batch(
+        self,
+        messages: Iterable[BatchItem] | AsyncIterable[BatchItem],
+        collect: Callable[[int, Outcome], None] | None = None,
+    ) -> AsyncIterator[OutcomeStream]:
+        """One batch over the pool's connections, its outcomes streamed or, given
+        ``collect``, handed to it (:func:`~trio_smtp._client.streamed.stream_outcomes`)."""
         self._check_open()
         items = RecordedItems(check_batch_source(messages))
         self._started()
@@ -422,7 +435,7 @@ class SmtpPool:
                 finished=self._batch_outcome,
             )
             run = Batch(host, items).run
-            async with stream_outcomes(self._nursery, items, run) as outcomes:
+            async with stream_outcomes(self._nursery, items, run, collect) as outcomes:
                 yield outcomes
         finally:
             self._ended()

@@ -166,7 +166,8 @@ class Share:
             read = self.slot.messages_at_lease + len(self.indexes)
             if not connection.ready or (cap is not None and read >= cap):
                 raise StopAsyncIteration
-            await host.pace()
+            if host.paced:
+                await host.pace()
             next_item = await self.batch.items.next()
             if next_item is None:
                 raise StopAsyncIteration

@@ -66,8 +66,10 @@ class RecordedItems:
         self.done: set[int] = set()
         # Several connections of a pool read one iterator.  Taking an item from a sync
         # iterable never waits (Trio runs one task at a time and a sync next() has no
-        # checkpoint), so only an async iterable, whose __anext__ may, needs the lock.
-        self._lock = None if isinstance(items, SyncItems) else trio.Lock()
+        # checkpoint), so it is taken in place; only an async iterable, whose __anext__
+        # may wait, needs the lock.
+        self._sync = items if isinstance(items, SyncItems) else None
+        self._lock = None if self._sync is not None else trio.Lock()
         self.exhausted = False
         #: What the iterable raised, if it did (it then counts as exhausted).
         self.error: Exception | None = None
@@ -93,15 +95,26 @@ class RecordedItems:
 
     async def next(self) -> tuple[int, object] | None:
         """The next item and its index, or None once the iterable is exhausted."""
-        if self._lock is None:
-            # A cancel point as the lock's acquire is, without its trip through the scheduler.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            return await self._next()
-        async with self._lock:
-            return await self._next()
+        if self._lock is not None:
+            async with self._lock:
+                return await self._next()
+        # A cancel point as the lock's acquire is, without its trip through the scheduler;
+        # then the item in place, with no coroutine per item (it is taken once a message).
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._returned:
+            return self._returned.pop()
+        if self.exhausted:
+            return None
+        assert self._sync is not None
+        try:
+            item = self._sync.next_nowait(_END)
+        except Exception as exc:
+            item = self._broke(exc)
+        return self._record(item)
 
     async def _next(self) -> tuple[int, object] | None:
-        """:meth:`next`, with the iterator to itself (no other reader can interleave)."""
+        """:meth:`next` of an async iterable, with it to itself (no other reader can
+        interleave)."""
         if self._returned:
             return self._returned.pop()
         if self.exhausted:
@@ -109,9 +122,16 @@ class RecordedItems:
         try:
             item = await anext(self._items, _END)
         except Exception as exc:
-            # The iterable broke: no more items, but the messages already read finish
-            # and report; the error is raised once they have (stream_outcomes).
-            self.error, item = exc, _END
+            item = self._broke(exc)
+        return self._record(item)
+
+    def _broke(self, error: Exception) -> object:
+        """The iterable raised: no more items, but the messages already read finish and
+        report; the error is raised once they have (stream_outcomes)."""
+        self.error = error
+        return _END
+
+    def _record(self, item: object) -> tuple[int, object] | None:
         if item is _END:
             self.exhausted = True
             return None
@@ -170,13 +190,21 @@ async def stream_outcomes(
     nursery: trio.Nursery,
     items: RecordedItems,
     run: Callable[[Emit], Awaitable[None]],
+    collect: Emit | None = None,
 ) -> AsyncIterator[OutcomeStream]:
     """Run ``run(emit)`` in ``nursery`` and stream what it emits (see the module docstring).
 
     Leaving the block normally waits for the batch to end (outcomes not read are dropped);
     leaving it with an exception (a cancel included) cancels the batch first.  An exception
     of the iterable ends the batch: the messages already read finish and report, then it is
-    raised at the end of the iteration (or on leaving the block)."""
+    raised at the end of the iteration (or on leaving the block).
+
+    ``collect``, if given, is handed each outcome instead of the stream, which then yields
+    none: ``send_many``, which wants them all at the end, leaves the block at once and
+    pays no object, no channel and -- above all -- no wake-up of its task per message.  A
+    reader of the stream is woken once per outcome, and Trio runs a woken task once per
+    scheduling round: with many connections each round decides several outcomes, so a
+    reader one outcome a round behind would hold the batch to a round per message."""
     send, receive = trio.open_memory_channel[BatchOutcome](math.inf)
     stream = OutcomeStream(receive, items)
     scope = trio.CancelScope()
@@ -184,7 +212,10 @@ async def stream_outcomes(
 
     def emit(index: int, outcome: Outcome) -> None:
         items.done.add(index)
-        send.send_nowait(BatchOutcome(index, items.read[index], outcome))
+        if collect is not None:
+            collect(index, outcome)
+        else:
+            send.send_nowait(BatchOutcome(index, items.read[index], outcome))
 
     async def runner() -> None:
         try:

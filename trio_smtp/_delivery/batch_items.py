@@ -142,6 +142,13 @@ class SyncItems:
         except StopIteration:
             raise StopAsyncIteration from None
 
+    def next_nowait(self, default: _T) -> object | _T:
+        """The next item, or ``default`` once there are none: what ``anext(self, default)``
+        gives, without a coroutine (a pool's connections read one shared iterator)."""
+        if self._iterator is None:
+            self._iterator = iter(self._items)
+        return next(self._iterator, default)
+
 
 class Outcomes:
     """The outcome of each message, in the order given (one slot per item).
