@@ -79,7 +79,7 @@ async def test_the_caller_is_not_woken_for_each_outcome(server: SmtpServer) -> N
     # send_many wants every outcome at the end: its task sleeps while the connections send.
     # Woken once per outcome (as a reader of send_many_as_completed is), Trio would run it
     # once per scheduling round -- a round per message where each round could decide one per
-    # connection, a quarter slower on loopback (docs/benchmarks.rst).
+    # connection: 10-20 % slower on loopback (docs/benchmarks.rst, ``many``).
     instrument = _Steps(trio.lowlevel.current_task())
     async with pool_for(server, max_connections=4) as pool:
         trio.lowlevel.add_instrument(instrument)
