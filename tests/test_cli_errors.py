@@ -315,5 +315,5 @@ async def test_ctrl_c_prints_no_traceback() -> None:
             status = await process.wait()
             assert process.stderr is not None
             err = (await process.stderr.receive_some(65536)).decode()
-    assert status == 130
+    assert status == 130, err
     assert err == "\ntrio-smtp send: interrupted\n"
