@@ -296,6 +296,16 @@ async def test_starttls_required_but_not_offered_names_the_url_parameter(
     assert f"hint: the server offers no STARTTLS: {url}?tls=opportunistic (or ?tls=none)" in err
 
 
+# `python -m trio_smtp` as a terminal starts it: Ctrl-C raises KeyboardInterrupt.  A suite
+# started in the background by a non-interactive shell (`cmd &`, as a CI job may be) has
+# SIGINT ignored, which a child inherits; Python then leaves it ignored, and the client
+# would wait out its 30 s greeting deadline instead (what this test once saw).
+_AS_FROM_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'trio-smtp'; runpy.run_module('trio_smtp', run_name='__main__')"
+)
+
+
 async def test_ctrl_c_prints_no_traceback() -> None:
     async with SmtpServer() as server:
         connected = trio.Event()
@@ -307,7 +317,8 @@ async def test_ctrl_c_prints_no_traceback() -> None:
         server.on("GREETING", Handover(hold))
         argv = ["send", "--server", f"smtp://{where(server)}?tls=none", "--from", "a@b.c"]
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "trio_smtp", *argv, "--to", "d@e.f"], stderr=subprocess.PIPE
+            [sys.executable, "-c", _AS_FROM_A_TERMINAL, *argv, "--to", "d@e.f"],
+            stderr=subprocess.PIPE,
         )
         with trio.fail_after(60):
             await connected.wait()
