@@ -1350,7 +1350,12 @@ def _check_outcome(result: Result, outcome: Outcome) -> list[tuple[str, str]]:
     excused = _stray_taken(live, outcome.kind)
     if not live and outcome.kind in ("success", "not_delivered"):
         # No end of data arrived for it, but replies read after a stray may have said so.
-        excused = any(conn.server.stray_sent is not None for conn in result.conns)
+        # A reply sent ahead whose command never reached the server (the connection was cut
+        # first) answered nothing: to the client it is a stray like any other.
+        excused = any(
+            conn.server.stray_sent is not None or conn.server.ahead_pending is not None
+            for conn in result.conns
+        )
     tag = f"msg {outcome.ident}: {outcome.kind} ({outcome.detail})"
     if outcome.kind in ("bad_exception", "missing"):
         bad.append(("undocumented", tag))
