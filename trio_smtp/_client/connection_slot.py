@@ -143,15 +143,17 @@ class Connection:
         if self._pickup_directory is not None:
             return await self._deliver_to_pickup(prepared)
         while True:
+            kept = self._transport
             transport = await self._connection()
             # Where the event decision (send_completed) learns whether the end of data
             # went out.
             transport.begin_transaction()
             self._send_transport = transport
             try:
-                # A kept connection was looked at just now (check_idle), with no await since.
+                # A kept connection (a pool's new one too: opened by its lease) was looked
+                # at just now (check_idle), with no await since.
                 return await deliver(
-                    transport, prepared, looked=transport.reused, commands=self._commands
+                    transport, prepared, looked=transport is kept, commands=self._commands
                 )
             except ConnectionStaleError:
                 continue  # only on a reused connection: the next one is fresh
